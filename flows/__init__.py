@@ -1,0 +1,1 @@
+"""Bytewax wiring: the dataflow and its connectors. Logic lives in rapidloop.operators."""

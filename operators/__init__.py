@@ -1,0 +1,1 @@
+"""The loop's logic in plain Python: correlation, classifiers, policy. No Bytewax, no Kafka."""

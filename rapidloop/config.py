@@ -1,0 +1,142 @@
+"""One TOML file of settings, with defaults and environment overrides.
+
+The defaults live in ``defaults.toml`` beside this module, so every knob has
+one documented home. A user file only needs the settings it changes, and
+``RAPIDLOOP_<SECTION>__<KEY>`` environment variables override both. Unknown
+sections or keys, and values of the wrong type, are errors: a typo in a
+threshold must not silently fall back to the default.
+
+>>> cfg = load_config(env={"RAPIDLOOP_POLICY__GLOBAL_MIN_ORGS": "4"})
+>>> cfg.policy.global_min_orgs
+4
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "RAPIDLOOP_"
+FREEFORM = {("kafka", "client"), ("models", "behavior_weights")}
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used."""
+
+
+class Section:
+    """Read-only attribute view of one TOML table."""
+
+    __slots__ = ("_name", "_values")
+
+    def __init__(self, name: str, values: dict[str, Any]) -> None:
+        self._name = name
+        self._values = {k: Section(f"{name}.{k}", v) if isinstance(v, dict) else v
+                        for k, v in values.items()}
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"no setting {self._name}.{key}") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v.as_dict() if isinstance(v, Section) else v for k, v in self._values.items()}
+
+    def __repr__(self) -> str:
+        return f"Section({self._name}, {self.as_dict()!r})"
+
+
+class Config(Section):
+    """The whole configuration; sections are attributes (``cfg.policy``)."""
+
+    __slots__ = ()
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        super().__init__("config", values)
+
+
+def _defaults() -> dict[str, Any]:
+    text = resources.files("rapidloop").joinpath("defaults.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def _check_type(path: str, default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{path}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any], path: str = "") -> None:
+    for key, value in override.items():
+        where = f"{path}.{key}" if path else key
+        if tuple(where.split(".")[-2:]) in FREEFORM or (path and tuple(path.split(".")) in FREEFORM):
+            if isinstance(base.get(key), dict) and isinstance(value, dict):
+                base[key].update(value)
+            else:
+                base[key] = value
+            continue
+        if key not in base:
+            raise ConfigError(f"unknown setting {where}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a table")
+            _merge(base[key], value, where)
+        else:
+            base[key] = _check_type(where, base[key], value)
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare string such as a broker list
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_env_value(raw)
+    return out
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the file at ``path`` (if any), then environment overrides."""
+    values = _defaults()
+    if path:
+        p = Path(path)
+        try:
+            user = tomllib.loads(p.read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        _merge(values, user)
+    _merge(values, _env_overrides(os.environ if env is None else env))
+    if values["policy"]["global_window_s"] not in values["windows"]["sizes_s"]:
+        raise ConfigError("policy.global_window_s must be one of windows.sizes_s")
+    if values["stream"]["shards"] < 1:
+        raise ConfigError("stream.shards must be at least 1")
+    return Config(values)

@@ -1,0 +1,1 @@
+"""The wire: contract messages, their JSON Schemas, parsing and serialisation."""
