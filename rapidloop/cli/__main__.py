@@ -1,0 +1,5 @@
+import sys
+
+from rapidloop.cli import main
+
+sys.exit(main())
