@@ -1,0 +1,60 @@
+"""The rapidloop dataflow, top to bottom as in the README's diagram.
+
+    reports ─┐                          ┌─ dead letters ──────────────────▶ deadletter sink
+             ├─▶ parse ─▶ split by shard ─▶ correlate ─▶ route ─▶ decide ─▶ decisions sink
+  feedback ─┘     (Unit)    (Piece/shard)  (file state)  (verdicts    (models, policy)
+                                                           to every
+                                                           replica)
+
+Logic lives in rapidloop.operators and rapidloop.schemas; this module only
+wires it. The same builder runs on Kafka (``rapidloop run``) and on files
+(``rapidloop replay``): only the connectors differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from rapidloop.config import Config
+from rapidloop.operators.allowlist import AllowList
+from rapidloop.schemas.intake import Intake
+from rapidloop.schemas.wire import Limits, WireParser
+
+from . import steps
+
+
+@dataclass
+class Connectors:
+    """Where the flow reads and writes; ``kinds`` maps each input topic/file to its message kind."""
+
+    sources: list[tuple[str, Source]]
+    kinds: dict[str, str]
+    decisions: Sink
+    dead_letters: Sink | None = None
+
+
+def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
+               flow_id: str = "rapidloop") -> Dataflow:
+    shards = cfg.stream.shards
+    allow = AllowList.load(cfg.policy.allowlist_file)
+    intake = Intake(WireParser(Limits.from_config(cfg)), io.kinds)
+
+    flow = Dataflow(flow_id)
+    inputs = [op.input(name, flow, source) for name, source in io.sources]
+    batches = op.merge("merge", *inputs) if len(inputs) > 1 else inputs[0]
+    units = op.map("parse", batches, steps.Parse(intake))
+    if io.dead_letters is not None:
+        op.output("dead_letters", op.map("encode_dead", units, steps.encode_dead_letters),
+                  io.dead_letters)
+    pieces = op.flat_map("split", units, steps.Split(shards))
+    correlated = op.stateful_batch("correlate", pieces,
+                                   steps.correlate_builder(cfg, shards, recovery))
+    routed = op.map("route", correlated, steps.unwrap)
+    decided = op.stateful_batch("decide", routed, steps.decide_builder(cfg, allow, recovery))
+    op.output("decisions", op.map("encode", decided, steps.encode_decisions), io.decisions)
+    return flow

@@ -1,0 +1,150 @@
+"""Thin adapters between Bytewax's operator interfaces and the plain logic.
+
+Each adapter forwards a batch to a ``rapidloop.operators`` object and adds
+to the job's counters once per batch; nothing here decides anything.
+Snapshots return a pickled copy only when recovery is on: without it,
+Bytewax still asks for one per touched key every epoch, and copying a
+shard's state for nothing would be the job's biggest cost.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bytewax.operators import StatefulBatchLogic
+
+from rapidloop.config import Config
+from rapidloop.jobstats import STATS
+from rapidloop.operators.allowlist import AllowList
+from rapidloop.operators.correlate import Correlator
+from rapidloop.operators.decide import Decider
+from rapidloop.operators.sharding import Piece, UnitAssembler, route, split_unit
+from rapidloop.schemas.intake import Intake, Unit
+from rapidloop.schemas.model import Decision, RawMessage
+from rapidloop.schemas.wire import encode_dead_letter, encode_decision
+
+KV = tuple[bytes | None, bytes]
+
+
+class Parse:
+    """Source batch (``list[RawMessage]`` or ``(seq, list[RawMessage])``) → ``Unit``."""
+
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+
+    def __call__(self, batch: Any) -> Unit:
+        seq: int | None = None
+        if isinstance(batch, tuple):
+            seq, batch = batch
+        messages: list[RawMessage] = batch
+        unit = self.intake.parse(messages, time.time(), seq,
+                                 "replay" if seq is not None else None)
+        stats = STATS
+        stats.events_in.update(unit.counts)
+        if unit.dead_codes:
+            stats.dead_letters.update(unit.dead_codes)
+        if unit.events:
+            last = unit.events[-1].ts
+            if last > stats.newest_event_ts:
+                stats.newest_event_ts = last
+        return unit
+
+
+def encode_dead_letters(unit: Unit) -> list[KV]:
+    return [(dl.key.encode() if dl.key else None, encode_dead_letter(dl)) for dl in unit.dead]
+
+
+class Split:
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+
+    def __call__(self, unit: Unit) -> list[tuple[str, Piece]]:
+        return split_unit(unit.source, unit.unit, unit.seq, unit.events, self.shards,
+                          unit.arrived)
+
+
+def unwrap(kv: tuple[str, tuple[str, Piece]]) -> tuple[str, Piece]:
+    """Drop the key Bytewax wrapped around a routed ``(dest_key, piece)``."""
+    return kv[1]
+
+
+def _snapshot(obj: Any, recovery: bool) -> bytes | None:
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if recovery else None
+
+
+class CorrelateLogic(StatefulBatchLogic[Piece, tuple[str, Piece], bytes | None]):
+    def __init__(self, correlator: Correlator, shards: int, recovery: bool) -> None:
+        self.c = correlator
+        self.shards = shards
+        self.recovery = recovery
+
+    def on_batch(self, pieces: list[Piece]) -> tuple[list[tuple[str, Piece]], bool]:
+        out: list[tuple[str, Piece]] = []
+        dup0 = self.c.duplicates
+        for p in pieces:
+            items, copies = self.c.process(p.items, p.arrived)
+            p.items = items
+            out.extend(route(p, self.shards, copies))
+        STATS.duplicates += self.c.duplicates - dup0
+        if pieces:
+            STATS.tracked_files[f"{pieces[0].shard:03d}"] = len(self.c.files)
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes | None:
+        return _snapshot(self.c, self.recovery)
+
+
+def correlate_builder(cfg: Config, shards: int, recovery: bool
+                      ) -> Callable[[bytes | None], CorrelateLogic]:
+    def build(resume: bytes | None) -> CorrelateLogic:
+        c = pickle.loads(resume) if resume else Correlator(cfg)
+        return CorrelateLogic(c, shards, recovery)
+    return build
+
+
+class DecideLogic(StatefulBatchLogic[Piece, list[Decision], bytes | None]):
+    def __init__(self, state: tuple[Decider, UnitAssembler], recovery: bool) -> None:
+        self.decider, self.assembler = state
+        self.recovery = recovery
+
+    def on_batch(self, pieces: list[Piece]) -> tuple[list[list[Decision]], bool]:
+        out: list[list[Decision]] = []
+        now = time.time()
+        for piece in pieces:
+            for unit in self.assembler.add(piece):
+                decided = self.decider.process((it for _, it in unit.items), now)
+                if decided:
+                    out.append(decided)
+        lat = self.decider.latencies
+        if lat:
+            with STATS.lock:
+                STATS.latencies.extend(lat)
+            lat.clear()
+        STATS.labels_seen = max(STATS.labels_seen, self.decider.ensemble.labels_seen)
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes | None:
+        return _snapshot((self.decider, self.assembler), self.recovery)
+
+
+def decide_builder(cfg: Config, allow: AllowList, recovery: bool
+                   ) -> Callable[[bytes | None], DecideLogic]:
+    def build(resume: bytes | None) -> DecideLogic:
+        state = pickle.loads(resume) if resume else (Decider(cfg, allow), UnitAssembler())
+        return DecideLogic(state, recovery)
+    return build
+
+
+def encode_decisions(kv: tuple[str, list[Decision]]) -> list[KV]:
+    """Stamp ``decided_at`` (the only wall-clock field) and serialise."""
+    now = time.time()
+    out: list[KV] = []
+    counts = STATS.decisions
+    for d in kv[1]:
+        d.decided_at = now
+        counts[(d.action, d.scope)] += 1
+        out.append((d.sha256.encode(), encode_decision(d)))
+    return out

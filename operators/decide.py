@@ -1,0 +1,86 @@
+"""Stage two of the loop: score, learn, and decide, for one shard.
+
+A ``Decider`` holds one replica of the classifier ensemble and the
+enforcement state of the files its shard owns. Sightings of its own files are
+scored and handed to the policy; every trusted verdict, whichever shard owns
+the file, teaches the replica (the correlator broadcasts verdicts), so all
+replicas learn from every label while reports are spread over all shards.
+Only trusted verdicts (sandbox, analyst) teach: one tenant's ``org_report``
+acts for that tenant but never moves the shared models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rapidloop.config import Config
+from rapidloop.schemas.model import Decision
+
+from .allowlist import AllowList
+from .classifiers import Ensemble
+from .correlate import Sighting, Verdict
+from .policy import Enforcement, Policy, Scored
+
+
+class Decider:
+    """Per-shard ensemble replica, policy and enforcement state; picklable."""
+
+    def __init__(self, cfg: Config, allowlist: AllowList | None = None) -> None:
+        self.ensemble = Ensemble(cfg)
+        self.policy = Policy(cfg, allowlist)
+        self.states: dict[str, Enforcement] = {}
+        self.idle_ttl = float(cfg.state.idle_ttl_s)
+        self.label_ttl = float(cfg.policy.trusted_block_ttl_s)
+        self.sweep_interval = float(cfg.state.sweep_interval_s)
+        self.now = float("-inf")
+        self.next_sweep = float("-inf")
+        self.latencies: list[float] = []   # event-arrival → decision, seconds (drained by the flow)
+
+    def _scored(self, features: dict[str, float]) -> Scored:
+        score, per_model = self.ensemble.score(features)
+        return Scored(score, per_model, self.ensemble.model_version,
+                      self.ensemble.explain(features))
+
+    def process(self, items: Iterable[Sighting | Verdict], now_wall: float) -> list[Decision]:
+        out: list[Decision] = []
+        states = self.states
+        for item in items:
+            if isinstance(item, Sighting):
+                r = item.report
+                if r.ts > self.now:
+                    self.now = r.ts
+                enf = states.get(r.sha256)
+                fresh = enf is None
+                if enf is None:
+                    enf = Enforcement()
+                decided = self.policy.on_sighting(enf, item, self._scored(item.features))
+                if fresh and decided:   # most files never need enforcement state
+                    states[r.sha256] = enf
+            else:
+                fb = item.feedback
+                if fb.ts > self.now:
+                    self.now = fb.ts
+                if fb.trusted and item.features is not None:
+                    self.ensemble.learn(item.features, fb.verdict == "malicious")
+                if not item.owner:
+                    continue
+                enf = states.setdefault(fb.sha256, Enforcement())
+                decided = self.policy.on_verdict(enf, fb, self._scored(item.features or {}),
+                                                 item.signer)
+            if decided:
+                out.extend(decided)
+                self.latencies.append(now_wall - item.arrived)
+        if self.now >= self.next_sweep:
+            self.sweep()
+        return out
+
+    def sweep(self) -> int:
+        """Forget files with nothing enforced and no recent events or trusted label."""
+        now = self.now
+        gone = [sha for sha, enf in self.states.items()
+                if enf.idle(now) and enf.last_event < now - (
+                    self.label_ttl if enf.label else self.idle_ttl)]
+        for sha in gone:
+            del self.states[sha]
+        self.next_sweep = now + self.sweep_interval
+        return len(gone)

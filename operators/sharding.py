@@ -1,0 +1,124 @@
+"""Spreading work over shards, deterministically.
+
+The loop has two keyed stages: the correlator (file state) and the decider
+(model replica + enforcement). Both are keyed by the same shard of the
+sha256, so reports stay on one worker from correlation to decision. Verdicts
+must reach *every* decider's model replica, so the correlator broadcasts
+them, and that is where order could go astray: a replica could learn a
+label before or after a report depending on how the runtime happened to
+chunk work. To make results independent of timing and worker count, input
+is handled in *units* (one source batch): every shard receives a piece of
+every unit, a decider processes a unit only once it holds all the pieces it
+expects, merges them back in input order, and takes units of one source in
+sequence. So replaying the same input gives the same decisions, always.
+
+>>> shard_of("0000000f" + "0" * 56, 8), shard_key(3)
+(7, '003')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rapidloop.schemas.model import Feedback, Report
+
+
+def shard_of(sha256: str, shards: int) -> int:
+    """Stable shard of a (normalised, hex) sha256: uniform because hashes are."""
+    return int(sha256[:8], 16) % shards
+
+
+def shard_key(shard: int) -> str:
+    return f"{shard:03d}"
+
+
+@dataclass(slots=True)
+class Piece:
+    """The part of one input unit that concerns one shard.
+
+    ``unit`` names the input unit (unique per source batch); ``seq`` is its
+    position in its source, or None for sources whose order carries no
+    meaning across units (live Kafka). ``items`` are ``(index_in_unit,
+    payload)`` pairs so pieces can be merged back into input order.
+    ``expect`` is how many pieces the receiving decider must hold before
+    processing the unit: 1, or every shard's when the unit carries verdicts.
+    """
+
+    shard: int
+    source: str
+    unit: str
+    seq: int | None
+    expect: int
+    items: list[tuple[int, Any]] = field(default_factory=list)
+    arrived: float = 0.0
+
+
+def split_unit(source: str, unit: str, seq: int | None, events: list[Report | Feedback],
+               shards: int, arrived: float) -> list[tuple[str, Piece]]:
+    """One piece per shard (empty ones included, so every shard sees every unit)."""
+    has_verdicts = any(type(e) is Feedback for e in events)
+    expect = shards if has_verdicts else 1
+    pieces = [Piece(s, source, unit, seq, expect, [], arrived) for s in range(shards)]
+    for i, ev in enumerate(events):
+        pieces[int(ev.sha256[:8], 16) % shards].items.append((i, ev))
+    return [(shard_key(s), p) for s, p in enumerate(pieces)]
+
+
+def route(piece: Piece, shards: int, copies: list[tuple[int, Any]]) -> list[tuple[str, Piece]]:
+    """Stage one's output: its own piece to its decider, verdict copies to all the others.
+
+    ``piece.items`` already holds the stage-one outputs for ``piece.shard``;
+    ``copies`` are the (index, payload) pairs every other replica must see.
+    """
+    out = [(shard_key(piece.shard), piece)]
+    if piece.expect > 1:
+        for s in range(shards):
+            if s != piece.shard:
+                out.append((shard_key(s), Piece(s, piece.source, piece.unit, piece.seq,
+                                                piece.expect, list(copies), piece.arrived)))
+    return out
+
+
+class UnitAssembler:
+    """Holds pieces until a unit is complete; releases sequenced units in source order."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[Piece]] = {}        # unit -> pieces so far
+        self.complete: dict[tuple[str, int], Piece] = {}  # (source, seq) -> merged, waiting its turn
+        self.next_seq: dict[str, int] = {}
+
+    def add(self, piece: Piece) -> list[Piece]:
+        """Add a piece; return the units (merged pieces) now ready, in order."""
+        if piece.expect == 1:
+            unit: Piece | None = piece
+        else:
+            parts = self.pending.setdefault(piece.unit, [])
+            parts.append(piece)
+            unit = None
+            if len(parts) == piece.expect:
+                unit = _merge(self.pending.pop(piece.unit))
+        if unit is None:
+            return []
+        if unit.seq is None:
+            return [unit]
+        self.complete[(unit.source, unit.seq)] = unit
+        ready: list[Piece] = []
+        src = unit.source
+        nxt = self.next_seq.get(src, 0)
+        while (src, nxt) in self.complete:
+            ready.append(self.complete.pop((src, nxt)))
+            nxt += 1
+        self.next_seq[src] = nxt
+        return ready
+
+    def __len__(self) -> int:
+        return len(self.pending) + len(self.complete)
+
+
+def _merge(parts: list[Piece]) -> Piece:
+    items = [it for p in parts for it in p.items]
+    items.sort(key=lambda it: it[0])
+    first = parts[0]
+    return Piece(first.shard, first.source, first.unit, first.seq, first.expect, items,
+                 min(p.arrived for p in parts))

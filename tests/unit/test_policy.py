@@ -1,0 +1,119 @@
+"""The policy's rules, one by one, without models, Bytewax or Kafka."""
+
+from rapidloop.config import load_config
+from rapidloop.operators.allowlist import AllowList
+from rapidloop.operators.correlate import Sighting
+from rapidloop.operators.policy import GLOBAL, Enforcement, Policy, Scored
+
+from .helpers import T0, feedback, report, sha
+
+CFG = load_config(env={})
+H = sha(0xABC)
+
+
+def sighting(r, orgs=(1, 1, 1), ever=1):
+    return Sighting(r, {}, list(orgs), ever, 0.0)
+
+
+def scored(score):
+    return Scored(score, {"logreg": score, "prior": score}, "ens-0", ["because"])
+
+
+def test_low_score_decides_nothing():
+    p, e = Policy(CFG), Enforcement()
+    assert p.on_sighting(e, sighting(report(H)), scored(0.1)) == []
+
+
+def test_device_block_on_strong_behaviour():
+    p, e = Policy(CFG), Enforcement()
+    r = report(H, behaviors=("ransomware_encryption",))
+    (d,) = p.on_sighting(e, sighting(r), scored(0.6))
+    assert (d.action, d.scope, d.org_id, d.device_id) == ("block", "device", r.org_id, r.device_id)
+    assert d.expires_at == r.ts + CFG.policy.device_block_ttl_s
+    assert "ransomware_encryption observed on this device" in d.reasons[0]
+    # same device again: nothing changes, nothing emitted
+    assert p.on_sighting(e, sighting(report(H, behaviors=("ransomware_encryption",))),
+                         scored(0.6)) == []
+
+
+def test_org_then_global_block_and_only_changes_emitted():
+    p, e = Policy(CFG), Enforcement()
+    (d,) = p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.86))
+    assert (d.action, d.scope, d.org_id) == ("block", "org", "org-1")
+    assert p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.86)) == []
+    (g,) = p.on_sighting(e, sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3),
+                         scored(0.95))
+    assert (g.action, g.scope, g.org_id, g.device_id) == ("block", "global", None, None)
+    assert "seen in 3 orgs within 1d" in g.reasons
+    assert all("org-" not in reason for reason in g.reasons)   # no tenant names
+    assert p.on_sighting(e, sighting(report(H, org="org-3"), orgs=(4, 4, 4)), scored(0.99)) == []
+
+
+def test_high_score_in_one_org_is_not_global():
+    p, e = Policy(CFG), Enforcement()
+    out = p.on_sighting(e, sighting(report(H), orgs=(1, 1, 1)), scored(0.99))
+    assert [d.scope for d in out] == ["org"]
+
+
+def test_prevalent_signed_file_needs_trusted_verdict_for_global():
+    p, e = Policy(CFG), Enforcement()
+    r = report(H, signed=True, signer="Vendor")
+    out = p.on_sighting(e, sighting(r, orgs=(30, 30, 30), ever=30), scored(0.99))
+    assert [d.scope for d in out] == ["org"]
+    (g,) = p.on_verdict(e, feedback(H, "malicious", "sandbox", ts=T0 + 1), scored(0.99))
+    assert (g.scope, g.action, g.reasons) == ("global", "block", ["sandbox verdict malicious"])
+
+
+def test_trusted_benign_unblocks_everything_and_stops_correlation():
+    p, e = Policy(CFG), Enforcement()
+    p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.9))
+    p.on_sighting(e, sighting(report(H, org="org-2"), orgs=(3, 3, 3)), scored(0.95))
+    out = p.on_verdict(e, feedback(H, "benign", "analyst", ts=T0 + 5), scored(0.95))
+    assert sorted((d.action, d.scope, d.org_id) for d in out) == [
+        ("unblock", "global", None), ("unblock", "org", "org-1")]
+    again = sighting(report(H, org="org-9", ts=T0 + 9), orgs=(5, 5, 5))
+    assert p.on_sighting(e, again, scored(0.99)) == []
+
+
+def test_org_report_benign_allows_for_that_org_only():
+    p, e = Policy(CFG), Enforcement()
+    p.on_verdict(e, feedback(H, "malicious", "sandbox"), scored(0.9))
+    (a,) = p.on_verdict(e, feedback(H, "benign", "org_report", org="org-7", ts=T0 + 1),
+                        scored(0.9))
+    assert (a.action, a.scope, a.org_id, a.expires_at) == ("allow", "org", "org-7", None)
+    assert e.current(GLOBAL, T0 + 2) == "block"      # still blocked for everyone else
+    # the allowing org's own devices are not blocked again by correlation
+    r = report(H, org="org-7", behaviors=("ransomware_encryption",), ts=T0 + 3)
+    assert p.on_sighting(e, sighting(r), scored(0.99)) == []
+
+
+def test_org_report_malicious_blocks_that_org_only():
+    p, e = Policy(CFG), Enforcement()
+    (d,) = p.on_verdict(e, feedback(H, "malicious", "org_report", org="org-3"), scored(0.2))
+    assert (d.action, d.scope, d.org_id) == ("block", "org", "org-3")
+
+
+def test_allowlist_is_never_blocked():
+    allow = AllowList.parse([H, "signer:Good Vendor"])
+    p, e = Policy(CFG, allow), Enforcement()
+    r = report(H, behaviors=("ransomware_encryption",))
+    assert p.on_sighting(e, sighting(r, orgs=(9, 9, 9)), scored(1.0)) == []
+    assert p.on_verdict(e, feedback(H, "malicious", "sandbox"), scored(1.0)) == []
+    other = sha(5)
+    r2 = report(other, signer="Good Vendor", signed=True)
+    assert p.on_sighting(e, sighting(r2, orgs=(9, 9, 9)), scored(1.0)) == []
+
+
+def test_blocks_expire_and_can_be_renewed():
+    p, e = Policy(CFG), Enforcement()
+    (d,) = p.on_sighting(e, sighting(report(H)), scored(0.9))
+    later = d.expires_at + 1
+    (d2,) = p.on_sighting(e, sighting(report(H, ts=later)), scored(0.9))
+    assert d2.scope == "org" and d2.decision_id != d.decision_id
+
+
+def test_decision_ids_are_deterministic():
+    r = report(H, report_id="fixed")
+    a = Policy(CFG).on_sighting(Enforcement(), sighting(r), scored(0.9))
+    b = Policy(CFG).on_sighting(Enforcement(), sighting(r), scored(0.9))
+    assert [d.decision_id for d in a] == [d.decision_id for d in b]
