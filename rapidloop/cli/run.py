@@ -1,14 +1,85 @@
-"""`rapidloop run`: not yet built."""
+"""`rapidloop run`: the streaming job against a Kafka cluster.
+
+Checks the cluster and topics first (an unreachable broker is one clear line
+within ``kafka.connect_timeout_s``, never a hang), then runs the dataflow with
+Kafka sources and sinks, printing a progress line to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from datetime import timedelta
+
+from rapidloop import jobstats
+from rapidloop.cli import CliError
+from rapidloop.config import load_config
+from rapidloop.kafka import BrokerUnavailable, client_config, require_topics
+from rapidloop.operators.allowlist import AllowListError
+from rapidloop.schemas.intake import FEEDBACK, REPORT
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="(not yet built)")
+    p = sub.add_parser("run", help="run the streaming job against Kafka",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--brokers", help="bootstrap servers (default: kafka.brokers from config)")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration")
+    p.add_argument("--workers", type=int, default=1, help="Bytewax worker threads (default 1)")
+    p.add_argument("--exit-at-end", action="store_true",
+                   help="stop once the input topics are drained")
+    p.add_argument("--from-end", action="store_true",
+                   help="start from the end of the input topics instead of the beginning")
+    p.add_argument("--progress", type=float, default=2.0, metavar="SECONDS",
+                   help="progress line interval; 0 for none (default 2)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("rapidloop run: not yet built")
+    from bytewax.run import cli_main
+
+    from rapidloop.flows.dataflow import Connectors, build_flow
+    from rapidloop.flows.kafka_io import KafkaBatchSink, KafkaBatchSource
+    from rapidloop.progress import Reporter
+    from rapidloop.telemetry import Telemetry
+
+    cfg = load_config(args.config)
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    brokers = args.brokers or cfg.kafka.brokers
+    k = cfg.kafka
+    try:
+        require_topics(cfg, [k.reports_topic, k.feedback_topic, k.decisions_topic,
+                             k.deadletter_topic], brokers)
+    except BrokerUnavailable as exc:
+        raise CliError(str(exc)) from None
+    conf = client_config(cfg, brokers)
+    start = "end" if args.from_end else "beginning"
+    tail = not args.exit_at_end
+    io = Connectors(
+        sources=[
+            ("reports", KafkaBatchSource(conf, [k.reports_topic], k.consume_batch, tail, start)),
+            ("feedback", KafkaBatchSource(conf, [k.feedback_topic], k.consume_batch, tail, start)),
+        ],
+        kinds={k.reports_topic: REPORT, k.feedback_topic: FEEDBACK},
+        decisions=KafkaBatchSink(conf, k.decisions_topic),
+        dead_letters=KafkaBatchSink(conf, k.deadletter_topic),
+    )
+    try:
+        flow = build_flow(cfg, io)
+    except AllowListError as exc:
+        raise CliError(str(exc)) from None
+    stats = jobstats.reset()
+    telemetry = Telemetry(cfg)
+    reporter = Reporter(stats, args.progress or 1.0,
+                        sys.stderr if args.progress > 0 else None, telemetry)
+    print(f"rapidloop run: consuming {k.reports_topic}, {k.feedback_topic} from {brokers} "
+          f"({'until drained' if args.exit_at_end else 'Ctrl-C to stop'})",
+          file=sys.stderr, flush=True)
+    reporter.start()
+    try:
+        cli_main(flow, workers_per_process=args.workers,
+                 epoch_interval=timedelta(seconds=cfg.stream.epoch_interval_s))
+    finally:
+        reporter.stop()
+        telemetry.shutdown()
+    return 0

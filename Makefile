@@ -1,0 +1,53 @@
+# rapidloop: `make run` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 9092
+
+.PHONY: install run test test-unit test-integration lint fmt replay-demo clean broker-start broker-stop
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "need python3.11 or python3.12 (Bytewax 0.21 wheels)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+## run: broker + topics + simulated fleet + the job, showing live decisions (Ctrl-C stops all)
+run: install
+	@PYTHON=$(BIN)/python RAPIDLOOP_BROKER_PORT=$(PORT) bash infra/run.sh
+
+## test: the whole suite; integration tests start their own broker
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/pytest -q tests/integration
+
+lint: install
+	$(BIN)/ruff check .
+
+fmt: install
+	$(BIN)/ruff check --fix .
+
+## replay-demo: simulate a day into out/day and replay it offline
+replay-demo: install
+	$(BIN)/rapidloop simulate --out out/day --seed 1
+	$(BIN)/rapidloop replay --reports out/day/reports.jsonl.gz --feedback out/day/feedback.jsonl.gz \
+	  --output out/day/decisions.jsonl --dead-letters out/day/deadletters.jsonl
+
+broker-start: install
+	@PYTHON=$(BIN)/python bash infra/broker.sh start $(PORT)
+
+broker-stop:
+	@PYTHON=$(BIN)/python bash infra/broker.sh stop $(PORT)
+
+clean:
+	rm -rf $(VENV) .run out .pytest_cache .ruff_cache *.egg-info

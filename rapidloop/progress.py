@@ -1,0 +1,90 @@
+"""The live progress line and the metrics pump of a running job.
+
+Both read the job's counters (``rapidloop.jobstats.STATS``) from a
+background thread once a period, so neither costs the hot path anything.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from typing import TextIO
+
+from rapidloop.jobstats import JobStats
+
+
+def format_progress(stats: JobStats, rate: float, lag: float | None,
+                    latencies: list[float] | None = None) -> str:
+    scopes = stats.by_scope()
+    parts = [f"events {stats.total_in():,} ({rate:,.0f}/s)",
+             "decisions " + (" ".join(f"{k} {v}" for k, v in sorted(scopes.items())) or "0"),
+             f"dead letters {sum(stats.dead_letters.values()):,}",
+             f"duplicates {stats.duplicates:,}",
+             f"files {sum(stats.tracked_files.values()):,}",
+             f"labels {stats.labels_seen:,}"]
+    if lag is not None:
+        parts.append(f"input lag {lag:.1f}s")
+    if latencies:
+        lat = sorted(latencies)
+        parts.append(f"decision latency p50 {lat[len(lat) // 2] * 1000:.0f} ms")
+    return " | ".join(parts)
+
+
+class Reporter(threading.Thread):
+    """Every ``period`` seconds: print the progress line and push metrics deltas."""
+
+    def __init__(self, stats: JobStats, period: float = 2.0, out: TextIO | None = sys.stderr,
+                 telemetry: object | None = None) -> None:
+        super().__init__(name="rapidloop-progress", daemon=True)
+        self.stats = stats
+        self.period = period
+        self.out = out
+        self.telemetry = telemetry
+        self._stop_evt = threading.Event()
+        self._last_in = 0
+        self._last_t = time.monotonic()
+        self._sent_in: Counter[str] = Counter()
+        self._sent_dead: Counter[str] = Counter()
+        self._sent_dec: Counter[tuple[str, str]] = Counter()
+        self._sent_dup = 0
+
+    def run(self) -> None:
+        while not self._stop_evt.wait(self.period):
+            self.tick()
+
+    def stop(self) -> None:
+        self._stop_evt.set()
+        self.tick()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        total = self.stats.total_in()
+        rate = (total - self._last_in) / max(now - self._last_t, 1e-9)
+        self._last_in, self._last_t = total, now
+        lag = None
+        if self.stats.newest_produce_ts:
+            lag = max(0.0, time.time() - self.stats.newest_produce_ts)
+        latencies = self.stats.drain_latencies()
+        if self.out is not None:
+            print(format_progress(self.stats, rate, lag, latencies), file=self.out, flush=True)
+        if self.telemetry is not None:
+            self._push(latencies)
+
+    def _push(self, latencies: list[float]) -> None:
+        t, s = self.telemetry, self.stats
+        for topic, n in (s.events_in - self._sent_in).items():
+            t.events_in(topic, n)  # type: ignore[attr-defined]
+        for code, n in (s.dead_letters - self._sent_dead).items():
+            t.dead_letters(code, n)  # type: ignore[attr-defined]
+        for (action, scope), n in (s.decisions - self._sent_dec).items():
+            t.decisions(action, scope, n)  # type: ignore[attr-defined]
+        if s.duplicates > self._sent_dup:
+            t.duplicates("all", s.duplicates - self._sent_dup)  # type: ignore[attr-defined]
+        self._sent_in, self._sent_dead = Counter(s.events_in), Counter(s.dead_letters)
+        self._sent_dec, self._sent_dup = Counter(s.decisions), s.duplicates
+        for lat in latencies:
+            t.latency(lat)  # type: ignore[attr-defined]
+        t.set_tracked_files(sum(s.tracked_files.values()))  # type: ignore[attr-defined]
+        t.set_labels_seen(s.labels_seen)  # type: ignore[attr-defined]

@@ -1,0 +1,73 @@
+"""File state and correlation, without Bytewax or Kafka."""
+
+import pickle
+
+from rapidloop.config import load_config
+from rapidloop.operators.correlate import Correlator, Sighting, Verdict
+
+from .helpers import T0, feedback, report, sha
+
+CFG = load_config(env={})
+H = sha(0x42)
+
+
+def run(c, events):
+    return c.process(list(enumerate(events)), 0.0)
+
+
+def test_prevalence_windows_and_features():
+    c = Correlator(CFG)
+    events = [report(H, org=f"org-{i % 3}", device=f"d{i}", ts=T0 + 60 * i,
+                     behaviors=("persistence",), verdict=0.4 + 0.1 * (i % 2)) for i in range(6)]
+    out, copies = run(c, events)
+    assert copies == [] and len(out) == 6
+    last = out[-1][1]
+    assert isinstance(last, Sighting)
+    assert last.orgs_in_windows == [3, 3, 3] and last.orgs_ever == 3
+    f = last.features
+    assert f["verdict_max"] == 0.5 and f["beh_persistence"] == 1.0
+    assert f["type_pe"] == 1.0 and f["path_downloads"] == 1.0
+    st = c.files[H]
+    assert st.n_reports == 6 and st.first_seen == T0 and st.last_seen == T0 + 300
+
+
+def test_ten_minute_window_slides():
+    c = Correlator(CFG)
+    run(c, [report(H, org="a", ts=T0), report(H, org="b", ts=T0 + 60)])
+    out, _ = run(c, [report(H, org="c", ts=T0 + 3600)])
+    s = out[0][1]
+    assert s.orgs_in_windows[0] == 1      # 10 min: only c
+    assert s.orgs_in_windows[1] >= 2      # 1 h (with slack): b and c at least
+    assert s.orgs_in_windows[2] == 3
+
+
+def test_duplicates_are_counted_not_reobserved():
+    c = Correlator(CFG)
+    r = report(H, report_id="same")
+    out, _ = run(c, [r, r, r])
+    assert len(out) == 1 and c.duplicates == 2 and c.files[H].n_reports == 1
+
+
+def test_verdicts_carry_features_and_trusted_ones_are_copied():
+    c = Correlator(CFG)
+    out, copies = run(c, [report(H, verdict=0.9), feedback(H, "malicious", "sandbox"),
+                          feedback(H, "benign", "org_report", org="org-1"),
+                          feedback(sha(7), "malicious", "sandbox")])
+    verdicts = [v for _, v in out if isinstance(v, Verdict)]
+    assert [v.features is not None for v in verdicts] == [True, True, False]
+    assert [(i, v.owner) for i, v in copies] == [(1, False)]   # only the trusted, joined one
+
+
+def test_cold_files_evicted_after_idle_ttl():
+    c = Correlator(CFG)
+    run(c, [report(H, ts=T0)])
+    ttl = CFG.state.idle_ttl_s
+    run(c, [report(sha(9), ts=T0 + ttl + CFG.state.sweep_interval_s + 1)])
+    assert H not in c.files and sha(9) in c.files and c.evicted == 1
+
+
+def test_state_pickles():
+    c = Correlator(CFG)
+    run(c, [report(H, org=f"o{i}", ts=T0 + i) for i in range(20)])
+    c2 = pickle.loads(pickle.dumps(c))
+    assert c2.files[H].orgs.counts(T0 + 20) == c.files[H].orgs.counts(T0 + 20)
