@@ -1,0 +1,1022 @@
+"""A seeded fleet simulator: the world rapidloop is built to protect, in miniature.
+
+It exists so the engine can be exercised end to end without real sensors: a
+day of traffic from organizations of very different sizes, benign software
+whose popularity is heavy-tailed (so "seen in many orgs" is not by itself a
+sign of malice), hard negatives (admin, backup, installer, remote-access and
+scripting tools that *behave* like malware), malware campaigns that start in
+one tenant and spread to others in bursts while rotating hashes, delayed and
+slightly noisy sandbox verdicts, and the dirt of real pipelines (redelivered
+duplicates, skewed clocks, malformed lines).
+
+Design constraints and why:
+
+* **Streaming.** :meth:`Simulator.events` is a generator in event-time order.
+  Benign traffic is drawn as sorted uniform order statistics one at a time, so
+  any number of reports costs O(1) memory; everything scheduled for later
+  (campaign sightings, dropped payloads, verdicts, redeliveries) waits in a
+  heap whose size is bounded by the number of hashes, not reports.
+* **Deterministic.** Every random draw comes from ``random.Random`` instances
+  seeded with strings (stable across processes, unlike ``hash()``), and the
+  output is serialised with stable key order, so the same parameters give the
+  same bytes. The benign *world* (orgs, fleets, software catalogue) depends on
+  the seed only; the *traffic* (campaigns, sightings, ids) also on the start
+  time, so a live run started "now" gets fresh campaigns and report ids while
+  the benign world the engine has learned stays the same.
+* **Exact volume.** One epoch (``duration_s`` of event time) carries exactly
+  ``reports`` report lines (campaign sightings + benign sightings + redelivered
+  duplicates + malformed lines), unless campaigns alone need more.
+* **Truth stays outside.** Labels, campaigns and families never appear in the
+  wire data; they are available from :meth:`Simulator.truth` for evaluation.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import hashlib
+import heapq
+import math
+import os
+import random
+import time
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+# --- knobs not (yet) in [simulate] of defaults.toml -----------------------------------
+# Each is read from the config section when present (``getattr`` with these
+# defaults), so moving one into defaults.toml needs no code change.
+DEFAULT_START = "2026-11-28T00:00:00Z"
+LABEL_NOISE = 0.01              # share of sandbox verdicts that are wrong
+ANALYST_SHARE = 0.1             # chance an analyst rules on a malicious hash (less for benign)
+ORG_REPORT_SHARE = 0.01         # chance an org reports a hard negative it sees as a false positive
+HARD_NEGATIVE_SHARE = 0.04      # share of the benign catalogue that behaves like malware
+INHOUSE_SHARE = 0.15            # share of the benign catalogue private to one org
+JITTER_SHARE = 0.05             # share of reports whose sensor clock is off...
+JITTER_S = 5.0                  # ...by up to this many seconds either way
+UPPERCASE_SHARE = 0.002         # share of reports carrying an upper-case sha256
+ZIPF_S = 1.1                    # popularity exponent of benign software
+MAX_CAMPAIGN_SHARE = 0.25       # campaigns are thinned to at most this share of reports
+
+REPORT = "report"
+FEEDBACK = "feedback"
+
+_SOURCES_BENIGN = (("antivirus", 0.35), ("edr", 0.25), ("behavior", 0.2),
+                   ("asr", 0.1), ("network", 0.1))
+_SOURCES_ACTIVE = (("behavior", 0.35), ("edr", 0.35), ("antivirus", 0.15),
+                   ("asr", 0.1), ("network", 0.05))
+_STATIC_ONLY_SOURCES = frozenset(("antivirus", "network"))
+
+_VENDORS: dict[str, tuple[str, ...]] = {
+    "Microsoft Corporation": ("teams", "outlook", "winword", "excel", "onedrive", "msedge",
+                              "powerpnt", "code", "msteamsupdate", "defenderui"),
+    "Google LLC": ("chrome", "googleupdate", "drivefs", "chrome_proxy"),
+    "Adobe Inc.": ("acrord32", "acrobat", "adobe_updater", "creativecloud", "photoshop"),
+    "Mozilla Corporation": ("firefox", "maintenanceservice", "plugin-container"),
+    "Zoom Video Communications, Inc.": ("zoom", "zoomoutlookplugin", "cptinstall"),
+    "Slack Technologies, LLC": ("slack", "slack_helper"),
+    "Oracle America, Inc.": ("java", "javaw", "jp2launcher"),
+    "JetBrains s.r.o.": ("idea64", "pycharm64", "toolbox", "fsnotifier"),
+    "Dropbox, Inc": ("dropbox", "dropboxupdate"),
+    "Igor Pavlov": ("7z", "7zfm", "7zg"),
+    "VideoLAN": ("vlc",),
+    "Python Software Foundation": ("python", "pythonw", "py"),
+    "Notepad++": ("notepad++", "gup"),
+    "Spotify AB": ("spotify", "spotifylauncher"),
+    "Valve Corp.": ("steam", "steamwebhelper"),
+    "Citrix Systems, Inc.": ("receiver", "wfica32", "selfservice"),
+    "Cisco Systems, Inc.": ("vpnui", "vpnagent", "webex"),
+    "Intel Corporation": ("igfxem", "esrv", "intel_dsa"),
+    "NVIDIA Corporation": ("nvcontainer", "nvdisplay.container", "nvidia_share"),
+    "Apple Inc.": ("itunes", "icloud", "applemobiledeviceservice"),
+}
+_UNSIGNED_UTILS = ("putty", "keepass", "winscp", "gimp", "obs64", "audacity", "paint.net",
+                   "greenshot", "everything", "sumatrapdf", "filezilla", "hwmonitor")
+_COMPONENT = ("", "", "", "_helper", "_updater", "svc", "64", "host", "_crashpad", "_launcher")
+
+# Hard negatives: legitimate tools whose behaviours look malicious.
+# role -> (names with signer or None, core behaviours, optional behaviours, file type, paths)
+_HARD: dict[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...], tuple[str, ...],
+                       str, tuple[str, ...]]] = {
+    "admin": ((("PsExec64.exe", "Microsoft Corporation"), ("PsExec.exe", "Microsoft Corporation"),
+               ("procdump64.exe", "Microsoft Corporation"),
+               ("advanced_ip_scanner.exe", "Famatech Corp."), ("nmap.exe", "Insecure.Com LLC"),
+               ("adfind.exe", None), ("wmic_inventory.exe", None)),
+              ("discovery", "lateral_movement"), ("credential_dumping", "privilege_escalation"),
+              "pe", ("system", "program_files", "user")),
+    "backup": ((("VeeamAgent.exe", "Veeam Software Group GmbH"),
+                ("TrueImageService.exe", "Acronis International GmbH"),
+                ("rclone.exe", None), ("restic.exe", None), ("wbadmin_helper.exe", None)),
+               ("ransomware_encryption",), ("defense_evasion", "exfiltration"),
+               "pe", ("program_files", "system")),
+    "installer": ((("setup.exe", "Microsoft Corporation"), ("installer_x64.exe", None),
+                   ("ChromeSetup.exe", "Google LLC"), ("vcredist_x64.exe", "Microsoft Corporation"),
+                   ("AdobeAcrobatInstaller.exe", "Adobe Inc."), ("driver_setup.exe", None)),
+                  ("persistence",), ("privilege_escalation", "defense_evasion"),
+                  "pe", ("downloads", "temp")),
+    "scripting": ((("logon.ps1", None), ("deploy_agents.ps1", None), ("inventory.vbs", None),
+                   ("map_drives.bat", None), ("printer_setup.vbs", None),
+                   ("cleanup_temp.ps1", None)),
+                  ("obfuscated_script",), ("discovery", "office_child_process", "persistence"),
+                  "script", ("user", "temp", "other")),
+    "remote_access": ((("AnyDesk.exe", "philandro Software GmbH"),
+                       ("TeamViewer_Service.exe", "TeamViewer Germany GmbH"),
+                       ("ScreenConnect.ClientService.exe", "ConnectWise, LLC"),
+                       ("rustdesk.exe", None)),
+                      ("c2_beacon",), ("persistence", "discovery"),
+                      "pe", ("program_files", "downloads")),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A malware family: how its files look and what they do."""
+
+    name: str
+    core: tuple[str, ...]
+    optional: tuple[str, ...]
+    static: tuple[float, float]          # static_ml range; low means evasive
+    signature: bool                      # AV signatures catch up after a few hours
+    file_type: str
+    paths: tuple[str, ...]
+    names: tuple[str, ...]
+    signed_share: float = 0.0            # stolen or fraudulent certificates
+    payload: str | None = None           # family of the payload a dropper drops
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("ransomware", ("ransomware_encryption", "defense_evasion"),
+           ("privilege_escalation", "persistence", "discovery"), (0.7, 0.99), True, "pe",
+           ("temp", "downloads", "user"), ("invoice_{n}.exe", "svchost{n}.exe", "locker.exe",
+                                           "Rechnung_{n}.pdf.exe")),
+    Family("stealer", ("credential_dumping", "exfiltration", "c2_beacon"),
+           ("defense_evasion", "discovery"), (0.05, 0.35), False, "pe",
+           ("downloads", "temp", "user"), ("CrackedSetup_{n}.exe", "chrome_update.exe",
+                                           "discord_patch.exe")),
+    Family("loader", ("persistence", "process_injection"),
+           ("obfuscated_script", "office_child_process", "defense_evasion"), (0.3, 0.7), True,
+           "document", ("downloads", "user"), ("Invoice_{n}.docm", "Счёт_{n}.xlsm",
+                                                "shipping_{n}.docm"),
+           payload="backdoor"),
+    Family("dropper", ("persistence", "process_injection"), ("obfuscated_script",),
+           (0.2, 0.6), False, "script", ("temp", "downloads"), ("update_{n}.js", "doc_{n}.vbs",
+                                                                 "setup_{n}.ps1"),
+           payload="stealer"),
+    Family("backdoor", ("c2_beacon", "persistence", "process_injection"), ("discovery",),
+           (0.02, 0.3), False, "pe", ("program_files", "user", "temp"),
+           ("OneDriveSync.exe", "svc_host_{n}.exe", "msupdate.exe"), signed_share=0.3),
+    Family("worm", ("lateral_movement", "discovery", "privilege_escalation"), ("c2_beacon",),
+           (0.75, 0.99), True, "pe", ("system", "temp"), ("wuauclt_{n}.exe", "lsass_{n}.exe")),
+    Family("fileless", ("obfuscated_script", "c2_beacon", "defense_evasion"),
+           ("credential_dumping", "discovery"), (0.03, 0.25), False, "script",
+           ("temp", "user"), ("{n}.ps1", "wsus_{n}.vbs")),
+)}
+_CAMPAIGN_FAMILIES = ("ransomware", "stealer", "loader", "dropper", "backdoor", "worm", "fileless")
+_STOLEN_SIGNERS = ("Shenzhen Yunda Tech Co., Ltd.", "TOV Softline Plus", "Nordic Digital ApS")
+
+
+class SimulationError(ValueError):
+    """Parameters the simulator cannot work with."""
+
+
+class Event(NamedTuple):
+    """One line of output: ``kind`` is REPORT or FEEDBACK, ``t`` the scheduled event time."""
+
+    kind: str
+    t: float
+    key: bytes | None
+    value: bytes
+    malformed: bool
+    duplicate: bool
+
+
+# --- time ------------------------------------------------------------------------------
+
+_DAY_CACHE: dict[int, str] = {}
+_EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
+
+
+def format_ts(t: float) -> str:
+    """RFC 3339 UTC with milliseconds and ``Z``; arithmetic, because strftime is the hot path."""
+    ms = math.floor(t * 1000.0 + 0.5)
+    sec, milli = divmod(ms, 1000)
+    day, rem = divmod(sec, 86400)
+    date = _DAY_CACHE.get(day)
+    if date is None:
+        date = _dt.date.fromordinal(_EPOCH_ORDINAL + day).isoformat()
+        _DAY_CACHE[day] = date
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+    return f"{date}T{h:02d}:{m:02d}:{s:02d}.{milli:03d}Z"
+
+
+def parse_ts(text: str) -> float:
+    """An RFC 3339 time as epoch seconds; a time without offset is taken as UTC."""
+    try:
+        when = _dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise SimulationError(f"not an RFC 3339 time: {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    return when.timestamp()
+
+
+# --- parameters ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SimParams:
+    """Everything that shapes one simulated world; ``epochs=None`` means forever."""
+
+    seed: int = 1
+    start: float = field(default_factory=lambda: parse_ts(DEFAULT_START))
+    orgs: int = 40
+    devices_min: int = 20
+    devices_max: int = 2000
+    benign_files: int = 3000
+    campaigns: int = 6
+    hashes_per_campaign: int = 4
+    duration_s: float = 86400.0
+    reports: int = 200000
+    sandbox_share: float = 0.3
+    sandbox_delay_s: tuple[float, float] = (180.0, 900.0)
+    malformed_share: float = 0.001
+    duplicate_share: float = 0.002
+    label_noise: float = LABEL_NOISE
+    analyst_share: float = ANALYST_SHARE
+    org_report_share: float = ORG_REPORT_SHARE
+    hard_negative_share: float = HARD_NEGATIVE_SHARE
+    inhouse_share: float = INHOUSE_SHARE
+    jitter_share: float = JITTER_SHARE
+    jitter_s: float = JITTER_S
+    uppercase_share: float = UPPERCASE_SHARE
+    epochs: int | None = 1
+
+    @classmethod
+    def from_config(cls, section: Any, **overrides: Any) -> SimParams:
+        """Parameters from ``cfg.simulate``; keys it lacks keep the module defaults."""
+        values: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
+            if name in ("seed", "start", "epochs"):
+                continue
+            try:
+                values[name] = getattr(section, name)
+            except AttributeError:
+                continue
+        if "sandbox_delay_s" in values:
+            delay = values["sandbox_delay_s"]
+            if not (isinstance(delay, (list, tuple)) and len(delay) == 2):
+                raise SimulationError("simulate.sandbox_delay_s must be [min, max] seconds")
+            values["sandbox_delay_s"] = (float(delay[0]), float(delay[1]))
+        if "start" in overrides and isinstance(overrides["start"], str):
+            overrides["start"] = parse_ts(overrides["start"])
+        values.update({k: v for k, v in overrides.items() if v is not None or k == "epochs"})
+        params = cls(**values)
+        params.validate()
+        return params
+
+    def validate(self) -> None:
+        """Raise SimulationError naming the first unusable setting."""
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise SimulationError(what)
+        need(self.orgs >= 1, f"orgs must be at least 1 (got {self.orgs})")
+        need(1 <= self.devices_min <= self.devices_max,
+             f"need 1 <= devices_min <= devices_max (got {self.devices_min}, {self.devices_max})")
+        need(self.benign_files >= 1, f"benign_files must be at least 1 (got {self.benign_files})")
+        need(self.campaigns >= 0, f"campaigns must be >= 0 (got {self.campaigns})")
+        need(self.hashes_per_campaign >= 1,
+             f"hashes_per_campaign must be at least 1 (got {self.hashes_per_campaign})")
+        need(self.duration_s > 0, f"duration must be positive (got {self.duration_s:g}s)")
+        need(self.reports >= 1, f"reports must be at least 1 (got {self.reports})")
+        lo, hi = self.sandbox_delay_s
+        need(0 <= lo <= hi, f"sandbox_delay_s must be [min, max] with 0 <= min <= max "
+                            f"(got [{lo:g}, {hi:g}])")
+        for name in ("sandbox_share", "malformed_share", "duplicate_share", "label_noise",
+                     "analyst_share", "org_report_share", "hard_negative_share",
+                     "inhouse_share", "jitter_share", "uppercase_share"):
+            value = getattr(self, name)
+            need(0.0 <= value <= 1.0, f"{name} must be within [0, 1] (got {value})")
+        need(self.malformed_share + self.duplicate_share < 0.5,
+             "malformed_share + duplicate_share must stay below 0.5")
+        need(self.jitter_s >= 0, f"jitter_s must be >= 0 (got {self.jitter_s})")
+        need(self.epochs is None or self.epochs >= 1, "epochs must be at least 1")
+        need(math.isfinite(self.start), "start must be a finite time")
+
+
+# --- the world -------------------------------------------------------------------------
+
+class _File:
+    """One distinct hash: what it is (truth), how sensors see it, and what was seen."""
+
+    __slots__ = ("av", "behaviors_core", "behaviors_opt", "campaign", "core_p", "family",
+                 "file", "first_seen", "first_t", "home_org", "kind", "label", "last_seen",
+                 "min_one", "noisy", "opt_p", "orgs", "parent", "reports", "role", "sha",
+                 "sha_b", "sha_upper", "sig_lag", "sources", "static", "wave")
+
+    def __init__(self, sha: str, label: str, kind: str, file: dict[str, Any], static: float,
+                 *, core: tuple[str, ...] = (), optional: tuple[str, ...] = (),
+                 core_p: float = 0.0, opt_p: float = 0.0, min_one: bool = False,
+                 av: float = 0.0, sig_lag: float | None = None,
+                 sources: tuple[tuple[str, ...], list[float]] | None = None) -> None:
+        self.sha = sha
+        self.sha_b = sha.encode()
+        self.sha_upper = sha.upper()
+        self.label = label
+        self.kind = kind
+        self.file = file
+        self.static = static
+        self.behaviors_core = core
+        self.behaviors_opt = optional
+        self.core_p = core_p
+        self.opt_p = opt_p
+        self.min_one = min_one
+        self.av = av
+        self.sig_lag = sig_lag
+        self.sources = sources
+        self.role: str | None = None
+        self.family: str | None = None
+        self.campaign: str | None = None
+        self.wave: int | None = None
+        self.parent: str | None = None
+        self.home_org: int | None = None
+        self.first_seen: float | None = None   # written ts of the first valid report
+        self.first_t: float | None = None
+        self.last_seen: float | None = None
+        self.reports = 0
+        self.orgs: set[int] = set()
+        self.noisy = 0
+
+    def truth(self, org_ids: list[str]) -> dict[str, Any]:
+        return {
+            "sha256": self.sha, "label": self.label, "kind": self.kind, "role": self.role,
+            "family": self.family, "campaign": self.campaign, "wave": self.wave,
+            "parent_sha256": self.parent, "name": self.file["name"],
+            "signer": self.file["signer"],
+            "home_org": org_ids[self.home_org] if self.home_org is not None else None,
+            "first_seen": format_ts(self.first_seen) if self.first_seen is not None else None,
+            "last_seen": format_ts(self.last_seen) if self.last_seen is not None else None,
+            "reports": self.reports, "orgs": len(self.orgs), "noisy_verdicts": self.noisy,
+        }
+
+
+def _cum(weights: list[float]) -> list[float]:
+    out, acc = [], 0.0
+    for w in weights:
+        acc += w
+        out.append(acc)
+    return out
+
+
+def _source_table(pairs: tuple[tuple[str, float], ...]) -> tuple[tuple[str, ...], list[float]]:
+    return tuple(p[0] for p in pairs), _cum([p[1] for p in pairs])
+
+
+_BENIGN_SOURCES = _source_table(_SOURCES_BENIGN)
+_ACTIVE_SOURCES = _source_table(_SOURCES_ACTIVE)
+
+
+def _sha(rng: random.Random) -> str:
+    return f"{rng.getrandbits(256):064x}"
+
+
+def _size(rng: random.Random, median: float) -> int:
+    return max(512, int(median * math.exp(rng.gauss(0.0, 1.0))))
+
+
+@dataclass(slots=True)
+class SimStats:
+    """What was emitted; the CLI's summary line and the world file come from here."""
+
+    reports: int = 0
+    report_malformed: int = 0
+    report_duplicates: int = 0
+    feedback: int = 0
+    feedback_malformed: int = 0
+    feedback_duplicates: int = 0
+    feedback_by_source: Counter[str] = field(default_factory=Counter)
+    malformed_by_reason: Counter[str] = field(default_factory=Counter)
+    noisy_verdicts: int = 0
+    campaign_reports: int = 0
+    first_t: float | None = None
+    last_t: float | None = None
+    epochs: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["feedback_by_source"] = dict(sorted(self.feedback_by_source.items()))
+        out["malformed_by_reason"] = dict(sorted(self.malformed_by_reason.items()))
+        out["first_t"] = format_ts(self.first_t) if self.first_t is not None else None
+        out["last_t"] = format_ts(self.last_t) if self.last_t is not None else None
+        return out
+
+
+class Simulator:
+    """A seeded world and its event stream; call :meth:`events` once."""
+
+    def __init__(self, params: SimParams) -> None:
+        params.validate()
+        self.p = params
+        self.stats = SimStats()
+        world = random.Random(f"rapidloop-world:{params.seed}")
+        self._build_orgs(world)
+        self._build_catalog(world)
+        start_ms = math.floor(params.start * 1000.0 + 0.5)
+        self._traffic_key = f"{params.seed}:{start_ms}"
+        tag = hashlib.blake2b(self._traffic_key.encode(), digest_size=4).hexdigest()
+        self._report_prefix = f"r-{tag}-"
+        self._feedback_prefix = f"f-{tag}-"
+        self._campaign_files: list[_File] = []
+        self.campaigns: list[dict[str, Any]] = []
+        self._heap: list[tuple[float, int, int, Any]] = []
+        self._seq = 0
+        self._n_reports = 0
+        self._n_feedback = 0
+        self._recent: list[tuple[bytes, bytes | None, float]] = []
+        self._rng = random.Random(f"rapidloop-traffic:{self._traffic_key}")
+
+    # -- world construction (seed only) --
+
+    def _build_orgs(self, rng: random.Random) -> None:
+        p = self.p
+        ratio = p.devices_max / p.devices_min
+        sizes = [max(p.devices_min, min(p.devices_max,
+                                        round(p.devices_min * ratio ** (rng.random() ** 2.5))))
+                 for _ in range(p.orgs)]
+        if p.orgs >= 3:  # always one big tenant: heavy tails need a head
+            sizes[rng.randrange(p.orgs)] = p.devices_max
+        self.org_ids = [f"org-{i:03d}" for i in range(p.orgs)]
+        self.org_sizes = sizes
+        self._org_cum = _cum([float(s) for s in sizes])
+        self._device_prefix = [f"{o}-dev-" for o in self.org_ids]
+
+    def _build_catalog(self, rng: random.Random) -> None:
+        p = self.p
+        n = p.benign_files
+        n_hard = min(n, max(1, round(n * p.hard_negative_share))) if p.hard_negative_share else 0
+        n_inhouse = min(n - n_hard, round(n * p.inhouse_share))
+        n_apps = n - n_hard - n_inhouse
+        vendors = list(_VENDORS.items())
+        apps: list[_File] = []
+        for _ in range(n_apps):
+            if rng.random() < 0.1:
+                product, signer = rng.choice(_UNSIGNED_UTILS), None
+            else:
+                signer, products = vendors[min(len(vendors) - 1,
+                                               int(len(vendors) * rng.random() ** 1.5))]
+                product = rng.choice(products)
+            comp = rng.choice(_COMPONENT)
+            ext = "dll" if comp in ("_crashpad", "host") and rng.random() < 0.5 else "exe"
+            name = f"{product}{comp}.{ext}"
+            updater = comp == "_updater" or "update" in product
+            f = _File(_sha(rng), "benign", "app",
+                      {"name": name, "size": _size(rng, 3e6), "type": "pe",
+                       "signed": signer is not None, "signer": signer,
+                       "path": "program_files" if rng.random() < 0.8 else
+                       rng.choice(("system", "user", "downloads"))},
+                      round(rng.random() ** 4 * (0.35 if signer else 0.5), 3),
+                      optional=("persistence",) if updater else (),
+                      opt_p=0.5 if updater else 0.0, sources=_BENIGN_SOURCES)
+            f.role = "updater" if updater else "app"
+            apps.append(f)
+        hard: list[_File] = []
+        roles = list(_HARD)
+        for i in range(n_hard):
+            role = roles[i % len(roles)]
+            names, core, optional, ftype, paths = _HARD[role]
+            name, signer = rng.choice(names)
+            hot = rng.random() < 0.4  # moderately high static verdicts: the hardest negatives
+            f = _File(_sha(rng), "benign", "hard_negative",
+                      {"name": name, "size": _size(rng, 8e5), "type": ftype,
+                       "signed": signer is not None, "signer": signer,
+                       "path": rng.choice(paths)},
+                      round(rng.uniform(0.45, 0.8) if hot else rng.uniform(0.05, 0.45), 3),
+                      core=core, optional=optional, core_p=0.6, opt_p=0.25,
+                      av=0.5 if rng.random() < 0.3 else 0.0, sources=_ACTIVE_SOURCES)
+            f.role = role
+            hard.append(f)
+        # Popularity ranks: a few hard negatives sit among the most popular files (seen
+        # in every org, so prevalence alone cannot clear or condemn a file); the rest are
+        # spread through the long tail like any other software.
+        ranked = apps[:]
+        rng.shuffle(ranked)
+        n_top = max(1, len(hard) // 10) if hard else 0
+        for j, f in enumerate(hard):
+            pos = (rng.randint(min(5, len(ranked)), min(100, len(ranked))) if j < n_top
+                   else rng.randrange(len(ranked) + 1))
+            ranked.insert(pos, f)
+        self._global = ranked
+        self._global_cum = _cum([1.0 / (r + 1) ** ZIPF_S for r in range(len(ranked))])
+        # In-house software: private to one org (weighted by fleet size).
+        local: list[list[_File]] = [[] for _ in range(p.orgs)]
+        for _ in range(n_inhouse):
+            org = bisect_right(self._org_cum, rng.random() * self._org_cum[-1])
+            org = min(org, p.orgs - 1)
+            signed = rng.random() < 0.4
+            signer = f"{self.org_ids[org]} Internal CA" if signed else None
+            tool = rng.choice(("hr_portal", "erp_client", "timesheet", "labelprinter", "sync",
+                               "crm_addin", "build_agent", "kiosk"))
+            f = _File(_sha(rng), "benign", "inhouse",
+                      {"name": f"{tool}_{rng.randrange(100)}.exe", "size": _size(rng, 1.5e6),
+                       "type": "pe", "signed": signed, "signer": signer,
+                       "path": rng.choice(("program_files", "other", "user"))},
+                      round(rng.random() ** 2 * 0.5, 3), sources=_BENIGN_SOURCES)
+            f.role = "inhouse"
+            f.home_org = org
+            local[org].append(f)
+        self._local = local
+        self._local_cum = [_cum([1.0 / (r + 1) ** ZIPF_S for r in range(len(fs))])
+                           for fs in local]
+        self.benign = [*apps, *hard, *(f for fs in local for f in fs)]
+
+    # -- campaigns (seed + start + epoch) --
+
+    def _plan_epoch(self, epoch: int, rng: random.Random) -> int:
+        """Schedule this epoch's campaigns; returns the number of reports planned."""
+        p = self.p
+        e0 = p.start + epoch * p.duration_s
+        e1 = e0 + p.duration_s
+        hour = 3600.0 * min(1.0, p.duration_s / 86400.0)  # a "scaled hour" for short runs
+        families = list(_CAMPAIGN_FAMILIES)
+        rng.shuffle(families)
+        planned: list[tuple[float, _File, int, int, str, bool]] = []
+        for c in range(p.campaigns):
+            fam = FAMILIES[families[c % len(families)]]
+            cid = f"c{epoch}-{c:02d}"
+            origin = rng.randrange(p.orgs)
+            t0 = e0 + rng.uniform(0.02, 0.45) * p.duration_s
+            life = rng.uniform(0.15, 0.35) * p.duration_s
+            waves = []
+            for w in range(p.hashes_per_campaign):
+                f = self._malicious_file(rng, fam, cid, w)
+                payload = (self._malicious_file(rng, FAMILIES[fam.payload], cid, w, parent=f)
+                           if fam.payload else None)
+                t_w = t0 + life * w / p.hashes_per_campaign + rng.uniform(0, 0.1) * hour
+                n_orgs = min(p.orgs, 3 + w + rng.randint(0, 2))
+                others = rng.sample([o for o in range(p.orgs) if o != origin], n_orgs - 1)
+                spread = rng.uniform(1.0, 4.0) * hour
+                offsets = sorted(rng.uniform(0.05, 1.0) * spread for _ in others)
+                hits = [(origin, 0.0), *zip(others, offsets, strict=True)]
+                for org, off in hits:
+                    self._plan_burst(rng, planned, f, payload, org, t_w + off, hour)
+                waves.append({"wave": w, "sha256": f.sha,
+                              "payload_sha256": payload.sha if payload else None,
+                              "start": format_ts(t_w),
+                              "orgs": [self.org_ids[o] for o, _ in hits]})
+            self.campaigns.append({"campaign": cid, "family": fam.name,
+                                   "origin_org": self.org_ids[origin], "start": format_ts(t0),
+                                   "waves": waves})
+        planned = [e for e in planned if e[0] < e1]
+        cap = int(p.reports * MAX_CAMPAIGN_SHARE)
+        if len(planned) > cap:  # tiny runs: keep each hash's first sighting per org
+            essential = [e for e in planned if e[5]]
+            rest = [e for e in planned if not e[5]]
+            keep = rng.sample(rest, max(0, min(len(rest), cap - len(essential))))
+            planned = sorted(essential + keep, key=lambda e: e[0])
+        for t, f, org, dev, source, _ in planned:
+            self._push(t, 0, (f, org, dev, source))
+        return len(planned)
+
+    def _malicious_file(self, rng: random.Random, fam: Family, cid: str, wave: int,
+                        parent: _File | None = None) -> _File:
+        name = rng.choice(fam.names).replace("{n}", str(rng.randrange(1000, 99999)))
+        signer = rng.choice(_STOLEN_SIGNERS) if rng.random() < fam.signed_share else None
+        f = _File(_sha(rng), "malicious", "campaign",
+                  {"name": name, "size": _size(rng, 4e5 if fam.file_type == "pe" else 6e4),
+                   "type": fam.file_type, "signed": signer is not None, "signer": signer,
+                   "path": rng.choice(fam.paths)},
+                  round(rng.uniform(*fam.static), 3), core=fam.core, optional=fam.optional,
+                  core_p=0.85, opt_p=0.3, min_one=True,
+                  sig_lag=rng.uniform(2, 8) * 3600.0 if fam.signature else None,
+                  sources=_ACTIVE_SOURCES)
+        f.family = fam.name
+        f.campaign = cid
+        f.wave = wave
+        f.role = "payload" if parent else ("dropper" if fam.payload else "primary")
+        if parent is not None:
+            f.parent = parent.sha
+        self._campaign_files.append(f)
+        return f
+
+    def _plan_burst(self, rng: random.Random, planned: list[tuple[float, _File, int, int, str,
+                                                                     bool]],
+                    f: _File, payload: _File | None, org: int, t: float, hour: float) -> None:
+        """Several devices of one org hit within minutes; droppers drop their payload."""
+        size = self.org_sizes[org]
+        k = min(size, rng.randint(2, 8))
+        first = first_payload = True
+        for dev in rng.sample(range(size), k):
+            td = t + rng.uniform(0, hour / 3)
+            for r in range(rng.randint(1, 3)):
+                src = "behavior" if r == 0 else rng.choice(("edr", "antivirus", "asr", "network"))
+                planned.append((td, f, org, dev, src, first))
+                first = False
+                td += rng.uniform(1, 120)
+            if payload is not None:
+                tp = td + rng.uniform(5, 120)
+                for r in range(rng.randint(1, 2)):
+                    planned.append((tp, payload, org, dev, "edr" if r == 0 else "behavior",
+                                    first_payload))
+                    first_payload = False
+                    tp += rng.uniform(1, 60)
+
+    # -- the stream --
+
+    def _push(self, t: float, kind: int, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, payload))
+
+    def events(self) -> Iterator[Event]:
+        """Every report and feedback line, in (scheduled) event-time order."""
+        p = self.p
+        rng = self._rng
+        rnd = rng.random
+        heap = self._heap
+        pop = heapq.heappop
+        stats = self.stats
+        epoch = 0
+        while p.epochs is None or epoch < p.epochs:
+            stats.epochs = epoch + 1
+            n_campaign = self._plan_epoch(epoch, rng)
+            stats.campaign_reports += n_campaign
+            slots = max(0, p.reports - n_campaign)
+            n_dup = min(slots, round(p.reports * p.duplicate_share))
+            n_mal = min(slots - n_dup, round(p.reports * p.malformed_share))
+            e0 = p.start + epoch * p.duration_s
+            span = p.duration_s
+            u = 0.0
+            for k in range(slots, 0, -1):
+                # k-th smallest of k uniforms: sorted event times, one at a time.
+                u = 1.0 - (1.0 - u) * rnd() ** (1.0 / k)
+                t = e0 + u * span
+                while heap and heap[0][0] <= t:
+                    yield self._scheduled(pop(heap))
+                r = rnd() * k
+                if r < n_dup:
+                    n_dup -= 1
+                    if self._recent:
+                        yield self._duplicate(rng)
+                        continue
+                elif r < n_dup + n_mal:
+                    n_mal -= 1
+                    yield self._malformed_report(t, rng)
+                    continue
+                yield self._benign(t, rng)
+            epoch += 1
+        while heap:
+            yield self._scheduled(pop(heap))
+
+    def _pick_benign(self, rng: random.Random) -> tuple[_File, int, int]:
+        rnd = rng.random
+        cum = self._org_cum
+        org = bisect_right(cum, rnd() * cum[-1])
+        if org >= len(cum):
+            org = len(cum) - 1
+        local = self._local[org]
+        if local and rnd() < 0.1:
+            lcum = self._local_cum[org]
+            i = bisect_right(lcum, rnd() * lcum[-1])
+            f = local[i if i < len(local) else -1]
+        else:
+            gcum = self._global_cum
+            i = bisect_right(gcum, rnd() * gcum[-1])
+            f = self._global[i if i < len(self._global) else -1]
+        return f, org, int(rnd() * self.org_sizes[org])
+
+    def _benign(self, t: float, rng: random.Random) -> Event:
+        f, org, dev = self._pick_benign(rng)
+        names, cum = f.sources  # type: ignore[misc]
+        i = bisect_right(cum, rng.random() * cum[-1])
+        return self._report(t, f, org, dev, names[i if i < len(names) else -1], rng)
+
+    def _scheduled(self, item: tuple[float, int, int, Any]) -> Event:
+        t, _, kind, payload = item
+        if kind == 0:
+            f, org, dev, source = payload
+            return self._report(t, f, org, dev, source, self._rng)
+        if kind == 1:
+            return self._feedback(t, *payload)
+        value, key, dup = payload  # kind 2: a prepared raw feedback line
+        if dup:
+            self.stats.feedback_duplicates += 1
+        else:
+            self.stats.feedback_malformed += 1
+        self.stats.feedback += 1
+        self._track_t(t)
+        return Event(FEEDBACK, t, key, value, not dup, dup)
+
+    def _track_t(self, t: float) -> None:
+        st = self.stats
+        if st.first_t is None:
+            st.first_t = t
+        st.last_t = t
+
+    def _behaviors(self, f: _File, source: str, rng: random.Random) -> list[str]:
+        rnd = rng.random
+        if source in _STATIC_ONLY_SOURCES and rnd() < 0.7:
+            return ["c2_beacon"] if source == "network" and "c2_beacon" in f.behaviors_core \
+                else []
+        out = [b for b in f.behaviors_core if rnd() < f.core_p]
+        if f.min_one and not out and f.behaviors_core:
+            out.append(f.behaviors_core[int(rnd() * len(f.behaviors_core))])
+        if f.behaviors_opt:
+            out.extend(b for b in f.behaviors_opt if rnd() < f.opt_p)
+        return out
+
+    def _verdicts(self, f: _File, t: float, source: str, rng: random.Random) -> dict[str, float]:
+        rnd = rng.random
+        if source == "network" or rnd() < 0.03:
+            return {}
+        static = f.static + (rnd() - 0.5) * 0.06
+        static = round(0.0 if static < 0 else 1.0 if static > 1 else static, 3)
+        if source != "antivirus":
+            return {"static_ml": static}
+        av = f.av
+        if f.sig_lag is not None and f.first_t is not None and t >= f.first_t + f.sig_lag:
+            av = 1.0  # the signature update has shipped
+        return {"static_ml": static, "av_signature": av}
+
+    def _report_dict(self, t: float, f: _File, org: int, dev: int, source: str,
+                     rng: random.Random) -> dict[str, Any]:
+        rnd = rng.random
+        p = self.p
+        ts = t + (rnd() * 2.0 - 1.0) * p.jitter_s if rnd() < p.jitter_share else t
+        self._n_reports += 1
+        return {
+            "report_id": f"{self._report_prefix}{self._n_reports:010d}",
+            "ts": ts,
+            "org_id": self.org_ids[org],
+            "device_id": f"{self._device_prefix[org]}{dev:05d}",
+            "sha256": f.sha_upper if rnd() < p.uppercase_share else f.sha,
+            "source": source,
+            "file": f.file,
+            "behaviors": self._behaviors(f, source, rng),
+            "verdicts": self._verdicts(f, t, source, rng),
+            "parent_sha256": f.parent,
+        }
+
+    def _report(self, t: float, f: _File, org: int, dev: int, source: str,
+                rng: random.Random) -> Event:
+        rep = self._report_dict(t, f, org, dev, source, rng)
+        ts = rep["ts"]
+        rep["ts"] = format_ts(ts)
+        value = orjson.dumps(rep)
+        if f.first_seen is None:
+            f.first_seen = ts
+            f.first_t = t
+            self._first_sighting(f, t, rng)
+        f.last_seen = ts
+        f.reports += 1
+        orgs = f.orgs
+        if org not in orgs:
+            orgs.add(org)
+            if f.kind == "hard_negative" and rng.random() < self.p.org_report_share:
+                # a tenant's false-positive report about a tool it knows is fine
+                self._push(t + rng.uniform(600, 7200), 1, (f, "benign", "org_report", org))
+        recent = self._recent
+        recent.append((value, f.sha_b, t))
+        if len(recent) > 16:
+            del recent[0]
+        st = self.stats
+        st.reports += 1
+        self._track_t(t)
+        return Event(REPORT, t, f.sha_b, value, False, False)
+
+    def _first_sighting(self, f: _File, t: float, rng: random.Random) -> None:
+        """Verdicts are triggered by a hash's first sighting, as in a real pipeline."""
+        p = self.p
+        if rng.random() < p.sandbox_share:
+            verdict = f.label
+            if rng.random() < p.label_noise:
+                verdict = "benign" if verdict == "malicious" else "malicious"
+                f.noisy += 1
+                self.stats.noisy_verdicts += 1
+            self._push(t + rng.uniform(*p.sandbox_delay_s), 1, (f, verdict, "sandbox", None))
+        share = {"malicious": p.analyst_share,
+                 "benign": p.analyst_share / 3 if f.kind == "hard_negative"
+                 else p.analyst_share / 100}[f.label]
+        if rng.random() < share:
+            self._push(t + rng.uniform(1200, 6 * 3600), 1, (f, f.label, "analyst", None))
+
+    def _feedback(self, t: float, f: _File, verdict: str, source: str,
+                  org: int | None) -> Event:
+        rng = self._rng
+        p = self.p
+        self._n_feedback += 1
+        fb = {"feedback_id": f"{self._feedback_prefix}{self._n_feedback:08d}",
+              "ts": format_ts(t), "sha256": f.sha, "verdict": verdict, "source": source,
+              "org_id": self.org_ids[org] if org is not None else None}
+        value = orjson.dumps(fb)
+        if rng.random() < p.duplicate_share:
+            self._push(t + rng.uniform(0.5, 30), 2, (value, f.sha_b, True))
+        if rng.random() < p.malformed_share:
+            raw, key, reason = _corrupt_feedback(fb, f.sha_b, rng)
+            self.stats.malformed_by_reason[f"feedback_{reason}"] += 1
+            self._push(t + rng.uniform(0.5, 30), 2, (raw, key, False))
+        st = self.stats
+        st.feedback += 1
+        st.feedback_by_source[source] += 1
+        self._track_t(t)
+        return Event(FEEDBACK, t, f.sha_b, value, False, False)
+
+    def _duplicate(self, rng: random.Random) -> Event:
+        """A redelivery: the very same bytes (same report_id) of a recent report."""
+        value, key, t = self._recent[int(rng.random() * len(self._recent))]
+        st = self.stats
+        st.reports += 1
+        st.report_duplicates += 1
+        return Event(REPORT, t, key, value, False, True)
+
+    def _malformed_report(self, t: float, rng: random.Random) -> Event:
+        f, org, dev = self._pick_benign(rng)
+        rep = self._report_dict(t, f, org, dev, "antivirus", rng)
+        rep["ts"] = format_ts(rep["ts"])
+        raw, key, reason = _corrupt_report(rep, f.sha_b, rng)
+        st = self.stats
+        st.reports += 1
+        st.report_malformed += 1
+        st.malformed_by_reason[reason] += 1
+        self._track_t(t)
+        return Event(REPORT, t, key, raw, True, False)
+
+    # -- ground truth --
+
+    def files(self) -> Iterator[_File]:
+        yield from self.benign
+        yield from self._campaign_files
+
+    def truth(self) -> Iterator[dict[str, Any]]:
+        """One record per hash that was sighted: label, campaign, family, first seen."""
+        for f in self.files():
+            if f.first_seen is not None:
+                yield f.truth(self.org_ids)
+
+    def world(self) -> dict[str, Any]:
+        """The parameters, tenants and campaign timelines: what an evaluator needs besides
+        per-hash labels."""
+        params = asdict(self.p)
+        params["start"] = format_ts(self.p.start)
+        return {"params": params,
+                "orgs": [{"org_id": o, "devices": s}
+                         for o, s in zip(self.org_ids, self.org_sizes, strict=True)],
+                "campaigns": self.campaigns, "stats": self.stats.as_dict()}
+
+
+# --- malformed lines ---------------------------------------------------------------------
+
+_REQUIRED = ("report_id", "ts", "org_id", "device_id", "sha256")
+
+
+def _corrupt_report(rep: dict[str, Any], key: bytes,
+                    rng: random.Random) -> tuple[bytes, bytes | None, str]:
+    """A line a real pipeline might deliver; never contains a raw newline."""
+    kind = rng.choice(("invalid_json", "missing_field", "bad_sha256", "wrong_type",
+                       "invalid_utf8", "bad_ts", "not_object", "out_of_range"))
+    rep = dict(rep)
+    if kind == "invalid_json":
+        raw = orjson.dumps(rep)
+        return raw[: rng.randint(1, len(raw) - 2)], key, kind
+    if kind == "missing_field":
+        field_ = rng.choice(_REQUIRED)
+        del rep[field_]
+        return orjson.dumps(rep), (None if field_ == "sha256" else key), kind
+    if kind == "bad_sha256":
+        sha = rep["sha256"]
+        rep["sha256"] = rng.choice((sha[:63], sha + "0", "z" * 64, sha[:32], ""))
+        return orjson.dumps(rep), None, kind
+    if kind == "wrong_type":
+        which = rng.choice(("ts", "sha256", "org_id", "size", "behaviors", "verdicts", "file"))
+        if which == "ts":
+            rep["ts"] = int(parse_ts(rep["ts"]))
+        elif which == "sha256":
+            rep["sha256"] = int(rep["sha256"][:12], 16)
+            key = None
+        elif which == "org_id":
+            rep["org_id"] = None
+        elif which == "size":
+            rep["file"] = {**rep["file"], "size": "big"}
+        elif which == "behaviors":
+            rep["behaviors"] = "persistence,discovery"
+        elif which == "verdicts":
+            rep["verdicts"] = [0.5, 0.9]
+        else:
+            rep["file"] = rep["file"]["name"]
+        return orjson.dumps(rep), key, kind
+    if kind == "invalid_utf8":
+        raw = orjson.dumps(rep).replace(b'"name":"', b'"name":"\xff\xfe', 1)
+        return raw, key, kind
+    if kind == "bad_ts":
+        rep["ts"] = rng.choice(("2026-13-45T99:00:00Z", "yesterday", "", "1764288000"))
+        return orjson.dumps(rep), key, kind
+    if kind == "not_object":
+        return orjson.dumps([rep["sha256"], rep["ts"]]), key, kind
+    rep["verdicts"] = {"static_ml": rng.choice((1.7, -0.2, 42.0))}
+    return orjson.dumps(rep), key, kind
+
+
+def _corrupt_feedback(fb: dict[str, Any], key: bytes,
+                      rng: random.Random) -> tuple[bytes, bytes | None, str]:
+    kind = rng.choice(("invalid_json", "missing_field", "bad_verdict", "org_report_no_org",
+                       "bad_sha256"))
+    fb = dict(fb)
+    if kind == "invalid_json":
+        raw = orjson.dumps(fb)
+        return raw[: rng.randint(1, len(raw) - 2)], key, kind
+    if kind == "missing_field":
+        del fb[rng.choice(("feedback_id", "ts", "sha256", "verdict"))]
+    elif kind == "bad_verdict":
+        fb["verdict"] = rng.choice(("maybe", "MALWARE", "", 1))
+    elif kind == "org_report_no_org":
+        fb["source"] = "org_report"
+        fb["org_id"] = None
+    else:
+        fb["sha256"] = fb["sha256"][:40]
+        key = None
+    return orjson.dumps(fb), key, kind
+
+
+# --- files -------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class WriteResult:
+    """Where the files went and how long generation took."""
+
+    paths: dict[str, Path]
+    seconds: float
+    stats: SimStats
+
+
+class _Sink:
+    """One output file, gzip-compressed or not; compressed output is reproducible."""
+
+    def __init__(self, path: Path, compress: bool) -> None:
+        self._raw = open(path, "wb")  # noqa: SIM115 - closed in close()
+        # mtime=0 and no file name in the header: same input, same bytes.
+        self._gz = (gzip.GzipFile(filename="", mode="wb", fileobj=self._raw,
+                                  compresslevel=3, mtime=0) if compress else None)
+        self.write = (self._gz or self._raw).write
+
+    def close(self) -> None:
+        if self._gz is not None:
+            self._gz.close()
+        self._raw.close()
+
+
+def write_files(sim: Simulator, out_dir: str | os.PathLike[str],
+                compress: bool = True) -> WriteResult:
+    """Write reports, feedback, ground truth and the world description under ``out_dir``.
+
+    Lines are buffered and written in chunks: per-line writes would cost more
+    than generating the line.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ext = ".jsonl.gz" if compress else ".jsonl"
+    paths = {"reports": out / f"reports{ext}", "feedback": out / f"feedback{ext}",
+             "truth": out / "truth.jsonl", "world": out / "world.json"}
+    started = time.perf_counter()
+    rep_f = _Sink(paths["reports"], compress)
+    fb_f = _Sink(paths["feedback"], compress)
+    try:
+        rep_buf: list[bytes] = []
+        fb_buf: list[bytes] = []
+        for ev in sim.events():
+            if ev.kind is REPORT:
+                rep_buf.append(ev.value)
+                if len(rep_buf) >= 8192:
+                    rep_buf.append(b"")
+                    rep_f.write(b"\n".join(rep_buf))
+                    rep_buf.clear()
+            else:
+                fb_buf.append(ev.value)
+                if len(fb_buf) >= 1024:
+                    fb_buf.append(b"")
+                    fb_f.write(b"\n".join(fb_buf))
+                    fb_buf.clear()
+        for f, buf in ((rep_f, rep_buf), (fb_f, fb_buf)):
+            if buf:
+                buf.append(b"")
+                f.write(b"\n".join(buf))
+    finally:
+        rep_f.close()
+        fb_f.close()
+    seconds = time.perf_counter() - started
+    write_truth(sim, paths["truth"])
+    paths["world"].write_bytes(orjson.dumps(sim.world(), option=orjson.OPT_INDENT_2) + b"\n")
+    return WriteResult(paths, seconds, sim.stats)
+
+
+def write_truth(sim: Simulator, path: str | os.PathLike[str]) -> int:
+    """Ground truth as JSONL, one hash per line; returns the number of hashes."""
+    n = 0
+    with open(path, "wb") as fh:
+        for rec in sim.truth():
+            fh.write(orjson.dumps(rec) + b"\n")
+            n += 1
+    return n
+

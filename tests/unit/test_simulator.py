@@ -1,0 +1,379 @@
+"""The fleet simulator: deterministic, ordered, contract-shaped, and realistic enough.
+
+The engine's own tests trust this data, so the properties they rely on are
+pinned here: same seed same bytes, event-time order, every valid line a
+contract Report/Feedback and every malformed line really malformed, campaigns
+that cross tenants, and verdicts that never precede the sighting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import itertools
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from rapidloop.cli import main
+from rapidloop.simulator import (
+    FEEDBACK,
+    REPORT,
+    SimParams,
+    SimulationError,
+    Simulator,
+    format_ts,
+    parse_ts,
+    write_files,
+)
+
+SMALL = dict(reports=20000, orgs=12, devices_min=5, devices_max=400, benign_files=500,
+             campaigns=5, hashes_per_campaign=3, duration_s=6 * 3600.0)
+
+BEHAVIORS = {"process_injection", "credential_dumping", "ransomware_encryption", "persistence",
+             "defense_evasion", "lateral_movement", "c2_beacon", "obfuscated_script",
+             "office_child_process", "privilege_escalation", "exfiltration", "discovery"}
+FILE_TYPES = {"pe", "script", "document", "archive", "elf", "other"}
+FILE_PATHS = {"downloads", "temp", "system", "program_files", "user", "other"}
+TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def _ts(value: Any) -> float:
+    assert isinstance(value, str) and TS_RE.match(value), value
+    return dt.datetime.fromisoformat(value).timestamp()
+
+
+def check_report(raw: bytes) -> dict[str, Any]:
+    """The contract's Report, strictly; raises on anything a consumer should reject."""
+    r = orjson.loads(raw)
+    assert isinstance(r, dict)
+    for key in ("report_id", "org_id", "device_id"):
+        assert isinstance(r[key], str) and r[key]
+    _ts(r["ts"])
+    assert isinstance(r["sha256"], str) and SHA_RE.match(r["sha256"])
+    f = r["file"]
+    assert isinstance(f, dict)
+    assert isinstance(f["name"], str)
+    assert isinstance(f["size"], int) and f["size"] >= 0
+    assert f["type"] in FILE_TYPES and f["path"] in FILE_PATHS
+    assert isinstance(f["signed"], bool) and (f["signer"] is None or isinstance(f["signer"], str))
+    assert isinstance(r["behaviors"], list) and set(r["behaviors"]) <= BEHAVIORS
+    assert isinstance(r["verdicts"], dict)
+    for v in r["verdicts"].values():
+        assert isinstance(v, (int, float)) and 0.0 <= v <= 1.0
+    assert r["source"] in {"antivirus", "behavior", "edr", "asr", "network"}
+    assert r["parent_sha256"] is None or SHA_RE.match(r["parent_sha256"])
+    return r
+
+
+def check_feedback(raw: bytes) -> dict[str, Any]:
+    fb = orjson.loads(raw)
+    assert isinstance(fb, dict)
+    assert isinstance(fb["feedback_id"], str) and fb["feedback_id"]
+    _ts(fb["ts"])
+    assert isinstance(fb["sha256"], str) and SHA_RE.match(fb["sha256"])
+    assert fb["verdict"] in {"malicious", "benign"}
+    assert fb["source"] in {"sandbox", "analyst", "org_report"}
+    if fb["source"] == "org_report":
+        assert isinstance(fb["org_id"], str)
+    else:
+        assert fb["org_id"] is None
+    return fb
+
+
+def _valid(check: Any, raw: bytes) -> bool:
+    try:
+        check(raw)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def run() -> tuple[Simulator, list[Any]]:
+    sim = Simulator(SimParams(seed=3, **SMALL))
+    return sim, list(sim.events())
+
+
+@pytest.fixture(scope="module")
+def parsed(run: tuple[Simulator, list[Any]]) -> dict[str, Any]:
+    _, events = run
+    reports, feedback = [], []
+    for ev in events:
+        if ev.malformed or ev.duplicate:
+            continue
+        (reports if ev.kind == REPORT else feedback).append(orjson.loads(ev.value))
+    first: dict[str, float] = {}
+    for r in reports:
+        first.setdefault(r["sha256"].lower(), _ts(r["ts"]))
+    return {"reports": reports, "feedback": feedback, "first": first}
+
+
+def test_same_seed_same_bytes_and_other_seed_differs() -> None:
+    def stream(seed: int) -> list[bytes]:
+        return [ev.value for ev in Simulator(SimParams(seed=seed, **SMALL)).events()]
+    a, b, c = stream(5), stream(5), stream(6)
+    assert a == b
+    assert a != c
+
+
+def test_files_are_byte_identical_across_runs(tmp_path: Path) -> None:
+    for name in ("x", "y"):
+        write_files(Simulator(SimParams(seed=9, **{**SMALL, "reports": 5000})), tmp_path / name)
+    for fname in ("reports.jsonl.gz", "feedback.jsonl.gz", "truth.jsonl", "world.json"):
+        assert (tmp_path / "x" / fname).read_bytes() == (tmp_path / "y" / fname).read_bytes()
+
+
+def test_exact_report_count_and_noise_shares(run: tuple[Simulator, list[Any]]) -> None:
+    sim, events = run
+    reports = [ev for ev in events if ev.kind == REPORT]
+    assert len(reports) == SMALL["reports"] == sim.stats.reports
+    assert sum(ev.malformed for ev in reports) == round(SMALL["reports"] * 0.001)
+    assert sum(ev.duplicate for ev in reports) == round(SMALL["reports"] * 0.002)
+    assert sim.stats.campaign_reports > 0
+
+
+def test_event_time_order(run: tuple[Simulator, list[Any]]) -> None:
+    sim, events = run
+    ts = [ev.t for ev in events if not ev.duplicate]
+    assert all(a <= b for a, b in itertools.pairwise(ts))
+    # written timestamps may be skewed by the sensor clock jitter, no more
+    newest = float("-inf")
+    for ev in events:
+        if ev.malformed or ev.duplicate:
+            continue
+        t = _ts(orjson.loads(ev.value)["ts"])
+        assert t >= newest - 2 * sim.p.jitter_s - 0.002
+        newest = max(newest, t)
+    start = sim.p.start
+    assert start <= ts[0] and events[-1].t >= start
+
+
+def test_valid_lines_follow_the_contract(run: tuple[Simulator, list[Any]]) -> None:
+    _, events = run
+    for ev in events:
+        if ev.malformed:
+            continue
+        check = check_report if ev.kind == REPORT else check_feedback
+        obj = check(ev.value)
+        assert b"\n" not in ev.value
+        assert ev.key == obj["sha256"].lower().encode()
+
+
+def test_malformed_lines_are_really_malformed(run: tuple[Simulator, list[Any]]) -> None:
+    _, events = run
+    bad = [ev for ev in events if ev.malformed]
+    assert bad
+    for ev in bad:
+        assert b"\n" not in ev.value and b"\r" not in ev.value
+        check = check_report if ev.kind == REPORT else check_feedback
+        assert not _valid(check, ev.value), ev.value
+        assert ev.key is None or SHA_RE.match(ev.key.decode())
+    # a larger run shows every kind of damage
+    big = Simulator(SimParams(seed=4, **{**SMALL, "reports": 60000, "malformed_share": 0.01}))
+    for _ in big.events():
+        pass
+    kinds = {k for k in big.stats.malformed_by_reason if not k.startswith("feedback_")}
+    assert {"invalid_json", "missing_field", "bad_sha256", "wrong_type", "invalid_utf8"} <= kinds
+
+
+def test_duplicates_are_redeliveries(run: tuple[Simulator, list[Any]]) -> None:
+    _, events = run
+    seen: set[bytes] = set()
+    for ev in events:
+        if ev.kind != REPORT or ev.malformed:
+            continue
+        if ev.duplicate:
+            assert ev.value in seen
+        else:
+            assert ev.value not in seen
+            seen.add(ev.value)
+    ids = [orjson.loads(ev.value)["report_id"] for ev in events
+           if ev.kind == REPORT and not ev.malformed and not ev.duplicate]
+    assert len(ids) == len(set(ids))
+
+
+def test_campaigns_spread_to_at_least_three_orgs(run: tuple[Simulator, list[Any]],
+                                                 parsed: dict[str, Any]) -> None:
+    sim, _ = run
+    label = {t["sha256"]: t for t in sim.truth()}
+    orgs: dict[str, set[str]] = defaultdict(set)
+    for r in parsed["reports"]:
+        t = label[r["sha256"].lower()]
+        if t["label"] == "malicious":
+            orgs[t["campaign"]].add(r["org_id"])
+    assert len(orgs) == SMALL["campaigns"]
+    assert all(len(o) >= 3 for o in orgs.values()), orgs
+
+
+def test_droppers_link_their_payloads(run: tuple[Simulator, list[Any]],
+                                      parsed: dict[str, Any]) -> None:
+    sim, _ = run
+    truth = {t["sha256"]: t for t in sim.truth()}
+    payloads = [r for r in parsed["reports"] if r["parent_sha256"]]
+    if not any(c["family"] in ("loader", "dropper") for c in sim.campaigns):
+        pytest.skip("no dropper family in this seed")
+    assert payloads
+    seen_on: dict[tuple[str, str], float] = {}
+    for r in parsed["reports"]:
+        seen_on.setdefault((r["sha256"].lower(), r["device_id"]), _ts(r["ts"]))
+    for r in payloads:
+        parent = truth[r["parent_sha256"]]
+        assert parent["label"] == "malicious" and parent["role"] == "dropper"
+        assert (r["parent_sha256"], r["device_id"]) in seen_on
+
+
+def test_verdicts_follow_first_sighting(run: tuple[Simulator, list[Any]],
+                                        parsed: dict[str, Any]) -> None:
+    sim, _ = run
+    first = parsed["first"]
+    truth = {t["sha256"]: t for t in sim.truth()}
+    lo, _hi = sim.p.sandbox_delay_s
+    by_source: dict[str, int] = defaultdict(int)
+    wrong = 0
+    for fb in parsed["feedback"]:
+        by_source[fb["source"]] += 1
+        assert _ts(fb["ts"]) >= first[fb["sha256"]] - sim.p.jitter_s
+        if fb["source"] == "sandbox":
+            assert _ts(fb["ts"]) >= first[fb["sha256"]] + lo - sim.p.jitter_s - 0.002
+            wrong += fb["verdict"] != truth[fb["sha256"]]["label"]
+        elif fb["source"] == "org_report":
+            assert truth[fb["sha256"]]["kind"] == "hard_negative" and fb["verdict"] == "benign"
+        else:
+            assert fb["verdict"] == truth[fb["sha256"]]["label"]
+    assert by_source["sandbox"] > 50
+    verdicts = {fb["verdict"] for fb in parsed["feedback"] if fb["source"] == "sandbox"}
+    assert verdicts == {"malicious", "benign"}
+    assert wrong <= max(3, 0.05 * by_source["sandbox"])
+
+
+def test_world_shape(run: tuple[Simulator, list[Any]], parsed: dict[str, Any]) -> None:
+    sim, _ = run
+    sizes = sim.org_sizes
+    assert max(sizes) >= 10 * min(sizes)  # very different fleet sizes
+    devices = {r["device_id"] for r in parsed["reports"]}
+    assert all(re.match(r"^org-\d{3}-dev-\d{5}$", d) for d in devices)
+    truth = list(sim.truth())
+    hard = [t for t in truth if t["kind"] == "hard_negative"]
+    assert hard and max(t["orgs"] for t in hard) >= 6   # some tools are everywhere
+    apps = sorted((t["reports"] for t in truth if t["label"] == "benign"), reverse=True)
+    assert apps[0] > 20 * apps[len(apps) // 2]          # heavy-tailed popularity
+    inhouse = [t for t in truth if t["kind"] == "inhouse"]
+    assert all(t["orgs"] == 1 for t in inhouse)
+
+
+def test_forever_keeps_bringing_new_campaigns() -> None:
+    params = SimParams(seed=2, epochs=None, **{**SMALL, "reports": 2000, "duration_s": 3600.0})
+    sim = Simulator(params)
+    events = list(itertools.islice(sim.events(), 7000))
+    assert events[-1].t > params.start + 2 * params.duration_s
+    assert len(sim.campaigns) >= 3 * SMALL["campaigns"]
+    assert len({c["campaign"] for c in sim.campaigns}) == len(sim.campaigns)
+
+
+def test_live_start_changes_traffic_not_world() -> None:
+    a = Simulator(SimParams(seed=1, **SMALL))
+    b = Simulator(SimParams(seed=1, start=parse_ts("2030-01-01T00:00:00Z"), **SMALL))
+    assert [f.sha for f in a.benign] == [f.sha for f in b.benign]
+    next(a.events())
+    next(b.events())
+    assert a.campaigns[0]["waves"][0]["sha256"] != b.campaigns[0]["waves"][0]["sha256"]
+
+
+def test_time_helpers() -> None:
+    t = parse_ts("2026-11-29T01:02:03.456Z")
+    assert format_ts(t) == "2026-11-29T01:02:03.456Z"
+    assert format_ts(parse_ts("2026-11-29T01:02:03.9996Z")) == "2026-11-29T01:02:04.000Z"
+    assert parse_ts("2026-11-29T02:02:03.456+01:00") == t
+    assert parse_ts("2026-11-29T01:02:03.456") == t
+    with pytest.raises(SimulationError):
+        parse_ts("tomorrow")
+
+
+def test_bad_params_are_rejected() -> None:
+    for bad in ({"reports": 0}, {"orgs": 0}, {"devices_min": 50, "devices_max": 10},
+                {"sandbox_share": 1.5}, {"sandbox_delay_s": (10.0, 5.0)}):
+        with pytest.raises(SimulationError):
+            SimParams(**bad).validate()
+
+
+def _read_lines(path: Path) -> list[bytes]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        return fh.read().split(b"\n")
+
+
+def test_cli_out_writes_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "day"
+    rc = main(["simulate", "--out", str(out), "--reports", "3000", "--orgs", "8",
+               "--campaigns", "3", "--duration", "2h", "--seed", "11"])
+    assert rc == 0
+    summary = capsys.readouterr().out.strip()
+    assert "\n" not in summary and "3000 reports" in summary and "reports/s" in summary
+    lines = _read_lines(out / "reports.jsonl.gz")
+    assert lines[-1] == b"" and len(lines) - 1 == 3000
+    valid = [orjson.loads(x) for x in lines[:-1] if _valid(check_report, x)]
+    assert len(valid) >= 2980
+    first, last = min(_ts(r["ts"]) for r in valid), max(_ts(r["ts"]) for r in valid)
+    assert first >= parse_ts("2026-11-28T00:00:00Z") - 10
+    assert last <= parse_ts("2026-11-28T02:00:00Z") + 10
+    fb = [x for x in _read_lines(out / "feedback.jsonl.gz")[:-1]]
+    assert fb and sum(_valid(check_feedback, x) for x in fb) >= len(fb) - 3
+    truth = [orjson.loads(x) for x in (out / "truth.jsonl").read_bytes().splitlines()]
+    labels = {t["sha256"]: t["label"] for t in truth}
+    assert {"malicious", "benign"} == set(labels.values())
+    assert all(r["sha256"].lower() in labels for r in valid)
+    world = orjson.loads((out / "world.json").read_bytes())
+    assert len(world["orgs"]) == 8 and len(world["campaigns"]) == 3
+
+
+def test_cli_plain_files_and_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "plain"
+    assert main(["simulate", "--out", str(out), "--no-gzip", "--reports", "500", "--orgs", "4",
+                 "--campaigns", "1", "--duration", "90m",
+                 "--start", "2027-01-01T00:00:00Z"]) == 0
+    lines = (out / "reports.jsonl").read_bytes().splitlines()
+    assert len(lines) == 500
+    good = [orjson.loads(x) for x in lines if _valid(check_report, x)]
+    assert min(r["ts"] for r in good) >= "2026-12-31T23:59:50"
+    assert (out / "feedback.jsonl").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--duration", "soon"], "--duration"),
+    (["--duration", "0s"], "--duration"),
+    (["--reports", "0"], "--reports"),
+    (["--start", "yesterday"], "--start"),
+    (["--forever"], "--kafka"),
+    (["--rate", "10"], "--kafka"),
+])
+def test_cli_bad_arguments_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    argv: list[str], needle: str) -> None:
+    rc = main(["simulate", "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and "\n" not in err and needle in err
+
+
+def test_cli_needs_an_output(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate"])
+    assert exc.value.code == 2
+
+
+def test_kafka_unreachable_is_one_line(capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # nothing listens on port 1; the check fails cleanly before any producer is made
+    monkeypatch.setenv("RAPIDLOOP_KAFKA__CONNECT_TIMEOUT_S", "1.0")
+    rc = main(["simulate", "--kafka", "--brokers", "127.0.0.1:1", "--reports", "10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0
+    assert err and err[-1].startswith("rapidloop simulate:") and "127.0.0.1:1" in err[-1]
+
+
+def test_feedback_kind_constant() -> None:
+    assert FEEDBACK == "feedback" and REPORT == "report"
