@@ -27,9 +27,23 @@ _SIZE_SCALE = 20.0      # log1p(bytes) / 20 keeps the size feature near [0, 1]
 class FileState:
     """Prevalence, windows, behaviours, verdicts and attributes of one sha256."""
 
-    __slots__ = ("beh_counts", "devices", "first_seen", "ftype", "fpath", "last_seen",
-                 "n_reports", "orgs", "parents", "signed", "signer", "size",
-                 "verdict_max", "verdict_sources", "verdict_sum")
+    __slots__ = (
+        "beh_counts",
+        "devices",
+        "first_seen",
+        "fpath",
+        "ftype",
+        "last_seen",
+        "n_reports",
+        "orgs",
+        "parents",
+        "signed",
+        "signer",
+        "size",
+        "verdict_max",
+        "verdict_sources",
+        "verdict_sum",
+    )
 
     def __init__(self, windows: Sequence[float], max_orgs: int, max_devices: int) -> None:
         self.first_seen = math.inf

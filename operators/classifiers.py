@@ -1,0 +1,335 @@
+"""The classifier ensemble: online River learners that take over from the prior.
+
+Every report is scored and only a minority of files ever get a verdict, so
+the learners are chosen for cheap prediction and small, bounded state
+(measured on River 0.26.1, see the report in ``tests/unit/test_classifiers.py``):
+
+* ``logreg`` — ``StandardScaler | LogisticRegression``: additive evidence,
+  calibrated, ~6 µs to score, 3 KiB;
+* ``tree`` — ``HoeffdingAdaptiveTreeClassifier`` with a histogram splitter,
+  bounded depth and a memory cap: interactions the linear model cannot
+  express (bad behaviours *but* signed and prevalent is an admin tool), and
+  adapts when campaigns change; ~5 µs to score, 30–150 KiB (the default
+  Gaussian splitter pickles a ``random.Random`` per class per feature per
+  leaf: 10× larger);
+* ``nb`` — ``CutBernoulliNB``, a Bernoulli naive Bayes over evidence flags
+  (``NB_CUTS``) with cached log tables: a generative model whose mistakes
+  differ from the discriminative ones; ~3 µs to score (River's own
+  ``BernoulliNB`` takes ~70 µs, ``GaussianNB`` ~90 µs and chokes on one-hot
+  features), 2 KiB.
+
+The learned score mixes the classifiers by their recent prequential log loss
+(each is scored on a label *before* learning it; weights are a softmax of
+minus the exponentially weighted loss), so the mixture follows whichever
+learner currently predicts best. The published score hands over from the
+prior: with ``n`` labels, the learners' weight is 0 until each class has
+``min_class_labels`` labels, then ``n / (n + handover_labels)``:
+
+    score = (1 - w) * prior + w * Σ_i mix_i * p_i
+
+Everything is deterministic (fixed seeds, fixed feature order) and picklable,
+so replicas fed the same labels in the same order score identically.
+
+>>> from rapidloop.config import load_config
+>>> ens = Ensemble(load_config(env={}))
+>>> f = {"verdict_max": 0.93, "beh_ransomware_encryption": 1.0}
+>>> score, per_model = ens.score(f)
+>>> score == per_model["prior"], sorted(per_model), ens.model_version
+(True, ['logreg', 'nb', 'prior', 'tree'], 'ens-0')
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from river import linear_model, metrics, naive_bayes, optim, preprocessing, tree
+from river.base import Classifier
+
+from rapidloop.config import Config
+
+from .features import FEATURE_NAMES
+from .prior import Prior
+
+# ---------------------------------------------------------------------------
+# Module defaults for knobs that are not (yet) in defaults.toml; a value in
+# [models] wins (read with getattr, so adding the TOML line needs no code change).
+PERF_HALF_LIFE = 50.0     # TOML models.perf_half_life: labels for a past loss to count half
+PERF_SHARPNESS = 8.0      # TOML models.perf_sharpness: mixture weight ∝ exp(-sharpness * loss)
+TREE_MAX_DEPTH = 6        # TOML models.tree_max_depth
+TREE_MAX_SIZE_MIB = 0.5   # TOML models.tree_max_size_mib: by River's estimate; then leaves freeze
+# ---------------------------------------------------------------------------
+
+SEED = 42                 # the tree's bootstrap sampling; fixed so replicas agree
+TREE_GRACE_PERIOD = 50    # labels a leaf sees between split attempts (labels are scarce)
+TREE_MEMORY_CHECK = 500   # labels between the tree's size checks (River's default: 1e6, i.e. never)
+LOGREG_LR = 0.05          # SGD step: labels are few, the default 0.01 learns too slowly
+PROBA_CLIP = 1e-3         # one confident mistake costs at most -log(1e-3) ≈ 6.9 in the loss
+METRIC_THRESHOLDS = 100   # ROCAUC's default of 10 is badly biased on imbalanced streams
+LN2 = math.log(2.0)
+
+# Evidence flags for the naive Bayes: a feature counts as present above its cut
+# (0.0 when not listed: behaviour shares, one-hots, signed, parent flags).
+NB_CUTS: dict[str, float] = {
+    "verdict_max": 0.5,
+    "verdict_mean": 0.5,
+    "n_behaviors": 1.5,                    # two or more distinct behaviours
+    "log_size": math.log1p(1 << 20) / 20,  # larger than 1 MiB
+    "log_devices": math.log1p(3),          # more than 3 devices
+    "log_orgs": math.log1p(1),             # more than one org
+    "orgs_10m": math.log1p(1),
+    "orgs_1h": math.log1p(1),
+    "orgs_24h": math.log1p(2),
+    "devices_1h": math.log1p(3),
+    "log_age_h": math.log1p(24),           # older than a day
+    "log_reports": math.log1p(10),
+    "org_trust": 0.5,
+}
+
+
+def dense(features: dict[str, float]) -> dict[str, float]:
+    """All of ``FEATURE_NAMES`` in their fixed order, missing ones as 0.0, unknown ones dropped.
+
+    River's scaler and naive Bayes update only the keys they are given: fed
+    sparse vectors, a one-hot feature would only ever be seen as 1.0 and
+    look constant. A fixed order also makes float sums reproducible.
+
+    >>> x = dense({"signed": 1.0, "junk": 5.0})
+    >>> len(x) == len(FEATURE_NAMES), x["signed"], x["type_pe"], "junk" in x
+    (True, 1.0, 0.0, False)
+    """
+    get = features.get
+    return {name: get(name, 0.0) for name in FEATURE_NAMES}
+
+
+def _p_true(proba: dict[Any, float]) -> float:
+    """P(malicious) from a River ``predict_proba_one`` result; 0.5 when it knows nothing yet."""
+    if not proba:
+        return 0.5
+    return proba.get(True, 0.0)
+
+
+class CutBernoulliNB(naive_bayes.BernoulliNB):
+    """Bernoulli naive Bayes over per-feature cuts, with its log tables cached between labels.
+
+    River's ``BernoulliNB`` recomputes every feature's probability for every
+    prediction (~70 µs for 41 features) and binarizes all features at one
+    threshold. Here a feature is "on" above its own cut, and the log
+    likelihood is a cached base term plus one cached delta per feature that
+    is on: the same model, ~20× cheaper to score. Learning invalidates the
+    cache; the first score after a label rebuilds it.
+
+    >>> nb = CutBernoulliNB(cuts={"verdict_max": 0.5})
+    >>> for v, y in [(0.9, True), (0.8, True), (0.1, False), (0.2, False)]:
+    ...     nb.learn_one({"verdict_max": v}, y)
+    >>> round(nb.predict_proba_one({"verdict_max": 0.7})[True], 3)
+    0.75
+    """
+
+    def __init__(self, cuts: dict[str, float] | None = None, alpha: float = 1.0) -> None:
+        super().__init__(alpha=alpha, true_threshold=0.5)
+        self.cuts = dict(cuts or {})
+        self._tables: dict[Any, tuple[float, dict[str, float]]] | None = None
+
+    def _on(self, x: dict[str, float]) -> list[str]:
+        cut = self.cuts.get
+        return [f for f, v in x.items() if v > cut(f, 0.0)]
+
+    def learn_one(self, x: dict[str, float], y: Any) -> None:
+        on = set(self._on(x))
+        super().learn_one({f: 1.0 if f in on else 0.0 for f in x}, y)
+        self._tables = None
+
+    def _build_tables(self) -> dict[Any, tuple[float, dict[str, float]]]:
+        log = math.log
+        tables: dict[Any, tuple[float, dict[str, float]]] = {}
+        for c in self.class_counts:
+            base = log(self.p_class(c))
+            delta: dict[str, float] = {}
+            for f in self.feature_counts:
+                p = self.p_feature_given_class(f, c)
+                off = log(1e-9 + 1.0 - p)   # River's smoothing of log(0)
+                base += off
+                delta[f] = log(1e-9 + p) - off
+            tables[c] = (base, delta)
+        self._tables = tables
+        return tables
+
+    def joint_log_likelihood(self, x: dict[str, float]) -> dict[Any, float]:
+        tables = self._tables if self._tables is not None else self._build_tables()
+        on = self._on(x)
+        return {c: base + sum(delta.get(f, 0.0) for f in on)
+                for c, (base, delta) in tables.items()}
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[Any, float]:
+        jll = self.joint_log_likelihood(x)
+        if not jll:
+            return {}
+        top = max(jll.values())   # log-sum-exp without scipy's per-call overhead
+        exp = {c: math.exp(v - top) for c, v in jll.items()}
+        total = sum(exp.values())
+        return {c: e / total for c, e in exp.items()}
+
+
+def make_learners(models_cfg: Any = None) -> dict[str, Classifier]:
+    """The named learners, fresh and seeded. ``models_cfg`` is ``cfg.models`` (optional)."""
+    depth = int(getattr(models_cfg, "tree_max_depth", TREE_MAX_DEPTH))
+    size = float(getattr(models_cfg, "tree_max_size_mib", TREE_MAX_SIZE_MIB))
+    return {
+        "logreg": preprocessing.StandardScaler() | linear_model.LogisticRegression(
+            optimizer=optim.SGD(LOGREG_LR)),
+        "tree": tree.HoeffdingAdaptiveTreeClassifier(
+            grace_period=TREE_GRACE_PERIOD, max_depth=depth, leaf_prediction="mc",
+            splitter=tree.splitter.HistogramSplitter(n_bins=8), max_size=size,
+            memory_estimate_period=TREE_MEMORY_CHECK, seed=SEED),
+        "nb": CutBernoulliNB(cuts=NB_CUTS),
+    }
+
+
+def _clip(p: float) -> float:
+    return min(max(p, PROBA_CLIP), 1.0 - PROBA_CLIP)
+
+
+def _log_loss(y: bool, p: float) -> float:
+    p = _clip(p)
+    return -math.log(p if y else 1.0 - p)
+
+
+class Ensemble:
+    """Prior plus online learners, mixed by recent performance; picklable and deterministic."""
+
+    def __init__(self, cfg: Config) -> None:
+        m = cfg.models
+        self.prior = Prior(cfg)
+        self.handover_labels = int(m.handover_labels)
+        self.min_class_labels = int(m.min_class_labels)
+        half_life = float(getattr(m, "perf_half_life", PERF_HALF_LIFE))
+        self.perf_alpha = 1.0 - 0.5 ** (1.0 / half_life)
+        self.perf_sharpness = float(getattr(m, "perf_sharpness", PERF_SHARPNESS))
+        self.learners = make_learners(m)
+        self.names: tuple[str, ...] = tuple(self.learners)
+        self.n_malicious = 0
+        self.n_benign = 0
+        self.ew_loss = dict.fromkeys(self.names, LN2)     # a coin flip's loss to start
+        self.mix = dict.fromkeys(self.names, 1.0 / len(self.names))
+        tracked = (*self.names, "prior", "learned", "ensemble")
+        self._auc = {k: metrics.ROCAUC(n_thresholds=METRIC_THRESHOLDS) for k in tracked}
+        self._loss = {k: metrics.LogLoss() for k in tracked}
+        self._memo: tuple[dict[str, float], float, float] | None = None   # last score, for explain
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def labels_seen(self) -> int:
+        return self.n_malicious + self.n_benign
+
+    @property
+    def model_version(self) -> str:
+        """Changes with every label learned; the same labels give the same version."""
+        return f"ens-{self.labels_seen}"
+
+    @property
+    def learner_weight(self) -> float:
+        """The learners' share of the score: 0 until both classes have enough labels."""
+        if min(self.n_malicious, self.n_benign) < self.min_class_labels:
+            return 0.0
+        n = self.labels_seen
+        return n / (n + self.handover_labels)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_memo"] = None   # holds a caller's feature dict: not part of the model
+        return state
+
+    # -- scoring -------------------------------------------------------------
+
+    def _score(self, features: dict[str, float]) -> tuple[float, float, dict[str, float]]:
+        """(published score, learned mixture, per-model scores) of one feature vector."""
+        x = dense(features)
+        p_prior = self.prior.score(features)
+        per_model = {"prior": p_prior}
+        learned = 0.0
+        mix = self.mix
+        for name, model in self.learners.items():
+            p = _p_true(model.predict_proba_one(x))
+            per_model[name] = p
+            learned += mix[name] * p
+        w = self.learner_weight
+        score = (1.0 - w) * p_prior + w * learned
+        return min(max(score, 0.0), 1.0), learned, per_model
+
+    def score(self, features: dict[str, float]) -> tuple[float, dict[str, float]]:
+        """The malice score in [0, 1] and each model's own score (learners and "prior").
+
+        Before the hand-over the score is exactly the prior's.
+        """
+        score, learned, per_model = self._score(features)
+        self._memo = (features, learned, self.learner_weight)
+        return score, per_model
+
+    def score_many(self, batch: list[dict[str, float]]) -> list[tuple[float, dict[str, float]]]:
+        """``score`` for each feature vector of a batch.
+
+        A plain loop: River's ``predict_proba_many`` needs pandas (not a
+        dependency of rapidloop), exists only for the linear model and naive
+        Bayes (not the tree), and would save at most ~5 µs of the ~20 µs a
+        vector costs.
+        """
+        return [self.score(f) for f in batch]
+
+    def explain(self, features: dict[str, float]) -> list[str]:
+        """Reasons for the score, in words: the prior's strongest terms and the learners' say.
+
+        The learners' opinion is named when they carry weight and ``features``
+        is the vector last passed to ``score`` (no second scoring); it comes
+        first once they carry most of the score.
+        """
+        reasons = self.prior.explain(features)
+        memo = self._memo
+        if memo is not None and memo[0] is features and memo[2] > 0.0:
+            _, learned, w = memo
+            said = f"classifiers {learned:.2f} after {self.labels_seen} verdicts"
+            if w >= 0.5:
+                reasons.insert(0, said)
+            else:
+                reasons.append(said)
+        return reasons
+
+    # -- learning ------------------------------------------------------------
+
+    def learn(self, features: dict[str, float], malicious: bool) -> None:
+        """Learn one trusted verdict; first score it with every model (prequential metrics)."""
+        y = bool(malicious)
+        score, learned, per_model = self._score(features)
+        for name, p in (*per_model.items(), ("learned", learned), ("ensemble", score)):
+            self._auc[name].update(y, p)
+            self._loss[name].update(y, _clip(p))
+        alpha = self.perf_alpha
+        for name in self.names:
+            self.ew_loss[name] += alpha * (_log_loss(y, per_model[name]) - self.ew_loss[name])
+        best = min(self.ew_loss.values())
+        raw = {n: math.exp(-self.perf_sharpness * (loss - best))
+               for n, loss in self.ew_loss.items()}
+        total = sum(raw.values())
+        self.mix = {n: r / total for n, r in raw.items()}
+        x = dense(features)
+        for model in self.learners.values():
+            model.learn_one(x, y)
+        if y:
+            self.n_malicious += 1
+        else:
+            self.n_benign += 1
+        self._memo = None
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Prequential ROC AUC and log loss per learner, the prior, the learned mixture
+        ("learned") and the published score ("ensemble"); learners also report their
+        mixture weight and recent (exponentially weighted) log loss."""
+        out: dict[str, dict[str, float]] = {}
+        for name, auc in self._auc.items():
+            row = {"auc": auc.get(), "log_loss": self._loss[name].get()}
+            if name in self.mix:
+                row["weight"] = self.mix[name]
+                row["recent_log_loss"] = self.ew_loss[name]
+            out[name] = row
+        return out

@@ -1,0 +1,417 @@
+"""The wire fast path: contract JSON in and out, checked by hand.
+
+Every message the job reads goes through :class:`WireParser`, so it is plain
+``orjson.loads`` followed by direct type and range checks, not a JSON Schema
+validator (an order of magnitude slower). The JSON Schemas in ``json/`` state
+the same rules for people and other tools; ``tests/unit/test_schemas.py``
+runs one list of samples through both and requires them to agree.
+
+A rejected message raises :class:`InvalidMessage`, whose ``code`` is a small,
+stable category for metrics and whose text says exactly what was wrong. It
+never quotes more than a short prefix of the input, because it ends up in a
+dead letter next to the raw message anyway.
+
+Writing is the mirror image: ``*_to_dict`` gives the contract's field names
+and RFC 3339 times, ``encode_*`` the bytes of one message value.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .model import (
+    FEEDBACK_SOURCES,
+    FILE_PATHS,
+    FILE_TYPES,
+    VERDICTS,
+    DeadLetter,
+    Decision,
+    Feedback,
+    FileInfo,
+    RawMessage,
+    Report,
+)
+from .timefmt import format_ts, parse_ts
+
+__all__ = [
+    "MAX_FILE_SIZE",
+    "MAX_TS",
+    "RAW_TEXT_CAP",
+    "InvalidMessage",
+    "Limits",
+    "WireParser",
+    "dead_letter",
+    "decision_to_dict",
+    "encode_dead_letter",
+    "encode_decision",
+    "encode_feedback",
+    "encode_report",
+    "feedback_to_dict",
+    "report_to_dict",
+]
+
+MAX_TS = 4102444800.0               # 2100-01-01T00:00:00Z: no sensor clock is that wrong
+MAX_FILE_SIZE = 2**53 - 1           # the largest integer every JSON reader keeps exact
+RAW_TEXT_CAP = 65536                # bytes of a dead-lettered message kept as text
+_ERROR_CAP = 2048                   # characters of a dead letter's error text
+_SHOW_CAP = 80                      # characters of input quoted in an error message
+
+_HEX = "0123456789abcdef"
+_ABSENT: Any = object()
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean",
+               list: "array", dict: "object", type(None): "null"}
+
+
+class InvalidMessage(ValueError):
+    """A message that cannot be used; ``code`` is a stable category for metrics."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, str(self)))
+
+
+@dataclass(slots=True)
+class Limits:
+    """Bounds on what one message may contain (``[limits]`` in the configuration)."""
+
+    max_message_bytes: int = 65536
+    max_string_len: int = 256
+    max_list_len: int = 64
+    max_verdicts: int = 32
+    max_future_skew_s: float = 86400.0
+    min_ts: str = "2000-01-01T00:00:00Z"
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Limits:
+        lim = cfg.limits
+        return cls(int(lim.max_message_bytes), int(lim.max_string_len), int(lim.max_list_len),
+                   int(lim.max_verdicts), float(lim.max_future_skew_s), str(lim.min_ts))
+
+
+# --- error helpers (cold path) -------------------------------------------------------------
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOW_CAP else text[:_SHOW_CAP - 3] + "..."
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 40 else name[:37] + "..."
+
+
+def _type_name(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _wrong_type(path: str, expected: str, value: Any) -> InvalidMessage:
+    return InvalidMessage("wrong_type",
+                          f"field '{path}' must be {expected}, got {_type_name(value)}")
+
+
+def _missing(name: str) -> InvalidMessage:
+    return InvalidMessage("missing_field", f"missing required field '{name}'")
+
+
+def _load(value: bytes, max_bytes: int) -> dict[str, Any]:
+    """Bytes to a JSON object, or the reason why not."""
+    if len(value) > max_bytes:
+        raise InvalidMessage("too_large",
+                             f"message is {len(value)} bytes, more than the limit of {max_bytes}")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        try:
+            str(value, "utf-8")
+        except UnicodeDecodeError as bad:
+            raise InvalidMessage("invalid_utf8", f"message is not valid UTF-8: {bad.reason} "
+                                 f"at byte {bad.start}") from None
+        raise InvalidMessage("invalid_json", f"message is not valid JSON: {exc}") from None
+    if type(obj) is not dict:
+        raise InvalidMessage("not_object", f"message must be a JSON object, got {_type_name(obj)}")
+    return obj
+
+
+# --- field checks ----------------------------------------------------------------------------
+
+def _string(value: Any, path: str, max_len: int, nonempty: bool) -> str:
+    if type(value) is not str:
+        raise _wrong_type(path, "a string", value)
+    n = len(value)
+    if n > max_len:
+        raise InvalidMessage("too_long",
+                             f"field '{path}' is {n} characters long, more than {max_len}")
+    if nonempty and not n:
+        raise InvalidMessage("empty_string", f"field '{path}' must not be empty")
+    return value
+
+
+def _sha256(value: Any, path: str) -> str:
+    if type(value) is not str:
+        raise _wrong_type(path, "a string of 64 hex characters", value)
+    if len(value) != 64:
+        raise InvalidMessage("bad_sha256",
+                             f"field '{path}' must be 64 hex characters, got {len(value)}")
+    low = value.lower()
+    if low.strip(_HEX):
+        raise InvalidMessage("bad_sha256",
+                             f"field '{path}' must be 64 hex characters, got {_show(value)}")
+    return low
+
+
+def _enum(value: Any, path: str, allowed: tuple[str, ...]) -> str:
+    if type(value) is str and value in allowed:
+        return value
+    if type(value) is not str:
+        raise _wrong_type(path, "a string", value)
+    raise InvalidMessage("bad_enum",
+                         f"field '{path}' must be one of {', '.join(allowed)}, got {_show(value)}")
+
+
+def _file(value: Any, max_len: int) -> FileInfo:
+    if type(value) is not dict:
+        raise _wrong_type("file", "an object", value)
+    get = value.get
+    name = get("name", _ABSENT)
+    name = "" if name is _ABSENT else _string(name, "file.name", max_len, False)
+    size = get("size", 0)
+    if type(size) is not int:
+        if type(size) is not float or not size.is_integer():   # 1.0 is an integer in JSON
+            raise _wrong_type("file.size", "an integer >= 0", size)
+        size = int(size)
+    if not 0 <= size <= MAX_FILE_SIZE:
+        raise InvalidMessage("out_of_range", f"field 'file.size' must be an integer >= 0 "
+                             f"(and <= {MAX_FILE_SIZE}), got {size}")
+    ftype = get("type", _ABSENT)
+    ftype = "other" if ftype is _ABSENT else _enum(ftype, "file.type", FILE_TYPES)
+    signed = get("signed", False)
+    if type(signed) is not bool:
+        raise _wrong_type("file.signed", "a boolean", signed)
+    signer = get("signer")
+    if signer is not None:
+        signer = _string(signer, "file.signer", max_len, False)
+    fpath = get("path", _ABSENT)
+    fpath = "other" if fpath is _ABSENT else _enum(fpath, "file.path", FILE_PATHS)
+    return FileInfo(name, size, ftype, signed, signer, fpath)
+
+
+def _behaviors(value: Any, max_items: int, max_len: int) -> tuple[str, ...]:
+    if type(value) is not list:
+        raise _wrong_type("behaviors", "an array of strings", value)
+    if len(value) > max_items:
+        raise InvalidMessage("too_long",
+                             f"field 'behaviors' has {len(value)} items, more than {max_items}")
+    for i, item in enumerate(value):
+        if type(item) is not str or not item or len(item) > max_len:
+            _string(item, f"behaviors[{i}]", max_len, True)
+    return tuple(dict.fromkeys(value))
+
+
+def _verdicts(value: Any, max_items: int, max_len: int) -> dict[str, float]:
+    if type(value) is not dict:
+        raise _wrong_type("verdicts", "an object of numbers", value)
+    if len(value) > max_items:
+        raise InvalidMessage("too_long",
+                             f"field 'verdicts' has {len(value)} entries, more than {max_items}")
+    out: dict[str, float] = {}
+    for name, score in value.items():
+        if not name:
+            raise InvalidMessage("empty_string", "field 'verdicts' has an empty classifier name")
+        if len(name) > max_len:
+            raise InvalidMessage("too_long", f"field 'verdicts' has a classifier name longer "
+                                 f"than {max_len} characters: {_show(name)}")
+        t = type(score)
+        if t is not float:
+            if t is not int:
+                raise _wrong_type(f"verdicts.{_short(name)}", "a number in [0, 1]", score)
+            score = float(score)
+        if not 0.0 <= score <= 1.0:   # also rejects NaN
+            raise InvalidMessage("out_of_range",
+                                 f"field 'verdicts.{_short(name)}' must be a number in [0, 1], "
+                                 f"got {_show(score)}")
+        out[name] = score
+    return out
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+class WireParser:
+    """Parses and validates Report and Feedback message values.
+
+    It remembers the newest event time it has accepted: a message more than
+    ``max_future_skew_s`` after that comes from a broken clock and is rejected,
+    so one bad sensor cannot drag event time (and every window) into the future.
+    """
+
+    __slots__ = ("_max_bytes", "_max_items", "_max_len", "_max_verdicts", "_min_ts",
+                 "_newest", "_skew", "limits")
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits = limits or Limits()
+        self._max_bytes = limits.max_message_bytes
+        self._max_len = limits.max_string_len
+        self._max_items = limits.max_list_len
+        self._max_verdicts = limits.max_verdicts
+        self._skew = float(limits.max_future_skew_s)
+        try:
+            self._min_ts = parse_ts(limits.min_ts)
+        except ValueError as exc:
+            raise ValueError(f"limits.min_ts: {exc}") from None
+        self._newest: float | None = None
+
+    @property
+    def newest_ts(self) -> float | None:
+        """The newest event time accepted so far (None before the first message)."""
+        return self._newest
+
+    def _ts(self, value: Any) -> float:
+        if type(value) is not str:
+            raise _wrong_type("ts", "an RFC 3339 time string", value)
+        try:
+            ts = parse_ts(value)
+        except ValueError as exc:
+            raise InvalidMessage("bad_time", f"field 'ts': {exc}") from None
+        if ts < self._min_ts:
+            raise InvalidMessage("time_out_of_range", f"field 'ts' {_show(value)} is before "
+                                 f"the earliest accepted time {format_ts(self._min_ts)}")
+        if ts >= MAX_TS:
+            raise InvalidMessage("time_out_of_range", f"field 'ts' {_show(value)} is not "
+                                 f"before {format_ts(MAX_TS)}")
+        newest = self._newest
+        if newest is not None and ts > newest + self._skew:
+            raise InvalidMessage("time_out_of_range", f"field 'ts' {_show(value)} is more "
+                                 f"than {self._skew:g} s after the newest accepted time "
+                                 f"{format_ts(newest)}")
+        return ts
+
+    def _accepted(self, ts: float) -> None:
+        newest = self._newest
+        if newest is None or ts > newest:
+            self._newest = ts
+
+    def report(self, value: bytes) -> Report:
+        """One Report message value, validated and normalised."""
+        obj = _load(value, self._max_bytes)
+        max_len = self._max_len
+        try:
+            report_id = obj["report_id"]
+            ts = obj["ts"]
+            org_id = obj["org_id"]
+            device_id = obj["device_id"]
+            sha256 = obj["sha256"]
+        except KeyError as exc:
+            raise _missing(exc.args[0]) from None
+        report_id = _string(report_id, "report_id", max_len, True)
+        t = self._ts(ts)
+        org_id = _string(org_id, "org_id", max_len, True)
+        device_id = _string(device_id, "device_id", max_len, True)
+        sha256 = _sha256(sha256, "sha256")
+        get = obj.get
+        source = get("source", _ABSENT)
+        source = "other" if source is _ABSENT else _string(source, "source", max_len, True)
+        file = get("file", _ABSENT)
+        file = FileInfo() if file is _ABSENT else _file(file, max_len)
+        behaviors = get("behaviors", _ABSENT)
+        behaviors = (() if behaviors is _ABSENT
+                     else _behaviors(behaviors, self._max_items, max_len))
+        verdicts = get("verdicts", _ABSENT)
+        verdicts = ({} if verdicts is _ABSENT
+                    else _verdicts(verdicts, self._max_verdicts, max_len))
+        parent = get("parent_sha256")
+        if parent is not None:
+            parent = _sha256(parent, "parent_sha256")
+        self._accepted(t)
+        return Report(report_id, t, org_id, device_id, sha256, source, file, behaviors,
+                      verdicts, parent)
+
+    def feedback(self, value: bytes) -> Feedback:
+        """One Feedback message value, validated and normalised."""
+        obj = _load(value, self._max_bytes)
+        max_len = self._max_len
+        try:
+            feedback_id = obj["feedback_id"]
+            ts = obj["ts"]
+            sha256 = obj["sha256"]
+            verdict = obj["verdict"]
+            source = obj["source"]
+        except KeyError as exc:
+            raise _missing(exc.args[0]) from None
+        feedback_id = _string(feedback_id, "feedback_id", max_len, True)
+        t = self._ts(ts)
+        sha256 = _sha256(sha256, "sha256")
+        verdict = _enum(verdict, "verdict", VERDICTS)
+        source = _enum(source, "source", FEEDBACK_SOURCES)
+        org_id = obj.get("org_id")
+        if org_id is not None:
+            org_id = _string(org_id, "org_id", max_len, True)
+        elif source == "org_report":
+            raise InvalidMessage("missing_field",
+                                 "field 'org_id' is required when source is 'org_report'")
+        self._accepted(t)
+        return Feedback(feedback_id, t, sha256, verdict, source, org_id)
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+def dead_letter(raw: RawMessage, error: str, now: float) -> DeadLetter:
+    """The dead letter for ``raw``: its bytes as text (bad UTF-8 replaced), and why."""
+    value = raw.value if raw.value is not None else b""
+    if len(value) > RAW_TEXT_CAP:
+        text = (str(value[:RAW_TEXT_CAP], "utf-8", "replace")
+                + f"... [truncated: {len(value)} bytes in all, first {RAW_TEXT_CAP} kept]")
+    else:
+        text = str(value, "utf-8", "replace")
+    key = str(raw.key, "utf-8", "replace") if raw.key is not None else None
+    if len(error) > _ERROR_CAP:
+        error = error[:_ERROR_CAP - 3] + "..."
+    return DeadLetter(error, raw.topic, raw.partition, raw.offset, key, text, now)
+
+
+def encode_dead_letter(dl: DeadLetter) -> bytes:
+    return orjson.dumps({"error": dl.error, "topic": dl.topic, "partition": dl.partition,
+                         "offset": dl.offset, "key": dl.key, "raw": dl.raw,
+                         "ts": format_ts(dl.ts)})
+
+
+def decision_to_dict(d: Decision) -> dict[str, Any]:
+    """The contract's Decision; an unstamped ``decided_at`` is stamped with the wall clock."""
+    decided = d.decided_at if d.decided_at is not None else time.time()
+    return {"decision_id": d.decision_id, "sha256": d.sha256, "action": d.action,
+            "scope": d.scope, "org_id": d.org_id, "device_id": d.device_id,
+            "score": d.score, "classifiers": dict(d.classifiers), "reasons": list(d.reasons),
+            "model_version": d.model_version, "event_ts": format_ts(d.event_ts),
+            "decided_at": format_ts(decided),
+            "expires_at": format_ts(d.expires_at) if d.expires_at is not None else None}
+
+
+def encode_decision(d: Decision) -> bytes:
+    return orjson.dumps(decision_to_dict(d))
+
+
+def report_to_dict(r: Report) -> dict[str, Any]:
+    f = r.file
+    return {"report_id": r.report_id, "ts": format_ts(r.ts), "org_id": r.org_id,
+            "device_id": r.device_id, "sha256": r.sha256, "source": r.source,
+            "file": {"name": f.name, "size": f.size, "type": f.type, "signed": f.signed,
+                     "signer": f.signer, "path": f.path},
+            "behaviors": list(r.behaviors), "verdicts": dict(r.verdicts),
+            "parent_sha256": r.parent_sha256}
+
+
+def encode_report(r: Report) -> bytes:
+    return orjson.dumps(report_to_dict(r))
+
+
+def feedback_to_dict(fb: Feedback) -> dict[str, Any]:
+    return {"feedback_id": fb.feedback_id, "ts": format_ts(fb.ts), "sha256": fb.sha256,
+            "verdict": fb.verdict, "source": fb.source, "org_id": fb.org_id}
+
+
+def encode_feedback(fb: Feedback) -> bytes:
+    return orjson.dumps(feedback_to_dict(fb))
