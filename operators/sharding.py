@@ -85,7 +85,7 @@ class UnitAssembler:
 
     def __init__(self) -> None:
         self.pending: dict[str, list[Piece]] = {}        # unit -> pieces so far
-        self.complete: dict[tuple[str, int], Piece] = {}  # (source, seq) -> merged, waiting its turn
+        self.complete: dict[tuple[str, int], Piece] = {}  # (source, seq) -> waiting its turn
         self.next_seq: dict[str, int] = {}
 
     def add(self, piece: Piece) -> list[Piece]:

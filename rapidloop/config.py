@@ -85,7 +85,8 @@ def _check_type(path: str, default: Any, value: Any) -> Any:
 def _merge(base: dict[str, Any], override: Mapping[str, Any], path: str = "") -> None:
     for key, value in override.items():
         where = f"{path}.{key}" if path else key
-        if tuple(where.split(".")[-2:]) in FREEFORM or (path and tuple(path.split(".")) in FREEFORM):
+        freeform = tuple(where.split(".")[-2:]) in FREEFORM
+        if freeform or (path and tuple(path.split(".")) in FREEFORM):
             if isinstance(base.get(key), dict) and isinstance(value, dict):
                 base[key].update(value)
             else:
