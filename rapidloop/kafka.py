@@ -3,24 +3,42 @@
 Every client (job, simulator, tail, topics) is configured here, so security
 settings from ``[kafka.client]`` reach all of them and an unreachable cluster
 is reported the same way everywhere: one clear error within
-``kafka.connect_timeout_s``, never a hang.
+``kafka.connect_timeout_s``, never a hang. A cluster that refuses connections
+outright (nothing listening, unknown host, TLS handshake failure) is reported
+as soon as librdkafka gives up on every bootstrap broker, usually well under a
+second, instead of after the full timeout.
+
+librdkafka's own log lines go to the ``rapidloop.librdkafka`` Python logger,
+not straight to stderr: a CLI must be able to fail with one line, and a job
+that configures logging still sees them.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 from typing import Any
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from rapidloop.config import Config
 
 SECRET_KEYS = ("sasl.password", "ssl.key.password", "ssl.keystore.password",
                "sasl.oauthbearer.client.secret")
 
+LIBRDKAFKA_LOG = logging.getLogger("rapidloop.librdkafka")
+LIBRDKAFKA_LOG.addHandler(logging.NullHandler())  # silent unless the application configures logging
+
+# How long one metadata request may wait before we look at the client's errors again:
+# short, so a refused connection is reported quickly; each retry is one small request.
+_METADATA_SLICE_S = 0.5
+_INTERNAL_TOPIC = "__"
+
 
 class BrokerUnavailable(RuntimeError):
-    """The Kafka cluster did not answer in time."""
+    """The Kafka cluster did not answer in time (or a topic it needs is missing)."""
 
 
 def client_config(cfg: Config, brokers: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -31,6 +49,13 @@ def client_config(cfg: Config, brokers: str | None = None, **extra: Any) -> dict
     return conf
 
 
+def quiet(conf: dict[str, Any]) -> dict[str, Any]:
+    """``conf`` with librdkafka's log lines routed to :data:`LIBRDKAFKA_LOG` (not stderr)."""
+    out = dict(conf)
+    out.setdefault("logger", LIBRDKAFKA_LOG)
+    return out
+
+
 def redact(conf: dict[str, Any]) -> dict[str, Any]:
     """A copy safe to log: secrets replaced."""
     return {k: ("***" if k in SECRET_KEYS or "secret" in k or "password" in k else v)
@@ -38,19 +63,89 @@ def redact(conf: dict[str, Any]) -> dict[str, Any]:
 
 
 def admin(cfg: Config, brokers: str | None = None) -> AdminClient:
-    return AdminClient(client_config(cfg, brokers, **{"socket.connection.setup.timeout.ms": 5000}))
+    return AdminClient(quiet(client_config(
+        cfg, brokers, **{"socket.connection.setup.timeout.ms": 5000})))
+
+
+def describe_error(err: KafkaError) -> str:
+    """A librdkafka error as a short sentence: no ``host/bootstrap:`` prefix, no state suffix."""
+    text = err.str()
+    text = re.sub(r"^\S+/(bootstrap|\d+): ", "", text)
+    return re.sub(r" \(after \d+ms in state \w+\)$", "", text)
+
+
+def cluster_metadata(conf: dict[str, Any], timeout: float) -> ClusterMetadata:
+    """Metadata of every topic, or BrokerUnavailable within ``timeout`` seconds.
+
+    Takes a plain librdkafka ``conf`` (not a Config) so connectors, which only
+    carry their client settings, can use it too. Asks in short slices and, in
+    between, looks at the client's error callback: once librdkafka reports
+    that all bootstrap brokers are down, waiting longer only delays the same
+    answer, so the error is raised at once with librdkafka's reason.
+    """
+    where = conf.get("bootstrap.servers", "?")
+    errors: list[KafkaError] = []
+    client_conf = quiet(conf)
+    client_conf.setdefault("socket.connection.setup.timeout.ms",
+                           max(1000, int(timeout * 1000)))
+    client_conf["error_cb"] = errors.append
+    client = AdminClient(client_conf)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return client.list_topics(timeout=max(0.05, min(_METADATA_SLICE_S, left)))
+        except KafkaException as exc:
+            last = exc.args[0] if exc.args else None
+        client.poll(0)  # serve the error callback
+        if any(e.code() == KafkaError._ALL_BROKERS_DOWN or e.fatal() for e in errors):
+            reasons = [describe_error(e) for e in errors
+                       if e.code() != KafkaError._ALL_BROKERS_DOWN]
+            reason = reasons[-1] if reasons else "all brokers are down"
+            raise BrokerUnavailable(f"Kafka at {where} is unreachable: {reason}")
+        if time.monotonic() >= deadline:
+            why = describe_error(last) if isinstance(last, KafkaError) else str(last)
+            raise BrokerUnavailable(
+                f"Kafka at {where} did not answer within {timeout:g}s ({why})")
+
+
+def _metadata(cfg: Config, brokers: str | None) -> ClusterMetadata:
+    conf = client_config(cfg, brokers, **{"socket.connection.setup.timeout.ms": 5000})
+    return cluster_metadata(conf, cfg.kafka.connect_timeout_s)
 
 
 def list_topics(cfg: Config, brokers: str | None = None) -> set[str]:
     """Topic names on the cluster; raises BrokerUnavailable if it doesn't answer in time."""
-    where = brokers or cfg.kafka.brokers
-    try:
-        meta = admin(cfg, brokers).list_topics(timeout=cfg.kafka.connect_timeout_s)
-    except KafkaException as exc:
+    return set(_metadata(cfg, brokers).topics)
+
+
+def describe_topics(cfg: Config, brokers: str | None = None,
+                    internal: bool = False) -> dict[str, int]:
+    """Topic name → partition count (``__``-prefixed internal topics only if asked)."""
+    return {name: len(t.partitions) for name, t in _metadata(cfg, brokers).topics.items()
+            if internal or not name.startswith(_INTERNAL_TOPIC)}
+
+
+def topic_partitions(conf: dict[str, Any], topics: list[str],
+                     timeout: float = 10.0) -> list[tuple[str, int]]:
+    """Every (topic, partition) of ``topics``, in order; BrokerUnavailable if one is missing.
+
+    Reads the whole cluster's metadata rather than asking for the topics by
+    name, because a by-name request may auto-create a misspelt topic.
+    """
+    meta = cluster_metadata(conf, timeout)
+    missing = [t for t in topics if t not in meta.topics]
+    if missing:
         raise BrokerUnavailable(
-            f"Kafka at {where} did not answer within {cfg.kafka.connect_timeout_s:g}s "
-            f"({exc.args[0].str() if exc.args else exc})") from None
-    return set(meta.topics)
+            f"topic(s) {', '.join(missing)} do not exist on {conf.get('bootstrap.servers')}; "
+            "create them with `rapidloop topics create`")
+    out: list[tuple[str, int]] = []
+    for topic in topics:
+        t = meta.topics[topic]
+        if t.error is not None:
+            raise BrokerUnavailable(f"topic {topic} is not usable: {describe_error(t.error)}")
+        out.extend((topic, p) for p in sorted(t.partitions))
+    return out
 
 
 def topic_names(cfg: Config) -> list[str]:
@@ -59,16 +154,21 @@ def topic_names(cfg: Config) -> list[str]:
 
 
 def ensure_topics(cfg: Config, brokers: str | None = None, partitions: int | None = None,
-                  names: list[str] | None = None) -> list[str]:
-    """Create the missing topics; returns the names created."""
+                  names: list[str] | None = None, replication_factor: int = 1) -> list[str]:
+    """Create the missing topics; returns the names created.
+
+    ``retention.ms`` is given explicitly because some brokers (the embedded
+    one) report only the configs a topic was created with.
+    """
     names = names or topic_names(cfg)
     existing = list_topics(cfg, brokers)
     missing = [n for n in names if n not in existing]
     if not missing:
         return []
     n_parts = partitions or cfg.kafka.partitions
-    futures = admin(cfg, brokers).create_topics(
-        [NewTopic(n, num_partitions=n_parts, replication_factor=1,
+    client = admin(cfg, brokers)  # keep a reference: a collected client cancels the futures
+    futures = client.create_topics(
+        [NewTopic(n, num_partitions=n_parts, replication_factor=replication_factor,
                   config={"retention.ms": "604800000"}) for n in missing],
         operation_timeout=cfg.kafka.connect_timeout_s)
     for name, fut in futures.items():
