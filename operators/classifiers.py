@@ -10,12 +10,12 @@ the learners are chosen for cheap prediction and small, bounded state
 * ``tree`` — ``HoeffdingAdaptiveTreeClassifier`` with a histogram splitter,
   bounded depth and a memory cap: interactions the linear model cannot
   express (bad behaviours *but* signed and prevalent is an admin tool), and
-  adapts when campaigns change; ~5 µs to score, 30–150 KiB (the default
+  adapts when campaigns change; ~5 µs to score, 40–300 KiB (the default
   Gaussian splitter pickles a ``random.Random`` per class per feature per
-  leaf: 10× larger);
+  leaf: 10–15× larger);
 * ``nb`` — ``CutBernoulliNB``, a Bernoulli naive Bayes over evidence flags
   (``NB_CUTS``) with cached log tables: a generative model whose mistakes
-  differ from the discriminative ones; ~3 µs to score (River's own
+  differ from the discriminative ones; ~4 µs to score (River's own
   ``BernoulliNB`` takes ~70 µs, ``GaussianNB`` ~90 µs and chokes on one-hot
   features), 2 KiB.
 
@@ -95,14 +95,19 @@ def dense(features: dict[str, float]) -> dict[str, float]:
 
     River's scaler and naive Bayes update only the keys they are given: fed
     sparse vectors, a one-hot feature would only ever be seen as 1.0 and
-    look constant. A fixed order also makes float sums reproducible.
+    look constant. A fixed order also makes float sums reproducible. A NaN or
+    infinite value (a bug upstream) becomes 0.0: learned once, it would turn
+    the linear model's weights to NaN for good.
 
-    >>> x = dense({"signed": 1.0, "junk": 5.0})
-    >>> len(x) == len(FEATURE_NAMES), x["signed"], x["type_pe"], "junk" in x
-    (True, 1.0, 0.0, False)
+    >>> x = dense({"signed": 1.0, "junk": 5.0, "log_orgs": float("nan")})
+    >>> len(x) == len(FEATURE_NAMES), x["signed"], x["type_pe"], x["log_orgs"], "junk" in x
+    (True, 1.0, 0.0, 0.0, False)
     """
     get = features.get
-    return {name: get(name, 0.0) for name in FEATURE_NAMES}
+    x = {name: get(name, 0.0) for name in FEATURE_NAMES}
+    if not math.isfinite(sum(x.values())):   # one check on the common path
+        x = {name: v if math.isfinite(v) else 0.0 for name, v in x.items()}
+    return x
 
 
 def _p_true(proba: dict[Any, float]) -> float:
@@ -252,7 +257,7 @@ class Ensemble:
     def _score(self, features: dict[str, float]) -> tuple[float, float, dict[str, float]]:
         """(published score, learned mixture, per-model scores) of one feature vector."""
         x = dense(features)
-        p_prior = self.prior.score(features)
+        p_prior = self.prior.score(x)
         per_model = {"prior": p_prior}
         learned = 0.0
         mix = self.mix

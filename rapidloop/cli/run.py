@@ -14,7 +14,7 @@ from datetime import timedelta
 from rapidloop import jobstats
 from rapidloop.cli import CliError
 from rapidloop.config import load_config
-from rapidloop.kafka import BrokerUnavailable, client_config, require_topics
+from rapidloop.kafka import BrokerUnavailable, client_config
 from rapidloop.operators.allowlist import AllowListError
 from rapidloop.schemas.intake import FEEDBACK, REPORT
 
@@ -38,7 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from bytewax.run import cli_main
 
     from rapidloop.flows.dataflow import Connectors, build_flow
-    from rapidloop.flows.kafka_io import KafkaBatchSink, KafkaBatchSource
+    from rapidloop.flows.kafka_io import (
+        KafkaBatchSink,
+        KafkaBatchSource,
+        delivery_stats,
+        preflight,
+        reset_delivery_stats,
+    )
     from rapidloop.progress import Reporter
     from rapidloop.telemetry import Telemetry
 
@@ -48,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     brokers = args.brokers or cfg.kafka.brokers
     k = cfg.kafka
     try:
-        require_topics(cfg, [k.reports_topic, k.feedback_topic, k.decisions_topic,
-                             k.deadletter_topic], brokers)
+        preflight(cfg, brokers, [k.reports_topic, k.feedback_topic, k.decisions_topic,
+                                 k.deadletter_topic])
     except BrokerUnavailable as exc:
         raise CliError(str(exc)) from None
     conf = client_config(cfg, brokers)
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     except AllowListError as exc:
         raise CliError(str(exc)) from None
     stats = jobstats.reset()
+    reset_delivery_stats()
     telemetry = Telemetry(cfg)
     reporter = Reporter(stats, args.progress or 1.0,
                         sys.stderr if args.progress > 0 else None, telemetry)
@@ -82,4 +89,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         reporter.stop()
         telemetry.shutdown()
-    return 0
+    lost = 0
+    for topic in (k.decisions_topic, k.deadletter_topic):
+        d = delivery_stats(topic)
+        lost += d.lost
+        if d.lost:
+            print(f"rapidloop run: {d.lost} message(s) to {topic} were not delivered: "
+                  f"{d.errors}", file=sys.stderr)
+    return 1 if lost else 0

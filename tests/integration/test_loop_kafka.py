@@ -1,0 +1,98 @@
+"""The whole loop, live: `rapidloop run` against the real broker.
+
+Reports go in first; once the campaign is blocked globally the verdicts
+follow, as they would minutes later in a real fleet. The story and its
+expected decisions are in ``scenario.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ..conftest import ROOT, TopicMaker
+from . import scenario
+from .test_kafka_io import config_file, produce, read_all
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(brokers: str, topic: str, pred, timeout: float = 60.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [orjson.loads(v) for _, _, v in read_all(brokers, topic)]
+        if pred(got):
+            return got
+        assert time.monotonic() < deadline, f"timed out; {topic} holds {got}"
+        time.sleep(0.5)
+
+
+def test_live_loop_blocks_unblocks_allows_and_dead_letters(
+        broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
+    rep, fb, dec, dlq = kafka_topics("reports", "feedback", "decisions", "deadletter")
+    cfg = config_file(tmp_path, {"reports_topic": rep, "feedback_topic": fb,
+                                 "decisions_topic": dec, "deadletter_topic": dlq})
+    job = subprocess.Popen(
+        [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", broker, "--config", cfg,
+         "--progress", "0"], cwd=ROOT, stderr=subprocess.PIPE,
+        env={**os.environ, "RAPIDLOOP_STREAM__EPOCH_INTERVAL_S": "0.2"})
+    try:
+        produce(broker, rep, [(None, v) for v in scenario.reports()])
+        wait_for(broker, dec, lambda ds: any(
+            d["sha256"] == scenario.CAMPAIGN and d["scope"] == "global" for d in ds)
+            and any(d["sha256"] == scenario.TOOL for d in ds))
+        produce(broker, fb, [(None, v) for v in scenario.feedback()])
+        decisions = wait_for(broker, dec, lambda ds: sum(
+            d["action"] in ("allow", "unblock") or d["sha256"] == scenario.SANDBOXED
+            for d in ds) >= 3)
+        scenario.check(decisions)
+        keys = {k for _, k, _ in read_all(broker, dec)}
+        assert keys == {d["sha256"].encode() for d in decisions}   # message key = sha256
+
+        dead = wait_for(broker, dlq, lambda ds: len(ds) >= 5)
+        assert len(dead) == 5
+        assert {d["topic"] for d in dead} == {rep, fb}
+        assert all(d["error"] and d["offset"] is not None for d in dead)
+        assert any("sha256" in d["error"] for d in dead)
+        assert any("not valid UTF-8" in d["error"] for d in dead)
+    finally:
+        job.send_signal(signal.SIGINT)
+        try:
+            job.wait(20)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            pytest.fail("rapidloop run did not stop on SIGINT")
+
+
+def test_run_exits_at_end_of_input(broker: str, kafka_topics: TopicMaker,
+                                   tmp_path: Path) -> None:
+    rep, fb, dec, dlq = kafka_topics("reports", "feedback", "decisions", "deadletter")
+    cfg = config_file(tmp_path, {"reports_topic": rep, "feedback_topic": fb,
+                                 "decisions_topic": dec, "deadletter_topic": dlq})
+    produce(broker, rep, [(None, v) for v in scenario.reports()])
+    done = subprocess.run(
+        [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", broker, "--config", cfg,
+         "--exit-at-end", "--progress", "0"], cwd=ROOT, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    decisions = [orjson.loads(v) for _, _, v in read_all(broker, dec)]
+    assert any(d["sha256"] == scenario.CAMPAIGN and d["scope"] == "global" for d in decisions)
+
+
+def test_unreachable_broker_is_one_line(tmp_path: Path) -> None:
+    from ..conftest import free_port
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", f"127.0.0.1:{free_port()}"],
+        cwd=ROOT, capture_output=True, timeout=60)
+    assert done.returncode != 0
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("rapidloop run: ") and "127.0.0.1" in lines[0], lines
+    assert time.monotonic() - t0 < 30

@@ -1,0 +1,310 @@
+"""The classifier ensemble: hand-over from the prior, online learning, determinism, cost.
+
+The labelled stream is synthetic but shaped like the loop's: loud malware
+(high sensor verdicts, bad behaviours, unsigned, bursting across orgs),
+stealthy malware (low verdicts, beaconing and persistence), ordinary benign
+software, and hard negatives (admin tools: credential dumping or lateral
+movement, but signed, old and prevalent) that the hand-set prior gets wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+import time
+
+import pytest
+from river import naive_bayes
+
+from rapidloop.config import load_config
+from rapidloop.operators.classifiers import NB_CUTS, CutBernoulliNB, Ensemble, dense
+from rapidloop.operators.features import FEATURE_NAMES
+
+Sample = tuple[dict[str, float], bool, str]
+
+ADMIN = ("credential_dumping", "lateral_movement", "process_injection",
+         "privilege_escalation", "discovery", "persistence")
+LOUD = ("ransomware_encryption", "process_injection", "credential_dumping", "defense_evasion",
+        "c2_beacon", "persistence", "exfiltration", "lateral_movement")
+STEALTH = ("c2_beacon", "persistence", "defense_evasion", "obfuscated_script", "exfiltration",
+           "office_child_process", "discovery")
+BENIGN_BEH = ("discovery", "persistence", "office_child_process")
+
+
+def synthetic_file(rng: random.Random, noise: float = 0.01) -> Sample:
+    """One labelled feature vector, sparse like the correlator's (absent keys are 0)."""
+    f: dict[str, float] = {}
+
+    def behave(pool: tuple[str, ...], k_max: int, lo: float) -> None:
+        for b in rng.sample(pool, rng.randint(1, k_max)):
+            f["beh_" + b] = rng.uniform(lo, 1.0)
+
+    u = rng.random()
+    if u < 0.5:     # ordinary software
+        kind, malicious, verdict, signed = "benign", False, rng.betavariate(1.2, 8), 0.75
+        if rng.random() < 0.3:
+            behave(BENIGN_BEH, 1, 0.05)
+        ftype = rng.choice(("pe", "document", "other", "script", "archive"))
+        path = rng.choice(("program_files", "system", "user", "downloads"))
+        orgs, age_h, burst = rng.randint(1, 40), rng.uniform(24, 2000), 0.1
+    elif u < 0.65:  # admin tools: the prior's false positives
+        kind, malicious, verdict, signed = "hard", False, rng.uniform(0.1, 0.75), 0.85
+        behave(ADMIN, 3, 0.3)
+        ftype, path = rng.choice(("pe", "script")), rng.choice(("program_files", "user", "system"))
+        orgs, age_h, burst = rng.randint(3, 40), rng.uniform(48, 3000), 0.1
+    elif u < 0.85:  # loud malware
+        kind, malicious, verdict, signed = "loud", True, rng.uniform(0.55, 1.0), 0.1
+        behave(LOUD, 4, 0.3)
+        ftype, path = rng.choice(("pe", "script", "elf")), rng.choice(("temp", "downloads", "user"))
+        orgs, age_h, burst = rng.randint(1, 12), rng.uniform(0.01, 24), 0.8
+    else:           # stealthy malware: the prior's misses
+        kind, malicious, verdict, signed = "stealth", True, rng.uniform(0.0, 0.45), 0.15
+        behave(STEALTH, 3, 0.2)
+        ftype = rng.choice(("script", "document", "pe"))
+        path = rng.choice(("temp", "downloads", "user"))
+        orgs, age_h, burst = rng.randint(1, 5), rng.uniform(0.01, 48), 0.5
+        if rng.random() < 0.4:
+            f["parent_flagged"] = 1.0
+    f["verdict_max"] = verdict
+    f["verdict_mean"] = verdict * rng.uniform(0.5, 1.0)
+    f["n_verdict_sources"] = math.log1p(int(verdict * 4 * rng.random()))
+    f["n_behaviors"] = float(sum(1 for k in f if k.startswith("beh_")))
+    f["signed"] = 1.0 if rng.random() < signed else 0.0
+    f["type_" + ftype] = 1.0
+    f["path_" + path] = 1.0
+    f["log_size"] = math.log1p(rng.randint(1000, 50_000_000)) / 20
+    f["has_parent"] = 1.0 if ("parent_flagged" in f or rng.random() < 0.5) else 0.0
+    devices = orgs * rng.randint(1, 30)
+    o24 = max(1, int(orgs * rng.uniform(0.3, 1.0)))
+    o1h = min(o24, max(1, int(o24 * rng.uniform(burst * 0.5, burst + 0.2))))
+    o10 = min(o1h, max(1, int(o1h * rng.uniform(burst * 0.5, 1.0))))
+    f.update(log_devices=math.log1p(devices), log_orgs=math.log1p(orgs),
+             orgs_24h=math.log1p(o24), orgs_1h=math.log1p(o1h), orgs_10m=math.log1p(o10),
+             devices_1h=math.log1p(max(1, int(devices * rng.uniform(burst * 0.3, burst + 0.2)))),
+             log_age_h=math.log1p(age_h), log_reports=math.log1p(devices * rng.uniform(1, 3)),
+             org_trust=rng.uniform(0.3, 0.9))
+    if rng.random() < noise:
+        malicious = not malicious
+    return f, malicious, kind
+
+
+def synthetic_stream(n: int, seed: int = 3) -> list[Sample]:
+    rng = random.Random(seed)
+    return [synthetic_file(rng) for _ in range(n)]
+
+
+def trained(n: int, seed: int = 3, env: dict[str, str] | None = None) -> Ensemble:
+    ens = Ensemble(load_config(env=env or {}))
+    for f, y, _ in synthetic_stream(n, seed):
+        ens.learn(f, y)
+    return ens
+
+
+PROBES = [f for f, _, _ in synthetic_stream(300, seed=99)]
+
+
+@pytest.fixture(scope="module")
+def ens_400() -> Ensemble:
+    return trained(400)
+
+
+# -- hand-over -------------------------------------------------------------------------
+
+
+def test_before_labels_the_score_is_the_prior():
+    ens = Ensemble(load_config(env={}))
+    assert ens.labels_seen == 0 and ens.learner_weight == 0.0 and ens.model_version == "ens-0"
+    for f in PROBES[:50]:
+        score, per_model = ens.score(f)
+        assert score == ens.prior.score(f) == per_model["prior"]
+        assert set(per_model) == {"prior", "logreg", "tree", "nb"}
+        assert all(0.0 <= p <= 1.0 for p in per_model.values())
+
+
+def test_learners_get_no_weight_until_each_class_has_enough_labels():
+    cfg = load_config(env={})
+    need, handover = cfg.models.min_class_labels, cfg.models.handover_labels
+    ens = Ensemble(cfg)
+    malicious = [(f, y) for f, y, _ in synthetic_stream(400) if y]
+    benign = [(f, y) for f, y, _ in synthetic_stream(400) if not y]
+    for f, y in malicious[:50]:   # plenty of one class, none of the other
+        ens.learn(f, y)
+    assert ens.learner_weight == 0.0
+    assert all(ens.score(f)[0] == ens.prior.score(f) for f in PROBES[:20])
+    for f, y in benign[:need - 1]:
+        ens.learn(f, y)
+    assert ens.learner_weight == 0.0
+    ens.learn(*benign[need - 1])
+    n = 50 + need
+    assert ens.labels_seen == n and ens.model_version == f"ens-{n}"
+    assert ens.learner_weight == pytest.approx(n / (n + handover))
+    score, per_model = ens.score(PROBES[0])
+    learned = sum(ens.mix[k] * per_model[k] for k in ens.names)
+    w = ens.learner_weight
+    assert score == pytest.approx((1 - w) * per_model["prior"] + w * learned)
+
+
+def test_handover_follows_the_config():
+    ens = Ensemble(load_config(env={"RAPIDLOOP_MODELS__HANDOVER_LABELS": "0",
+                                    "RAPIDLOOP_MODELS__MIN_CLASS_LABELS": "1"}))
+    stream = synthetic_stream(20)
+    for f, y, _ in stream:
+        ens.learn(f, y)
+    assert ens.learner_weight == 1.0
+    score, per_model = ens.score(PROBES[0])
+    assert score == pytest.approx(sum(ens.mix[k] * per_model[k] for k in ens.names))
+
+
+# -- learning --------------------------------------------------------------------------
+
+
+def test_learns_the_stream_prequentially(ens_400: Ensemble):
+    m = ens_400.metrics()
+    assert set(m) == {"logreg", "tree", "nb", "prior", "learned", "ensemble"}
+    for name in ("logreg", "tree", "nb", "learned", "ensemble"):
+        assert m[name]["auc"] > 0.9, (name, m[name])
+    assert m["ensemble"]["auc"] > m["prior"]["auc"]
+    # The performance-weighted mixture beats every learner alone on log loss.
+    assert m["learned"]["log_loss"] < min(m[k]["log_loss"] for k in ens_400.names)
+    assert sum(m[k]["weight"] for k in ens_400.names) == pytest.approx(1.0)
+
+
+def test_learners_fix_what_the_prior_gets_wrong():
+    ens = trained(1500)
+    rng = random.Random(5)
+    hard = stealth = 0
+    n_hard = n_stealth = 0
+    while n_hard < 100 or n_stealth < 100:
+        f, _, kind = synthetic_file(rng, noise=0.0)
+        score = ens.score(f)[0]
+        if kind == "hard":
+            n_hard += 1
+            hard += score < ens.prior.score(f)
+        elif kind == "stealth":
+            n_stealth += 1
+            stealth += score > ens.prior.score(f)
+    assert hard / n_hard > 0.9 and stealth / n_stealth > 0.9
+
+
+def test_metrics_are_nan_until_both_classes_were_seen():
+    ens = Ensemble(load_config(env={}))
+    assert all(math.isnan(row["auc"]) for row in ens.metrics().values())
+    f, _, _ = synthetic_stream(1)[0]
+    ens.learn(f, True)
+    assert math.isnan(ens.metrics()["logreg"]["auc"])
+    ens.learn(f, False)
+    assert not math.isnan(ens.metrics()["logreg"]["auc"])
+
+
+def test_explain_adds_the_learners_view_once_they_count(ens_400: Ensemble):
+    f = {"verdict_max": 0.95, "beh_ransomware_encryption": 1.0}
+    fresh = Ensemble(load_config(env={}))
+    fresh.score(f)
+    assert fresh.explain(f) == ["sensor verdict 0.95", "ransomware_encryption behaviour"]
+    ens_400.score(f)
+    reasons = ens_400.explain(f)
+    assert reasons[0].startswith("classifiers ") and reasons[0].endswith("after 400 verdicts")
+    assert reasons[1:] == ["sensor verdict 0.95", "ransomware_encryption behaviour"]
+    assert ens_400.explain(dict(f)) == reasons[1:]   # not the vector just scored: prior only
+
+
+def test_input_is_robust_to_sparse_unknown_and_extreme_features(ens_400: Ensemble):
+    for f in ({}, {"unknown_feature": 3.0}, {k: 1e9 for k in FEATURE_NAMES},
+              {k: -1e9 for k in FEATURE_NAMES}):
+        score, per_model = ens_400.score(f)
+        assert 0.0 <= score <= 1.0 and all(0.0 <= p <= 1.0 for p in per_model.values())
+    assert ens_400.score({"unknown_feature": 3.0}) == ens_400.score({})
+    broken = {"verdict_max": math.nan, "log_orgs": math.inf, "signed": 1.0}
+    assert ens_400.score(broken) == ens_400.score({"signed": 1.0})
+
+
+def test_non_finite_features_do_not_poison_the_learners():
+    ens = trained(100)
+    before = [ens.score(f) for f in PROBES[:20]]
+    ens.learn({"verdict_max": math.nan, "orgs_1h": -math.inf}, True)
+    after = [ens.score(f) for f in PROBES[:20]]
+    assert all(not math.isnan(s) for s, _ in after) and after != before
+
+
+def test_score_many_matches_score(ens_400: Ensemble):
+    assert ens_400.score_many(PROBES[:30]) == [ens_400.score(f) for f in PROBES[:30]]
+
+
+def test_cut_naive_bayes_is_rivers_bernoulli_nb_on_the_cut_flags():
+    ours, rivers = CutBernoulliNB(cuts=NB_CUTS), naive_bayes.BernoulliNB(true_threshold=0.5)
+
+    def flags(f: dict[str, float]) -> dict[str, float]:
+        return {k: 1.0 if v > NB_CUTS.get(k, 0.0) else 0.0 for k, v in dense(f).items()}
+
+    for i, (f, y, _) in enumerate(synthetic_stream(200)):
+        ours.learn_one(dense(f), y)
+        rivers.learn_one(flags(f), y)
+        if i % 20 == 0:
+            for p in PROBES[:10]:
+                assert ours.predict_proba_one(dense(p)).get(True, 0.0) == pytest.approx(
+                    rivers.predict_proba_one(flags(p)).get(True, 0.0), rel=1e-9, abs=1e-12)
+
+
+# -- determinism, persistence, bounds --------------------------------------------------
+
+
+def test_same_labels_same_order_same_scores():
+    a, b = trained(300), trained(300)
+    assert a.model_version == b.model_version == "ens-300"
+    assert [a.score(f) for f in PROBES] == [b.score(f) for f in PROBES]
+    assert a.metrics()["learned"] == b.metrics()["learned"]
+
+
+def test_pickle_round_trip_scores_and_learns_identically(ens_400: Ensemble):
+    f0 = PROBES[0]
+    ens_400.score(f0)   # a remembered vector must not leak into the snapshot
+    copy = pickle.loads(pickle.dumps(ens_400))
+    assert copy.model_version == ens_400.model_version
+    assert [copy.score(f) for f in PROBES] == [ens_400.score(f) for f in PROBES]
+    more = synthetic_stream(50, seed=8)
+    twin = pickle.loads(pickle.dumps(ens_400))
+    for f, y, _ in more:
+        copy.learn(f, y)
+        twin.learn(f, y)
+    assert [copy.score(f) for f in PROBES] == [twin.score(f) for f in PROBES]
+
+
+def test_size_stays_bounded():
+    ens = Ensemble(load_config(env={}))
+    stream = synthetic_stream(6000, seed=4)
+    sizes = []
+    for i, (f, y, _) in enumerate(stream, 1):
+        ens.learn(f, y)
+        if i % 2000 == 0:
+            sizes.append(len(pickle.dumps(ens)))
+    assert max(sizes) < 400 * 1024, sizes
+    tree = ens.learners["tree"]
+    assert tree.height <= tree.max_depth + 1
+    assert tree.max_size <= 1.0 and tree.memory_estimate_period <= 1000
+    assert all(len(auc._buf_labels) < 100 for auc in ens._auc.values())
+
+
+def test_costs(capsys: pytest.CaptureFixture[str]):
+    """Measured, not asserted: µs per score and per label, and snapshot size."""
+    ens = Ensemble(load_config(env={}))
+    stream = synthetic_stream(10_000, seed=6)
+    report = []
+    done = 0
+    for n in (1000, 10_000):
+        t0 = time.perf_counter()
+        for f, y, _ in stream[done:n]:
+            ens.learn(f, y)
+        learn_us = (time.perf_counter() - t0) / (n - done) * 1e6
+        done = n
+        t0 = time.perf_counter()
+        for f in PROBES:
+            ens.score(f)
+        score_us = (time.perf_counter() - t0) / len(PROBES) * 1e6
+        t0 = time.perf_counter()
+        blob = pickle.dumps(ens)
+        dump_ms = (time.perf_counter() - t0) * 1e3
+        report.append(f"{n} labels: score {score_us:.1f} µs, learn {learn_us:.0f} µs, "
+                      f"pickle {len(blob) / 1024:.0f} KiB in {dump_ms:.1f} ms")
+    with capsys.disabled():
+        print("\n[ensemble cost] " + "; ".join(report))
