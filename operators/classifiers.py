@@ -53,15 +53,7 @@ from rapidloop.config import Config
 from .features import FEATURE_NAMES
 from .prior import Prior
 
-# ---------------------------------------------------------------------------
-# Module defaults for knobs that are not (yet) in defaults.toml; a value in
-# [models] wins (read with getattr, so adding the TOML line needs no code change).
-PERF_HALF_LIFE = 50.0     # TOML models.perf_half_life: labels for a past loss to count half
-PERF_SHARPNESS = 8.0      # TOML models.perf_sharpness: mixture weight ∝ exp(-sharpness * loss)
-TREE_MAX_DEPTH = 6        # TOML models.tree_max_depth
-TREE_MAX_SIZE_MIB = 0.5   # TOML models.tree_max_size_mib: by River's estimate; then leaves freeze
-# ---------------------------------------------------------------------------
-
+# Tunables live in [models] of the configuration; these are implementation constants.
 SEED = 42                 # the tree's bootstrap sampling; fixed so replicas agree
 TREE_GRACE_PERIOD = 50    # labels a leaf sees between split attempts (labels are scarce)
 TREE_MEMORY_CHECK = 500   # labels between the tree's size checks (River's default: 1e6, i.e. never)
@@ -179,10 +171,10 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
         return {c: e / total for c, e in exp.items()}
 
 
-def make_learners(models_cfg: Any = None) -> dict[str, Classifier]:
-    """The named learners, fresh and seeded. ``models_cfg`` is ``cfg.models`` (optional)."""
-    depth = int(getattr(models_cfg, "tree_max_depth", TREE_MAX_DEPTH))
-    size = float(getattr(models_cfg, "tree_max_size_mib", TREE_MAX_SIZE_MIB))
+def make_learners(models_cfg: Any) -> dict[str, Classifier]:
+    """The named learners, fresh and seeded. ``models_cfg`` is ``cfg.models``."""
+    depth = int(models_cfg.tree_max_depth)
+    size = float(models_cfg.tree_max_size_mib)
     return {
         "logreg": preprocessing.StandardScaler() | linear_model.LogisticRegression(
             optimizer=optim.SGD(LOGREG_LR)),
@@ -211,9 +203,9 @@ class Ensemble:
         self.prior = Prior(cfg)
         self.handover_labels = int(m.handover_labels)
         self.min_class_labels = int(m.min_class_labels)
-        half_life = float(getattr(m, "perf_half_life", PERF_HALF_LIFE))
+        half_life = float(m.perf_half_life)
         self.perf_alpha = 1.0 - 0.5 ** (1.0 / half_life)
-        self.perf_sharpness = float(getattr(m, "perf_sharpness", PERF_SHARPNESS))
+        self.perf_sharpness = float(m.perf_sharpness)
         self.learners = make_learners(m)
         self.names: tuple[str, ...] = tuple(self.learners)
         self.n_malicious = 0

@@ -29,7 +29,8 @@ DEFAULT_SLACK = 1 / 16
 class SlidingDistinct:
     """Distinct keys seen within each of several trailing event-time windows."""
 
-    __slots__ = ("_count", "_cut", "_last", "cap", "ever", "slack", "windows")
+    __slots__ = ("_count", "_cut", "_last", "_no_prune_before", "cap", "ever", "slack",
+                 "windows")
 
     def __init__(self, windows: Sequence[float], cap: int, slack: float = DEFAULT_SLACK) -> None:
         self.windows = tuple(float(w) for w in windows)
@@ -39,6 +40,7 @@ class SlidingDistinct:
         self._last: dict[str, float] = {}
         self._count = [0] * len(self.windows)
         self._cut = [-1e18] * len(self.windows)  # before any recount: count everything
+        self._no_prune_before = -1e18   # when saturated: no key can be idle before this
 
     def touch(self, key: str, ts: float) -> None:
         """Record ``key`` seen at event time ``ts``."""
@@ -46,7 +48,8 @@ class SlidingDistinct:
         old = last.get(key)
         if old is None:
             if len(last) >= self.cap:
-                self._prune(ts)
+                if ts >= self._no_prune_before:
+                    self._prune(ts)
                 if len(last) >= self.cap:
                     return  # saturated: counts stop growing
             self.ever += 1
@@ -62,9 +65,10 @@ class SlidingDistinct:
 
     def counts(self, now: float) -> list[int]:
         """Distinct keys per window, as of event time ``now``."""
-        for i, w in enumerate(self.windows):
-            if now - w - self._cut[i] > w * self.slack:
-                self._recount(i, now - w)
+        windows, cut, slack = self.windows, self._cut, self.slack
+        due = [i for i in range(len(windows)) if now - windows[i] - cut[i] > windows[i] * slack]
+        if due:
+            self._recount(due, now)
         return list(self._count)
 
     def keys(self) -> list[str]:
@@ -73,24 +77,37 @@ class SlidingDistinct:
     def __len__(self) -> int:
         return len(self._last)
 
-    def _recount(self, i: int, cut: float) -> None:
-        self._cut[i] = cut
-        self._count[i] = sum(1 for t in self._last.values() if t >= cut)
+    def _recount(self, due: list[int], now: float) -> None:
+        """Recount the windows in ``due`` at event time ``now``, in one pass over the keys."""
+        cuts = [now - self.windows[i] for i in due]
+        counts = [0] * len(due)
+        for t in self._last.values():
+            for j, c in enumerate(cuts):
+                if t >= c:
+                    counts[j] += 1
+        for j, i in enumerate(due):
+            self._cut[i] = cuts[j]
+            self._count[i] = counts[j]
 
     def _prune(self, now: float) -> None:
         horizon = now - max(self.windows)
-        stale = [k for k, t in self._last.items() if t < horizon]
+        last = self._last
+        stale = [k for k, t in last.items() if t < horizon]
         for k in stale:
-            del self._last[k]
+            del last[k]
+        if len(last) >= self.cap:
+            # Still full: nothing can turn idle before the oldest key leaves the horizon.
+            self._no_prune_before = min(last.values()) + max(self.windows)
         # Pruned keys were outside every window, but a cutoff older than the
         # horizon may still count them: recount those windows.
-        for i, w in enumerate(self.windows):
-            if self._cut[i] < horizon:
-                self._recount(i, now - w)
+        due = [i for i in range(len(self.windows)) if self._cut[i] < horizon]
+        if due:
+            self._recount(due, now)
 
     def __getstate__(self) -> tuple:
-        return (self.windows, self.cap, self.slack, self.ever, self._last, self._count, self._cut)
+        return (self.windows, self.cap, self.slack, self.ever, self._last, self._count, self._cut,
+                self._no_prune_before)
 
     def __setstate__(self, state: tuple) -> None:
         (self.windows, self.cap, self.slack, self.ever, self._last, self._count,
-         self._cut) = state
+         self._cut, self._no_prune_before) = state

@@ -32,12 +32,6 @@ import math
 
 from rapidloop.config import Config
 
-# Module defaults for [models] knobs not (yet) in defaults.toml; a value in the
-# configuration wins (read with getattr, so adding the TOML line needs no code change).
-PRIOR_UNSIGNED_WEIGHT = 0.3   # TOML models.prior_unsigned_weight: unsigned is a little suspect
-PRIOR_PATH_WEIGHT = 0.3       # TOML models.prior_path_weight: runs from downloads or temp
-PRIOR_PARENT_WEIGHT = 1.0     # TOML models.prior_parent_weight: dropped by a flagged file
-
 SUSPICIOUS_PATHS = ("path_downloads", "path_temp")
 EXPLAIN_MIN_LOGIT = 0.5       # terms adding less than this to the logit are not worth a reason
 EXPLAIN_MAX_TERMS = 3
@@ -65,9 +59,9 @@ class Prior:
         m = cfg.models
         self.bias = float(m.prior_bias)
         self.verdict_weight = float(m.prior_verdict_weight)
-        self.unsigned_weight = float(getattr(m, "prior_unsigned_weight", PRIOR_UNSIGNED_WEIGHT))
-        self.path_weight = float(getattr(m, "prior_path_weight", PRIOR_PATH_WEIGHT))
-        self.parent_weight = float(getattr(m, "prior_parent_weight", PRIOR_PARENT_WEIGHT))
+        self.unsigned_weight = float(m.prior_unsigned_weight)
+        self.path_weight = float(m.prior_path_weight)
+        self.parent_weight = float(m.prior_parent_weight)
         # Feature name → weight; unknown behaviour names in the config simply never match.
         self.behavior_weights: tuple[tuple[str, str, float], ...] = tuple(
             (f"beh_{name}", name, float(w)) for name, w in m.behavior_weights.as_dict().items()

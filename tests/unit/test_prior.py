@@ -9,9 +9,6 @@ import pytest
 from rapidloop.config import load_config
 from rapidloop.operators.features import BEHAVIOR_FEATURES, FEATURE_NAMES
 from rapidloop.operators.prior import (
-    PRIOR_PARENT_WEIGHT,
-    PRIOR_PATH_WEIGHT,
-    PRIOR_UNSIGNED_WEIGHT,
     Prior,
     sigmoid,
 )
@@ -33,13 +30,13 @@ def test_score_is_the_documented_logistic_rule(prior: Prior):
          "signed": 0.0, "path_temp": 1.0, "parent_flagged": 1.0}
     z = (m.prior_bias + m.prior_verdict_weight * 0.8
          + m.behavior_weights.credential_dumping * 0.5 + m.behavior_weights.discovery * 1.0
-         + PRIOR_UNSIGNED_WEIGHT + PRIOR_PATH_WEIGHT + PRIOR_PARENT_WEIGHT)
+         + m.prior_unsigned_weight + m.prior_path_weight + m.prior_parent_weight)
     assert prior.score(f) == pytest.approx(1.0 / (1.0 + math.exp(-z)))
 
 
 def test_missing_features_mean_zero(prior: Prior):
     m = load_config(env={}).models
-    assert prior.score({}) == pytest.approx(sigmoid(m.prior_bias + PRIOR_UNSIGNED_WEIGHT))
+    assert prior.score({}) == pytest.approx(sigmoid(m.prior_bias + m.prior_unsigned_weight))
     assert prior.score({"signed": 1.0}) == pytest.approx(sigmoid(m.prior_bias))
     assert prior.score({"some_future_feature": 7.0, "signed": 1.0}) == prior.score({"signed": 1.0})
 
