@@ -39,7 +39,7 @@ class Decider:
     def _scored(self, features: dict[str, float]) -> Scored:
         score, per_model = self.ensemble.score(features)
         return Scored(score, per_model, self.ensemble.model_version,
-                      self.ensemble.explain(features))
+                      lambda: self.ensemble.explain(features))
 
     def process(self, items: Iterable[Sighting | Verdict], now_wall: float) -> list[Decision]:
         out: list[Decision] = []

@@ -25,6 +25,7 @@ replay reproduces it exactly.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rapidloop.config import Config
@@ -61,14 +62,22 @@ class Enforcement:
         return not any(exp is None or exp > now for _, exp in self.active.values())
 
 
+def _no_reasons() -> list[str]:
+    return []
+
+
 @dataclass(slots=True)
 class Scored:
-    """The ensemble's view of a file at decision time."""
+    """The ensemble's view of a file at decision time.
+
+    ``explain`` is called only when a decision is made: most reports decide
+    nothing, and their reasons would be wasted work on the hot path.
+    """
 
     score: float
     classifiers: dict[str, float]
     model_version: str
-    explain: list[str] = field(default_factory=list)
+    explain: Callable[[], list[str]] = _no_reasons
 
 
 def decision_id(sha256: str, target: Target, action: str, trigger: str) -> str:
@@ -117,7 +126,6 @@ class Policy:
         org_t: Target = ("org", r.org_id, None)
         dev_t: Target = ("device", r.org_id, r.device_id)
         score = sc.score
-        why = sc.explain[:2]
 
         n_orgs = s.orgs_in_windows[self.global_idx]
         prevalent_signed = r.file.signed and s.orgs_ever >= self.prevalent_orgs
@@ -126,7 +134,8 @@ class Policy:
             out.append(self._decide(
                 enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
                 [f"malice score {score:.2f} ≥ global threshold {self.global_score:.2f}",
-                 f"seen in {n_orgs} orgs within {_fmt_window(self.global_window)}", *why],
+                 f"seen in {n_orgs} orgs within {_fmt_window(self.global_window)}",
+                 *sc.explain()[:2]],
                 now + self.ttl["global"]))
 
         org_action = enf.current(org_t, now)
@@ -139,7 +148,7 @@ class Policy:
             out.append(self._decide(
                 enf, r.sha256, org_t, "block", sc, now, r.report_id,
                 [f"malice score {score:.2f} ≥ org threshold {self.org_score:.2f}",
-                 f"reported by device {r.device_id} in this org", *why],
+                 f"reported by device {r.device_id} in this org", *sc.explain()[:2]],
                 now + self.ttl["org"]))
             return out
         strong = [b for b in r.behaviors if b in self.device_behaviors]

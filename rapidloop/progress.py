@@ -32,6 +32,16 @@ def format_progress(stats: JobStats, rate: float, lag: float | None,
     return " | ".join(parts)
 
 
+def summary_line(stats: JobStats, elapsed: float) -> str:
+    """The one-line account of a finished run: every message in is used, dead or a duplicate."""
+    n = stats.total_in()
+    scopes = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_scope().items())) or "none"
+    return (f"{n:,} messages in {elapsed:.1f}s ({n / max(elapsed, 1e-9):,.0f}/s): "
+            f"decisions {sum(stats.decisions.values()):,} ({scopes}); "
+            f"dead letters {sum(stats.dead_letters.values()):,}; "
+            f"duplicates {stats.duplicates:,}")
+
+
 class Reporter(threading.Thread):
     """Every ``period`` seconds: print the progress line and push metrics deltas."""
 

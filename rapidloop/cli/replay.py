@@ -16,6 +16,7 @@ from rapidloop import jobstats
 from rapidloop.cli import CliError
 from rapidloop.config import load_config
 from rapidloop.operators.allowlist import AllowListError
+from rapidloop.progress import summary_line
 from rapidloop.schemas.intake import FEEDBACK, REPORT
 
 
@@ -69,10 +70,5 @@ def run(args: argparse.Namespace) -> int:
         cluster_main(flow, [], 0, worker_count_per_proc=args.workers)
     elapsed = time.perf_counter() - t0
     if not args.quiet:
-        n = stats.total_in()
-        scopes = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_scope().items())) or "none"
-        print(f"replayed {n} messages in {elapsed:.1f}s ({n / max(elapsed, 1e-9):,.0f}/s): "
-              f"decisions {sum(stats.decisions.values())} ({scopes}); "
-              f"dead letters {sum(stats.dead_letters.values())}; "
-              f"duplicates {stats.duplicates}", file=sys.stderr)
+        print(f"replayed {summary_line(stats, elapsed)}", file=sys.stderr)
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import timedelta
 
 from rapidloop import jobstats
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         preflight,
         reset_delivery_stats,
     )
-    from rapidloop.progress import Reporter
+    from rapidloop.progress import Reporter, summary_line
     from rapidloop.telemetry import Telemetry
 
     cfg = load_config(args.config)
@@ -83,12 +84,14 @@ def run(args: argparse.Namespace) -> int:
           f"({'until drained' if args.exit_at_end else 'Ctrl-C to stop'})",
           file=sys.stderr, flush=True)
     reporter.start()
+    t0 = time.perf_counter()
     try:
         cli_main(flow, workers_per_process=args.workers,
                  epoch_interval=timedelta(seconds=cfg.stream.epoch_interval_s))
     finally:
         reporter.stop()
         telemetry.shutdown()
+    print(f"rapidloop run: {summary_line(stats, time.perf_counter() - t0)}", file=sys.stderr)
     lost = 0
     for topic in (k.decisions_topic, k.deadletter_topic):
         d = delivery_stats(topic)

@@ -16,7 +16,7 @@ def sighting(r, orgs=(1, 1, 1), ever=1):
 
 
 def scored(score):
-    return Scored(score, {"logreg": score, "prior": score}, "ens-0", ["because"])
+    return Scored(score, {"logreg": score, "prior": score}, "ens-0", lambda: ["because"])
 
 
 def test_low_score_decides_nothing():
