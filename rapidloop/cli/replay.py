@@ -52,12 +52,15 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"input file not found: {path}")
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
-    io = Connectors(
-        sources=[("input", MergedFileSource(files, cfg.kafka.consume_batch))],
-        kinds=kinds,
-        decisions=JsonlSink(args.output),
-        dead_letters=JsonlSink(args.dead_letters) if args.dead_letters else None,
-    )
+    try:
+        io = Connectors(
+            sources=[("input", MergedFileSource(files, cfg.kafka.consume_batch))],
+            kinds=kinds,
+            decisions=JsonlSink(args.output),
+            dead_letters=JsonlSink(args.dead_letters) if args.dead_letters else None,
+        )
+    except OSError as exc:
+        raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
     try:
         flow = build_flow(cfg, io)
     except AllowListError as exc:
