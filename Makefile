@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 9092
 
-.PHONY: install run test test-unit test-integration lint fmt replay-demo clean broker-start broker-stop
+.PHONY: eval install run test test-unit test-integration lint fmt replay-demo clean broker-start broker-stop
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ lint: install
 
 fmt: install
 	$(BIN)/ruff check --fix .
+
+## eval: simulate worlds for several seeds, replay and score each against its truth
+eval: install
+	$(BIN)/python -m rapidloop.evalsuite --seeds 1 2 3
 
 ## replay-demo: simulate a day into out/day and replay it offline
 replay-demo: install

@@ -13,7 +13,7 @@ import sys
 
 from rapidloop.config import ConfigError
 
-SUBCOMMANDS = ("run", "replay", "simulate", "tail", "topics")
+SUBCOMMANDS = ("run", "replay", "simulate", "tail", "topics", "evaluate")
 
 
 class CliError(Exception):

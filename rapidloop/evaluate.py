@@ -1,0 +1,293 @@
+"""Scoring a replay against a simulated world's ground truth.
+
+A world directory (from ``rapidloop simulate --out``) holds the input and,
+beside it, the truth the engine never reads. This module replays the
+decisions' effect over event time exactly as enforcement points would apply
+them (the contract's most-specific-active-decision rule) and measures what
+the loop is for: malicious sightings that met a block already in force
+(protection), benign sightings that did (collateral), how fast campaigns were
+blocked everywhere, whether rogue tenants achieved anything, and how well
+each classifier ranks files on the feedback stream (prequential: every label
+is scored before it is learned).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rapidloop.config import Config
+from rapidloop.operators.classifiers import Ensemble
+from rapidloop.operators.correlate import Correlator, Verdict
+from rapidloop.schemas.model import Feedback, Report
+from rapidloop.schemas.timefmt import parse_ts
+from rapidloop.schemas.wire import InvalidMessage, Limits, WireParser
+
+Target = tuple[str, str | None, str | None]
+
+
+def read_jsonl(path: Path) -> Iterator[bytes]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        for line in f:
+            line = line.rstrip(b"\r\n")
+            if line:
+                yield line
+
+
+def world_file(world: Path, stem: str) -> Path:
+    for name in (f"{stem}.jsonl.gz", f"{stem}.jsonl"):
+        if (world / name).is_file():
+            return world / name
+    raise FileNotFoundError(f"{world} has no {stem}.jsonl(.gz)")
+
+
+def load_events(world: Path, cfg: Config) -> tuple[list[Report], list[Feedback]]:
+    """The world's valid, de-duplicated input (bad lines are the engine's business, not ours)."""
+    parser = WireParser(Limits.from_config(cfg))
+    reports: dict[str, Report] = {}
+    for line in read_jsonl(world_file(world, "reports")):
+        try:
+            r = parser.report(line)
+        except InvalidMessage:
+            continue
+        reports.setdefault(r.report_id, r)
+    feedback: dict[str, Feedback] = {}
+    for line in read_jsonl(world_file(world, "feedback")):
+        try:
+            fb = parser.feedback(line)
+        except InvalidMessage:
+            continue
+        feedback.setdefault(fb.feedback_id, fb)
+    rs = sorted(reports.values(), key=lambda r: r.ts)
+    return rs, sorted(feedback.values(), key=lambda f: f.ts)
+
+
+def load_truth(world: Path) -> dict[str, dict[str, Any]]:
+    return {t["sha256"]: t for t in map(orjson.loads, read_jsonl(world / "truth.jsonl"))}
+
+
+class Enforcement:
+    """Decisions applied in event time: which action covers a device now."""
+
+    def __init__(self, decisions: Iterable[dict[str, Any]]) -> None:
+        self.decisions = sorted(decisions, key=lambda d: parse_ts(d["event_ts"]))
+        self.times = [parse_ts(d["event_ts"]) for d in self.decisions]
+        self.pos = 0
+        self.active: dict[str, dict[Target, tuple[str, float | None]]] = defaultdict(dict)
+
+    def advance(self, now: float) -> Iterator[dict[str, Any]]:
+        """Apply every decision made strictly before ``now``; yield them."""
+        while self.pos < len(self.decisions) and self.times[self.pos] < now:
+            d = self.decisions[self.pos]
+            target = (d["scope"], d["org_id"], d["device_id"])
+            if d["action"] in ("block", "allow"):
+                exp = parse_ts(d["expires_at"]) if d.get("expires_at") else None
+                self.active[d["sha256"]][target] = (d["action"], exp)
+            else:
+                self.active[d["sha256"]].pop(target, None)
+            self.pos += 1
+            yield d
+
+    def covering(self, sha: str, org: str, device: str, now: float) -> str | None:
+        """The action in force for this device (device, then org, then global), if any."""
+        active = self.active.get(sha)
+        if not active:
+            return None
+        for target in (("device", org, device), ("org", org, None), ("global", None, None)):
+            entry = active.get(target)
+            if entry is not None and (entry[1] is None or entry[1] > now):
+                return entry[0]
+        return None
+
+
+@dataclass
+class Result:
+    protection_rate: float = 0.0
+    malicious_events: int = 0
+    median_time_to_global_s: float = math.inf
+    p90_time_to_global_s: float = math.inf
+    malicious_hashes: int = 0
+    globally_blocked_malicious: int = 0
+    campaigns_stopped_before_third_org: float = 0.0
+    collateral_rate: float = 0.0
+    benign_events: int = 0
+    benign_hashes_blocked_global: int = 0
+    benign_hashes_blocked_org: int = 0
+    poisoned_global_blocks: int | None = None
+    malware_unblocked_for_others: int | None = None
+    classifiers: dict[str, dict[str, float]] = field(default_factory=dict)
+    timeline: list[tuple[float, float, float]] = field(default_factory=list)  # hour, prot, coll
+    learning: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return math.inf
+    vs = sorted(values)
+    return vs[min(len(vs) - 1, int(q * len(vs)))]
+
+
+def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
+                    decisions: list[dict[str, Any]], world_meta: dict[str, Any]) -> Result:
+    res = Result()
+    enf = Enforcement(decisions)
+    first_report: dict[str, float] = {}
+    first_global: dict[str, float] = {}
+    benign_global: set[str] = set()
+    benign_org: set[str] = set()
+    hourly: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # mal, mal_cov, ben, ben_cov
+    t0 = reports[0].ts if reports else 0.0
+    covered_mal = covered_ben = 0
+    for r in reports:
+        for d in enf.advance(r.ts):
+            label = truth.get(d["sha256"], {}).get("label")
+            if d["action"] == "block":
+                if d["scope"] == "global":
+                    first_global.setdefault(d["sha256"], parse_ts(d["event_ts"]))
+                    if label == "benign":
+                        benign_global.add(d["sha256"])
+                elif d["scope"] == "org" and label == "benign":
+                    benign_org.add(d["sha256"])
+        t = truth.get(r.sha256)
+        if t is None:
+            continue
+        seen_before = r.sha256 in first_report
+        first_report.setdefault(r.sha256, r.ts)
+        covered = enf.covering(r.sha256, r.org_id, r.device_id, r.ts) == "block"
+        h = hourly[int((r.ts - t0) // 3600)]
+        if t["label"] == "malicious":
+            if seen_before:
+                res.malicious_events += 1
+                covered_mal += covered
+                h[0] += 1
+                h[1] += covered
+        else:
+            res.benign_events += 1
+            covered_ben += covered
+            h[2] += 1
+            h[3] += covered
+    for _ in enf.advance(math.inf):
+        pass
+    res.protection_rate = covered_mal / res.malicious_events if res.malicious_events else 1.0
+    res.collateral_rate = covered_ben / res.benign_events if res.benign_events else 0.0
+    mal = [s for s, t in truth.items() if t["label"] == "malicious" and s in first_report]
+    res.malicious_hashes = len(mal)
+    delays = [first_global[s] - first_report[s] if s in first_global else math.inf for s in mal]
+    res.globally_blocked_malicious = sum(1 for d in delays if d != math.inf)
+    res.median_time_to_global_s = statistics.median(delays) if delays else math.inf
+    res.p90_time_to_global_s = _pct(delays, 0.9)
+    res.benign_hashes_blocked_global = len(benign_global)
+    res.benign_hashes_blocked_org = len(benign_org)
+    res.campaigns_stopped_before_third_org = _stopped_before_third_org(
+        reports, truth, first_global)
+    rogue = world_meta.get("rogues") or {}
+    if rogue:
+        targets = set(rogue.get("targets", []))
+        res.poisoned_global_blocks = len(targets & benign_global)
+        rogue_orgs = set(rogue.get("orgs", []))
+        res.malware_unblocked_for_others = sum(
+            1 for d in decisions if d["action"] in ("unblock", "allow")
+            and truth.get(d["sha256"], {}).get("label") == "malicious"
+            and d["org_id"] not in rogue_orgs)
+    res.timeline = [(hour, (v[1] / v[0]) if v[0] else math.nan, (v[3] / v[2]) if v[2] else 0.0)
+                    for hour, v in sorted(hourly.items())]
+    return res
+
+
+def _stopped_before_third_org(reports: list[Report], truth: dict[str, dict[str, Any]],
+                              first_global: dict[str, float]) -> float:
+    """Share of campaigns with a hash blocked globally before the campaign reached a 3rd org."""
+    orgs: dict[str, list[str]] = defaultdict(list)
+    third: dict[str, float] = {}
+    for r in reports:
+        camp = truth.get(r.sha256, {}).get("campaign")
+        if camp is None or camp in third:
+            continue
+        if r.org_id not in orgs[camp]:
+            orgs[camp].append(r.org_id)
+            if len(orgs[camp]) == 3:
+                third[camp] = r.ts
+    campaigns = {t["campaign"] for t in truth.values() if t.get("campaign")}
+    if not campaigns:
+        return 1.0
+    stopped = 0
+    for camp in campaigns:
+        blocks = [ts for s, ts in first_global.items() if truth.get(s, {}).get("campaign") == camp]
+        if blocks and min(blocks) < third.get(camp, math.inf):
+            stopped += 1
+    return stopped / len(campaigns)
+
+
+class _Prequential:
+    """Streaming ROC AUC (exact, by rank) and log loss of one scorer."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[float, bool]] = []
+        self.loss = 0.0
+
+    def add(self, p: float, y: bool) -> None:
+        self.pairs.append((p, y))
+        q = min(max(p, 1e-6), 1 - 1e-6)
+        self.loss += -math.log(q if y else 1 - q)
+
+    def auc(self, upto: int | None = None) -> float:
+        pairs = self.pairs[:upto] if upto else self.pairs
+        pos = sum(1 for _, y in pairs if y)
+        neg = len(pairs) - pos
+        if not pos or not neg:
+            return math.nan
+        ranked = sorted(pairs, key=lambda t: t[0])
+        rank_sum, i = 0.0, 0
+        while i < len(ranked):
+            j = i
+            while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+                j += 1
+            avg = (i + j + 1) / 2
+            rank_sum += avg * sum(1 for k in range(i, j) if ranked[k][1])
+            i = j
+        return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+
+    def log_loss(self) -> float:
+        return self.loss / len(self.pairs) if self.pairs else math.nan
+
+
+def prequential(cfg: Config, reports: list[Report], feedback: list[Feedback]
+                ) -> tuple[dict[str, dict[str, float]], dict[str, list[tuple[int, float]]]]:
+    """Score each trusted label with every classifier before learning it, in event-time order.
+
+    Uses the same plain operators as the dataflow (one shard, one replica:
+    every replica of the flow sees the same labels in the same order).
+    """
+    correlator = Correlator(cfg)
+    ensemble = Ensemble(cfg)
+    stream: list[tuple[float, int, Report | Feedback]] = (
+        [(r.ts, 0, r) for r in reports] + [(f.ts, 1, f) for f in feedback])
+    stream.sort(key=lambda t: (t[0], t[1]))
+    metrics: dict[str, _Prequential] = defaultdict(_Prequential)
+    for i, (_, _, ev) in enumerate(stream):
+        out, _ = correlator.process([(i, ev)], 0.0)
+        for _, item in out:
+            if isinstance(item, Verdict) and item.feedback.trusted and item.features:
+                y = item.feedback.verdict == "malicious"
+                score, per = ensemble.score(item.features)
+                for name, p in per.items():
+                    metrics[name].add(p, y)
+                metrics["ensemble"].add(score, y)
+                ensemble.learn(item.features, y)
+    table = {name: {"roc_auc": m.auc(), "log_loss": m.log_loss(), "labels": len(m.pairs)}
+             for name, m in metrics.items()}
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for name, m in metrics.items():
+        n = len(m.pairs)
+        steps = sorted({max(20, n * k // 20) for k in range(1, 21)} & set(range(1, n + 1)))
+        curves[name] = [(s, m.auc(s)) for s in steps]
+    return table, curves
