@@ -8,8 +8,10 @@ one object: cheap, and readable without Bytewax.
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+
+LATENCY_SAMPLES = 100_000
 
 
 @dataclass
@@ -22,7 +24,9 @@ class JobStats:
     labels_seen: int = 0
     newest_event_ts: float = 0.0
     newest_produce_ts: float = 0.0    # broker timestamp of the newest message consumed
-    latencies: list[float] = field(default_factory=list)           # drained by readers
+    # event-arrival → decision seconds, drained by the progress reporter; bounded so a
+    # run without a reporter (replay) cannot grow it without limit
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def total_in(self) -> int:
@@ -36,8 +40,8 @@ class JobStats:
 
     def drain_latencies(self) -> list[float]:
         with self.lock:
-            lat, self.latencies = self.latencies, []
-        return lat
+            lat, self.latencies = self.latencies, deque(maxlen=LATENCY_SAMPLES)
+        return list(lat)
 
 
 STATS = JobStats()
