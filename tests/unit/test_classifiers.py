@@ -198,7 +198,7 @@ def test_metrics_are_nan_until_both_classes_were_seen():
 
 
 def test_explain_adds_the_learners_view_once_they_count(ens_400: Ensemble):
-    f = {"verdict_max": 0.95, "beh_ransomware_encryption": 1.0}
+    f = {"verdict_max": 0.95, "beh_ransomware_encryption": 1.0, "signed": 1.0}
     fresh = Ensemble(load_config(env={}))
     fresh.score(f)
     assert fresh.explain(f) == ["sensor verdict 0.95", "ransomware_encryption behaviour"]

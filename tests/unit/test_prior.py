@@ -68,7 +68,7 @@ def test_config_sets_the_weights():
 
 def test_explain_names_the_strongest_terms_in_order(prior: Prior):
     f = {"verdict_max": 0.93, "beh_ransomware_encryption": 1.0, "beh_discovery": 1.0,
-         "beh_credential_dumping": 0.5, "signed": 0.0, "path_temp": 1.0}
+         "beh_credential_dumping": 0.5, "signed": 1.0, "path_temp": 1.0}
     assert prior.explain(f) == ["sensor verdict 0.93", "ransomware_encryption behaviour",
                                 "credential_dumping behaviour"]
     terms = prior.contributions(f)
@@ -77,7 +77,8 @@ def test_explain_names_the_strongest_terms_in_order(prior: Prior):
 
 
 def test_explain_is_empty_without_real_evidence(prior: Prior):
-    assert prior.explain({}) == []
+    assert prior.explain({"signed": 1.0}) == []
+    assert prior.explain({}) == ["unsigned"]   # unsigned is evidence in its own right
     assert prior.explain({"signed": 1.0, "beh_discovery": 0.5}) == []
     assert prior.explain({"parent_flagged": 1.0, "signed": 1.0}) == [
         "dropped or launched by a flagged file"]
