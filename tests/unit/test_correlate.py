@@ -37,7 +37,7 @@ def test_ten_minute_window_slides():
     out, _ = run(c, [report(H, org="c", ts=T0 + 3600)])
     s = out[0][1]
     assert s.orgs_in_windows[0] == 1      # 10 min: only c
-    assert s.orgs_in_windows[1] >= 2      # 1 h (with slack): b and c at least
+    assert s.orgs_in_windows[1] == 3      # 1 h, inclusive: a (exactly 1 h ago), b and c
     assert s.orgs_in_windows[2] == 3
 
 
