@@ -13,7 +13,8 @@ import sys
 
 from rapidloop.config import ConfigError
 
-SUBCOMMANDS = ("run", "replay", "simulate", "tail", "topics", "evaluate")
+SUBCOMMANDS = ("run", "replay", "capture", "explain", "simulate", "tail", "topics",
+               "evaluate")
 
 
 class CliError(Exception):
