@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 9092
 
-.PHONY: eval install run test test-unit test-integration lint fmt replay-demo clean broker-start broker-stop
+.PHONY: eval install run test test-unit test-integration lint fmt replay-demo clean broker-start broker-stop bench
 
 install: $(STAMP)
 
@@ -55,3 +55,8 @@ broker-stop:
 
 clean:
 	rm -rf $(VENV) .run out .pytest_cache .ruff_cache *.egg-info
+
+## bench: throughput, latency, replay and memory benchmarks (table + out/bench/results.json);
+## BENCH_QUICK=1 for a short smoke run. About 10 minutes on 2 cores.
+bench: install
+	$(BIN)/python -m bench.run

@@ -381,7 +381,11 @@ class _ProducerPartition(StatelessSinkPartition[list[KV] | KV]):
                 for key, value in item:
                     self._produce(key, value)
                 n += len(item)
-        self.producer.poll(0)
+        # At-least-once with recovery: Bytewax commits an epoch once every write_batch of
+        # it has returned, so wait until the broker has acknowledged (or failed) it all.
+        while self.producer.flush(1.0):
+            log.warning("kafka sink %s: waiting for the broker to acknowledge messages",
+                        self.topic)
         self._fold(n)
 
     def close(self) -> None:

@@ -46,7 +46,11 @@ echo "make run: simulated fleet producing $RATE reports/s (log: .run/simulate.lo
 pids+=($!)
 
 echo "make run: starting the job (progress every 5 s; full log: .run/job.log)" >&2
+# The embedded broker keeps topics in memory: the previous demo's recovery state
+# describes topics that no longer exist, so each demo starts its own.
+rm -rf .run/recovery-demo
 "$PY" -m rapidloop.cli run --brokers "$BROKERS" --workers "$WORKERS" --progress 5 \
+    --recovery-dir .run/recovery-demo \
     2> >(tee .run/job.log | grep --line-buffered -v '^$' >&2) &
 pids+=($!)
 

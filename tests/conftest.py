@@ -28,6 +28,10 @@ from pathlib import Path
 
 import pytest
 
+# `rapidloop run` keeps crash-recovery state in ./.run/recovery by default; tests must not
+# write into the checkout or resume each other's state. Tests that want it pass --recovery-dir.
+os.environ["RAPIDLOOP_RECOVERY__DIR"] = ""
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

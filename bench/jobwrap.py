@@ -1,0 +1,75 @@
+"""Run a rapidloop command and record what only the job's own process can see.
+
+``python -m bench.jobwrap OUT.json run --brokers ...`` behaves exactly like
+``rapidloop run ...`` but also writes OUT.json with:
+
+* ``first_consume``: wall clock (epoch seconds) when the Kafka source first
+  handed a non-empty batch to the dataflow. Throughput is measured from there
+  to the last decision's Kafka timestamp, so interpreter start-up, imports and
+  Bytewax start-up are not charged to the job;
+* ``first_poll``: when the source polled at all (the job is ready for input;
+  the latency phase waits for this before starting its paced producer);
+* ``maxrss_kib``: peak resident set size of the job process.
+
+It only wraps the source's ``next_batch`` to note the time: nothing in the
+dataflow changes. If the source class is ever renamed the wrapper degrades to
+``first_consume = null`` and the harness falls back to the job's own summary.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+_marks: dict[str, float | None] = {"first_poll": None, "first_consume": None}
+
+
+def _patch_sources(ready_file: Path | None) -> bool:
+    try:
+        from rapidloop.flows import kafka_io
+        part = kafka_io._KafkaPartition
+    except (ImportError, AttributeError):
+        return False
+    original = part.next_batch
+
+    def next_batch(self: Any) -> Any:
+        if _marks["first_poll"] is None:
+            _marks["first_poll"] = time.time()
+            if ready_file is not None:
+                ready_file.write_text(str(_marks["first_poll"]))
+        batch = original(self)
+        if batch and _marks["first_consume"] is None:
+            _marks["first_consume"] = time.time()
+        return batch
+
+    part.next_batch = next_batch  # type: ignore[method-assign]
+    return True
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0])
+    ready = out.with_suffix(".ready")
+    patched = _patch_sources(ready)
+    from rapidloop.cli import main as cli_main
+
+    rc = 130
+    try:
+        rc = cli_main(argv[1:])
+    except KeyboardInterrupt:
+        rc = 130
+    finally:
+        out.write_text(json.dumps({
+            **_marks,
+            "patched": patched,
+            "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "rc": rc,
+        }))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,337 @@
+"""`python -m bench.run`: run every benchmark, print a table, save out/bench/results.json.
+
+Phases (all on a private embedded broker on a free port, data in a temp dir):
+
+1. throughput: topics pre-loaded by ``rapidloop simulate --rate 0``; then,
+   alternating so machine noise hits both alike, ``rapidloop run
+   --exit-at-end`` (events/s from first consume to the last decision's Kafka
+   timestamp) and the baseline consumer (bench.baseline) over the same
+   topics. Medians of the runs, and the ratio job/baseline per pair.
+2. latency: the job tailing fresh topics while ``rapidloop simulate --rate R``
+   produces at a fixed fraction of the measured maximum; each decision is
+   matched to the report or verdict that triggered it (sha256 and event time)
+   and the latency is decision produce time minus input produce time, both
+   Kafka message timestamps.
+3. replay: ``rapidloop replay`` over a simulated file of 1M reports.
+4. memory: peak RSS of the job runs; bytes per tracked file (bench.memory).
+
+``BENCH_QUICK=1`` shrinks every size for a smoke run of a minute or two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rapidloop.config import load_config
+from rapidloop.schemas.timefmt import parse_ts
+
+from .common import (
+    PYTHON,
+    RAPIDLOOP,
+    ROOT,
+    Topics,
+    broker,
+    create_topics,
+    fresh_dir,
+    log,
+    median,
+    parse_summary,
+    percentile,
+    rapidloop_env,
+    read_topic,
+    run_cli,
+    stop_process,
+)
+
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+SIZES: dict[str, Any] = {
+    "throughput_reports": 50_000 if QUICK else 200_000,
+    "throughput_runs": 1 if QUICK else 3,
+    "latency_fraction": 0.5,
+    "latency_seconds": 15 if QUICK else 25,
+    "latency_runs": 1 if QUICK else 3,
+    "latency_warmup_s": 3 if QUICK else 5,
+    "replay_reports": 100_000 if QUICK else 1_000_000,
+    "replay_runs": 1 if QUICK else 2,
+    "memory_files": 100_000 if QUICK else 1_000_000,
+    "decider_files": 5_000 if QUICK else 20_000,
+    "seed": 7,
+}
+TARGETS = {"throughput_ratio": 0.5, "latency_p99_ms": 250.0, "bytes_per_file": 1024.0}
+OUT = ROOT / "out" / "bench" / "results.json"
+
+
+def job_env(topics: Topics, work: Path, tag: str) -> dict[str, str]:
+    """Env for one job run: its topics and a fresh recovery dir (no resume from a past run)."""
+    rec = work / f"recovery-{tag}"
+    return rapidloop_env({**topics.env(), "RAPIDLOOP_RECOVERY__DIR": json.dumps(str(rec))})
+
+
+def run_job(brokers: str, topics: Topics, work: Path, tag: str) -> dict[str, Any]:
+    """One ``rapidloop run --exit-at-end`` over pre-loaded topics; its figures."""
+    marks = work / f"job-{tag}.json"
+    proc = run_cli([PYTHON, "-m", "bench.jobwrap", str(marks), "run", "--brokers", brokers,
+                    "--exit-at-end", "--progress", "0"], job_env(topics, work, tag), ROOT)
+    summary = parse_summary(proc.stderr)
+    m = json.loads(marks.read_text())
+    decisions = read_topic(brokers, topics.decisions)
+    last = max((r.ts for r in decisions), default=None)
+    res: dict[str, Any] = {"summary": summary, "maxrss_mib": m["maxrss_kib"] / 1024,
+                           "decisions_read": len(decisions)}
+    if m["first_consume"] is not None and last is not None:
+        span = last - m["first_consume"]
+        res.update(span_s=span, rate=summary["messages"] / span, method="first consume → "
+                   "last decision timestamp")
+    else:  # wrapper could not hook the source: the job's own figure, start-up included
+        res.update(span_s=summary["elapsed_s"], rate=summary["rate"], method="job summary")
+    return res
+
+
+def run_baseline(brokers: str, topics: Topics) -> dict[str, Any]:
+    proc = run_cli([PYTHON, "-m", "bench.baseline", "--brokers", brokers, "--topics",
+                    f"{topics.reports},{topics.feedback}"], rapidloop_env(), ROOT, timeout=600)
+    return dict(json.loads(proc.stdout))
+
+
+def simulate_kafka(brokers: str, topics: Topics, reports: int, rate: float) -> str:
+    proc = run_cli([RAPIDLOOP, "simulate", "--kafka", "--brokers", brokers, "--rate", str(rate),
+                    "--reports", str(reports), "--seed", str(SIZES["seed"]), "--progress", "0"],
+                   rapidloop_env(topics.env()), ROOT, timeout=1800)
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    return lines[-1] if lines else "simulate: done"
+
+
+def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
+    topics = Topics.named("tput")
+    create_topics(brokers, topics, ROOT)
+    log(f"throughput: pre-loading {SIZES['throughput_reports']:,} reports")
+    log(simulate_kafka(brokers, topics, SIZES["throughput_reports"], 0))
+    jobs, bases, ratios = [], [], []
+    for i in range(SIZES["throughput_runs"]):
+        out = topics.with_outputs(f"tput{i}")
+        create_topics(brokers, out, ROOT)
+        job = run_job(brokers, out, work, f"tput{i}")
+        base = run_baseline(brokers, topics)
+        jobs.append(job)
+        bases.append(base)
+        ratios.append(job["rate"] / base["rate"])
+        log(f"throughput run {i + 1}: job {job['rate']:,.0f}/s ({job['method']}; own summary "
+            f"{job['summary']['rate']:,.0f}/s), baseline {base['rate']:,.0f}/s, "
+            f"ratio {ratios[-1]:.2f}, peak RSS {job['maxrss_mib']:.0f} MiB")
+    return {
+        "messages": jobs[0]["summary"]["messages"],
+        "job_rate_median": median([j["rate"] for j in jobs]),
+        "job_summary_rate_median": median([j["summary"]["rate"] for j in jobs]),
+        "baseline_rate_median": median([b["rate"] for b in bases]),
+        "ratio_median": median(ratios),
+        "job_peak_rss_mib_median": median([j["maxrss_mib"] for j in jobs]),
+        "runs": [{"job": j, "baseline": b} for j, b in zip(jobs, bases, strict=True)],
+        "two_process_cluster": "not supported yet",
+    }
+
+
+def _index_inputs(records: list[Any], into: dict[tuple[str, float], float]) -> None:
+    """Fill ``into``: (sha256, event time) → earliest produce time of such an input.
+
+    Decisions carry the triggering input's sha256 and event time, not its id,
+    so that pair is the join key (duplicates share it; the first produce wins).
+    """
+    for r in records:
+        try:
+            v = orjson.loads(r.value)
+            key = (str(v["sha256"]).lower(), round(parse_ts(v["ts"]), 3))
+        except Exception:  # malformed on purpose (simulated noise): never decided on
+            continue
+        if key not in into or r.ts < into[key]:
+            into[key] = r.ts
+
+
+def phase_latency(brokers: str, work: Path, max_rate: float) -> dict[str, Any]:
+    """Several paced runs on fresh topics; medians of their p50/p99/max."""
+    rate = max(100, int(max_rate * SIZES["latency_fraction"]))
+    runs = [latency_once(brokers, work, rate, i) for i in range(SIZES["latency_runs"])]
+    return {"target_rate": rate, "fraction_of_max": SIZES["latency_fraction"],
+            "p50_ms": median([r["p50_ms"] for r in runs]),
+            "p99_ms": median([r["p99_ms"] for r in runs]),
+            "max_ms": median([r["max_ms"] for r in runs]), "runs": runs}
+
+
+def latency_once(brokers: str, work: Path, rate: int, i: int) -> dict[str, Any]:
+    """One paced run: the job tails fresh topics while the simulator produces at ``rate``."""
+    n = int(rate * SIZES["latency_seconds"])
+    topics = Topics.named(f"lat{i}")
+    create_topics(brokers, topics, ROOT)
+    marks = work / f"job-lat{i}.json"
+    ready = marks.with_suffix(".ready")
+    err = (work / f"job-lat{i}.stderr").open("w")
+    proc = subprocess.Popen([PYTHON, "-m", "bench.jobwrap", str(marks), "run", "--brokers",
+                             brokers, "--progress", "0"], env=job_env(topics, work, f"lat{i}"),
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"latency job did not start (rc {proc.poll()}), see {err.name}")
+            time.sleep(0.2)
+        time.sleep(1.0)
+        log(f"latency run {i + 1}: producing {n:,} reports at {rate:,}/s "
+            f"({SIZES['latency_fraction']:.0%} of the measured maximum) to the running job")
+        t_start = time.time()
+        log(simulate_kafka(brokers, topics, n, rate))
+        time.sleep(8.0)  # let the job drain and its sinks flush (a few epochs)
+    finally:
+        stop_process(proc)
+        err.close()
+    inputs: dict[tuple[str, float], float] = {}
+    reports = read_topic(brokers, topics.reports)
+    _index_inputs(reports, inputs)
+    _index_inputs(read_topic(brokers, topics.feedback), inputs)
+    decisions = read_topic(brokers, topics.decisions)
+    lat: list[float] = []
+    unmatched = 0
+    cutoff = t_start + SIZES["latency_warmup_s"]
+    for d in decisions:
+        v = orjson.loads(d.value)
+        produced = inputs.get((v["sha256"], round(parse_ts(v["event_ts"]), 3)))
+        if produced is None:
+            unmatched += 1
+        elif produced >= cutoff:
+            lat.append((d.ts - produced) * 1e3)
+    lat.sort()
+    span = (max(r.ts for r in reports) - min(r.ts for r in reports)) if reports else 0.0
+    res = {"target_rate": rate, "achieved_produce_rate": len(reports) / max(span, 1e-9),
+           "reports": len(reports), "decisions": len(decisions), "measured": len(lat),
+           "unmatched": unmatched, "warmup_s": SIZES["latency_warmup_s"],
+           "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+           "max_ms": lat[-1] if lat else float("nan")}
+    log(f"latency run {i + 1}: p50 {res['p50_ms']:,.0f} ms, p99 {res['p99_ms']:,.0f} ms, "
+        f"max {res['max_ms']:,.0f} ms over {len(lat):,} decisions")
+    return res
+
+
+def phase_replay(work: Path) -> dict[str, Any]:
+    n = SIZES["replay_reports"]
+    world = work / "world"
+    log(f"replay: simulating {n:,} reports to files")
+    run_cli([RAPIDLOOP, "simulate", "--out", str(world), "--reports", str(n), "--seed",
+             str(SIZES["seed"])], rapidloop_env(), ROOT, timeout=1800)
+    runs = []
+    for i in range(SIZES["replay_runs"]):
+        marks = work / f"replay-{i}.json"
+        proc = run_cli([PYTHON, "-m", "bench.jobwrap", str(marks), "replay", "--reports",
+                        str(world / "reports.jsonl.gz"), "--feedback",
+                        str(world / "feedback.jsonl.gz"), "--output",
+                        str(work / f"replay-{i}.decisions.jsonl")], rapidloop_env(), ROOT,
+                       timeout=1800)
+        s = parse_summary(proc.stderr)
+        s["maxrss_mib"] = json.loads(marks.read_text())["maxrss_kib"] / 1024
+        runs.append(s)
+        log(f"replay run {i + 1}: {s['messages']:,} messages in {s['elapsed_s']:.1f}s "
+            f"({s['rate']:,.0f}/s), peak RSS {s['maxrss_mib']:.0f} MiB")
+    return {"reports": n, "messages": runs[0]["messages"],
+            "rate_median": median([r["rate"] for r in runs]),
+            "peak_rss_mib_median": median([r["maxrss_mib"] for r in runs]), "runs": runs}
+
+
+def _memory(method: str, files: int) -> dict[str, Any]:
+    proc = run_cli([PYTHON, "-m", "bench.memory", "--method", method, "--files", str(files)],
+                   rapidloop_env(), ROOT, timeout=1200)
+    return dict(json.loads(proc.stdout))
+
+
+def phase_memory() -> dict[str, Any]:
+    n = SIZES["memory_files"]
+    log(f"memory: correlator state for {n:,} distinct hashes (RSS, then tracemalloc)")
+    rss = _memory("rss", n)
+    tm = _memory("tracemalloc", n)
+    dec = _memory("decider", SIZES["decider_files"])
+    res = {"files": n, "rss": rss, "tracemalloc": tm, "decider": dec}
+    log(f"memory: {res}")
+    return res
+
+
+def _fmt(x: float, unit: str = "") -> str:
+    return f"{x:,.0f}{unit}" if x == x else "n/a"  # x != x: NaN
+
+
+def table(r: dict[str, Any]) -> str:
+    """The results as a Markdown table, ready for the README."""
+    t, lat, rep, mem = r["throughput"], r["latency"], r["replay"], r["memory"]
+    per_file = mem["tracemalloc"]["per_file_bytes"]
+    # The ring holds min(files, capacity) ids here; scale to its capacity.
+    ring_cap = int(r.get("dedup_capacity", 250_000))
+    tm = mem["tracemalloc"]
+    ring_per_id = tm["dedup_ring_bytes"] / max(tm["dedup_ring_ids"], 1)
+    rows = [
+        ("full job, 1 process (events/s, first consume → last decision)",
+         _fmt(t["job_rate_median"]), ""),
+        ("full job, 1 process, own summary incl. start-up (events/s)",
+         _fmt(t["job_summary_rate_median"]), ""),
+        ("full job, 2-process cluster", "not supported yet", ""),
+        ("baseline: consume + orjson + dict update (events/s)",
+         _fmt(t["baseline_rate_median"]), ""),
+        ("ratio job / baseline", f"{t['ratio_median']:.2f}",
+         f"≥ {TARGETS['throughput_ratio']:.2f}: "
+         f"{'met' if t['ratio_median'] >= TARGETS['throughput_ratio'] else 'NOT met'}"),
+        (f"decision latency p50 at {lat['target_rate']:,}/s (ms)", _fmt(lat["p50_ms"]), ""),
+        (f"decision latency p99 at {lat['target_rate']:,}/s (ms)", _fmt(lat["p99_ms"]),
+         f"≤ {TARGETS['latency_p99_ms']:.0f} ms: "
+         f"{'met' if lat['p99_ms'] <= TARGETS['latency_p99_ms'] else 'NOT met'}"),
+        (f"decision latency max at {lat['target_rate']:,}/s (ms)", _fmt(lat["max_ms"]), ""),
+        (f"replay, {rep['reports']:,} reports (events/s)", _fmt(rep["rate_median"]), ""),
+        ("peak RSS, full job (MiB)", _fmt(t["job_peak_rss_mib_median"]), ""),
+        (f"peak RSS, replay of {rep['reports']:,} reports (MiB)",
+         _fmt(rep["peak_rss_mib_median"]), ""),
+        (f"correlator state per file at {mem['files']:,} files (bytes, tracemalloc)",
+         _fmt(per_file),
+         f"≤ {TARGETS['bytes_per_file']:.0f}: "
+         f"{'met' if per_file <= TARGETS['bytes_per_file'] else 'NOT met'}"),
+        ("same, RSS delta incl. dedup ring and allocator (bytes)",
+         _fmt(mem["rss"]["per_file_bytes_incl_dedup"]), ""),
+        (f"dedup ring, fixed per shard at {ring_cap:,} ids (MiB)",
+         f"{ring_per_id * ring_cap / 2**20:,.1f}", f"{ring_per_id:,.0f} bytes per id"),
+        ("decider enforcement state per blocked file (bytes)",
+         _fmt(mem["decider"]["per_file_bytes"]), ""),
+    ]
+    w0 = max(len(a) for a, _, _ in rows)
+    w1 = max(len(b) for _, b, _ in rows)
+    lines = [f"| {'measure':<{w0}} | {'median':>{w1}} | target |",
+             f"| {'-' * w0} | {'-' * w1}:| --- |"]
+    lines += [f"| {a:<{w0}} | {b:>{w1}} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    t0 = time.time()
+    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "quick": QUICK, "sizes": SIZES, "targets": TARGETS,
+                               "cpus": os.cpu_count(), "python": sys.version.split()[0],
+                               "dedup_capacity": load_config().dedup.ids_per_shard}
+    with tempfile.TemporaryDirectory(prefix="rapidloop-bench-") as tmp:
+        work = fresh_dir(Path(tmp) / "work")
+        with broker() as brokers:
+            results["throughput"] = phase_throughput(brokers, work)
+            results["latency"] = phase_latency(brokers, work,
+                                               results["throughput"]["job_rate_median"])
+        results["replay"] = phase_replay(work)
+    results["memory"] = phase_memory()
+    results["wall_s"] = time.time() - t0
+    results["table"] = table(results)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(results["table"])
+    print(f"\n(total {results['wall_s']:.0f}s; saved to {OUT.relative_to(ROOT)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Bytewax recovery for ``rapidloop run``: the state directory, its manifest, its lock.
+
+Bytewax snapshots every stateful step (file state, models, enforcement state)
+and every input partition's next offset together at each epoch close, into
+SQLite partitions in one directory. A restart resumes from the last
+snapshot: the input read since then is read again and the decisions it
+caused are emitted again, with the same ``decision_id`` (at-least-once).
+
+State is only meaningful for the input it was built from, so the directory
+carries a manifest (``rapidloop-recovery.json``) naming the flow, the input
+topics (and their topic ids where the cluster reports them: a topic deleted
+and recreated, or a memory-only broker restarted, gets a new id) and the
+shard count. A job whose settings differ refuses to start, in one line,
+rather than resume garbage. The manifest is also locked (``flock``) for the
+life of the job, so two jobs cannot share one directory; the kernel drops
+the lock however the job dies, ``kill -9`` included.
+
+The directory is created on first start, equivalent to
+``python -m bytewax.recovery DIR N``, in a temporary sibling renamed into
+place at the end, so a crash during creation leaves nothing half-made.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+
+from rapidloop.config import Config
+
+MANIFEST = "rapidloop-recovery.json"
+FORMAT = 1
+
+
+class RecoveryError(RuntimeError):
+    """The recovery directory cannot be used by this job (one line, says what to do)."""
+
+
+@dataclass
+class Recovery:
+    """What ``rapidloop run`` needs to run with recovery; keep it alive while the job runs."""
+
+    directory: Path
+    config: RecoveryConfig
+    created: bool
+    manifest: dict[str, Any]
+    _lock: IO[str]
+
+    def close(self) -> None:
+        """Release the directory (also released by the kernel when the process dies)."""
+        self._lock.close()
+
+
+def identity(cfg: Config, topic_ids: dict[str, str | None], flow_id: str = "rapidloop"
+             ) -> dict[str, Any]:
+    """What a recovery state depends on: resuming it under anything else is wrong."""
+    k = cfg.kafka
+    return {
+        "format": FORMAT,
+        "flow": flow_id,
+        "reports_topic": k.reports_topic,
+        "reports_topic_id": topic_ids.get(k.reports_topic),
+        "feedback_topic": k.feedback_topic,
+        "feedback_topic_id": topic_ids.get(k.feedback_topic),
+        "shards": int(cfg.stream.shards),
+    }
+
+
+def topic_ids(conf: dict[str, Any], topics: list[str], timeout: float) -> dict[str, str | None]:
+    """Each topic's id as the cluster reports it, or None (older brokers, or no answer)."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    from rapidloop.kafka import quiet
+
+    out: dict[str, str | None] = {t: None for t in topics}
+    client = AdminClient(quiet(conf))   # held: the futures fail once it is collected
+    try:
+        futures = client.describe_topics(TopicCollection(topics), request_timeout=timeout)
+        for name, fut in futures.items():
+            tid = fut.result(timeout=timeout).topic_id
+            text = str(tid) if tid is not None else ""
+            out[name] = text if text.strip("A") else None   # all zeroes: no id
+    except Exception:   # ids are an extra check; names are still compared
+        pass
+    return out
+
+
+def _differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    diffs = []
+    for key in ("format", "flow", "reports_topic", "feedback_topic", "shards"):
+        if have.get(key) != want.get(key):
+            label = key.replace("_", " ")
+            diffs.append(f"{label} {have.get(key)!r} (now {want.get(key)!r})")
+    for key in ("reports_topic_id", "feedback_topic_id"):
+        topic = want[key.removesuffix("_id")]
+        if (have.get(key) and want.get(key) and have.get(key) != want.get(key)
+                and have.get(key.removesuffix("_id")) == topic):
+            diffs.append(f"topic {topic} as it was before it was recreated "
+                         f"(id {have[key]}, now {want[key]})")
+    return diffs
+
+
+def _lock(path: Path, directory: Path) -> IO[str]:
+    f = open(path, encoding="utf-8")  # noqa: SIM115 - held open for the life of the job
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RecoveryError(f"recovery dir {directory} is in use by another rapidloop run "
+                            f"(pass a different --recovery-dir)") from None
+    return f
+
+
+def _create(directory: Path, partitions: int, manifest: dict[str, Any]) -> bool:
+    """Make a complete directory beside ``directory`` and rename it into place.
+
+    Returns False if another job created it first (the caller then checks it).
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".new",
+                                dir=directory.parent))
+    try:
+        init_db_dir(tmp, partitions)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()   # an empty directory made by hand: take its place
+        try:
+            os.rename(tmp, directory)
+        except OSError:
+            if directory.exists():
+                return False
+            raise
+        return True
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare(cfg: Config, directory: str | os.PathLike[str], ids: dict[str, str | None],
+            flow_id: str = "rapidloop") -> Recovery:
+    """Create (first start) or check and lock the recovery directory of this job.
+
+    Raises :class:`RecoveryError` with one line saying what is wrong and what
+    to do if the directory belongs to other input, another job, or nothing.
+    """
+    rc = cfg.recovery
+    partitions = int(rc.partitions)
+    if partitions < 1:
+        raise RecoveryError("recovery.partitions must be at least 1")
+    if rc.backup_interval_s < 0:
+        raise RecoveryError("recovery.backup_interval_s must be >= 0")
+    directory = Path(directory)
+    want = identity(cfg, ids, flow_id)
+    created = False
+    if directory.exists() and not directory.is_dir():
+        raise RecoveryError(f"recovery dir {directory} exists and is not a directory")
+    if not directory.exists() or not any(directory.iterdir()):
+        manifest = {**want, "partitions": partitions,
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        try:
+            created = _create(directory, partitions, manifest)
+        except OSError as exc:
+            raise RecoveryError(f"cannot create recovery dir {directory}: "
+                                f"{exc.strerror or exc}") from None
+    path = directory / MANIFEST
+    reset = (f"delete {directory} to start over from the beginning of the topics, or pass "
+             f"another --recovery-dir")
+    try:
+        have = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(have, dict):
+            raise ValueError("not an object")
+    except FileNotFoundError:
+        raise RecoveryError(f"recovery dir {directory} has no {MANIFEST}: it was not made by "
+                            f"rapidloop run; {reset}") from None
+    except (OSError, ValueError) as exc:
+        raise RecoveryError(f"recovery dir {directory}: unreadable {MANIFEST} ({exc}); "
+                            f"{reset}") from None
+    lock = _lock(path, directory)
+    diffs = _differences(have, want)
+    if diffs:
+        lock.close()
+        raise RecoveryError(f"recovery dir {directory} holds state of other input: made for "
+                            f"{'; '.join(diffs)}; {reset}")
+    config = RecoveryConfig(directory, timedelta(seconds=float(rc.backup_interval_s)))
+    return Recovery(directory, config, created, have, lock)

@@ -1,0 +1,222 @@
+"""Crash recovery of `rapidloop run`: kill -9 it, restart it, lose nothing, invent nothing.
+
+A simulated fleet's reports go to a topic; one uninterrupted run writes its
+decisions to one topic, and a run with a recovery directory, SIGKILLed at
+three seeded random points and restarted each time, writes to another. The
+distinct decisions (by ``decision_id``, with their content but ``decided_at``)
+must be the same set; the crashed run's topic may hold repeats (at-least-once)
+but a repeat must be identical to the first copy.
+
+Only reports are fed: in live mode the interleaving of the reports and
+feedback topics is up to timing, so verdicts could land before or after a
+report from one run to the next. Reports alone decide deterministically
+given each partition's order (a file's reports all share a partition).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from rapidloop.config import load_config
+from rapidloop.flows.recovery import MANIFEST, RecoveryError, prepare
+from rapidloop.kafka import quiet
+
+from ..conftest import ROOT, TopicMaker
+from .test_kafka_io import read_all
+
+REPORTS = 60_000
+SEED = 20261129
+KILLS = 3
+START = "2026-11-28T00:00:00Z"
+
+
+def _env(topics: dict[str, str], **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAPIDLOOP_")}
+    env.update({f"RAPIDLOOP_KAFKA__{k.upper()}_TOPIC": v for k, v in topics.items()})
+    env["RAPIDLOOP_STREAM__EPOCH_INTERVAL_S"] = "0.2"   # many epochs, so many snapshots
+    env.update(extra)
+    return env
+
+
+def _job(broker: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", broker, "--exit-at-end",
+         *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+
+
+def _finish(job: subprocess.Popen[str], timeout: float = 60.0) -> str:
+    try:
+        _, err = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        job.communicate()
+        pytest.fail("rapidloop run did not finish")
+    assert job.returncode == 0, err[-3000:]
+    return err
+
+
+def _messages_read(stderr: str) -> int:
+    m = re.search(r"rapidloop run: ([\d,]+) messages in", stderr)
+    assert m, stderr[-2000:]
+    return int(m.group(1).replace(",", ""))
+
+
+def _kill_after(job: subprocess.Popen[str], events: int) -> int:
+    """SIGKILL the job once its progress line shows ``events`` read in this run."""
+    assert job.stderr is not None
+    seen = 0
+    lines = []
+    for line in job.stderr:
+        lines.append(line)
+        m = re.match(r"events ([\d,]+) ", line)
+        if m:
+            seen = int(m.group(1).replace(",", ""))
+            if seen >= events:
+                job.kill()
+                job.wait(10)
+                job.stderr.read()
+                return seen
+    job.wait(10)
+    pytest.fail(f"the job ended (exit {job.returncode}) before reading {events} events, "
+                f"so it could not be killed mid-run:\n{''.join(lines)[-2000:]}")
+
+
+def _decisions(broker: str, topic: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    """(messages, decision_id → decision but decided_at); repeats must be identical."""
+    out: dict[str, dict[str, Any]] = {}
+    n = 0
+    for _, key, value in read_all(broker, topic, timeout=30):
+        d = orjson.loads(value)
+        assert key == d["sha256"].encode()
+        del d["decided_at"]
+        n += 1
+        first = out.setdefault(d["decision_id"], d)
+        assert first == d, f"decision {d['decision_id']} emitted again with other content"
+    return n, out
+
+
+def _dead_letters(broker: str, topic: str) -> set[tuple[Any, ...]]:
+    return {(d["topic"], d["partition"], d["offset"], d["error"])
+            for d in (orjson.loads(v) for _, _, v in read_all(broker, topic, timeout=30))}
+
+
+@pytest.mark.integration
+def test_kill_9_and_restart_loses_and_invents_no_decision(
+        broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
+    rep, fb, unused_fb, dec_a, dlq_a, dec_b, dlq_b = kafka_topics(
+        "reports", "feedback", "sim-feedback", "dec-a", "dlq-a", "dec-b", "dlq-b")
+    # The simulator's verdicts go to a topic the job does not read (see the docstring).
+    sim = subprocess.run(
+        [sys.executable, "-m", "rapidloop.cli", "simulate", "--kafka", "--brokers", broker,
+         "--rate", "0", "--reports", str(REPORTS), "--seed", str(SEED), "--start", START,
+         "--progress", "0"],
+        cwd=ROOT, env=_env({"reports": rep, "feedback": unused_fb}), capture_output=True,
+        text=True, timeout=60)
+    assert sim.returncode == 0, sim.stderr
+
+    plain = _finish(_job(broker, _env({"reports": rep, "feedback": fb, "decisions": dec_a,
+                                       "deadletter": dlq_a}), "--no-recovery",
+                         "--progress", "0"))
+    assert _messages_read(plain) == REPORTS
+
+    env = _env({"reports": rep, "feedback": fb, "decisions": dec_b, "deadletter": dlq_b})
+    recovery = tmp_path / "recovery"
+    rng = random.Random(SEED)
+    killed_at = []
+    for i in range(KILLS):
+        # Past the first few epochs of the run (so snapshots were taken) but early enough
+        # to land mid-run however little the previous runs had snapshotted.
+        job = _job(broker, env, "--recovery-dir", str(recovery), "--progress", "0.05")
+        killed_at.append(_kill_after(job, int(REPORTS * rng.uniform(0.2, 0.3))))
+        assert (recovery / MANIFEST).is_file(), f"no recovery state after kill {i + 1}"
+    last = _finish(_job(broker, env, "--recovery-dir", str(recovery), "--progress", "0"))
+    assert f"recovery state resumed from {recovery}" in last
+    resumed_reads = _messages_read(last)
+    assert resumed_reads < REPORTS, \
+        f"the restart read {resumed_reads} messages: it did not resume from a snapshot"
+
+    n_a, want = _decisions(broker, dec_a)
+    n_b, got = _decisions(broker, dec_b)
+    assert n_a == len(want) > 200            # the uninterrupted run emits each decision once
+    assert set(got) == set(want), (f"lost {len(set(want) - set(got))}, "
+                                   f"new {len(set(got) - set(want))} decisions")
+    assert got == want
+    assert _dead_letters(broker, dlq_b) == _dead_letters(broker, dlq_a)
+    print(f"killed after {killed_at} events; the last restart read {resumed_reads} of "
+          f"{REPORTS}; {len(want)} distinct decisions, {n_b - len(got)} repeated after resumes")
+
+
+@pytest.mark.integration
+def test_recovery_dir_of_other_input_is_refused_in_one_line(
+        broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
+    rep, fb, dec, dlq, other = kafka_topics("reports", "feedback", "dec", "dlq", "other")
+    topics = {"reports": rep, "feedback": fb, "decisions": dec, "deadletter": dlq}
+    recovery = tmp_path / "state" / "recovery"
+    first = _finish(_job(broker, _env(topics), "--recovery-dir", str(recovery),
+                         "--progress", "0"))
+    assert f"recovery state created in {recovery}" in first
+    manifest = json.loads((recovery / MANIFEST).read_text())
+    assert manifest["reports_topic"] == rep and manifest["shards"] == 8
+    again = _finish(_job(broker, _env(topics), "--recovery-dir", str(recovery),
+                         "--progress", "0"))
+    assert f"recovery state resumed from {recovery}" in again
+
+    for env, word in ((_env({**topics, "reports": other}), other),
+                      (_env(topics, RAPIDLOOP_STREAM__SHARDS="4"), "shards")):
+        job = _job(broker, env, "--recovery-dir", str(recovery))
+        _, err = job.communicate(timeout=60)
+        lines = err.strip().splitlines()
+        assert job.returncode == 2 and len(lines) == 1, err
+        assert lines[0].startswith(f"rapidloop run: recovery dir {recovery} holds state of "
+                                   f"other input") and word in lines[0], lines[0]
+        assert f"delete {recovery}" in lines[0]
+
+    # Same name, new topic (deleted and recreated, or a memory-only broker restarted).
+    assert manifest["reports_topic_id"], "the broker reports topic ids; the manifest has none"
+    admin = AdminClient(quiet({"bootstrap.servers": broker}))
+    admin.delete_topics([rep], operation_timeout=10)[rep].result(timeout=15)
+    for _ in range(50):
+        if rep not in admin.list_topics(timeout=5).topics:
+            break
+        time.sleep(0.1)
+    admin.create_topics([NewTopic(rep, num_partitions=3, replication_factor=1)],
+                        operation_timeout=10)[rep].result(timeout=15)
+    job = _job(broker, _env(topics), "--recovery-dir", str(recovery))
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"topic {rep} as it was before it was recreated" in err, err
+
+
+def test_recovery_dir_is_locked_and_checked(tmp_path: Path) -> None:
+    cfg = load_config(env={})
+    ids = {cfg.kafka.reports_topic: "id-r", cfg.kafka.feedback_topic: "id-f"}
+    first = prepare(cfg, tmp_path / "rec", ids)
+    assert first.created and sorted(p.name for p in (tmp_path / "rec").iterdir()) == [
+        "part-0.sqlite3", MANIFEST]
+    with pytest.raises(RecoveryError, match="in use by another rapidloop run"):
+        prepare(cfg, tmp_path / "rec", ids)
+    first.close()
+    again = prepare(cfg, tmp_path / "rec", ids)
+    assert not again.created
+    again.close()
+    recreated = {**ids, cfg.kafka.reports_topic: "id-r2"}
+    with pytest.raises(RecoveryError, match="before it was recreated"):
+        prepare(cfg, tmp_path / "rec", recreated)
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "part-0.sqlite3").write_bytes(b"")
+    with pytest.raises(RecoveryError, match="was not made by rapidloop run"):
+        prepare(cfg, tmp_path / "bare", ids)
+    assert list(tmp_path.glob(".*.new")) == []
