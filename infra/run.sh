@@ -32,7 +32,7 @@ cleanup() {
     done
     wait 2>/dev/null || true
     bash infra/broker.sh stop "$PORT" || true
-    echo "make run: stopped (simulator log: .run/simulate.log, job log: .run/job.log)" >&2
+    echo "make run: stopped (simulator log: .run/simulate.log)" >&2
 }
 trap cleanup INT TERM EXIT
 
@@ -45,16 +45,14 @@ echo "make run: simulated fleet producing $RATE reports/s (log: .run/simulate.lo
     --seed "$SEED" >.run/simulate.log 2>&1 &
 pids+=($!)
 
-echo "make run: starting the job (progress every 5 s; full log: .run/job.log)" >&2
+echo "make run: starting the job (progress line every 5 s)" >&2
 # The embedded broker keeps topics in memory: the previous demo's recovery state
 # describes topics that no longer exist, so each demo starts its own.
 rm -rf .run/recovery-demo
 "$PY" -m rapidloop.cli run --brokers "$BROKERS" --workers "$WORKERS" --progress 5 \
-    --recovery-dir .run/recovery-demo \
-    2> >(tee .run/job.log | grep --line-buffered -v '^$' >&2) &
+    --recovery-dir .run/recovery-demo &
 pids+=($!)
 
-# Decisions as they are made, in the foreground; Ctrl-C ends the demo.
-"$PY" -m rapidloop.cli tail --brokers "$BROKERS" --from-beginning &
-pids+=($!)
-wait "${pids[-1]}"
+# Decisions as they are made, in the foreground: Ctrl-C ends it, and the trap
+# above stops everything else (background jobs of a script ignore Ctrl-C).
+"$PY" -m rapidloop.cli tail --brokers "$BROKERS" --from-beginning
