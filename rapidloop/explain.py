@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -408,12 +408,17 @@ def render(story: Story, org: str | None = None, source: str = "",
         if not events:
             out.append("  (nothing about this file)")
 
+    scrub = tenant_scrubber(story, org)
+    return "\n".join(scrub(line) for line in out) + "\n"
+
+
+def tenant_scrubber(story: Story, org: str | None) -> Callable[[str], str]:
+    """For ``org``'s view: text with every other tenant's org and device ids replaced."""
     if org is None:
-        return "\n".join(out) + "\n"
+        return lambda text: text
     other_orgs = {str(x.get("org_id")) for x in story.reports + story.feedback + story.decisions
                   if x.get("org_id") not in (None, org)}
     other_devices = {str(x.get("device_id")) for x in story.reports + story.decisions
                      if x.get("device_id") and x.get("org_id") != org}
     own_devices = {str(r.get("device_id")) for r in story.reports if r.get("org_id") == org}
-    scrub = _Scrubber(other_orgs - {org}, other_devices - own_devices - {org})
-    return "\n".join(scrub(line) for line in out) + "\n"
+    return _Scrubber(other_orgs - {org}, other_devices - own_devices - {org})

@@ -8,6 +8,15 @@ preference: ``--decisions FILE`` (a replay's output), the capture's own
 capture run now with ``--config`` (also forced by ``--replay``: what the
 current configuration would decide). The classifier scores shown are the
 decisions' ``classifiers`` field. ``--org ORG`` gives that tenant's view.
+
+``--from`` may also be a directory of plain input files, such as a world
+written by ``rapidloop simulate --out`` (``reports.jsonl[.gz]`` and
+optionally ``feedback.jsonl[.gz]``, no manifest): the decisions then come
+from ``--decisions FILE`` or a replay run on the spot.
+
+``--html FILE`` also writes the story as one self-contained page (inline CSS
+and SVG, no network): each classifier's score over event time with the
+decisions marked, and the text story, for attaching to a ticket.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--org", metavar="ORG",
                    help="that organization's own view: other tenants appear only as counts")
     p.add_argument("--no-timeline", action="store_true", help="summary and scores only")
+    p.add_argument("--html", metavar="FILE",
+                   help="also write the story as a self-contained HTML page with a chart")
     p.set_defaults(func=run)
 
 
@@ -45,11 +56,29 @@ def _lines(path: str) -> Iterable[bytes]:
     return iter_values(path)
 
 
-def _replayed(directory: str, config: str | None, tmp: str) -> str:
+def _plain_inputs(directory: Path) -> dict[str, str] | None:
+    """A directory of plain input files (no manifest): kind → path, or None."""
+    found = {}
+    for kind in ("reports", "feedback"):
+        for name in (f"{kind}.jsonl.gz", f"{kind}.jsonl"):
+            if (directory / name).is_file():
+                found[kind] = str(directory / name)
+                break
+    return found if "reports" in found else None
+
+
+def _replayed(directory: str, config: str | None, tmp: str,
+              plain: dict[str, str] | None = None) -> str:
     from rapidloop.cli.replay import capture_inputs, replay_files
     from rapidloop.config import load_config
+    from rapidloop.schemas.intake import FEEDBACK, REPORT
 
-    files, kinds = capture_inputs(directory)
+    if plain is not None:
+        kind_of = {"reports": REPORT, "feedback": FEEDBACK}
+        files = [(path, kind) for kind, path in plain.items()]
+        kinds = {kind: kind_of[kind] for kind in plain}
+    else:
+        files, kinds = capture_inputs(directory)
     output = os.path.join(tmp, "decisions.jsonl")
     replay_files(load_config(config), files, kinds, output)
     return output
@@ -67,7 +96,25 @@ def run(args: argparse.Namespace) -> int:
     src = Path(args.source)
     with tempfile.TemporaryDirectory(prefix="rapidloop-explain-") as tmp:
         try:
-            if src.is_dir():
+            plain = (_plain_inputs(src) if src.is_dir() and not (src / "manifest.json").exists()
+                     else None)
+            if plain is not None:
+                if args.decisions and args.replay:
+                    raise CliError("--decisions and --replay are alternatives: give one")
+                if args.decisions:
+                    decisions_path = args.decisions
+                    origin = f"decisions from {args.decisions}"
+                else:
+                    decisions_path = _replayed(str(src), args.config, tmp, plain)
+                    origin = ("decisions from a replay of the files, run now with "
+                              f"{args.config or 'the default configuration'}")
+                if not Path(decisions_path).is_file():
+                    raise CliError(f"decisions file not found: {decisions_path}")
+                story = select(sha, _lines(plain["reports"]),
+                               _lines(plain["feedback"]) if "feedback" in plain else (),
+                               _lines(decisions_path))
+                source = f"input files in {src}; {origin}"
+            elif src.is_dir():
                 manifest = read_manifest(src)
                 topics = manifest["topics"]
                 if args.decisions and args.replay:
@@ -105,10 +152,20 @@ def run(args: argparse.Namespace) -> int:
         except EOFError as exc:   # a truncated .gz
             raise CliError(f"truncated file: {exc}") from None
     text = render(story, org=args.org, source=source, timeline=not args.no_timeline)
+    if args.html:
+        from rapidloop.explain_html import render_html
+
+        try:
+            Path(args.html).write_text(render_html(story, org=args.org, source=source),
+                                       encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot write {args.html}: {exc.strerror}") from None
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+    if args.html:
+        print(f"wrote {args.html}", file=sys.stderr)
     return 0

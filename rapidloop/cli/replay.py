@@ -15,22 +15,45 @@ Three sources, one code path:
   consumer group and commits nothing: the live job is not disturbed.
 
 Decisions go to ``--output`` (JSONL), never to a Kafka topic.
+
+Speed: as fast as possible by default; ``--pace 10x`` feeds the input at ten
+times event time (demos, training). ``--progress S`` prints events/s, and the
+share done and an ETA when the total is known (a capture's manifest) or
+estimated (from the files' sizes).
+
+What-if (:mod:`rapidloop.whatif`): ``--compare DECISIONS_A.jsonl`` compares
+this run (B, with ``--config``) against earlier decisions A over the same
+input; ``--compare-config B.toml`` runs the input twice, with ``--config``
+(A) and with B, and compares them. The difference (blocks gained and lost by
+scope, earlier and later, unblocks, the most consequential hashes) is
+printed to stdout, as JSON with ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
+import os
+import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+
+import orjson
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from rapidloop import jobstats
 from rapidloop.cli import CliError
 from rapidloop.config import Config, load_config
 from rapidloop.operators.allowlist import AllowListError
-from rapidloop.progress import Reporter, summary_line
+from rapidloop.progress import Reporter, format_progress, summary_line
 from rapidloop.schemas.intake import FEEDBACK, REPORT
+from rapidloop.schemas.model import RawMessage
+from rapidloop.schemas.timefmt import parse_ts
 
 TIME_HELP = "RFC 3339 or a time ago (90s, 30m, 2h, 1d)"
 
@@ -51,22 +74,192 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                        "(default: kafka.brokers from config)")
     src.add_argument("--save-capture", metavar="DIR",
                      help="with --from-kafka: keep the capture read from Kafka in DIR")
-    p.add_argument("--output", required=True, metavar="FILE", help="Decisions JSONL to write")
+    p.add_argument("--output", metavar="FILE",
+                   help="Decisions JSONL to write (required unless comparing)")
     p.add_argument("--dead-letters", metavar="FILE", help="DeadLetter JSONL to write")
     p.add_argument("--config", metavar="FILE", help="TOML configuration")
     p.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
     p.add_argument("--progress", type=float, default=0.0, metavar="SECONDS",
-                   help="print a progress line (events/s) every SECONDS; default none")
+                   help="print a progress line (events/s, ETA) every SECONDS; default none")
+    p.add_argument("--pace", metavar="Nx",
+                   help="feed the input at N times event time (e.g. 10x); default: as fast "
+                        "as possible")
+    wi = p.add_argument_group("what-if (rapidloop.whatif)")
+    wi.add_argument("--compare", metavar="DECISIONS_A",
+                    help="compare this run (B) against these decisions (A, JSONL)")
+    wi.add_argument("--compare-config", metavar="FILE",
+                    help="run the input again with this config (B) and compare it against "
+                         "the run with --config (A)")
+    wi.add_argument("--json", action="store_true", help="the comparison as JSON")
+    wi.add_argument("--top", type=int, default=10,
+                    help="how many consequential hashes to list (default 10)")
     p.add_argument("--quiet", action="store_true", help="no summary line")
     p.set_defaults(func=run)
 
 
+_PACE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*[x×]?\s*", re.IGNORECASE)
+
+
+def parse_pace(text: str | None) -> float | None:
+    """``--pace``: ``10x`` (or ``10``, ``0.5x``) as a factor; None/``max`` for no pacing."""
+    if text is None or text.strip().lower() in ("", "max", "0", "0x"):
+        return None
+    m = _PACE.fullmatch(text)
+    if not m or float(m.group(1)) <= 0:
+        raise CliError(f"--pace must look like 10x (N times event time), not {text!r}")
+    return float(m.group(1))
+
+
+def _event_time(msg: RawMessage, last: float) -> float:
+    try:
+        return parse_ts(orjson.loads(msg.value)["ts"])
+    except Exception:   # unreadable: keeps its place, the parser will say why
+        return last
+
+
+class _PacedPartition(StatefulSourcePartition[tuple[int, list[RawMessage]], int]):
+    """The merged files, released no faster than ``pace`` × event time (numbered batches)."""
+
+    def __init__(self, files: list[tuple[str, str]], batch_size: int, pace: float) -> None:
+        from rapidloop.flows.file_io import merged_lines
+
+        self._it: Iterator[RawMessage] = merged_lines(files)
+        self._size = batch_size
+        self._pace = pace
+        self._seq = 0
+        self._held: tuple[float, RawMessage] | None = None
+        self._last = float("-inf")
+        self._t0: float | None = None      # first event time
+        self._w0 = time.monotonic()
+        self._wake: datetime | None = None
+        self._done = False
+
+    def _due(self, ts: float) -> float:
+        """Seconds until the event at ``ts`` is due (≤ 0: now)."""
+        assert self._t0 is not None
+        return self._w0 + (ts - self._t0) / self._pace - time.monotonic()
+
+    def next_batch(self) -> list[tuple[int, list[RawMessage]]]:
+        if self._done:
+            raise StopIteration
+        batch: list[RawMessage] = []
+        while len(batch) < self._size:
+            if self._held is None:
+                msg = next(self._it, None)
+                if msg is None:
+                    self._done = not batch
+                    break
+                self._last = _event_time(msg, self._last)
+                if self._t0 is None and self._last != float("-inf"):
+                    self._t0, self._w0 = self._last, time.monotonic()
+                self._held = (self._last, msg)
+            ts, msg = self._held
+            wait = self._due(ts) if self._t0 is not None and ts != float("-inf") else 0.0
+            if wait > 0:
+                self._wake = datetime.fromtimestamp(time.time() + min(wait, 1.0), UTC)
+                break
+            batch.append(msg)
+            self._held = None
+        if self._done:
+            raise StopIteration
+        if not batch:
+            return []
+        self._wake = None
+        seq = self._seq
+        self._seq += 1
+        return [(seq, batch)]
+
+    def next_awake(self) -> datetime | None:
+        return self._wake
+
+    def snapshot(self) -> int:
+        return self._seq
+
+
+class PacedFileSource(FixedPartitionedSource[tuple[int, list[RawMessage]], int]):
+    """Like ``MergedFileSource``, released at ``pace`` × event time (replays keep no state)."""
+
+    def __init__(self, files: list[tuple[str, str]], batch_size: int, pace: float) -> None:
+        self.files, self.batch_size, self.pace = files, batch_size, pace
+
+    def list_parts(self) -> list[str]:
+        return ["replay"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None
+                   ) -> _PacedPartition:
+        return _PacedPartition(self.files, self.batch_size, self.pace)
+
+
+def estimate_total(files: list[tuple[str, str]], sample: int = 2000) -> int | None:
+    """Roughly how many lines ``files`` hold, from their sizes, without reading them all.
+
+    The uncompressed size (a plain file's size, a ``.gz``'s trailer) divided by
+    the mean length of the first ``sample`` lines. None if unknown.
+    """
+    from rapidloop.flows.file_io import open_lines
+
+    total = 0
+    for path, _ in files:
+        try:
+            size = os.path.getsize(path)
+            if path.endswith(".gz"):
+                with open(path, "rb") as f:
+                    f.seek(-4, os.SEEK_END)
+                    size = int.from_bytes(f.read(4), "little")   # mod 2**32
+            n = length = 0
+            with open_lines(path) as f:
+                for line in f:
+                    n += 1
+                    length += len(line)
+                    if n >= sample:
+                        break
+        except (OSError, EOFError, gzip.BadGzipFile):
+            return None
+        if n:
+            total += n if n < sample else round(size / (length / n))
+    return total
+
+
+def _clock(seconds: float) -> str:
+    s = int(max(0.0, seconds))
+    return f"{s // 3600}:{(s % 3600) // 60:02d}:{s % 60:02d}"
+
+
+class EtaReporter(Reporter):
+    """The progress line, plus the share done and an ETA when the total is known."""
+
+    def __init__(self, stats: jobstats.JobStats, period: float, out: object,
+                 total: int | None, exact: bool) -> None:
+        super().__init__(stats, period, out)   # type: ignore[arg-type]
+        self.total, self.exact = total, exact
+        self._start = time.monotonic()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        done = self.stats.total_in()
+        rate = (done - self._last_in) / max(now - self._last_t, 1e-9)
+        self._last_in, self._last_t = done, now
+        line = format_progress(self.stats, rate, None)
+        if self.total:
+            mean = done / max(now - self._start, 1e-9)
+            total = max(self.total, done)
+            approx = "" if self.exact else "~"
+            left = (total - done) / mean if mean > 0 else None
+            line += (f" | {100 * done / total:.0f}% of {approx}{total:,}"
+                     + (f", ETA {approx}{_clock(left)}" if left is not None else ""))
+        print(line, file=self.out, flush=True)
+
+
 def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str],
                  output: str, dead_letters: str | None = None, workers: int = 1,
-                 progress: float = 0.0) -> tuple[jobstats.JobStats, float]:
+                 progress: float = 0.0, pace: float | None = None,
+                 total: int | None = None) -> tuple[jobstats.JobStats, float]:
     """Run the dataflow over ``files`` ((path, topic name) pairs) to JSONL; (stats, seconds).
 
-    ``kinds`` maps each topic name to REPORT or FEEDBACK. Raises CliError.
+    ``kinds`` maps each topic name to REPORT or FEEDBACK. ``pace``: release the
+    input at that many times event time. ``total``: the number of input
+    messages, if known (else estimated from the files for the progress line).
+    Raises CliError.
     """
     from bytewax.testing import cluster_main, run_main
 
@@ -78,9 +271,11 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
             raise CliError(f"input file not found: {path}")
     if workers < 1:
         raise CliError("--workers must be at least 1")
+    source = (MergedFileSource(files, cfg.kafka.consume_batch) if pace is None
+              else PacedFileSource(files, cfg.kafka.consume_batch, pace))
     try:
         io = Connectors(
-            sources=[("input", MergedFileSource(files, cfg.kafka.consume_batch))],
+            sources=[("input", source)],
             kinds=kinds,
             decisions=JsonlSink(output),
             dead_letters=JsonlSink(dead_letters) if dead_letters else None,
@@ -92,8 +287,11 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
     except AllowListError as exc:
         raise CliError(str(exc)) from None
     stats = jobstats.reset()
-    reporter = Reporter(stats, progress, sys.stderr) if progress > 0 else None
-    if reporter is not None:
+    reporter: Reporter | None = None
+    if progress > 0:
+        exact = total is not None
+        reporter = EtaReporter(stats, progress, sys.stderr,
+                               total if exact else estimate_total(files), exact)
         reporter.start()
     t0 = time.perf_counter()
     try:
@@ -139,13 +337,81 @@ def _check_sources(args: argparse.Namespace) -> None:
         raise CliError("--from-kafka needs --since (RFC 3339 or a time ago like 2h)")
 
 
+def _capture_total(directory: str) -> int | None:
+    from rapidloop.capture import CaptureError, read_manifest
+
+    try:
+        counts = read_manifest(directory).get("counts", {})
+    except CaptureError:
+        return None
+    n = [counts.get(k) for k in ("reports", "feedback") if k in counts]
+    return sum(n) if n and all(isinstance(x, int) for x in n) else None
+
+
+def _check_compare(args: argparse.Namespace) -> None:
+    if args.compare and args.compare_config:
+        raise CliError("--compare and --compare-config are alternatives: give one")
+    if args.json and not (args.compare or args.compare_config):
+        raise CliError("--json goes with --compare or --compare-config")
+    if args.compare and not Path(args.compare).is_file():
+        raise CliError(f"decisions to compare not found: {args.compare}")
+    if args.compare_config and not Path(args.compare_config).is_file():
+        raise CliError(f"config not found: {args.compare_config}")
+    if args.top < 1:
+        raise CliError("--top must be at least 1")
+    if not args.output and not (args.compare or args.compare_config):
+        raise CliError("give --output FILE (the decisions JSONL to write)")
+
+
+def _report_lines(files: list[tuple[str, str]], kinds: dict[str, str]) -> Iterator[bytes]:
+    from rapidloop.flows.file_io import open_lines
+
+    for path, topic in files:
+        if kinds.get(topic) == REPORT:
+            with open_lines(path) as f:
+                yield from f
+
+
+def _what_if(args: argparse.Namespace, files: list[tuple[str, str]], kinds: dict[str, str],
+             output: str, tmp: str) -> None:
+    from rapidloop import whatif
+    from rapidloop.flows.file_io import open_lines
+
+    if args.compare_config:
+        cfg_b = load_config(args.compare_config)
+        out_b = str(Path(tmp) / "decisions-b.jsonl")
+        stats, elapsed = replay_files(cfg_b, files, kinds, out_b, None, args.workers,
+                                      args.progress, parse_pace(args.pace))
+        if not args.quiet:
+            print(f"replayed with {args.compare_config} (B) "
+                  f"{summary_line(stats, elapsed)}", file=sys.stderr)
+        path_a, label_a = output, f"{args.config or 'default configuration'} (--config)"
+        path_b, label_b = out_b, f"{args.compare_config} (--compare-config)"
+    else:
+        path_a, label_a = args.compare, f"{args.compare} (--compare)"
+        path_b, label_b = output, f"this run with {args.config or 'default configuration'}"
+    try:
+        with open_lines(path_a) as fa, open_lines(path_b) as fb:
+            diff = whatif.compare(fa, fb, _report_lines(files, kinds), label_a, label_b,
+                                  top=args.top)
+    except (OSError, EOFError) as exc:
+        raise CliError(f"cannot read decisions: {exc}") from None
+    text = (json.dumps(diff, indent=2) + "\n") if args.json else whatif.render(diff)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def run(args: argparse.Namespace) -> int:
     _check_sources(args)
+    _check_compare(args)
+    pace = parse_pace(args.pace)
     cfg = load_config(args.config)
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
-    tmp: tempfile.TemporaryDirectory[str] | None = None
+    tmp = tempfile.TemporaryDirectory(prefix="rapidloop-replay-")
     try:
+        output = args.output or str(Path(tmp.name) / "decisions.jsonl")
+        total = None
         if args.reports:
             files = [(args.reports, args.reports)]
             kinds = {args.reports: REPORT}
@@ -162,20 +428,19 @@ def run(args: argparse.Namespace) -> int:
 
                 if args.until is None:
                     args.until = "now"
-                if args.save_capture:
-                    directory = args.save_capture
-                else:
-                    tmp = tempfile.TemporaryDirectory(prefix="rapidloop-replay-")
-                    directory = str(Path(tmp.name) / "capture")
+                directory = args.save_capture or str(Path(tmp.name) / "capture")
                 manifest = capture_to(args, directory, with_decisions=False)
                 if not args.quiet:
                     print(f"read {summary(manifest)} from Kafka", file=sys.stderr)
             files, kinds = capture_inputs(directory)
-        stats, elapsed = replay_files(cfg, files, kinds, args.output, args.dead_letters,
-                                      args.workers, args.progress)
+            total = _capture_total(directory)
+        stats, elapsed = replay_files(cfg, files, kinds, output, args.dead_letters,
+                                      args.workers, args.progress, pace, total)
+        if not args.quiet:
+            name = f" with {args.config} (A)" if args.compare_config and args.config else ""
+            print(f"replayed{name} {summary_line(stats, elapsed)}", file=sys.stderr)
+        if args.compare or args.compare_config:
+            _what_if(args, files, kinds, output, tmp.name)
     finally:
-        if tmp is not None:
-            tmp.cleanup()
-    if not args.quiet:
-        print(f"replayed {summary_line(stats, elapsed)}", file=sys.stderr)
+        tmp.cleanup()
     return 0

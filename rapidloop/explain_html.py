@@ -1,0 +1,187 @@
+"""`rapidloop explain --html`: the story of one file as one self-contained page.
+
+One HTML file with inline CSS and an inline SVG chart, no script and no
+network reference (no external stylesheet, font, image or link), so it can
+be attached to a ticket and opened anywhere. The chart plots the ensemble's
+score (:data:`SCORE_COLOUR`) and each classifier's score over event time,
+taken from the decisions' ``classifiers`` field (a sampled series: one point
+per decision), with every decision as a vertical marker, trusted and visible
+feedback as diamonds on top, and the reports as ticks along the time axis.
+Below it, the same text story ``rapidloop explain`` prints.
+
+The tenant view (``org=...``) draws only what the text view shows: that
+organization's reports, its own and global decisions, trusted verdicts and
+its own org reports; tooltips go through the same scrubber as the text.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from rapidloop.explain import Story, _time, clean, render, target, tenant_scrubber
+from rapidloop.schemas.timefmt import format_ts
+
+SCORE_COLOUR = "#d62728"   # the ensemble score line: the colour tests look for
+PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#e377c2",
+           "#7f7f7f")
+ACTION_COLOUR = {"block": "#222222", "unblock": "#2ca02c", "allow": "#1f77b4", "audit": "#999999"}
+W, H = 1100, 400
+LEFT, RIGHT, TOP, BOTTOM = 60, 20, 64, 60
+_TRUSTED = ("sandbox", "analyst")
+
+CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; background: #fff; }
+h1 { font-size: 18px; margin: 0 0 4px; word-break: break-all; }
+.meta { color: #555; margin: 0 0 12px; }
+.legend span { display: inline-block; margin-right: 16px; }
+.legend i { display: inline-block; width: 18px; height: 4px; vertical-align: middle;
+            margin-right: 6px; }
+pre { background: #f6f6f6; padding: 12px; overflow-x: auto; font-size: 12px; }
+svg text { font: 11px system-ui, sans-serif; fill: #333; }
+"""
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _short(t: float) -> str:
+    return format_ts(t)[5:16].replace("T", " ")
+
+
+def render_html(story: Story, org: str | None = None, source: str = "") -> str:
+    """The story as a self-contained HTML page (chart plus the text story)."""
+    scrub = tenant_scrubber(story, org)
+
+    def visible_decision(d: dict[str, Any]) -> bool:
+        return org is None or d.get("scope") == "global" or d.get("org_id") == org
+
+    def visible_feedback(f: dict[str, Any]) -> bool:
+        return org is None or f.get("source") in _TRUSTED or f.get("org_id") == org
+
+    decisions = [(t, d) for d in story.decisions if visible_decision(d)
+                 if (t := _time(d.get("event_ts"))) is not None]
+    feedback = [(t, f) for f in story.feedback if visible_feedback(f)
+                if (t := _time(f.get("ts"))) is not None]
+    reports = [(t, r) for r in story.reports if org is None or r.get("org_id") == org
+               if (t := _time(r.get("ts"))) is not None]
+    times = [t for t, _ in decisions + feedback + reports]
+    svg = _chart(decisions, feedback, reports, times, scrub)
+
+    names: list[str] = []
+    for _, d in decisions:
+        c = d.get("classifiers")
+        if isinstance(c, dict):
+            names.extend(k for k in c if k not in names)
+    legend = [f'<span><i style="background:{SCORE_COLOUR}"></i>ensemble score</span>']
+    legend += [f'<span><i style="background:{PALETTE[i % len(PALETTE)]}"></i>{_e(clean(n, 30))}'
+               f"</span>" for i, n in enumerate(names[:8])]
+    legend += [f'<span><i style="background:{c}"></i>{a} decision</span>'
+               for a, c in ACTION_COLOUR.items() if any(d.get("action") == a
+                                                        for _, d in decisions)]
+    text = render(story, org=org, source=source)
+    view = ("everything (operator view)" if org is None
+            else f"organization {clean(org, 40)}: other organizations appear only as counts")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>rapidloop explain {_e(story.sha256[:16])}…</title>"
+        f"<style>{CSS}</style></head><body>\n"
+        f"<h1>rapidloop explain {_e(story.sha256)}</h1>\n"
+        f'<p class="meta">{_e(scrub(source))}<br>view: {_e(view)}<br>'
+        f"{len(reports)} report(s), {len(feedback)} feedback, {len(decisions)} decision(s) "
+        "shown; scores are each decision's <code>classifiers</code> (one point per "
+        "decision)</p>\n"
+        f"{svg}\n<p class=\"legend\">{''.join(legend)}</p>\n"
+        f"<pre>{_e(text)}</pre>\n</body></html>\n")
+
+
+def _chart(decisions: list[tuple[float, dict[str, Any]]],
+           feedback: list[tuple[float, dict[str, Any]]],
+           reports: list[tuple[float, dict[str, Any]]], times: list[float],
+           scrub: Any) -> str:
+    parts = [f'<svg id="chart" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" '
+             'aria-label="classifier scores over event time">',
+             f'<rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/>']
+    if not times:
+        parts.append(f'<text x="{W // 2}" y="{H // 2}" text-anchor="middle">'
+                     "nothing about this file</text></svg>")
+        return "".join(parts)
+    t0, t1 = min(times), max(times)
+    span = max(t1 - t0, 1.0)
+    t0 -= span * 0.03
+    t1 += span * 0.03
+    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+
+    def x(t: float) -> float:
+        return round(LEFT + (t - t0) / (t1 - t0) * pw, 1)
+
+    def y(v: float) -> float:
+        return round(TOP + (1 - max(0.0, min(1.0, v))) * ph, 1)
+
+    # axes and grid
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(v)}" y2="{y(v)}" '
+                     f'stroke="#e5e5e5"/><text x="{LEFT - 8}" y="{y(v) + 4}" '
+                     f'text-anchor="end">{v:.2f}</text>')
+    for i in range(5):
+        t = t0 + (t1 - t0) * i / 4
+        parts.append(f'<text x="{x(t)}" y="{H - BOTTOM + 32}" text-anchor="middle">'
+                     f"{_e(_short(t))}</text>")
+    parts.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{TOP + ph}" y2="{TOP + ph}" '
+                 'stroke="#888"/>')
+    parts.append(f'<text x="{LEFT}" y="{H - 6}">event time (UTC)</text>'
+                 f'<text x="{LEFT - 50}" y="{TOP - 12}">score</text>')
+    # reports: ticks under the axis
+    for t, r in reports:
+        tip = scrub(f"report {format_ts(t)} {clean(r.get('org_id'), 40)} "
+                    f"{clean(r.get('device_id'), 40)}")
+        parts.append(f'<line x1="{x(t)}" x2="{x(t)}" y1="{TOP + ph + 2}" y2="{TOP + ph + 12}" '
+                     f'stroke="#777"><title>{_e(tip)}</title></line>')
+    # decisions: vertical markers
+    for i, (t, d) in enumerate(decisions):
+        colour = ACTION_COLOUR.get(str(d.get("action")), "#999999")
+        reasons = d.get("reasons") if isinstance(d.get("reasons"), list) else []
+        tip = scrub(f"{clean(d.get('action'), 10)} {target(d)} at {format_ts(t)}: "
+                    + "; ".join(clean(r, 120) for r in reasons))
+        parts.append(f'<line x1="{x(t)}" x2="{x(t)}" y1="{TOP}" y2="{TOP + ph}" '
+                     f'stroke="{colour}" stroke-dasharray="4 3" stroke-width="1.5">'
+                     f"<title>{_e(tip)}</title></line>")
+        label = scrub(f"{clean(d.get('action'), 10)} {clean(d.get('scope'), 10)}")
+        ly = TOP - 4 - (i % 3) * 14   # staggered: close decisions stay readable
+        parts.append(f'<text x="{x(t) + 3}" y="{ly}" fill="{colour}">{_e(label)}</text>')
+    # feedback: diamonds at the top
+    for t, f in feedback:
+        cx, cy = x(t), TOP + 10
+        tip = scrub(f"feedback {clean(f.get('verdict'), 12)} from {clean(f.get('source'), 20)} "
+                    f"at {format_ts(t)}")
+        colour = "#b00020" if f.get("verdict") == "malicious" else "#2ca02c"
+        parts.append(f'<polygon points="{cx},{cy - 7} {cx + 7},{cy} {cx},{cy + 7} '
+                     f'{cx - 7},{cy}" fill="{colour}"><title>{_e(tip)}</title></polygon>')
+    # classifier series, then the ensemble on top
+    names: list[str] = []
+    for _, d in decisions:
+        c = d.get("classifiers")
+        if isinstance(c, dict):
+            names.extend(k for k in c if k not in names)
+    series: list[tuple[str, str, float, list[tuple[float, float]]]] = []
+    for i, n in enumerate(names[:8]):
+        pts = [(t, float(d["classifiers"][n])) for t, d in decisions
+               if isinstance(d.get("classifiers"), dict)
+               and isinstance(d["classifiers"].get(n), int | float)]
+        series.append((n, PALETTE[i % len(PALETTE)], 1.5, pts))
+    series.append(("ensemble score", SCORE_COLOUR, 3.0,
+                   [(t, float(d["score"])) for t, d in decisions
+                    if isinstance(d.get("score"), int | float)]))
+    for name, colour, width, pts in series:
+        if not pts:
+            continue
+        coords = " ".join(f"{x(t)},{y(v)}" for t, v in pts)
+        parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" '
+                     f'stroke-width="{width}"><title>{_e(clean(name, 30))}</title></polyline>')
+        for t, v in pts:
+            parts.append(f'<circle cx="{x(t)}" cy="{y(v)}" r="{width + 1.5}" fill="{colour}">'
+                         f"<title>{_e(clean(name, 30))} {v:.3f} at {format_ts(t)}</title>"
+                         "</circle>")
+    parts.append("</svg>")
+    return "".join(parts)
