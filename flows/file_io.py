@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,36 +47,74 @@ def _timed_lines(path: str, name: str, order: int) -> Iterator[tuple[float, int,
             yield (ts, order, n, RawMessage(name, line, None, None, n))
 
 
+def merged_timed_lines(files: list[tuple[str, str]]) -> Iterator[tuple[float, RawMessage]]:
+    """``(event time, line)`` of several files, merged by event time (ties: file, then line)."""
+    streams = [_timed_lines(path, name, i) for i, (path, name) in enumerate(files)]
+    for ts, _, _, msg in heapq.merge(*streams, key=lambda t: (t[0], t[1], t[2])):
+        yield ts, msg
+
+
 def merged_lines(files: list[tuple[str, str]]) -> Iterator[RawMessage]:
     """Lines of several files, merged by event time (ties: file order, then line order)."""
-    streams = [_timed_lines(path, name, i) for i, (path, name) in enumerate(files)]
-    for _, _, _, msg in heapq.merge(*streams, key=lambda t: (t[0], t[1], t[2])):
+    for _, msg in merged_timed_lines(files):
         yield msg
 
 
 class _MergedPartition(StatefulSourcePartition[tuple[int, list[RawMessage]], int]):
-    def __init__(self, files: list[tuple[str, str]], batch_size: int, resume: int | None):
-        self._it = merged_lines(files)
+    """Numbered batches of the merged files; with ``pace``, released no faster than
+    ``pace`` × event time (demos, training). Batching never changes decisions:
+    units are processed in sequence whatever their size."""
+
+    def __init__(self, files: list[tuple[str, str]], batch_size: int, resume: int | None,
+                 pace: float | None = None) -> None:
+        self._it = merged_timed_lines(files)
         self._size = batch_size
+        self._pace = pace
         self._seq = 0
+        self._held: tuple[float, RawMessage] | None = None
+        self._t0: float | None = None      # first readable event time, and when it was released
+        self._w0 = 0.0
+        self._wake: datetime | None = None
         for _ in range(resume or 0):   # skip batches already processed
             self._next()
 
+    def _wait(self, ts: float) -> float:
+        """Seconds until the event at ``ts`` is due under pacing (≤ 0: now)."""
+        if self._pace is None or ts == float("-inf"):
+            return 0.0
+        if self._t0 is None:
+            self._t0, self._w0 = ts, time.monotonic()
+        return self._w0 + (ts - self._t0) / self._pace - time.monotonic()
+
     def _next(self) -> list[RawMessage]:
         batch: list[RawMessage] = []
-        for msg in self._it:
-            batch.append(msg)
-            if len(batch) >= self._size:
+        self._wake = None
+        while len(batch) < self._size:
+            if self._held is None:
+                self._held = next(self._it, None)
+                if self._held is None:
+                    break
+            ts, msg = self._held
+            wait = self._wait(ts)
+            if wait > 0:
+                self._wake = datetime.fromtimestamp(time.time() + min(wait, 1.0), UTC)
                 break
+            batch.append(msg)
+            self._held = None
         return batch
 
     def next_batch(self) -> list[tuple[int, list[RawMessage]]]:
         batch = self._next()
         if not batch:
-            raise StopIteration
+            if self._held is None:
+                raise StopIteration
+            return []   # paced: nothing due yet
         seq = self._seq
         self._seq += 1
         return [(seq, batch)]
+
+    def next_awake(self) -> datetime | None:
+        return self._wake
 
     def snapshot(self) -> int:
         return self._seq
@@ -83,19 +123,21 @@ class _MergedPartition(StatefulSourcePartition[tuple[int, list[RawMessage]], int
 class MergedFileSource(FixedPartitionedSource[tuple[int, list[RawMessage]], int]):
     """Report and feedback JSONL files as one event-time-ordered, numbered batch stream."""
 
-    def __init__(self, files: list[tuple[str, str]], batch_size: int) -> None:
+    def __init__(self, files: list[tuple[str, str]], batch_size: int,
+                 pace: float | None = None) -> None:
         for path, _ in files:
             if not Path(path).is_file():
                 raise FileNotFoundError(path)
         self.files = files
         self.batch_size = batch_size
+        self.pace = pace
 
     def list_parts(self) -> list[str]:
         return ["replay"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None
                    ) -> _MergedPartition:
-        return _MergedPartition(self.files, self.batch_size, resume_state)
+        return _MergedPartition(self.files, self.batch_size, resume_state, self.pace)
 
 
 class _JsonlPartition(StatelessSinkPartition[list[tuple[bytes | None, bytes]]]):

@@ -189,3 +189,39 @@ def require_topics(cfg: Config, names: list[str], brokers: str | None = None) ->
         raise BrokerUnavailable(
             f"topic(s) {', '.join(missing)} do not exist on {brokers or cfg.kafka.brokers}; "
             "create them with `rapidloop topics create`")
+
+
+def publish_values(cfg: Config, topic: str, values: list[bytes], key_field: str = "sha256",
+                   brokers: str | None = None) -> int:
+    """Produce JSON values to ``topic`` keyed by their ``key_field``; returns how many.
+
+    Used to send a replay's decisions to a topic other systems read. Every
+    message is confirmed by the broker or the call fails: nothing is lost
+    silently.
+    """
+    import orjson
+    from confluent_kafka import Producer
+
+    require_topics(cfg, [topic], brokers)
+    failed: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failed.append(describe_error(err))
+
+    producer = Producer(quiet(client_config(cfg, brokers, **{"linger.ms": 5})))
+    for value in values:
+        key = orjson.loads(value).get(key_field)
+        while True:
+            try:
+                producer.produce(topic, value, key.encode() if key else None,
+                                 on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    left = producer.flush(cfg.kafka.connect_timeout_s * 3)
+    if failed or left:
+        raise BrokerUnavailable(f"{len(failed) + left} of {len(values)} message(s) to {topic} "
+                                f"not delivered ({failed[0] if failed else 'timed out'})")
+    return len(values)

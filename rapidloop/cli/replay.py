@@ -14,7 +14,10 @@ Three sources, one code path:
   capture of the same range are identical by construction. It joins no
   consumer group and commits nothing: the live job is not disturbed.
 
-Decisions go to ``--output`` (JSONL), never to a Kafka topic.
+Decisions go to ``--output`` (JSONL) and/or ``--output-topic TOPIC`` (a
+separate Kafka topic, published in emission order once the replay is done).
+The live decisions topic is refused unless ``--to-live-topic`` says so:
+enforcement points read it.
 
 Speed: as fast as possible by default; ``--pace 10x`` feeds the input at ten
 times event time (demos, training). ``--progress S`` prints events/s, and the
@@ -40,11 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-
-import orjson
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from rapidloop import jobstats
 from rapidloop.cli import CliError
@@ -52,8 +51,6 @@ from rapidloop.config import Config, load_config
 from rapidloop.operators.allowlist import AllowListError
 from rapidloop.progress import Reporter, format_progress, summary_line
 from rapidloop.schemas.intake import FEEDBACK, REPORT
-from rapidloop.schemas.model import RawMessage
-from rapidloop.schemas.timefmt import parse_ts
 
 TIME_HELP = "RFC 3339 or a time ago (90s, 30m, 2h, 1d)"
 
@@ -70,12 +67,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--since", help=f"with --from-kafka: start of the range, {TIME_HELP}")
     src.add_argument("--until", help=f"with --from-kafka: end of the range (default now), "
                                      f"{TIME_HELP}")
-    src.add_argument("--brokers", help="with --from-kafka: bootstrap servers "
+    src.add_argument("--brokers", help="with --from-kafka or --output-topic: bootstrap servers "
                                        "(default: kafka.brokers from config)")
     src.add_argument("--save-capture", metavar="DIR",
                      help="with --from-kafka: keep the capture read from Kafka in DIR")
     p.add_argument("--output", metavar="FILE",
                    help="Decisions JSONL to write (required unless comparing)")
+    p.add_argument("--output-topic", metavar="TOPIC",
+                   help="also publish the decisions to this Kafka topic (--brokers)")
+    p.add_argument("--to-live-topic", action="store_true",
+                   help="allow --output-topic to be the live decisions topic")
     p.add_argument("--dead-letters", metavar="FILE", help="DeadLetter JSONL to write")
     p.add_argument("--config", metavar="FILE", help="TOML configuration")
     p.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
@@ -108,86 +109,6 @@ def parse_pace(text: str | None) -> float | None:
     if not m or float(m.group(1)) <= 0:
         raise CliError(f"--pace must look like 10x (N times event time), not {text!r}")
     return float(m.group(1))
-
-
-def _event_time(msg: RawMessage, last: float) -> float:
-    try:
-        return parse_ts(orjson.loads(msg.value)["ts"])
-    except Exception:   # unreadable: keeps its place, the parser will say why
-        return last
-
-
-class _PacedPartition(StatefulSourcePartition[tuple[int, list[RawMessage]], int]):
-    """The merged files, released no faster than ``pace`` × event time (numbered batches)."""
-
-    def __init__(self, files: list[tuple[str, str]], batch_size: int, pace: float) -> None:
-        from rapidloop.flows.file_io import merged_lines
-
-        self._it: Iterator[RawMessage] = merged_lines(files)
-        self._size = batch_size
-        self._pace = pace
-        self._seq = 0
-        self._held: tuple[float, RawMessage] | None = None
-        self._last = float("-inf")
-        self._t0: float | None = None      # first event time
-        self._w0 = time.monotonic()
-        self._wake: datetime | None = None
-        self._done = False
-
-    def _due(self, ts: float) -> float:
-        """Seconds until the event at ``ts`` is due (≤ 0: now)."""
-        assert self._t0 is not None
-        return self._w0 + (ts - self._t0) / self._pace - time.monotonic()
-
-    def next_batch(self) -> list[tuple[int, list[RawMessage]]]:
-        if self._done:
-            raise StopIteration
-        batch: list[RawMessage] = []
-        while len(batch) < self._size:
-            if self._held is None:
-                msg = next(self._it, None)
-                if msg is None:
-                    self._done = not batch
-                    break
-                self._last = _event_time(msg, self._last)
-                if self._t0 is None and self._last != float("-inf"):
-                    self._t0, self._w0 = self._last, time.monotonic()
-                self._held = (self._last, msg)
-            ts, msg = self._held
-            wait = self._due(ts) if self._t0 is not None and ts != float("-inf") else 0.0
-            if wait > 0:
-                self._wake = datetime.fromtimestamp(time.time() + min(wait, 1.0), UTC)
-                break
-            batch.append(msg)
-            self._held = None
-        if self._done:
-            raise StopIteration
-        if not batch:
-            return []
-        self._wake = None
-        seq = self._seq
-        self._seq += 1
-        return [(seq, batch)]
-
-    def next_awake(self) -> datetime | None:
-        return self._wake
-
-    def snapshot(self) -> int:
-        return self._seq
-
-
-class PacedFileSource(FixedPartitionedSource[tuple[int, list[RawMessage]], int]):
-    """Like ``MergedFileSource``, released at ``pace`` × event time (replays keep no state)."""
-
-    def __init__(self, files: list[tuple[str, str]], batch_size: int, pace: float) -> None:
-        self.files, self.batch_size, self.pace = files, batch_size, pace
-
-    def list_parts(self) -> list[str]:
-        return ["replay"]
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None
-                   ) -> _PacedPartition:
-        return _PacedPartition(self.files, self.batch_size, self.pace)
 
 
 def estimate_total(files: list[tuple[str, str]], sample: int = 2000) -> int | None:
@@ -271,8 +192,7 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
             raise CliError(f"input file not found: {path}")
     if workers < 1:
         raise CliError("--workers must be at least 1")
-    source = (MergedFileSource(files, cfg.kafka.consume_batch) if pace is None
-              else PacedFileSource(files, cfg.kafka.consume_batch, pace))
+    source = MergedFileSource(files, cfg.kafka.consume_batch, pace)
     try:
         io = Connectors(
             sources=[("input", source)],
@@ -329,10 +249,11 @@ def _check_sources(args: argparse.Namespace) -> None:
         raise CliError("--feedback goes with --reports (a capture holds its own feedback)")
     if not args.from_kafka:
         extra = [n for n, v in (("--since", args.since), ("--until", args.until),
-                                ("--brokers", args.brokers), ("--save-capture", args.save_capture))
-                 if v]
+                                ("--save-capture", args.save_capture)) if v]
         if extra:
             raise CliError(f"{', '.join(extra)} only go with --from-kafka")
+        if args.brokers and not args.output_topic:
+            raise CliError("--brokers goes with --from-kafka or --output-topic")
     elif not args.since:
         raise CliError("--from-kafka needs --since (RFC 3339 or a time ago like 2h)")
 
@@ -359,8 +280,8 @@ def _check_compare(args: argparse.Namespace) -> None:
         raise CliError(f"config not found: {args.compare_config}")
     if args.top < 1:
         raise CliError("--top must be at least 1")
-    if not args.output and not (args.compare or args.compare_config):
-        raise CliError("give --output FILE (the decisions JSONL to write)")
+    if not (args.output or args.output_topic or args.compare or args.compare_config):
+        raise CliError("give --output FILE (the decisions JSONL to write) or --output-topic")
 
 
 def _report_lines(files: list[tuple[str, str]], kinds: dict[str, str]) -> Iterator[bytes]:
@@ -401,11 +322,31 @@ def _what_if(args: argparse.Namespace, files: list[tuple[str, str]], kinds: dict
     sys.stdout.flush()
 
 
+def _check_output_topic(args: argparse.Namespace, cfg: Config) -> None:
+    if args.output_topic and args.output_topic == cfg.kafka.decisions_topic \
+            and not args.to_live_topic:
+        raise CliError(f"--output-topic {args.output_topic} is the live decisions topic "
+                       "that enforcement points read; add --to-live-topic if you mean it")
+
+
+def _publish(args: argparse.Namespace, cfg: Config, output: str) -> None:
+    from rapidloop.kafka import BrokerUnavailable, publish_values
+
+    values = Path(output).read_bytes().splitlines()
+    try:
+        n = publish_values(cfg, args.output_topic, values, brokers=args.brokers)
+    except BrokerUnavailable as exc:
+        raise CliError(str(exc)) from None
+    if not args.quiet:
+        print(f"published {n:,} decision(s) to {args.output_topic}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     _check_sources(args)
     _check_compare(args)
     pace = parse_pace(args.pace)
     cfg = load_config(args.config)
+    _check_output_topic(args, cfg)
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
     tmp = tempfile.TemporaryDirectory(prefix="rapidloop-replay-")
@@ -439,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             name = f" with {args.config} (A)" if args.compare_config and args.config else ""
             print(f"replayed{name} {summary_line(stats, elapsed)}", file=sys.stderr)
+        if args.output_topic:
+            _publish(args, cfg, output)
         if args.compare or args.compare_config:
             _what_if(args, files, kinds, output, tmp.name)
     finally:
