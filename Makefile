@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 9092
 
-.PHONY: eval install run test test-unit test-integration lint fmt replay-demo clean broker-start broker-stop bench
+.PHONY: browser eval install run test test-unit test-integration lint fmt replay-demo clean broker-start broker-stop bench
 
 install: $(STAMP)
 
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 run: install
 	@PYTHON=$(BIN)/python RAPIDLOOP_BROKER_PORT=$(PORT) bash infra/run.sh
 
+## browser: Debian's Chromium, for the test that renders `explain --html` (skipped without it)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "make: chromium not installed; the explain --html render test will be skipped"
+
 ## test: the whole suite; integration tests start their own broker
-test: install
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
