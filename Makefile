@@ -37,6 +37,11 @@ test-unit: install
 test-integration: install
 	$(BIN)/pytest -q tests/integration
 
+## test-faults: broker faults, hostile input, abuse of the loop, security settings (~70 s)
+test-faults: install
+	$(BIN)/pytest -q tests/integration/test_faults.py tests/integration/test_security.py \
+	  tests/unit/test_fuzz_wire.py tests/unit/test_abuse.py tests/unit/test_security.py
+
 lint: install
 	$(BIN)/ruff check .
 

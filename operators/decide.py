@@ -54,7 +54,7 @@ class Decider:
                 if enf is None:
                     enf = Enforcement()
                 decided = self.policy.on_sighting(enf, item, self._scored(item.features))
-                if fresh and decided:   # most files never need enforcement state
+                if fresh and (decided or enf.accusers):   # most files never need state
                     states[r.sha256] = enf
             else:
                 fb = item.feedback

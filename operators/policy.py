@@ -20,6 +20,17 @@ allow-list is never blocked. A decision is emitted only when it changes what
 is enforced, blocks carry ``expires_at``, and ``decision_id`` is a digest of
 the target, the action and the id of the input that triggered it, so a
 replay reproduces it exactly.
+
+Anti-poisoning: the score is pooled over every tenant's reports of a file, so
+one tenant's own claims (sensor verdicts, behaviours, however many devices)
+could otherwise push it over the line for everyone. The policy therefore
+remembers which organizations *accused* the file (a report whose own evidence
+is suspicious: its prior score alone reaches ``device_block_score``, or a
+behaviour of ``device_block_behaviors`` on the device) within
+``global_window_s``. While that evidence comes from a single organization,
+correlation blocks only that organization's own targets: no global block, no
+org block elsewhere. Blocks driven by the models with no accusing report at
+all, trusted verdicts and a tenant's own ``org_report`` are unaffected.
 """
 
 from __future__ import annotations
@@ -33,9 +44,11 @@ from rapidloop.schemas.model import Decision, Feedback
 
 from .allowlist import AllowList
 from .correlate import Sighting
+from .prior import Prior
 
 Target = tuple[str, str | None, str | None]   # (scope, org_id, device_id)
 GLOBAL: Target = ("global", None, None)
+_MAX_ACCUSERS = 4   # only "one organization or several" matters; keep the most recent few
 
 
 @dataclass(slots=True)
@@ -45,6 +58,26 @@ class Enforcement:
     active: dict[Target, tuple[str, float | None]] = field(default_factory=dict)
     label: str | None = None          # last trusted verdict: "malicious" | "benign"
     last_event: float = float("-inf")
+    accusers: dict[str, float] = field(default_factory=dict)   # org → last suspicious report
+
+    def accuse(self, org: str, now: float) -> None:
+        """Remember that ``org``'s own report of the file was suspicious (a few orgs at most)."""
+        acc = self._accusers()
+        if now > acc.get(org, float("-inf")):
+            acc[org] = now
+        if len(acc) > _MAX_ACCUSERS:
+            del acc[min(acc, key=acc.__getitem__)]
+
+    def accusing(self, since: float) -> list[str]:
+        """Organizations whose own reports accused the file at or after ``since``."""
+        return [org for org, ts in self._accusers().items() if ts >= since]
+
+    def _accusers(self) -> dict[str, float]:
+        try:
+            return self.accusers
+        except AttributeError:   # restored from a snapshot taken before the field existed
+            self.accusers = {}
+            return self.accusers
 
     def current(self, target: Target, now: float) -> str | None:
         """The action in force on ``target`` at event time ``now`` (None if none)."""
@@ -114,6 +147,20 @@ class Policy:
                     "global": float(p.global_block_ttl_s)}
         self.trusted_ttl = float(p.trusted_block_ttl_s)
         self.allowlist = allowlist or AllowList()
+        self.prior = Prior(cfg)
+
+    def _accuses(self, s: Sighting) -> bool:
+        """Is this report suspicious on its own evidence (not the file's pooled history)?"""
+        r = s.report
+        if any(b in self.device_behaviors for b in r.behaviors):
+            return True
+        f = r.file
+        own: dict[str, float] = {f"beh_{b}": 1.0 for b in r.behaviors}
+        own["verdict_max"] = max(r.verdicts.values(), default=0.0)
+        own["signed"] = 1.0 if f.signed else 0.0
+        own[f"path_{f.path}"] = 1.0
+        own["parent_flagged"] = s.features.get("parent_flagged", 0.0)
+        return self.prior.score(own) >= self.device_score
 
     # -- reports --------------------------------------------------------------
     def on_sighting(self, enf: Enforcement, s: Sighting, sc: Scored) -> list[Decision]:
@@ -126,11 +173,16 @@ class Policy:
         org_t: Target = ("org", r.org_id, None)
         dev_t: Target = ("device", r.org_id, r.device_id)
         score = sc.score
+        if score >= self.device_score and self._accuses(s):   # only where a block could follow
+            enf.accuse(r.org_id, now)
+        accusers = enf.accusing(now - self.global_window)
+        lone_accuser = len(accusers) == 1   # all the evidence is one tenant's own claims
 
         n_orgs = s.orgs_in_windows[self.global_idx]
         prevalent_signed = r.file.signed and s.orgs_ever >= self.prevalent_orgs
         if (score >= self.global_score and n_orgs >= self.global_min_orgs
-                and not prevalent_signed and enf.current(GLOBAL, now) != "block"):
+                and not prevalent_signed and not lone_accuser
+                and enf.current(GLOBAL, now) != "block"):
             out.append(self._decide(
                 enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
                 [f"malice score {score:.2f} ≥ global threshold {self.global_score:.2f}",
@@ -144,6 +196,8 @@ class Policy:
         globally_blocked = enf.current(GLOBAL, now) == "block"
         if globally_blocked or org_action == "block":
             return out
+        if lone_accuser and accusers[0] != r.org_id:
+            return out   # another tenant's claims alone never block this org's devices
         if score >= self.org_score:
             out.append(self._decide(
                 enf, r.sha256, org_t, "block", sc, now, r.report_id,

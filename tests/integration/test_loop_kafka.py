@@ -24,6 +24,18 @@ from .test_kafka_io import config_file, produce, read_all
 pytestmark = pytest.mark.integration
 
 
+def keyed(values: list[bytes]) -> list[tuple[bytes | None, bytes]]:
+    """Contract keys (sha256): one file's reports share a partition, so their order holds."""
+    out = []
+    for v in values:
+        try:
+            key = orjson.loads(v)["sha256"].encode()
+        except Exception:
+            key = None
+        out.append((key, v))
+    return out
+
+
 def wait_for(brokers: str, topic: str, pred, timeout: float = 60.0) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
@@ -44,11 +56,11 @@ def test_live_loop_blocks_unblocks_allows_and_dead_letters(
          "--progress", "0"], cwd=ROOT, stderr=subprocess.PIPE,
         env={**os.environ, "RAPIDLOOP_STREAM__EPOCH_INTERVAL_S": "0.2"})
     try:
-        produce(broker, rep, [(None, v) for v in scenario.reports()])
+        produce(broker, rep, keyed(scenario.reports()))
         wait_for(broker, dec, lambda ds: any(
             d["sha256"] == scenario.CAMPAIGN and d["scope"] == "global" for d in ds)
             and any(d["sha256"] == scenario.TOOL for d in ds))
-        produce(broker, fb, [(None, v) for v in scenario.feedback()])
+        produce(broker, fb, keyed(scenario.feedback()))
         decisions = wait_for(broker, dec, lambda ds: sum(
             d["action"] in ("allow", "unblock") or d["sha256"] == scenario.SANDBOXED
             for d in ds) >= 3)
@@ -76,7 +88,7 @@ def test_run_exits_at_end_of_input(broker: str, kafka_topics: TopicMaker,
     rep, fb, dec, dlq = kafka_topics("reports", "feedback", "decisions", "deadletter")
     cfg = config_file(tmp_path, {"reports_topic": rep, "feedback_topic": fb,
                                  "decisions_topic": dec, "deadletter_topic": dlq})
-    produce(broker, rep, [(None, v) for v in scenario.reports()])
+    produce(broker, rep, keyed(scenario.reports()))
     done = subprocess.run(
         [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", broker, "--config", cfg,
          "--exit-at-end", "--progress", "0"], cwd=ROOT, capture_output=True, timeout=120)

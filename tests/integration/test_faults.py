@@ -1,0 +1,320 @@
+"""Faults while the job runs, and hostile input end to end.
+
+* The broker is paused (SIGSTOP) for 30 s in the middle of a run and resumed:
+  the job waits it out and its decisions are exactly those of an undisturbed
+  run. This test starts its own broker: the session broker is shared.
+* A decision that cannot be delivered is noticed: counted, logged, and
+  ``rapidloop run`` exits non-zero; the others are still delivered.
+* Thousands of malformed and adversarial lines mixed into a replay: it exits
+  0, every bad line is a dead letter with a specific reason, and the good
+  lines decide exactly what they decide alone.
+* One tenant reporting a benign signed file from 500 devices with the worst
+  behaviours and sensor verdicts blocks nothing for any other tenant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from rapidloop.schemas.timefmt import format_ts, parse_ts
+
+from ..conftest import ROOT, _start_tansu, _stop, create_topics, free_port
+from . import scenario
+from .test_kafka_io import produce, read_all
+from .test_recovery import _decisions, _env, _finish, _job
+
+pytestmark = pytest.mark.integration
+
+START = "2026-11-28T00:00:00Z"
+
+
+# ------------------------------------------------------------------ broker paused
+
+def _listening_addresses(pid: int) -> list[str]:
+    """Local addresses of the TCP sockets process ``pid`` listens on (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        m = re.fullmatch(r"socket:\[(\d+)\]", target)
+        if m:
+            inodes.add(m.group(1))
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:   # 0A: LISTEN
+                out.append(cols[1])
+    return out
+
+
+def _pause_after(job: subprocess.Popen[str], events: int, broker: subprocess.Popen[bytes],
+                 seconds: float) -> tuple[int, list[str]]:
+    """SIGSTOP the broker once the job has read ``events``; SIGCONT after ``seconds``."""
+    assert job.stderr is not None
+    lines: list[str] = []
+    for line in job.stderr:
+        lines.append(line)
+        m = re.match(r"events ([\d,]+) ", line)
+        if m and int(m.group(1).replace(",", "")) >= events:
+            break
+    else:
+        pytest.fail(f"the job ended before reading {events} events:\n{''.join(lines)[-2000:]}")
+    seen = int(m.group(1).replace(",", ""))
+    os.kill(broker.pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds / 2)
+        assert job.poll() is None, "the job died while the broker was paused"
+        listening = _listening_addresses(job.pid)
+        time.sleep(seconds / 2)
+        assert job.poll() is None, "the job died while the broker was paused"
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
+    return seen, listening
+
+
+def test_broker_paused_30s_mid_run_loses_no_decision(tmp_path: Path) -> None:
+    port = free_port()
+    broker = _start_tansu(port, tmp_path / "tansu.log")
+    brokers = f"127.0.0.1:{port}"
+    try:
+        rep, fb, unused_fb, dec_a, dlq_a, dec_b, dlq_b = create_topics(
+            brokers, "faults", ["reports", "feedback", "sim-feedback", "dec-a", "dlq-a",
+                                "dec-b", "dlq-b"])
+        n = 30_000
+        sim = subprocess.run(
+            [sys.executable, "-m", "rapidloop.cli", "simulate", "--kafka", "--brokers", brokers,
+             "--rate", "0", "--reports", str(n), "--seed", "7", "--start", START,
+             "--progress", "0"], cwd=ROOT, env=_env({"reports": rep, "feedback": unused_fb}),
+            capture_output=True, text=True, timeout=60)
+        assert sim.returncode == 0, sim.stderr
+        _finish(_job(brokers, _env({"reports": rep, "feedback": fb, "decisions": dec_a,
+                                    "deadletter": dlq_a}), "--no-recovery", "--progress", "0"))
+
+        job = _job(brokers, _env({"reports": rep, "feedback": fb, "decisions": dec_b,
+                                  "deadletter": dlq_b}),
+                   "--recovery-dir", str(tmp_path / "recovery"), "--progress", "0.05")
+        try:
+            seen, listening = _pause_after(job, n // 4, broker, 30.0)
+            err = _finish(job, timeout=120)
+        finally:
+            if job.poll() is None:
+                job.kill()
+                job.wait(10)
+        assert seen < n, "the pause came after the whole input was read"
+        assert "messages in" in err
+        # the job serves nothing: any listening socket is loopback only (there are none)
+        assert all(a.startswith(("0100007F:", "00000000000000000000000001000000:"))
+                   for a in listening), listening
+
+        n_a, want = _decisions(brokers, dec_a)
+        _, got = _decisions(brokers, dec_b)
+        assert n_a == len(want) > 100
+        assert set(got) == set(want), (f"lost {len(set(want) - set(got))}, "
+                                       f"new {len(set(got) - set(want))} decisions")
+        assert got == want
+        dead_a = sorted(v for _, _, v in read_all(brokers, dlq_a))
+        dead_b = sorted(v for _, _, v in read_all(brokers, dlq_b))
+        assert len(dead_a) == len(dead_b) > 0
+    finally:
+        if broker.poll() is None:
+            os.kill(broker.pid, signal.SIGCONT)
+        _stop(broker)
+        assert broker.poll() is not None
+
+
+# ------------------------------------------------------------ undeliverable decision
+
+def test_undeliverable_decision_is_counted_logged_and_fails_the_run(
+        broker: str, tmp_path: Path) -> None:
+    """A decision larger than the producer may send is refused: noticed, never silent."""
+    rep, fb, dec, dlq = create_topics(broker, "undeliverable",
+                                      ["reports", "feedback", "decisions", "deadletter"])
+    cfg = tmp_path / "rapidloop.toml"
+    cfg.write_text("[limits]\nmax_string_len = 8000\n"
+                   '[kafka.client]\n"message.max.bytes" = 4000\n')
+    huge_device = "dev-" + "x" * 6000     # the decision's reason names the device
+    lines = []
+    for i, (org, device) in enumerate([("org-1", "dev-1"), ("org-2", huge_device),
+                                       ("org-3", "dev-3")]):
+        lines.append(orjson.dumps({
+            "report_id": f"r{i}", "ts": f"2026-11-28T10:0{i}:00.000Z", "org_id": org,
+            "device_id": device, "sha256": f"{i + 1:064x}",
+            "file": {"name": "x.exe", "size": 1, "type": "pe", "signed": False,
+                     "path": "downloads"},
+            "behaviors": ["ransomware_encryption"], "verdicts": {"static_ml": 0.99}}))
+    produce(broker, rep, [(None, v) for v in lines])
+    done = subprocess.run(
+        [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", broker, "--config", str(cfg),
+         "--exit-at-end", "--no-recovery", "--progress", "0"], cwd=ROOT,
+        env=_env({"reports": rep, "feedback": fb, "decisions": dec, "deadletter": dlq}),
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert re.search(rf"1 message\(s\) to {re.escape(dec)} were not delivered", done.stderr), \
+        done.stderr[-3000:]
+    assert "too large" in done.stderr.lower(), done.stderr[-3000:]
+    delivered = [orjson.loads(v) for _, _, v in read_all(broker, dec)]
+    assert sorted(d["org_id"] for d in delivered) == ["org-1", "org-3"]
+
+
+# ----------------------------------------------------------- hostile input, replayed
+
+def _bad_lines(rng: random.Random, times: list[str]) -> list[bytes]:
+    """One bad line per entry of ``times`` (its ``ts`` where it has a readable one)."""
+    good = orjson.loads(scenario.reports()[0])
+    out: list[bytes] = []
+    n = len(times)
+    kinds = ["type", "hash", "long", "array", "past", "future", "utf8", "json", "nan", "deep",
+             "missing", "enum", "verdict", "size", "notobj"]
+    for i in range(n):
+        obj: dict[str, Any] = {**good, "report_id": f"bad-{i}", "ts": times[i]}
+        kind = kinds[i % len(kinds)]
+        if kind == "type":
+            obj[rng.choice(["org_id", "device_id", "ts", "behaviors", "file"])] = rng.choice(
+                [1, 2.5, None, True, [1]])
+        elif kind == "hash":
+            obj["sha256"] = "a" * rng.choice([0, 1, 63, 65, 128]) or "zz" * 32
+        elif kind == "long":
+            obj["org_id"] = "o" * rng.randrange(257, 60_000)
+        elif kind == "array":
+            obj["behaviors"] = ["persistence"] * rng.randrange(65, 3000)
+        elif kind == "past":
+            obj["ts"] = f"{rng.randrange(1, 2000):04d}-01-01T00:00:00Z"
+        elif kind == "future":
+            obj["ts"] = f"{rng.randrange(2100, 10_000):04d}-01-01T00:00:00Z"
+        elif kind == "missing":
+            del obj[rng.choice(["report_id", "ts", "org_id", "device_id", "sha256"])]
+        elif kind == "enum":
+            obj["file"] = {**obj["file"], "type": "exe"}
+        elif kind == "verdict":
+            obj["verdicts"] = {"static_ml": rng.choice([-0.1, 1.5, 1e300])}
+        elif kind == "size":
+            obj["file"] = {**obj["file"], "size": -rng.randrange(1, 10**6)}
+        data = orjson.dumps(obj)
+        if kind == "utf8":
+            pos = rng.randrange(len(data))
+            data = data[:pos] + b"\xc3\x28\xff" + data[pos:]
+        elif kind == "json":
+            data = data[: rng.randrange(1, len(data) - 1)]
+        elif kind == "nan":
+            data = data.replace(b"0.97", rng.choice([b"NaN", b"Infinity", b"1e999"]))
+        elif kind == "deep":
+            depth = rng.randrange(100, 3000)
+            data = data[:-1] + b',"sha256":' + b"[" * depth + b"]" * depth + b"}"
+        elif kind == "notobj":
+            data = rng.choice([b"[]", b"42", b'"x"', b"null", b"true"])
+        out.append(data)
+    # a few megabyte values as well
+    out += [orjson.dumps({**good, "report_id": f"big-{i}", "file": "f" * (1 << 20)})
+            for i in range(3)]
+    return out
+
+
+def _replay(tmp_path: Path, reports: list[bytes], feedback: list[bytes], tag: str
+            ) -> tuple[subprocess.CompletedProcess[str], list[dict], list[dict]]:
+    rep, fb = tmp_path / f"{tag}-reports.jsonl", tmp_path / f"{tag}-feedback.jsonl"
+    out, dead = tmp_path / f"{tag}-decisions.jsonl", tmp_path / f"{tag}-dead.jsonl"
+    rep.write_bytes(b"\n".join(reports) + b"\n")
+    fb.write_bytes(b"\n".join(feedback) + b"\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "rapidloop.cli", "replay", "--reports", str(rep), "--feedback",
+         str(fb), "--output", str(out), "--dead-letters", str(dead)],
+        cwd=ROOT, env=_env({}), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    decisions = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    dead_letters = [orjson.loads(x) for x in dead.read_bytes().splitlines()] \
+        if dead.exists() else []
+    return done, decisions, dead_letters
+
+
+def _strip(ds: list[dict]) -> list[dict]:
+    return [{k: v for k, v in d.items() if k != "decided_at"} for d in ds]
+
+
+def test_replay_of_hostile_input_dead_letters_each_bad_line(tmp_path: Path) -> None:
+    rng = random.Random(20261129)
+    good_reports, good_fb = scenario.reports(), scenario.feedback()
+    _, want, want_dead = _replay(tmp_path, good_reports, good_fb, "clean")
+
+    # Scattered through the good ones, each with the time of the good line before it: replay
+    # merges the two files by event time and expects each file in time order (as a capture
+    # is). Far-future times go last; far-past ones anywhere (they sort first anyway).
+    slots = sorted(rng.randrange(len(good_reports) + 1) for _ in range(3000))
+    line_ts, last = [], START
+    for line in good_reports:
+        with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+            last = orjson.loads(line)["ts"]   # not for the scenario's own malformed lines
+        line_ts.append(last)
+    times = [line_ts[max(0, i - 1)] for i in slots]
+    bad = _bad_lines(rng, times)
+    future = [line for line in bad if re.search(rb'"ts":"(2[1-9]|[3-9])', line)]
+    mixed: list[bytes] = []
+    rest = iter(b for b in bad if b not in future)
+    for i, line in enumerate([*good_reports, None]):
+        mixed += [b for b in (next(rest, None) for _ in range(slots.count(i))) if b]
+        if line is not None:
+            mixed.append(line)
+    mixed += list(rest) + future
+    _, got, dead = _replay(tmp_path, mixed, good_fb, "hostile")
+
+    # the good lines decide exactly as before (emission order may follow other batch cuts)
+    assert sorted(_strip(got), key=lambda d: d["decision_id"]) == \
+        sorted(_strip(want), key=lambda d: d["decision_id"])
+    scenario.check(got)
+    assert len(dead) == len(bad) + len(want_dead)
+    for d in dead:
+        assert d["error"] and d["offset"] is not None and d["topic"]
+        assert not d["error"].startswith("internal error"), d["error"]
+        assert len(d["raw"]) <= 65536 + 100
+    topics = [d["topic"] for d in dead]
+    reports_name = max(set(topics), key=topics.count)
+    dead_lines = {d["offset"] for d in dead if d["topic"] == reports_name}
+    bad_set = set(bad)
+    bad_lines = {n for n, line in enumerate(mixed, 1) if line in bad_set}
+    assert bad_lines <= dead_lines, sorted(bad_lines - dead_lines)[:10]
+
+
+# ------------------------------------------------------------- poisoning, replayed
+
+def test_one_tenant_500_devices_blocks_nothing_for_anyone_else(tmp_path: Path) -> None:
+    sha = "5" * 64
+    t0 = parse_ts("2026-11-28T08:00:00Z")
+
+    def rep(i: int, org: str, dev: str, ts: float, evil: bool) -> bytes:
+        return orjson.dumps({
+            "report_id": f"{org}-{i}", "ts": format_ts(ts), "org_id": org, "device_id": dev,
+            "sha256": sha, "source": "edr",
+            "file": {"name": "vendor-updater.exe", "size": 2_000_000, "type": "pe",
+                     "signed": True, "signer": "Contoso Ltd", "path": "program_files"},
+            "behaviors": (["ransomware_encryption", "credential_dumping", "process_injection",
+                           "lateral_movement", "c2_beacon"] if evil else []),
+            "verdicts": {"static_ml": 0.99, "av_signature": 1.0} if evil else {}})
+
+    lines = [rep(k, f"org-{k}", f"org-{k}-pc", t0 + 60 * k, False) for k in range(30)]
+    lines += [rep(i, "org-evil", f"org-evil-dev-{i}", t0 + 3600 + i, True) for i in range(500)]
+    lines += [rep(100 + k, f"org-{k}", f"org-{k}-pc2", t0 + 7200 + 60 * k, False)
+              for k in range(30)]
+    # a feedback stream the evil tenant controls as well: its own org reports only
+    fb = [orjson.dumps({"feedback_id": f"fb-{i}", "ts": format_ts(t0 + 5000 + i),
+                        "sha256": sha, "verdict": "malicious", "source": "org_report",
+                        "org_id": "org-evil"}) for i in range(5)]
+    _, decisions, dead = _replay(tmp_path, lines, fb, "poison")
+    assert not dead
+    elsewhere = [(d["action"], d["scope"], d["org_id"]) for d in decisions
+                 if d["org_id"] != "org-evil"]
+    assert elsewhere == []
+    assert any(d["scope"] == "org" and d["org_id"] == "org-evil" for d in decisions)
