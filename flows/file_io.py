@@ -32,7 +32,17 @@ def open_lines(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _timed_lines(path: str, name: str, order: int) -> Iterator[tuple[float, int, int, RawMessage]]:
+DEFAULT_MAX_JUMP_S = 86400.0
+
+
+def _timed_lines(path: str, name: str, order: int, max_jump: float = DEFAULT_MAX_JUMP_S
+                 ) -> Iterator[tuple[float, int, int, RawMessage]]:
+    """Lines with the event time they merge at.
+
+    An unreadable time, or one more than ``max_jump`` past the file's last
+    readable time, keeps the line's place in the file: one bad line must not
+    hold back the rest of its file in the merge. The parser judges it.
+    """
     last = float("-inf")
     with open_lines(path) as f:
         for n, line in enumerate(f, 1):
@@ -41,15 +51,20 @@ def _timed_lines(path: str, name: str, order: int) -> Iterator[tuple[float, int,
                 continue
             try:
                 obj: Any = orjson.loads(line)
-                ts = last = parse_ts(obj["ts"])
-            except Exception:   # unreadable: keep its place; the parser will say why
+                ts = parse_ts(obj["ts"])
+                if last != float("-inf") and ts > last + max_jump:
+                    ts = last
+                else:
+                    last = ts
+            except Exception:
                 ts = last
             yield (ts, order, n, RawMessage(name, line, None, None, n))
 
 
-def merged_timed_lines(files: list[tuple[str, str]]) -> Iterator[tuple[float, RawMessage]]:
+def merged_timed_lines(files: list[tuple[str, str]], max_jump: float = DEFAULT_MAX_JUMP_S
+                       ) -> Iterator[tuple[float, RawMessage]]:
     """``(event time, line)`` of several files, merged by event time (ties: file, then line)."""
-    streams = [_timed_lines(path, name, i) for i, (path, name) in enumerate(files)]
+    streams = [_timed_lines(path, name, i, max_jump) for i, (path, name) in enumerate(files)]
     for ts, _, _, msg in heapq.merge(*streams, key=lambda t: (t[0], t[1], t[2])):
         yield ts, msg
 
@@ -66,8 +81,8 @@ class _MergedPartition(StatefulSourcePartition[tuple[int, list[RawMessage]], int
     units are processed in sequence whatever their size."""
 
     def __init__(self, files: list[tuple[str, str]], batch_size: int, resume: int | None,
-                 pace: float | None = None) -> None:
-        self._it = merged_timed_lines(files)
+                 pace: float | None = None, max_jump: float = DEFAULT_MAX_JUMP_S) -> None:
+        self._it = merged_timed_lines(files, max_jump)
         self._size = batch_size
         self._pace = pace
         self._seq = 0
@@ -124,20 +139,22 @@ class MergedFileSource(FixedPartitionedSource[tuple[int, list[RawMessage]], int]
     """Report and feedback JSONL files as one event-time-ordered, numbered batch stream."""
 
     def __init__(self, files: list[tuple[str, str]], batch_size: int,
-                 pace: float | None = None) -> None:
+                 pace: float | None = None, max_jump: float = DEFAULT_MAX_JUMP_S) -> None:
         for path, _ in files:
             if not Path(path).is_file():
                 raise FileNotFoundError(path)
         self.files = files
         self.batch_size = batch_size
         self.pace = pace
+        self.max_jump = max_jump
 
     def list_parts(self) -> list[str]:
         return ["replay"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None
                    ) -> _MergedPartition:
-        return _MergedPartition(self.files, self.batch_size, resume_state, self.pace)
+        return _MergedPartition(self.files, self.batch_size, resume_state, self.pace,
+                                self.max_jump)
 
 
 class _JsonlPartition(StatelessSinkPartition[list[tuple[bytes | None, bytes]]]):

@@ -118,7 +118,9 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = _parse_env_value(raw)
+        # Client settings (passwords included) are librdkafka strings: never reinterpret them.
+        freeform = tuple(parts[:2]) == ("kafka", "client")
+        node[parts[-1]] = raw if freeform else _parse_env_value(raw)
     return out
 
 

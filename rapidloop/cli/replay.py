@@ -192,7 +192,8 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
             raise CliError(f"input file not found: {path}")
     if workers < 1:
         raise CliError("--workers must be at least 1")
-    source = MergedFileSource(files, cfg.kafka.consume_batch, pace)
+    source = MergedFileSource(files, cfg.kafka.consume_batch, pace,
+                              float(cfg.limits.max_future_skew_s))
     try:
         io = Connectors(
             sources=[("input", source)],
