@@ -4,8 +4,8 @@ A world directory (from ``rapidloop simulate --out``) holds the input and,
 beside it, the truth the engine never reads. This module replays the
 decisions' effect over event time exactly as enforcement points would apply
 them (the contract's most-specific-active-decision rule) and measures what
-the loop is for: malicious sightings that met a block already in force
-(protection), benign sightings that did (collateral), how fast campaigns were
+the loop is for (``rapidloop.enforcement``): malicious sightings that met a
+block already in force (protection), benign sightings that did (collateral), how fast campaigns were
 blocked everywhere, whether rogue tenants achieved anything, and how well
 each classifier ranks files on the feedback stream (prequential: every label
 is scored before it is learned).
@@ -17,7 +17,7 @@ import gzip
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,12 @@ from typing import Any
 import orjson
 
 from rapidloop.config import Config
+from rapidloop.enforcement import Timeline
 from rapidloop.operators.classifiers import Ensemble
 from rapidloop.operators.correlate import Correlator, Verdict
 from rapidloop.schemas.model import Feedback, Report
 from rapidloop.schemas.timefmt import parse_ts
 from rapidloop.schemas.wire import InvalidMessage, Limits, WireParser
-
-Target = tuple[str, str | None, str | None]
 
 
 def read_jsonl(path: Path) -> Iterator[bytes]:
@@ -75,40 +74,6 @@ def load_truth(world: Path) -> dict[str, dict[str, Any]]:
     return {t["sha256"]: t for t in map(orjson.loads, read_jsonl(world / "truth.jsonl"))}
 
 
-class Enforcement:
-    """Decisions applied in event time: which action covers a device now."""
-
-    def __init__(self, decisions: Iterable[dict[str, Any]]) -> None:
-        self.decisions = sorted(decisions, key=lambda d: parse_ts(d["event_ts"]))
-        self.times = [parse_ts(d["event_ts"]) for d in self.decisions]
-        self.pos = 0
-        self.active: dict[str, dict[Target, tuple[str, float | None]]] = defaultdict(dict)
-
-    def advance(self, now: float) -> Iterator[dict[str, Any]]:
-        """Apply every decision made strictly before ``now``; yield them."""
-        while self.pos < len(self.decisions) and self.times[self.pos] < now:
-            d = self.decisions[self.pos]
-            target = (d["scope"], d["org_id"], d["device_id"])
-            if d["action"] in ("block", "allow"):
-                exp = parse_ts(d["expires_at"]) if d.get("expires_at") else None
-                self.active[d["sha256"]][target] = (d["action"], exp)
-            else:
-                self.active[d["sha256"]].pop(target, None)
-            self.pos += 1
-            yield d
-
-    def covering(self, sha: str, org: str, device: str, now: float) -> str | None:
-        """The action in force for this device (device, then org, then global), if any."""
-        active = self.active.get(sha)
-        if not active:
-            return None
-        for target in (("device", org, device), ("org", org, None), ("global", None, None)):
-            entry = active.get(target)
-            if entry is not None and (entry[1] is None or entry[1] > now):
-                return entry[0]
-        return None
-
-
 @dataclass
 class Result:
     protection_rate: float = 0.0
@@ -139,30 +104,32 @@ def _pct(values: list[float], q: float) -> float:
 def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
                     decisions: list[dict[str, Any]], world_meta: dict[str, Any]) -> Result:
     res = Result()
-    enf = Enforcement(decisions)
+    timeline = Timeline(decisions)
     first_report: dict[str, float] = {}
     first_global: dict[str, float] = {}
     benign_global: set[str] = set()
     benign_org: set[str] = set()
+    for d in decisions:
+        if d["action"] != "block":
+            continue
+        label = truth.get(d["sha256"], {}).get("label")
+        if d["scope"] == "global":
+            t = parse_ts(d["event_ts"])
+            first_global[d["sha256"]] = min(t, first_global.get(d["sha256"], t))
+            if label == "benign":
+                benign_global.add(d["sha256"])
+        elif d["scope"] == "org" and label == "benign":
+            benign_org.add(d["sha256"])
     hourly: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # mal, mal_cov, ben, ben_cov
     t0 = reports[0].ts if reports else 0.0
     covered_mal = covered_ben = 0
     for r in reports:
-        for d in enf.advance(r.ts):
-            label = truth.get(d["sha256"], {}).get("label")
-            if d["action"] == "block":
-                if d["scope"] == "global":
-                    first_global.setdefault(d["sha256"], parse_ts(d["event_ts"]))
-                    if label == "benign":
-                        benign_global.add(d["sha256"])
-                elif d["scope"] == "org" and label == "benign":
-                    benign_org.add(d["sha256"])
         t = truth.get(r.sha256)
         if t is None:
             continue
         seen_before = r.sha256 in first_report
         first_report.setdefault(r.sha256, r.ts)
-        covered = enf.covering(r.sha256, r.org_id, r.device_id, r.ts) == "block"
+        covered = timeline.blocked(r.sha256, r.org_id, r.device_id, r.ts)
         h = hourly[int((r.ts - t0) // 3600)]
         if t["label"] == "malicious":
             if seen_before:
@@ -175,8 +142,6 @@ def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
             covered_ben += covered
             h[2] += 1
             h[3] += covered
-    for _ in enf.advance(math.inf):
-        pass
     res.protection_rate = covered_mal / res.malicious_events if res.malicious_events else 1.0
     res.collateral_rate = covered_ben / res.benign_events if res.benign_events else 0.0
     mal = [s for s, t in truth.items() if t["label"] == "malicious" and s in first_report]

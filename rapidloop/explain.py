@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from rapidloop.schemas.timefmt import format_ts, parse_ts
+from rapidloop.schemas.timefmt import format_ts, parse_ts_or_none
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -47,15 +47,6 @@ def clean(value: Any, limit: int = 80) -> str:
     """A field as safe, bounded terminal text (control characters replaced)."""
     text = _CONTROL.sub("?", value if isinstance(value, str) else str(value))
     return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _time(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse_ts(value)
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -86,7 +77,7 @@ def _pick(sha: str, items: Iterable[dict[str, Any] | bytes], time_field: str,
         s = item.get("sha256")
         if not isinstance(s, str) or s.lower() != sha:
             continue
-        t = _time(item.get(time_field))
+        t = parse_ts_or_none(item.get(time_field))
         if t is None:
             story.untimed += 1
             continue
@@ -112,7 +103,7 @@ def select(sha256: str, reports: Iterable[dict[str, Any] | bytes],
 # ---------------------------------------------------------------- pieces
 
 def _ts(value: Any) -> str:
-    t = _time(value)
+    t = parse_ts_or_none(value)
     return format_ts(t) if t is not None else clean(value, 30)
 
 
@@ -183,13 +174,13 @@ def in_force(decisions: list[dict[str, Any]], at: float) -> list[dict[str, Any]]
     """The block/allow decisions still active at ``at``: last per target, not expired."""
     last: dict[tuple[Any, ...], dict[str, Any]] = {}
     for d in decisions:
-        t = _time(d.get("event_ts"))
+        t = parse_ts_or_none(d.get("event_ts"))
         if t is None or t > at:
             continue
         last[(d.get("scope"), d.get("org_id"), d.get("device_id"))] = d
     active = []
     for d in last.values():
-        expires = _time(d.get("expires_at"))
+        expires = parse_ts_or_none(d.get("expires_at"))
         if d.get("action") in _ACTIVE and (expires is None or expires > at):
             active.append(d)
     order = {"global": 0, "org": 1, "device": 2}
@@ -338,9 +329,10 @@ def render(story: Story, org: str | None = None, source: str = "",
     if hidden_dec:
         dec_text += f"; {hidden_dec} for other organizations"
     out.append(f"  decisions   {dec_text}")
-    times = [t for t in (_time(x.get("ts")) for x in story.reports + story.feedback)
+    times = [t for t in (parse_ts_or_none(x.get("ts")) for x in story.reports + story.feedback)
              if t is not None]
-    times += [t for t in (_time(d.get("event_ts")) for d in story.decisions) if t is not None]
+    times += [t for t in (parse_ts_or_none(d.get("event_ts")) for d in story.decisions)
+              if t is not None]
     if times:
         last = max(times)
         active = in_force(shown_dec, last)
@@ -371,16 +363,16 @@ def render(story: Story, org: str | None = None, source: str = "",
             vis = own(r)
             if dup and not vis:
                 continue   # hidden and not counted anyway
-            add(_time(r.get("ts")), 0, i, None if vis else "r",
+            add(parse_ts_or_none(r.get("ts")), 0, i, None if vis else "r",
                 _report_line(r, dup) if vis else str(r.get("org_id")))
         for i, f in enumerate(story.feedback):
             vis = visible_feedback(f)
-            add(_time(f.get("ts")), 0, 10**9 + i, None if vis else "f",
+            add(parse_ts_or_none(f.get("ts")), 0, 10**9 + i, None if vis else "f",
                 "feedback " + _feedback_text(f, org is None or f.get("org_id") == org)
                 if vis else str(f.get("org_id")))
         for i, d in enumerate(story.decisions):
             vis = visible_decision(d)
-            add(_time(d.get("event_ts")), 1, i, None if vis else "d",
+            add(parse_ts_or_none(d.get("event_ts")), 1, i, None if vis else "d",
                 _decision_line(d) if vis else str(d.get("org_id")))
         events.sort(key=lambda e: (e[0], e[1], e[2]))
         pending: list[tuple[float, str, str]] = []

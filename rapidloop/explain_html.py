@@ -19,8 +19,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from rapidloop.explain import Story, _time, clean, render, target, tenant_scrubber
-from rapidloop.schemas.timefmt import format_ts
+from rapidloop.explain import Story, clean, render, target, tenant_scrubber
+from rapidloop.schemas.timefmt import format_ts, parse_ts_or_none
 
 SCORE_COLOUR = "#d62728"   # the ensemble score line: the colour tests look for
 PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#e377c2",
@@ -61,11 +61,11 @@ def render_html(story: Story, org: str | None = None, source: str = "") -> str:
         return org is None or f.get("source") in _TRUSTED or f.get("org_id") == org
 
     decisions = [(t, d) for d in story.decisions if visible_decision(d)
-                 if (t := _time(d.get("event_ts"))) is not None]
+                 if (t := parse_ts_or_none(d.get("event_ts"))) is not None]
     feedback = [(t, f) for f in story.feedback if visible_feedback(f)
-                if (t := _time(f.get("ts"))) is not None]
+                if (t := parse_ts_or_none(f.get("ts"))) is not None]
     reports = [(t, r) for r in story.reports if org is None or r.get("org_id") == org
-               if (t := _time(r.get("ts"))) is not None]
+               if (t := parse_ts_or_none(r.get("ts"))) is not None]
     times = [t for t, _ in decisions + feedback + reports]
     svg = _chart(decisions, feedback, reports, times, scrub)
 

@@ -20,26 +20,16 @@ B the alternative (another configuration over the same input):
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from rapidloop.schemas.timefmt import format_ts, parse_ts
+from rapidloop.enforcement import Target, Timeline, target_of
+from rapidloop.schemas.timefmt import format_ts, parse_ts_or_none
 
 SCOPES = ("global", "org", "device")
-Target = tuple[str, str, str | None, str | None]
-
-
-def _time(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse_ts(value)
-    except ValueError:
-        return None
 
 
 def load_jsonl(lines: Iterable[bytes | dict[str, Any]]) -> list[dict[str, Any]]:
@@ -60,20 +50,13 @@ def load_jsonl(lines: Iterable[bytes | dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def target_of(d: dict[str, Any]) -> Target:
-    scope = str(d.get("scope"))
-    return (str(d.get("sha256", "")).lower(), scope,
-            d.get("org_id") if scope in ("org", "device") else None,
-            d.get("device_id") if scope == "device" else None)
-
-
 def _firsts(decisions: list[dict[str, Any]], action: str) -> dict[Target, float]:
     """First event time of ``action`` per target."""
     out: dict[Target, float] = {}
     for d in decisions:
         if d.get("action") != action:
             continue
-        t = _time(d.get("event_ts"))
+        t = parse_ts_or_none(d.get("event_ts"))
         if t is None:
             continue
         key = target_of(d)
@@ -89,39 +72,6 @@ def _shift_stats(shifts: list[float]) -> dict[str, Any]:
     return {"count": len(s), "median_s": s[len(s) // 2], "max_s": s[-1], "total_s": sum(s)}
 
 
-class _Enforcement:
-    """The decisions of one hash, queryable as: is this device covered by a block at t?"""
-
-    def __init__(self, decisions: list[dict[str, Any]]) -> None:
-        per: dict[Target, list[tuple[float, str, float | None]]] = defaultdict(list)
-        for d in decisions:
-            t = _time(d.get("event_ts"))
-            if t is not None:
-                per[target_of(d)].append((t, str(d.get("action")), _time(d.get("expires_at"))))
-        self.per = {k: sorted(v, key=lambda x: x[0]) for k, v in per.items()}
-        self.times = {k: [x[0] for x in v] for k, v in self.per.items()}
-
-    def _active(self, key: Target, t: float) -> str | None:
-        rows = self.per.get(key)
-        if not rows:
-            return None
-        i = bisect.bisect_right(self.times[key], t) - 1
-        if i < 0:
-            return None
-        _, action, expires = rows[i]
-        if action in ("block", "allow") and (expires is None or expires > t):
-            return action
-        return None
-
-    def blocked(self, sha: str, org: str | None, device: str | None, t: float) -> bool:
-        for key in ((sha, "device", org, device), (sha, "org", org, None),
-                    (sha, "global", None, None)):
-            action = self._active(key, t)
-            if action is not None:
-                return action == "block"
-        return False
-
-
 def _by_sha(decisions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for d in decisions:
@@ -132,7 +82,7 @@ def _by_sha(decisions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 def sightings_affected(sha: str, reports: list[dict[str, Any]], a: list[dict[str, Any]],
                        b: list[dict[str, Any]]) -> dict[str, Any]:
     """The reports of ``sha`` covered by a block in exactly one run: counts and orgs."""
-    ea, eb = _Enforcement(a), _Enforcement(b)
+    ea, eb = Timeline(a), Timeline(b)
     gained = lost = 0
     orgs: set[str] = set()
     seen: set[Any] = set()
@@ -142,7 +92,7 @@ def sightings_affected(sha: str, reports: list[dict[str, Any]], a: list[dict[str
             if rid in seen:
                 continue
             seen.add(rid)
-        t = _time(r.get("ts"))
+        t = parse_ts_or_none(r.get("ts"))
         if t is None:
             continue
         org, dev = r.get("org_id"), r.get("device_id")

@@ -105,3 +105,13 @@ def format_ts(t: float) -> str:
     except (OverflowError, ValueError):
         raise ValueError(f"time {t!r} cannot be written as an RFC 3339 time") from None
     return f"{when.isoformat(timespec='milliseconds')}Z"
+
+
+def parse_ts_or_none(value: object) -> float | None:
+    """``parse_ts`` for tools reading arbitrary JSON: None for a missing or unreadable time."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_ts(value)
+    except ValueError:
+        return None

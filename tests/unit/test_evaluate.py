@@ -1,6 +1,7 @@
 """The evaluation's bookkeeping: enforcement over event time, protection and collateral."""
 
-from rapidloop.evaluate import Enforcement, _Prequential, score_decisions
+from rapidloop.enforcement import Timeline
+from rapidloop.evaluate import _Prequential, score_decisions
 from rapidloop.schemas.timefmt import format_ts
 
 from .helpers import T0, report, sha
@@ -15,20 +16,20 @@ def decision(sha256, action, scope, ts, org=None, device=None, expires=None):
 
 
 def test_most_specific_active_decision_wins():
-    e = Enforcement([decision(MAL, "block", "global", T0),
-                     decision(MAL, "allow", "org", T0 + 1, org="org-1")])
-    list(e.advance(T0 + 2))
-    assert e.covering(MAL, "org-1", "org-1/d", T0 + 2) == "allow"
-    assert e.covering(MAL, "org-2", "org-2/d", T0 + 2) == "block"
+    t = Timeline([decision(MAL, "block", "global", T0),
+                  decision(MAL, "allow", "org", T0 + 1, org="org-1")])
+    assert t.action_at(MAL, "org-1", "org-1/d", T0 + 2) == "allow"
+    assert t.action_at(MAL, "org-2", "org-2/d", T0 + 2) == "block"
+    assert t.action_at(MAL, "org-2", "org-2/d", T0) is None   # not before it was decided
 
 
 def test_expired_blocks_lapse_and_unblock_ends():
-    e = Enforcement([decision(MAL, "block", "org", T0, org="o", expires=T0 + 10),
-                     decision(BEN, "block", "global", T0),
-                     decision(BEN, "unblock", "global", T0 + 5)])
-    list(e.advance(T0 + 20))
-    assert e.covering(MAL, "o", "o/d", T0 + 20) is None
-    assert e.covering(BEN, "o", "o/d", T0 + 20) is None
+    t = Timeline([decision(MAL, "block", "org", T0, org="o", expires=T0 + 10),
+                  decision(BEN, "block", "global", T0),
+                  decision(BEN, "unblock", "global", T0 + 5)])
+    assert t.action_at(MAL, "o", "o/d", T0 + 5) == "block"
+    assert t.action_at(MAL, "o", "o/d", T0 + 20) is None
+    assert t.action_at(BEN, "o", "o/d", T0 + 20) is None
 
 
 def test_protection_counts_sightings_after_the_first_and_collateral_counts_benign():
