@@ -26,8 +26,8 @@ import orjson
 
 from rapidloop.config import Config
 from rapidloop.enforcement import Timeline
-from rapidloop.operators.classifiers import Ensemble
-from rapidloop.operators.correlate import Correlator, Verdict
+from rapidloop.modelwalk import walk
+from rapidloop.operators.correlate import Verdict
 from rapidloop.schemas.model import Feedback, Report
 from rapidloop.schemas.timefmt import parse_ts
 from rapidloop.schemas.wire import InvalidMessage, Limits, WireParser
@@ -232,22 +232,17 @@ def prequential(cfg: Config, reports: list[Report], feedback: list[Feedback]
     Uses the same plain operators as the dataflow (one shard, one replica:
     every replica of the flow sees the same labels in the same order).
     """
-    correlator = Correlator(cfg)
-    ensemble = Ensemble(cfg)
     stream: list[tuple[float, int, Report | Feedback]] = (
         [(r.ts, 0, r) for r in reports] + [(f.ts, 1, f) for f in feedback])
     stream.sort(key=lambda t: (t[0], t[1]))
     metrics: dict[str, _Prequential] = defaultdict(_Prequential)
-    for i, (_, _, ev) in enumerate(stream):
-        out, _ = correlator.process([(i, ev)], 0.0)
-        for _, item in out:
-            if isinstance(item, Verdict) and item.feedback.trusted and item.features:
-                y = item.feedback.verdict == "malicious"
-                score, per = ensemble.score(item.features)
-                for name, p in per.items():
-                    metrics[name].add(p, y)
-                metrics["ensemble"].add(score, y)
-                ensemble.learn(item.features, y)
+    for item, ensemble in walk(cfg, (ev for _, _, ev in stream)):
+        if isinstance(item, Verdict) and item.feedback.trusted and item.features:
+            y = item.feedback.verdict == "malicious"
+            score, per = ensemble.score(item.features)
+            for name, p in per.items():
+                metrics[name].add(p, y)
+            metrics["ensemble"].add(score, y)
     table = {name: {"roc_auc": m.auc(), "log_loss": m.log_loss(), "labels": len(m.pairs)}
              for name, m in metrics.items()}
     curves: dict[str, list[tuple[int, float]]] = {}

@@ -58,6 +58,8 @@ class Story:
     feedback: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     untimed: int = 0      # messages for this file without a readable time (not shown)
+    # the models' score at each report (rapidloop.modelwalk.score_history), if computed
+    scores: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _pick(sha: str, items: Iterable[dict[str, Any] | bytes], time_field: str,
@@ -223,7 +225,23 @@ def _sensor_summary(reports: list[dict[str, Any]]) -> str:
                      f"over {len(v)}" for k, v in sorted(scores.items()))
 
 
-def _score_table(decisions: list[dict[str, Any]]) -> list[str]:
+MAX_SCORE_ROWS = 24   # per-report score rows shown in text (evenly spaced, first and last kept)
+
+
+def _report_score_table(scores: list[dict[str, Any]]) -> list[str]:
+    if len(scores) > MAX_SCORE_ROWS:
+        step = (len(scores) - 1) / (MAX_SCORE_ROWS - 1)
+        scores = [scores[round(i * step)] for i in range(MAX_SCORE_ROWS)]
+    return _score_table(scores, "ts", lambda s: f"report {clean(s.get('org_id'), 40)} "
+                                                f"{clean(s.get('device_id'), 40)}")
+
+
+def _decision_tail(d: dict[str, Any]) -> str:
+    return f"{clean(d.get('action') or '?', 10)} {target(d)}"
+
+
+def _score_table(decisions: list[dict[str, Any]], time_key: str = "event_ts",
+                 tail: Callable[[dict[str, Any]], str] = _decision_tail) -> list[str]:
     names: list[str] = []
     for d in decisions:
         c = d.get("classifiers")
@@ -238,8 +256,8 @@ def _score_table(decisions: list[dict[str, Any]]) -> list[str]:
         c = d.get("classifiers") if isinstance(d.get("classifiers"), dict) else {}
         cells = "  ".join(f"{_num(c.get(n)) if n in c else '-':>{w}}"
                           for n, w in zip(names, widths, strict=True))
-        rows.append(f"  {_ts(d.get('event_ts')):<24}  {_num(d.get('score')):>6}  {cells}  "
-                    f"{clean(d.get('action') or '?', 10)} {target(d)}")
+        rows.append(f"  {_ts(d.get(time_key)):<24}  {_num(d.get('score')):>6}  {cells}  "
+                    f"{tail(d)}")
     return rows
 
 
@@ -348,6 +366,12 @@ def render(story: Story, org: str | None = None, source: str = "",
     # --- scores
     out.append("Classifier scores (each decision's `classifiers`: the models at that moment)")
     out.extend(_score_table(shown_dec) if shown_dec else ["  (no decision)"])
+    shown_scores = [x for x in story.scores if org is None or x.get("org_id") == org]
+    if shown_scores:
+        out.append("")
+        out.append(f"Scores at the file's reports ({len(shown_scores)}; the models replayed over "
+                   "the input, as each report met them)")
+        out.extend(_report_score_table(shown_scores))
     out.append("")
 
     # --- timeline

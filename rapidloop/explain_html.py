@@ -66,11 +66,14 @@ def render_html(story: Story, org: str | None = None, source: str = "") -> str:
                 if (t := parse_ts_or_none(f.get("ts"))) is not None]
     reports = [(t, r) for r in story.reports if org is None or r.get("org_id") == org
                if (t := parse_ts_or_none(r.get("ts"))) is not None]
+    # scores: at every report when the models were replayed, else at each decision
+    points = [(t, x) for x in story.scores if org is None or x.get("org_id") == org
+              if (t := parse_ts_or_none(x.get("ts"))) is not None] or decisions
     times = [t for t, _ in decisions + feedback + reports]
-    svg = _chart(decisions, feedback, reports, times, scrub)
+    svg = _chart(decisions, feedback, reports, times, scrub, points)
 
     names: list[str] = []
-    for _, d in decisions:
+    for _, d in points:
         c = d.get("classifiers")
         if isinstance(c, dict):
             names.extend(k for k in c if k not in names)
@@ -81,6 +84,9 @@ def render_html(story: Story, org: str | None = None, source: str = "") -> str:
                for a, c in ACTION_COLOUR.items() if any(d.get("action") == a
                                                         for _, d in decisions)]
     text = render(story, org=org, source=source)
+    score_note = ("scores at every report (the models replayed over the input)"
+                  if points is not decisions else
+                  "scores are each decision's <code>classifiers</code> (one point per decision)")
     view = ("everything (operator view)" if org is None
             else f"organization {clean(org, 40)}: other organizations appear only as counts")
     return (
@@ -90,8 +96,7 @@ def render_html(story: Story, org: str | None = None, source: str = "") -> str:
         f"<h1>rapidloop explain {_e(story.sha256)}</h1>\n"
         f'<p class="meta">{_e(scrub(source))}<br>view: {_e(view)}<br>'
         f"{len(reports)} report(s), {len(feedback)} feedback, {len(decisions)} decision(s) "
-        "shown; scores are each decision's <code>classifiers</code> (one point per "
-        "decision)</p>\n"
+        f"shown; {score_note}</p>\n"
         f"{svg}\n<p class=\"legend\">{''.join(legend)}</p>\n"
         f"<pre>{_e(text)}</pre>\n</body></html>\n")
 
@@ -99,7 +104,9 @@ def render_html(story: Story, org: str | None = None, source: str = "") -> str:
 def _chart(decisions: list[tuple[float, dict[str, Any]]],
            feedback: list[tuple[float, dict[str, Any]]],
            reports: list[tuple[float, dict[str, Any]]], times: list[float],
-           scrub: Any) -> str:
+           scrub: Any, points: list[tuple[float, dict[str, Any]]] | None = None) -> str:
+    """``points``: where the score series come from (default: the decisions)."""
+    points = decisions if points is None else points
     parts = [f'<svg id="chart" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" '
              'aria-label="classifier scores over event time">',
              f'<rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/>']
@@ -160,18 +167,18 @@ def _chart(decisions: list[tuple[float, dict[str, Any]]],
                      f'{cx - 7},{cy}" fill="{colour}"><title>{_e(tip)}</title></polygon>')
     # classifier series, then the ensemble on top
     names: list[str] = []
-    for _, d in decisions:
+    for _, d in points:
         c = d.get("classifiers")
         if isinstance(c, dict):
             names.extend(k for k in c if k not in names)
     series: list[tuple[str, str, float, list[tuple[float, float]]]] = []
     for i, n in enumerate(names[:8]):
-        pts = [(t, float(d["classifiers"][n])) for t, d in decisions
+        pts = [(t, float(d["classifiers"][n])) for t, d in points
                if isinstance(d.get("classifiers"), dict)
                and isinstance(d["classifiers"].get(n), int | float)]
         series.append((n, PALETTE[i % len(PALETTE)], 1.5, pts))
     series.append(("ensemble score", SCORE_COLOUR, 3.0,
-                   [(t, float(d["score"])) for t, d in decisions
+                   [(t, float(d["score"])) for t, d in points
                     if isinstance(d.get("score"), int | float)]))
     for name, colour, width, pts in series:
         if not pts:

@@ -6,8 +6,10 @@ and feedback come from the capture; the decisions from, in order of
 preference: ``--decisions FILE`` (a replay's output), the capture's own
 ``decisions.jsonl.gz`` (what the live job decided), or a replay of the
 capture run now with ``--config`` (also forced by ``--replay``: what the
-current configuration would decide). The classifier scores shown are the
-decisions' ``classifiers`` field. ``--org ORG`` gives that tenant's view.
+current configuration would decide). Scores: each decision's
+``classifiers``, and (from a capture or input files) the score at every one
+of the file's reports, by replaying the models over the input. ``--org ORG``
+gives that tenant's view.
 
 ``--from`` may also be a directory of plain input files, such as a world
 written by ``rapidloop simulate --out`` (``reports.jsonl[.gz]`` and
@@ -45,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--org", metavar="ORG",
                    help="that organization's own view: other tenants appear only as counts")
     p.add_argument("--no-timeline", action="store_true", help="summary and scores only")
+    p.add_argument("--no-report-scores", action="store_true",
+                   help="skip replaying the models for the score at each report")
     p.add_argument("--html", metavar="FILE",
                    help="also write the story as a self-contained HTML page with a chart")
     p.set_defaults(func=run)
@@ -67,18 +71,25 @@ def _plain_inputs(directory: Path) -> dict[str, str] | None:
     return found if "reports" in found else None
 
 
-def _replayed(directory: str, config: str | None, tmp: str,
-              plain: dict[str, str] | None = None) -> str:
-    from rapidloop.cli.replay import capture_inputs, replay_files
-    from rapidloop.config import load_config
+def _inputs(directory: str, plain: dict[str, str] | None
+            ) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The replay inputs of a capture or of a directory of plain files."""
+    from rapidloop.cli.replay import capture_inputs
     from rapidloop.schemas.intake import FEEDBACK, REPORT
 
-    if plain is not None:
-        kind_of = {"reports": REPORT, "feedback": FEEDBACK}
-        files = [(path, kind) for kind, path in plain.items()]
-        kinds = {kind: kind_of[kind] for kind in plain}
-    else:
-        files, kinds = capture_inputs(directory)
+    if plain is None:
+        return capture_inputs(directory)
+    kind_of = {"reports": REPORT, "feedback": FEEDBACK}
+    return ([(path, kind) for kind, path in plain.items()],
+            {kind: kind_of[kind] for kind in plain})
+
+
+def _replayed(directory: str, config: str | None, tmp: str,
+              plain: dict[str, str] | None = None) -> str:
+    from rapidloop.cli.replay import replay_files
+    from rapidloop.config import load_config
+
+    files, kinds = _inputs(directory, plain)
     output = os.path.join(tmp, "decisions.jsonl")
     replay_files(load_config(config), files, kinds, output)
     return output
@@ -137,6 +148,12 @@ def run(args: argparse.Namespace) -> int:
                 source = (f"capture {src} ({manifest.get('since')} → {manifest.get('until')}); "
                           f"{origin}")
                 story = select(sha, reports, feedback, _lines(decisions_path))
+            if (plain is not None or src.is_dir()) and not args.no_report_scores:
+                from rapidloop.config import load_config
+                from rapidloop.modelwalk import score_history
+
+                files, kinds = _inputs(str(src), plain)
+                story.scores = score_history(load_config(args.config), files, kinds, sha)
             elif src.is_file():
                 if args.decisions or args.replay:
                     raise CliError("--decisions and --replay need --from a capture directory")

@@ -68,3 +68,26 @@ def test_simulated_day_same_decisions_with_one_or_two_workers(tmp_path: Path) ->
     assert runs[0] == runs[1]
     scopes = {(d["action"], d["scope"]) for d in runs[0]}
     assert {("block", "device"), ("block", "org"), ("block", "global")} <= scopes, scopes
+
+
+def test_score_at_every_report_matches_the_dataflow(tmp_path: Path, capsys) -> None:
+    """explain's per-report scores are what each report met in the dataflow."""
+    from rapidloop.config import load_config
+    from rapidloop.modelwalk import score_history
+    from rapidloop.schemas.intake import FEEDBACK, REPORT
+
+    reports = write(tmp_path / "reports.jsonl", scenario.reports())
+    feedback = write(tmp_path / "feedback.jsonl", scenario.feedback())
+    decisions, _ = replay(tmp_path, "a", reports, feedback)
+    history = score_history(load_config(env={}), [(reports, "r"), (feedback, "f")],
+                            {"r": REPORT, "f": FEEDBACK}, scenario.CAMPAIGN)
+    assert len(history) == 6                       # every distinct report, duplicate skipped
+    by_ts = {h["ts"]: h for h in history}
+    for d in decisions:
+        if d["sha256"] == scenario.CAMPAIGN and d["action"] == "block":
+            assert by_ts[d["event_ts"]]["score"] == d["score"]
+            assert by_ts[d["event_ts"]]["classifiers"] == d["classifiers"]
+    assert main(["explain", scenario.CAMPAIGN, "--from", str(tmp_path),
+                 "--decisions", str(tmp_path / "a.jsonl"), "--no-timeline"]) == 0
+    out = capsys.readouterr().out
+    assert "Scores at the file's reports (6;" in out

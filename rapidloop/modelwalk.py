@@ -1,0 +1,68 @@
+"""The models' view of an input, event by event, without Bytewax.
+
+Tools that judge the loop (evaluation, explain) need the ensemble's score at
+each report and at each label *before* it is learned. The dataflow's
+replicas all see every trusted label in input order, so one Correlator and
+one Ensemble walking the same input in the same order reproduce what any
+replica knew at each event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from rapidloop.config import Config
+from rapidloop.operators.classifiers import Ensemble
+from rapidloop.operators.correlate import Correlator, Sighting, Verdict
+from rapidloop.schemas.model import Feedback, Report
+
+
+def walk(cfg: Config, events: Iterable[Report | Feedback]
+         ) -> Iterator[tuple[Sighting | Verdict, Ensemble]]:
+    """Each correlated event with the ensemble as it stood then; trusted labels are
+    learned after they are yielded (so a caller scoring a label scores it unseen)."""
+    correlator = Correlator(cfg)
+    ensemble = Ensemble(cfg)
+    for i, ev in enumerate(events):
+        out, _ = correlator.process([(i, ev)], 0.0)
+        for _, item in out:
+            yield item, ensemble
+            if isinstance(item, Verdict) and item.feedback.trusted and item.features:
+                ensemble.learn(item.features, item.feedback.verdict == "malicious")
+
+
+def score_history(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str],
+                  sha256: str) -> list[dict[str, object]]:
+    """The ensemble's and each classifier's score at every report of ``sha256``.
+
+    ``files`` and ``kinds`` are a replay's inputs ((path, name) pairs, name →
+    report/feedback), merged in the same event-time order as the replay, so
+    this is the score each report met in the dataflow, whether or not it led
+    to a decision: when could the loop have decided?
+    """
+    from rapidloop.flows.file_io import merged_timed_lines
+    from rapidloop.schemas.intake import Intake
+    from rapidloop.schemas.timefmt import format_ts
+    from rapidloop.schemas.wire import Limits, WireParser
+
+    intake = Intake(WireParser(Limits.from_config(cfg)), kinds)
+
+    def events() -> Iterator[Report | Feedback]:
+        batch = []
+        for _, msg in merged_timed_lines(files, float(cfg.limits.max_future_skew_s)):
+            batch.append(msg)
+            if len(batch) >= cfg.kafka.consume_batch:
+                yield from intake.parse(batch, 0.0).events
+                batch = []
+        if batch:
+            yield from intake.parse(batch, 0.0).events
+
+    out: list[dict[str, object]] = []
+    for item, ensemble in walk(cfg, events()):
+        if isinstance(item, Sighting) and item.report.sha256 == sha256:
+            r = item.report
+            score, per = ensemble.score(item.features)
+            out.append({"ts": format_ts(r.ts), "report_id": r.report_id, "org_id": r.org_id,
+                        "device_id": r.device_id, "score": round(score, 6),
+                        "classifiers": {k: round(v, 6) for k, v in per.items()}})
+    return out
