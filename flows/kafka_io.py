@@ -6,9 +6,11 @@ Why not Bytewax's own ``KafkaSource``/``KafkaSink`` (see ENGINE-FACTS):
   parser and every step after it work per batch instead of per message.
 * It ends a partition on librdkafka's end-of-partition event, never on the
   high watermark, which some brokers (the embedded one) report wrongly.
-* The sink counts delivered and failed messages through ``on_delivery``,
-  retries on a full local queue (``BufferError``) instead of crashing, and
-  says loudly, with counts the job can read, what it could not deliver.
+* The sink waits for the broker's acknowledgement of every message of a
+  batch, retries on a full local queue (``BufferError``) and re-sends what
+  librdkafka gave up on; what still fails stops the job before its epoch is
+  committed, so recovery emits it again: no decision is lost silently (see
+  :class:`KafkaBatchSink`).
 
 Partitions and workers: each Kafka partition is one Bytewax partition named
 ``topic#partition``. Bytewax asks every worker for ``list_parts()`` (every
@@ -57,7 +59,8 @@ from rapidloop.kafka import (
     require_topics,
     topic_partitions,
 )
-from rapidloop.schemas.model import RawMessage
+from rapidloop.schemas.model import DeadLetter, RawMessage
+from rapidloop.schemas.wire import RAW_TEXT_CAP, encode_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,9 @@ def to_raw(msg: Message, topic: str, partition: int) -> RawMessage | None:
     return None
 
 
+FETCH_WAIT_MAX_MS = 10   # a default only: [kafka.client] "fetch.wait.max.ms" overrides it
+
+
 class _KafkaPartition(StatefulSourcePartition[list[RawMessage], int]):
     def __init__(self, conf: dict[str, Any], topic: str, partition: int, start: int,
                  batch_size: int, tail: bool, poll_timeout_s: float, idle_s: float) -> None:
@@ -130,6 +136,9 @@ class _KafkaPartition(StatefulSourcePartition[list[RawMessage], int]):
         self.awake: datetime | None = None
         self._log = _RateLimitedLog()
         consumer_conf = quiet(conf)
+        # librdkafka's default fetch.wait.max.ms (500) holds a fetch on a quiet partition
+        # for half a second: at moderate rates that wait, not the job, is the decision latency.
+        consumer_conf.setdefault("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
         consumer_conf.setdefault("auto.offset.reset", "earliest")  # a resumed offset gone to
         consumer_conf.update({                                      # retention: read what's left
             "group.id": consumer_conf.get("group.id", UNUSED_GROUP),
@@ -222,7 +231,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
 
     def __init__(self, conf: dict[str, Any], topics: list[str], batch_size: int, tail: bool,
                  starting_offset: str = "beginning", *, poll_timeout_s: float = 0.0,
-                 idle_s: float = 0.05, metadata_timeout_s: float = 10.0) -> None:
+                 idle_s: float = 0.01, metadata_timeout_s: float = 10.0) -> None:
         if starting_offset not in _STARTS:
             raise ValueError(f"starting_offset must be 'beginning' or 'end', "
                              f"not {starting_offset!r}")
@@ -257,23 +266,31 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
 
 @dataclass
 class DeliveryStats:
-    """Delivery outcome of one topic's sink in this process (all its workers)."""
+    """Delivery outcome of one topic's sink in this process (all its workers).
+
+    ``produced`` counts messages handed to the sink (a re-send is not counted
+    again, see ``retried``); each ends ``delivered``, ``dead_lettered`` (a
+    message the topic refuses for itself, e.g. too large, written to the
+    dead-letter topic instead) or ``failed``.
+    """
 
     topic: str
     produced: int = 0
     delivered: int = 0
     failed: int = 0
+    retried: int = 0          # re-sends after librdkafka gave up on a message
+    dead_lettered: int = 0
     errors: dict[str, int] = field(default_factory=dict)   # reason → count
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def pending(self) -> int:
-        """Produced but not yet acknowledged (after the flow has ended: never will be)."""
-        return self.produced - self.delivered - self.failed
+        """Produced but not yet settled (after the flow has ended: never will be)."""
+        return self.produced - self.delivered - self.failed - self.dead_lettered
 
     @property
     def lost(self) -> int:
-        """Messages that did not reach Kafka; meaningful once the flow has ended."""
+        """Messages that reached neither their topic nor the dead-letter topic."""
         return self.failed + self.pending
 
 
@@ -298,66 +315,93 @@ def reset_delivery_stats() -> None:
 
 
 class DeliveryError(RuntimeError):
-    """Messages were lost or left undelivered when a sink closed."""
+    """A message could not be delivered: raised so that its epoch is never committed."""
+
+
+def delivery_failure(exc: BaseException) -> DeliveryError | None:
+    """The sink's :class:`DeliveryError` behind what ``cli_main`` raised, if that was it.
+
+    Bytewax wraps an exception from ``write_batch`` in a ``BytewaxRuntimeError``
+    ("error writing output batch"); the job's one error line should be ours.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, DeliveryError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+# The topic refuses this one message, whatever the broker's health: retrying it as it is
+# can never succeed, and stopping the job would stop at it again after every restart.
+_PER_MESSAGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD})
+# Nothing a retry can fix (credentials, permissions, configuration): stop at once.
+_NO_RETRY = frozenset({
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION,
+    KafkaError._INVALID_ARG, KafkaError._FATAL,
+})
+_IDEMPOTENCE_CONFLICTS = frozenset({
+    "acks", "request.required.acks", "max.in.flight", "max.in.flight.requests.per.connection",
+    "retries", "message.send.max.retries"})
+_WAIT_LOG_AFTER_S = 10.0
+_SHORT_RAW = 1024   # bytes of a refused message kept when the full dead letter is refused too
+
+
+def _kv_items(items: Iterable[list[KV] | KV]) -> list[KV]:
+    out: list[KV] = []
+    for item in items:
+        if isinstance(item, tuple):
+            out.append(item)
+        else:
+            out.extend(item)
+    return out
 
 
 class _ProducerPartition(StatelessSinkPartition[list[KV] | KV]):
     def __init__(self, conf: dict[str, Any], topic: str, flush_timeout_s: float,
-                 stats: DeliveryStats, raise_on_loss: bool) -> None:
+                 stats: DeliveryStats, raise_on_loss: bool, retries: int,
+                 undeliverable_topic: str | None) -> None:
         self.topic = topic
         self.flush_timeout = flush_timeout_s
         self.raise_on_loss = raise_on_loss
+        self.retries = retries
+        self.undeliverable_topic = undeliverable_topic
         self.stats = stats
         self._log = _RateLimitedLog()
-        self._delivered = 0   # per-partition, folded into stats under the lock after polls
-        self._failed = 0
-        self._failed_here = 0   # over this partition's life, for close()
-        self._reasons: dict[str, int] = {}
         producer_conf = quiet(conf)
         producer_conf.setdefault("linger.ms", 5)
         # Same key → same partition as Java clients (librdkafka's default hashes differently).
         producer_conf.setdefault("partitioner", "murmur2_random")
-        producer_conf["on_delivery"] = self._on_delivery
+        # librdkafka's own retries (until message.timeout.ms) must not reorder a key's
+        # decisions or duplicate them: the idempotent producer keeps each partition in order.
+        # It needs acks=all and few requests in flight: settings of the user's own win.
+        if not _IDEMPOTENCE_CONFLICTS & producer_conf.keys():
+            producer_conf.setdefault("enable.idempotence", True)
+        # A deleted output topic must fail deliveries, not come back with the broker's
+        # default partition count (which would send a sha256 to another partition).
+        producer_conf.setdefault("allow.auto.create.topics", False)
         producer_conf["error_cb"] = self._on_error
         self.producer = Producer(producer_conf)
 
     def _on_error(self, err: KafkaError) -> None:
         self._log(err.code(), logging.WARNING, f"kafka sink {self.topic}: {describe_error(err)}")
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message | None) -> None:
-        if err is None:
-            self._delivered += 1
-            return
-        self._failed += 1
-        self._failed_here += 1
-        reason = describe_error(err)
-        self._reasons[reason] = self._reasons.get(reason, 0) + 1
-        self._log(("delivery", err.code()), logging.ERROR,
-                  f"kafka sink {self.topic}: message not delivered: {reason}")
+    # ------------------------------------------------------------------ sending
 
-    def _fold(self, produced: int = 0) -> None:
-        s = self.stats
-        with s.lock:
-            s.produced += produced
-            s.delivered += self._delivered
-            s.failed += self._failed
-            for reason, n in self._reasons.items():
-                s.errors[reason] = s.errors.get(reason, 0) + n
-        self._delivered = self._failed = 0
-        self._reasons.clear()
-
-    def _produce(self, key: bytes | None, value: bytes) -> None:
+    def _produce(self, topic: str, key: bytes | None, value: bytes,
+                 on_delivery: Any) -> KafkaError | None:
+        """Queue one message; a refusal before queueing (e.g. too large) is returned."""
         waited_since: float | None = None
         while True:
             try:
-                self.producer.produce(self.topic, value, key)
-                return
+                self.producer.produce(topic, value, key, on_delivery=on_delivery)
+                return None
             except KafkaException as exc:
-                # Refused before queueing (e.g. larger than message.max.bytes): count it
-                # like a failed delivery rather than stopping the job.
                 err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                self._on_delivery(err or KafkaError(KafkaError._FAIL, str(exc)), None)
-                return
+                return err or KafkaError(KafkaError._FAIL, str(exc))
             except BufferError:
                 # Local queue full: serve delivery reports until librdkafka has room. This
                 # blocks the worker, which is the backpressure we want; it ends because queued
@@ -365,68 +409,241 @@ class _ProducerPartition(StatelessSinkPartition[list[KV] | KV]):
                 now = time.monotonic()
                 if waited_since is None:
                     waited_since = now
-                elif now - waited_since > 10.0:
+                elif now - waited_since > _WAIT_LOG_AFTER_S:
                     self._log("buffer", logging.WARNING,
-                              f"kafka sink {self.topic}: producer queue full for "
+                              f"kafka sink {topic}: producer queue full for "
                               f"{now - waited_since:.0f}s; is the cluster reachable?")
                 self.producer.poll(0.1)
 
-    def write_batch(self, items: Iterable[list[KV] | KV]) -> None:
-        n = 0
-        for item in items:
-            if isinstance(item, tuple):
-                self._produce(item[0], item[1])
-                n += 1
-            else:
-                for key, value in item:
-                    self._produce(key, value)
-                n += len(item)
-        # At-least-once with recovery: Bytewax commits an epoch once every write_batch of
-        # it has returned, so wait until the broker has acknowledged (or failed) it all.
+    def _settle(self) -> None:
+        """Wait until every queued message is acknowledged or has definitively failed.
+
+        Always ends: librdkafka fails a message it could not deliver within
+        ``message.timeout.ms`` (its own retries included).
+        """
+        t0 = time.monotonic()
         while self.producer.flush(1.0):
-            log.warning("kafka sink %s: waiting for the broker to acknowledge messages",
-                        self.topic)
-        self._fold(n)
+            if time.monotonic() - t0 > _WAIT_LOG_AFTER_S:
+                self._log("flush", logging.WARNING,
+                          f"kafka sink {self.topic}: waiting for the broker to acknowledge "
+                          f"{len(self.producer)} message(s)")
+
+    def _send(self, batch: list[KV], todo: list[int], alone: set[int]
+              ) -> dict[int, KafkaError]:
+        """Send ``batch[i]`` for each ``i`` in ``todo``, in order; the failures by index.
+
+        A message in ``alone`` is flushed by itself, so that a broker's
+        "too large" answer is about that message and not the record batch it
+        shared with others.
+        """
+        failed: dict[int, KafkaError] = {}
+
+        def report(i: int) -> Any:
+            def on_delivery(err: KafkaError | None, _msg: Message | None) -> None:
+                if err is not None:
+                    failed[i] = err
+            return on_delivery
+
+        for i in todo:
+            if i in alone:
+                self._settle()
+            key, value = batch[i]
+            refused = self._produce(self.topic, key, value, report(i))
+            if refused is not None:
+                failed[i] = refused
+            elif i in alone:
+                self._settle()
+        self._settle()
+        return failed
+
+    def write_batch(self, items: Iterable[list[KV] | KV]) -> None:
+        """Return only once every message is acknowledged, or raise :class:`DeliveryError`.
+
+        Bytewax commits an epoch (its snapshot and input offsets) once every
+        ``write_batch`` of it has returned, and not when one raises: the job
+        stops and a restart with recovery emits the epoch again. So a message
+        is never lost silently: it is delivered, dead-lettered (a message the
+        topic refuses by itself, when ``undeliverable_topic`` is set), or the
+        job stops on it. Failures librdkafka gave up on are re-sent up to
+        ``retries`` times first; with a failed message goes every later one of
+        the batch with the same key, so a key's last message stays last.
+        """
+        batch = _kv_items(items)
+        with self.stats.lock:
+            self.stats.produced += len(batch)
+        todo = list(range(len(batch)))
+        alone: set[int] = set()
+        refused: dict[int, KafkaError] = {}
+        attempt = 0
+        while todo:
+            failed = self._send(batch, todo, alone)
+            if not failed:
+                break
+            again: set[int] = set()
+            transient: dict[int, KafkaError] = {}
+            for i, err in failed.items():
+                code = err.code()
+                if code in _PER_MESSAGE and (i in alone or not _from_broker(err)):
+                    refused[i] = err                # alone and still refused: it's the message
+                elif code in _PER_MESSAGE:
+                    alone.add(i)                    # maybe its record batch was too large
+                    again.add(i)
+                elif err.fatal() or code in _NO_RETRY:
+                    self._give_up(batch, {i: err}, attempt + 1, retriable=False)
+                else:
+                    transient[i] = err
+                    again.add(i)
+            if transient:
+                attempt += 1
+                if attempt > self.retries:
+                    self._give_up(batch, transient, attempt, retriable=True)
+                first = min(transient)
+                reason = describe_error(next(iter(transient.values())))
+                self._log(("retry", self.topic), logging.WARNING,
+                          f"kafka sink {self.topic}: {len(transient)} message(s) not "
+                          f"delivered ({reason}); sending again (retry {attempt} of "
+                          f"{self.retries})")
+                keys = {batch[i][0] for i in transient if batch[i][0] is not None}
+                again.update(i for i in range(first, len(batch)) if batch[i][0] in keys)
+            again -= refused.keys()
+            with self.stats.lock:
+                self.stats.retried += len(again)
+            todo = sorted(again)
+        if refused:
+            self._dead_letter(batch, refused)
+        with self.stats.lock:
+            self.stats.delivered += len(batch) - len(refused)
+
+    def _count_errors(self, errs: Iterable[KafkaError]) -> dict[str, int]:
+        reasons: dict[str, int] = {}
+        for err in errs:
+            reason = describe_error(err)
+            reasons[reason] = reasons.get(reason, 0) + 1
+        with self.stats.lock:
+            for reason, n in reasons.items():
+                self.stats.errors[reason] = self.stats.errors.get(reason, 0) + n
+        return reasons
+
+    def _give_up(self, batch: list[KV], failed: dict[int, KafkaError], attempts: int,
+                 retriable: bool) -> None:
+        reasons = self._count_errors(failed.values())
+        with self.stats.lock:
+            self.stats.failed += len(failed)
+        why = "; ".join(f"{r} ×{n}" if n > 1 else r for r, n in reasons.items())
+        tries = f"after {attempts} attempt(s)" if retriable else "(not retriable)"
+        text = (f"kafka sink {self.topic}: {len(failed)} of {len(batch)} message(s) not "
+                f"delivered {tries}: {why}. Stopping before this epoch is committed; "
+                "run again (with recovery on) once the cause is fixed, and the epoch is "
+                "emitted again")
+        log.error(text)
+        raise DeliveryError(text)
+
+    def _dead_letter(self, batch: list[KV], refused: dict[int, KafkaError]) -> None:
+        """Write each refused message to ``undeliverable_topic``, or stop if there is none.
+
+        A message the topic refuses by itself (too large for it) would be
+        refused again after every restart, so stopping on it would stop the
+        job for good; it goes to the dead-letter topic, as a DeadLetter whose
+        error says so, and the job goes on. The DeadLetter keeps the value as
+        any dead letter does (cut at 64 KiB); if that is still too large, the
+        first :data:`_SHORT_RAW` bytes. If even that fails, or there is no
+        dead-letter topic, the job stops: never a silent loss.
+        """
+        if self.undeliverable_topic is None:
+            self._give_up(batch, refused, 1, retriable=False)
+        dlq = self.undeliverable_topic
+        assert dlq is not None
+        now = time.time()
+        todo = sorted(refused)
+        for cap in (RAW_TEXT_CAP, _SHORT_RAW):
+            failed: dict[int, KafkaError] = {}
+            for i in todo:
+                key, value = batch[i]
+                letter = _undeliverable(self.topic, key, value, refused[i], now, cap)
+
+                def on_delivery(e: KafkaError | None, _m: Message | None, i: int = i,
+                                failed: dict[int, KafkaError] = failed) -> None:
+                    if e is not None:
+                        failed[i] = e
+                problem = self._produce(dlq, key, letter, on_delivery)
+                if problem is not None:
+                    failed[i] = problem
+            self._settle()
+            todo = sorted(i for i, e in failed.items() if e.code() in _PER_MESSAGE)
+            if len(todo) < len(failed):   # not about size: the dead-letter topic is in trouble
+                self._give_up(batch, refused, 1, retriable=False)
+            if not todo:
+                break
+        else:
+            self._give_up(batch, refused, 1, retriable=False)
+        self._count_errors(refused.values())
+        with self.stats.lock:
+            self.stats.dead_lettered += len(refused)
+        for i, err in sorted(refused.items()):
+            self._log(("undeliverable", err.code()), logging.ERROR,
+                      f"kafka sink {self.topic}: a message of {len(batch[i][1])} bytes "
+                      f"was refused ({describe_error(err)}); written to {dlq} instead")
 
     def close(self) -> None:
+        # write_batch leaves nothing in flight and raises on what failed (already logged):
+        # anything left here was never handed to write_batch's wait, so it is reported.
         left = self.producer.flush(self.flush_timeout)
-        self._fold()
-        if not left and not self._failed_here:
+        if not left:
             return
-        s = self.stats
-        with s.lock:
-            reasons = dict(s.errors)
-        problems = []
-        if self._failed_here:
-            problems.append(f"{self._failed_here} message(s) failed")
-        if left:
-            problems.append(f"{left} still undelivered after {self.flush_timeout:g}s")
-        text = (f"kafka sink {self.topic}: {', '.join(problems)}"
-                + (f" ({'; '.join(f'{r}: {n}' for r, n in reasons.items())})" if reasons else ""))
+        text = (f"kafka sink {self.topic}: {left} message(s) still undelivered after "
+                f"{self.flush_timeout:g}s")
         log.error(text)
         if self.raise_on_loss:
             raise DeliveryError(text)
 
 
-class KafkaBatchSink(DynamicSink[list[KV] | KV]):
-    """Writes ``(key, value)`` pairs, or lists of them, to one topic, counting deliveries.
+def _undeliverable(topic: str, key: bytes | None, value: bytes, err: KafkaError, now: float,
+                   cap: int) -> bytes:
+    """The DeadLetter of a message ``topic`` refused, its value cut at ``cap`` bytes."""
+    if len(value) > cap:
+        raw = (str(value[:cap], "utf-8", "replace")
+               + f"... [truncated: {len(value)} bytes in all, first {cap} kept]")
+    else:
+        raw = str(value, "utf-8", "replace")
+    return encode_dead_letter(DeadLetter(
+        f"undeliverable to {topic}: {describe_error(err)} ({len(value)} bytes)", topic,
+        None, None, str(key, "utf-8", "replace") if key is not None else None, raw, now))
 
-    Counters are in :func:`delivery_stats` (``topic``) and :attr:`stats`. A
-    message that cannot be delivered is counted and logged, never silently
-    dropped, and does not stop the job. ``close()`` (at the end of a finite
-    flow) flushes for at most ``flush_timeout_s`` and logs an error if any
-    message failed or is still undelivered; the job should then exit non-zero
-    (``stats.lost``). With ``raise_on_loss`` it raises :class:`DeliveryError`
-    instead, but Bytewax turns an exception in ``close()`` into a panic with
-    a Rust backtrace and a generic message, so reading the counters is nicer.
+
+def _from_broker(err: KafkaError) -> bool:
+    """Whether the broker answered this (positive codes); local refusals are negative."""
+    return int(err.code()) > 0
+
+
+class KafkaBatchSink(DynamicSink[list[KV] | KV]):
+    """Writes ``(key, value)`` pairs, or lists of them, to one topic; loses nothing silently.
+
+    ``write_batch`` returns only when the broker has acknowledged every
+    message of the batch. A message librdkafka gave up on (after its own
+    retries, within ``message.timeout.ms``) is sent again, up to ``retries``
+    times; if it still fails, the sink raises :class:`DeliveryError`, which
+    stops the job *before* Bytewax commits the epoch, so a restart with
+    recovery re-emits the epoch's messages (same content; at-least-once). A
+    message the topic refuses by itself (too large, invalid record) would be
+    refused on every restart: with ``undeliverable_topic`` it is written
+    there as a DeadLetter and the job goes on; without, the job stops.
+
+    Counters are in :func:`delivery_stats` (``topic``) and :attr:`stats`.
+    ``close()`` (at the end of a finite flow) flushes for at most
+    ``flush_timeout_s``; with ``raise_on_loss`` it raises if anything is left.
     """
 
     def __init__(self, conf: dict[str, Any], topic: str, *, flush_timeout_s: float = 30.0,
-                 raise_on_loss: bool = False) -> None:
+                 raise_on_loss: bool = False, retries: int = 2,
+                 undeliverable_topic: str | None = None) -> None:
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
         self.conf = dict(conf)
         self.topic = topic
         self.flush_timeout_s = flush_timeout_s
         self.raise_on_loss = raise_on_loss
+        self.retries = retries
+        self.undeliverable_topic = undeliverable_topic
 
     @property
     def stats(self) -> DeliveryStats:
@@ -434,4 +651,4 @@ class KafkaBatchSink(DynamicSink[list[KV] | KV]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
         return _ProducerPartition(self.conf, self.topic, self.flush_timeout_s, self.stats,
-                                  self.raise_on_loss)
+                                  self.raise_on_loss, self.retries, self.undeliverable_topic)

@@ -23,6 +23,8 @@ import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from jsonschema import Draft202012Validator
 
 from rapidloop import jobstats
 from rapidloop.cli import main
@@ -265,21 +267,126 @@ def test_sink_accepts_single_pairs_and_counts_deliveries(
     assert (sink.stats.produced, sink.stats.delivered, sink.stats.failed) == (3, 3, 0)
 
 
-def test_sink_counts_a_refused_message_and_keeps_going(
-        broker: str, kafka_topics: TopicMaker, caplog: pytest.LogCaptureFixture) -> None:
+def test_sink_dead_letters_a_message_the_topic_refuses_and_keeps_going(
+        broker: str, kafka_topics: TopicMaker) -> None:
+    """Too large for the topic: it would be refused after every restart, so it is parked.
+
+    (The limit here is the client's ``message.max.bytes``; a broker's or topic's limit
+    answers with the same error code, and the sink retries the message alone first.)
+    """
+    dst, dlq = kafka_topics("out", "dlq")
+    reset_delivery_stats()
+    conf = {"bootstrap.servers": broker, "message.max.bytes": 2000}
+    part = KafkaBatchSink(conf, dst, undeliverable_topic=dlq).build("out", 0, 1)
+    huge = b'{"decision_id":"d1","reasons":["' + b"x" * 5000 + b'"]}'
+    part.write_batch([[(b"k0", b"small"), (b"k1", huge), (None, b"also small")]])
+    part.close()
+    stats = delivery_stats(dst)
+    assert (stats.produced, stats.delivered, stats.dead_lettered, stats.lost) == (3, 2, 1, 0)
+    assert sorted(v for _, _, v in read_all(broker, dst)) == [b"also small", b"small"]
+    [(_, key, value)] = read_all(broker, dlq)
+    dead = json.loads(value)
+    schema = json.loads((ROOT / "schemas" / "json" / "deadletter.schema.json").read_text())
+    Draft202012Validator(schema).validate(dead)   # the contract's DeadLetter, as any other
+    assert key == b"k1" and dead["topic"] == dst and dead["key"] == "k1"
+    assert dead["partition"] is None and dead["offset"] is None
+    assert dead["error"].startswith(f"undeliverable to {dst}: ")
+    assert "too large" in dead["error"].lower() and "(5035 bytes)" in dead["error"]
+    # the whole value did not fit in a dead letter either (same client limit): its start did
+    assert dead["raw"] == (huge[:1024].decode()
+                           + "... [truncated: 5035 bytes in all, first 1024 kept]")
+
+
+def test_sink_without_a_dead_letter_topic_stops_on_a_refused_message(
+        broker: str, kafka_topics: TopicMaker) -> None:
     (dst,) = kafka_topics("out")
     reset_delivery_stats()
     conf = {"bootstrap.servers": broker, "message.max.bytes": 2000}
     part = KafkaBatchSink(conf, dst).build("out", 0, 1)
-    part.write_batch([[(None, b"small"), (None, b"x" * 5000), (None, b"also small")]])
-    part.close()   # logs, does not raise: the job reads the counters
-    stats = delivery_stats(dst)
-    assert (stats.delivered, stats.failed, stats.lost) == (2, 1, 1)
-    assert any("1 message(s) failed" in r.message for r in caplog.records)
-    strict = KafkaBatchSink(conf, dst, raise_on_loss=True).build("out", 0, 1)
-    strict.write_batch([(None, b"y" * 5000)])
-    with pytest.raises(DeliveryError, match="failed"):
-        strict.close()
+    with pytest.raises(DeliveryError, match=rf"kafka sink {dst}: 1 of 2 message\(s\) not "
+                                            r"delivered \(not retriable\): .*too large"):
+        part.write_batch([(None, b"small"), (None, b"y" * 5000)])
+    assert delivery_stats(dst).failed == 1
+
+
+def test_sink_retries_then_stops_when_the_topic_is_gone(broker: str) -> None:
+    """A topic that is not there (deleted mid-run) is not auto-created; deliveries time out."""
+    topic = f"t-gone-{time.time_ns()}"
+    reset_delivery_stats()
+    conf = {"bootstrap.servers": broker, "message.timeout.ms": 300}
+    part = KafkaBatchSink(conf, topic, retries=1).build("out", 0, 1)
+    with pytest.raises(DeliveryError, match=rf"kafka sink {topic}: 3 of 3 message\(s\) not "
+                                            r"delivered after 2 attempt\(s\): .*timed out"):
+        part.write_batch([[(b"a", b"1"), (b"b", b"2"), (None, b"3")]])
+    stats = delivery_stats(topic)
+    assert (stats.retried, stats.failed, stats.delivered) == (3, 3, 0)
+    assert topic not in AdminClient(quiet({"bootstrap.servers": broker})).list_topics(
+        timeout=5).topics
+
+
+class _FlakyProducer:
+    """Stands in for a Producer: fails the given values once with ``code`` (a timeout by
+    default), those of ``always`` every time; records what was flushed together."""
+
+    def __init__(self, fail_once: set[bytes], code: int = KafkaError._MSG_TIMED_OUT,
+                 always: frozenset[bytes] = frozenset()) -> None:
+        self.fail_once = set(fail_once)
+        self.code = code
+        self.always = always
+        self.sent: list[bytes] = []
+        self.flushed: list[list[tuple[str, bytes]]] = []
+        self.queued: list[tuple[Any, str, bytes]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None:
+        self.sent.append(value)
+        self.queued.append((on_delivery, topic, value))
+
+    def flush(self, timeout: float = -1) -> int:
+        if self.queued:
+            self.flushed.append([(t, v) for _, t, v in self.queued])
+        for cb, _, value in self.queued:
+            if value in self.fail_once or value in self.always:
+                self.fail_once.discard(value)
+                cb(KafkaError(self.code), None)
+            else:
+                cb(None, None)
+        self.queued.clear()
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.queued)
+
+
+def test_sink_resends_a_failed_message_with_the_later_ones_of_its_key(broker: str) -> None:
+    """Re-sent in batch order with every later message of the same key: the last stays last."""
+    reset_delivery_stats()
+    part = KafkaBatchSink({"bootstrap.servers": broker}, "unused", retries=2).build("o", 0, 1)
+    fake = _FlakyProducer({b"a1", b"c1"})
+    part.producer = fake  # type: ignore[assignment]
+    part.write_batch([[(b"a", b"a1"), (b"b", b"b1"), (b"a", b"a2"), (b"c", b"c1"),
+                       (None, b"n1"), (b"a", b"a3"), (b"b", b"b2")]])
+    first = [b"a1", b"b1", b"a2", b"c1", b"n1", b"a3", b"b2"]
+    assert fake.sent == [*first, b"a1", b"a2", b"c1", b"a3"]
+    stats = delivery_stats("unused")
+    assert (stats.produced, stats.delivered, stats.retried, stats.lost) == (7, 7, 4, 0)
+
+
+def test_sink_tries_a_message_the_broker_finds_too_large_alone_first(broker: str) -> None:
+    """The broker's limit applies to the record batch: a small message refused with a large
+    neighbour goes through alone; one refused alone is dead-lettered, the job goes on."""
+    reset_delivery_stats()
+    part = KafkaBatchSink({"bootstrap.servers": broker}, "out", undeliverable_topic="dlq"
+                          ).build("o", 0, 1)
+    fake = _FlakyProducer({b"neighbour"}, KafkaError.MSG_SIZE_TOO_LARGE,
+                          always=frozenset({b"big"}))
+    part.producer = fake  # type: ignore[assignment]
+    part.write_batch([[(b"a", b"first"), (b"b", b"neighbour"), (b"c", b"big")]])
+    assert fake.flushed[0] == [("out", b"first"), ("out", b"neighbour"), ("out", b"big")]
+    assert fake.flushed[1:3] == [[("out", b"neighbour")], [("out", b"big")]]  # each alone
+    [[(topic, letter)]] = fake.flushed[3:]
+    assert topic == "dlq" and json.loads(letter)["raw"] == "big"
+    stats = delivery_stats("out")
+    assert (stats.delivered, stats.dead_lettered, stats.retried, stats.lost) == (2, 1, 2, 0)
 
 
 # ---------------------------------------------------------------- the commands
