@@ -9,7 +9,9 @@
   Bytewax start-up are not charged to the job;
 * ``first_poll``: when the source polled at all (the job is ready for input;
   the latency phase waits for this before starting its paced producer);
-* ``maxrss_kib``: peak resident set size of the job process.
+* ``maxrss_kib``: peak resident set size of the job process;
+* ``cpu_s``: CPU seconds (user + system) the job process used, start-up
+  included: what a cluster's processes add up to against one process.
 
 It only wraps the source's ``next_batch`` to note the time: nothing in the
 dataflow changes. If the source class is ever renamed the wrapper degrades to
@@ -62,10 +64,12 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         rc = 130
     finally:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         out.write_text(json.dumps({
             **_marks,
             "patched": patched,
-            "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "maxrss_kib": usage.ru_maxrss,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
             "rc": rc,
         }))
     return rc

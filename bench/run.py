@@ -3,9 +3,11 @@
 Phases (all on a private embedded broker on a free port, data in a temp dir):
 
 1. throughput: topics pre-loaded by ``rapidloop simulate --rate 0``; then,
-   alternating so machine noise hits both alike, ``rapidloop run
+   alternating so machine noise hits all alike, ``rapidloop run
    --exit-at-end`` (events/s from first consume to the last decision's Kafka
-   timestamp) and the baseline consumer (bench.baseline) over the same
+   timestamp), the same job as a 2-process Bytewax cluster (two ``rapidloop
+   run -i K -a A -a B`` processes, measured the same way from the earlier
+   first consume) and the baseline consumer (bench.baseline) over the same
    topics. Medians of the runs, and the ratio job/baseline per pair.
 2. latency: the job tailing fresh topics while ``rapidloop simulate --rate R``
    produces at a fixed fraction of the measured maximum; each decision is
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +44,7 @@ from .common import (
     Topics,
     broker,
     create_topics,
+    free_port,
     fresh_dir,
     log,
     median,
@@ -86,7 +90,7 @@ def run_job(brokers: str, topics: Topics, work: Path, tag: str) -> dict[str, Any
     decisions = read_topic(brokers, topics.decisions)
     last = max((r.ts for r in decisions), default=None)
     res: dict[str, Any] = {"summary": summary, "maxrss_mib": m["maxrss_kib"] / 1024,
-                           "decisions_read": len(decisions)}
+                           "cpu_s": m.get("cpu_s"), "decisions_read": len(decisions)}
     if m["first_consume"] is not None and last is not None:
         span = last - m["first_consume"]
         res.update(span_s=span, rate=summary["messages"] / span, method="first consume → "
@@ -94,6 +98,81 @@ def run_job(brokers: str, topics: Topics, work: Path, tag: str) -> dict[str, Any
     else:  # wrapper could not hook the source: the job's own figure, start-up included
         res.update(span_s=summary["elapsed_s"], rate=summary["rate"], method="job summary")
     return res
+
+
+def run_cluster_job(brokers: str, topics: Topics, work: Path, tag: str,
+                    processes: int = 2) -> dict[str, Any]:
+    """The job as a cluster of ``processes`` processes over pre-loaded topics; its figures.
+
+    Each process is a ``bench.jobwrap`` of ``rapidloop run -i K -a ...`` (what
+    ``run --processes N`` starts, minus the supervisor), so the start of
+    processing is seen exactly as for one process: the span runs from the
+    earliest first consume of any process to the last decision's timestamp.
+    Each process keeps its own recovery directory with its share of
+    ``processes`` recovery partitions (as in a multi-machine deployment).
+    """
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(processes)]
+    a_args = [x for a in addresses for x in ("-a", a)]
+    env = job_env(topics, work, tag)
+    env["RAPIDLOOP_RECOVERY__PARTITIONS"] = str(processes)
+    procs, errs, marks = [], [], []
+    try:
+        for k in range(processes):
+            marks.append(work / f"job-{tag}-p{k}.json")
+            errs.append((work / f"job-{tag}-p{k}.stderr").open("w+"))
+            procs.append(subprocess.Popen(
+                [PYTHON, "-m", "bench.jobwrap", str(marks[k]), "run", "--brokers", brokers,
+                 "--exit-at-end", "--progress", "0", "-i", str(k), *a_args,
+                 "--recovery-dir", str(work / f"recovery-{tag}-p{k}")],
+                env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=errs[k]))
+        for proc in procs:
+            proc.wait(timeout=900)
+        texts = []
+        for f in errs:
+            f.seek(0)
+            texts.append(f.read())
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        for f in errs:
+            f.close()
+    for k, proc in enumerate(procs):
+        if proc.returncode != 0:
+            raise RuntimeError(f"cluster process {k} exited {proc.returncode}: "
+                               f"{texts[k].strip()[-2000:]}")
+    summaries = [parse_summary(t) for t in texts]
+    spread = [parse_spread(t) for t in texts]
+    ms = [json.loads(m.read_text()) for m in marks]
+    messages = sum(int(s["messages"]) for s in summaries)
+    elapsed = max(s["elapsed_s"] for s in summaries)
+    decisions = read_topic(brokers, topics.decisions)
+    last = max((r.ts for r in decisions), default=None)
+    firsts = [m["first_consume"] for m in ms if m["first_consume"] is not None]
+    res: dict[str, Any] = {
+        "processes": processes, "messages": messages, "summary_rate": messages / elapsed,
+        "maxrss_mib": [m["maxrss_kib"] / 1024 for m in ms],
+        "cpu_s": [m.get("cpu_s") for m in ms], "decisions_read": len(decisions),
+        "per_process": spread}
+    if firsts and last is not None:
+        span = last - min(firsts)
+        res.update(span_s=span, rate=messages / span,
+                   method="earliest first consume → last decision timestamp")
+    else:
+        res.update(span_s=elapsed, rate=messages / elapsed, method="processes' summaries")
+    return res
+
+
+def parse_spread(stderr: str) -> dict[str, Any]:
+    """A cluster process's own account: partitions read, messages, shards, decisions, CPU."""
+    m = re.search(r"process (\d+) of \d+: read (.*) \(([\d,]+) messages\); shards (.*) "
+                  r"\(([\d,]+) files\); decisions ([\d,]+); cpu ([\d.]+)s", stderr)
+    if not m:
+        return {}
+    return {"process": int(m.group(1)), "partitions": m.group(2).split(", "),
+            "messages": int(m.group(3).replace(",", "")), "shards": m.group(4).split(", "),
+            "files": int(m.group(5).replace(",", "")),
+            "decisions": int(m.group(6).replace(",", "")), "cpu_s": float(m.group(7))}
 
 
 def run_baseline(brokers: str, topics: Topics) -> dict[str, Any]:
@@ -115,18 +194,25 @@ def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
     create_topics(brokers, topics, ROOT)
     log(f"throughput: pre-loading {SIZES['throughput_reports']:,} reports")
     log(simulate_kafka(brokers, topics, SIZES["throughput_reports"], 0))
-    jobs, bases, ratios = [], [], []
+    jobs, clusters, bases, ratios = [], [], [], []
     for i in range(SIZES["throughput_runs"]):
         out = topics.with_outputs(f"tput{i}")
         create_topics(brokers, out, ROOT)
         job = run_job(brokers, out, work, f"tput{i}")
+        out2 = topics.with_outputs(f"tput{i}c2")
+        create_topics(brokers, out2, ROOT)
+        cluster = run_cluster_job(brokers, out2, work, f"tput{i}c2")
         base = run_baseline(brokers, topics)
         jobs.append(job)
+        clusters.append(cluster)
         bases.append(base)
         ratios.append(job["rate"] / base["rate"])
         log(f"throughput run {i + 1}: job {job['rate']:,.0f}/s ({job['method']}; own summary "
-            f"{job['summary']['rate']:,.0f}/s), baseline {base['rate']:,.0f}/s, "
-            f"ratio {ratios[-1]:.2f}, peak RSS {job['maxrss_mib']:.0f} MiB")
+            f"{job['summary']['rate']:,.0f}/s), 2-process cluster {cluster['rate']:,.0f}/s "
+            f"(messages per process {[p.get('messages') for p in cluster['per_process']]}, "
+            f"cpu {[p.get('cpu_s') for p in cluster['per_process']]} s), baseline "
+            f"{base['rate']:,.0f}/s, ratio {ratios[-1]:.2f}, peak RSS {job['maxrss_mib']:.0f} MiB")
+    cluster_rate = median([c["rate"] for c in clusters])
     return {
         "messages": jobs[0]["summary"]["messages"],
         "job_rate_median": median([j["rate"] for j in jobs]),
@@ -134,8 +220,20 @@ def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
         "baseline_rate_median": median([b["rate"] for b in bases]),
         "ratio_median": median(ratios),
         "job_peak_rss_mib_median": median([j["maxrss_mib"] for j in jobs]),
-        "runs": [{"job": j, "baseline": b} for j, b in zip(jobs, bases, strict=True)],
-        "two_process_cluster": "not supported yet",
+        "runs": [{"job": j, "cluster": c, "baseline": b}
+                 for j, c, b in zip(jobs, clusters, bases, strict=True)],
+        "two_process_cluster": {
+            "rate_median": cluster_rate,
+            "summary_rate_median": median([c["summary_rate"] for c in clusters]),
+            "speedup_median": median([c["rate"] / j["rate"]
+                                      for c, j in zip(clusters, jobs, strict=True)]),
+            "messages_share_p0_median": median([
+                c["per_process"][0].get("messages", 0) / max(c["messages"], 1)
+                for c in clusters]),
+            "cpu_s_per_process_median": [median([c["per_process"][k].get("cpu_s", 0.0)
+                                                 for c in clusters]) for k in range(2)],
+            "per_process_last_run": clusters[-1]["per_process"],
+        },
     }
 
 
@@ -266,6 +364,7 @@ def _fmt(x: float, unit: str = "") -> str:
 def table(r: dict[str, Any]) -> str:
     """The results as a Markdown table, ready for the README."""
     t, lat, rep, mem = r["throughput"], r["latency"], r["replay"], r["memory"]
+    c2 = t["two_process_cluster"]
     per_file = mem["tracemalloc"]["per_file_bytes"]
     # The ring holds min(files, capacity) ids here; scale to its capacity.
     ring_cap = int(r.get("dedup_capacity", 250_000))
@@ -276,7 +375,13 @@ def table(r: dict[str, Any]) -> str:
          _fmt(t["job_rate_median"]), ""),
         ("full job, 1 process, own summary incl. start-up (events/s)",
          _fmt(t["job_summary_rate_median"]), ""),
-        ("full job, 2-process cluster", "not supported yet", ""),
+        ("full job, 2-process cluster (events/s, same method)",
+         _fmt(c2["rate_median"]), f"× {c2['speedup_median']:.2f} of 1 process"),
+        ("full job, 2-process cluster, own summaries incl. start-up (events/s)",
+         _fmt(c2["summary_rate_median"]), ""),
+        ("2-process cluster: share of messages read by process 0",
+         f"{c2['messages_share_p0_median']:.0%}",
+         "cpu s " + " / ".join(f"{x:.1f}" for x in c2["cpu_s_per_process_median"])),
         ("baseline: consume + orjson + dict update (events/s)",
          _fmt(t["baseline_rate_median"]), ""),
         ("ratio job / baseline", f"{t['ratio_median']:.2f}",

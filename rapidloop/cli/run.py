@@ -7,21 +7,66 @@ Kafka sources and sinks, printing a progress line to stderr.
 With recovery on (the default: ``[recovery] dir``), the job snapshots its
 state and input offsets at every epoch close into the recovery directory and
 a restart resumes from the last snapshot; see ``rapidloop.flows.recovery``.
+
+Scaling out. Bytewax worker threads (``--workers``) share one GIL and barely
+scale; processes do. Three ways to run the same flow:
+
+* one process (the default);
+* ``--processes N``: a local cluster. This process becomes a supervisor: it
+  checks the cluster and topics, prepares and locks the recovery directory
+  (one directory holding every recovery partition, shared by the children,
+  so a later run with another process count resumes the same state), then
+  starts N children, ``rapidloop run -i k -a ... -a ...``, on loopback ports.
+  Their output comes back prefixed with ``[pK]``; Ctrl-C or SIGTERM is
+  forwarded to all of them (a Bytewax cluster stops only when *every*
+  process is interrupted); if one fails the others are stopped; at the end
+  it prints one combined summary and how work spread over the processes;
+* ``-i INDEX -a HOST:PORT -a ...``: one process of a multi-machine cluster
+  (a StatefulSet pod, say). Each process keeps its own recovery directory
+  holding its share of the recovery partitions (partition j with process
+  j mod N): Bytewax needs the cluster as a whole, not every process, to
+  reach every partition, so local disks (ReadWriteOnce volumes) suffice.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
 
 from rapidloop import jobstats
 from rapidloop.cli import CliError
-from rapidloop.config import load_config
+from rapidloop.config import Config, load_config
 from rapidloop.kafka import BrokerUnavailable, client_config
 from rapidloop.operators.allowlist import AllowListError
 from rapidloop.schemas.intake import FEEDBACK, REPORT
+
+STATS_PREFIX = "rapidloop-cluster-stats "
+"""A child of ``--processes`` ends with this line on stderr (JSON): the supervisor adds
+up the children's counters for the combined summary instead of echoing it."""
+
+SHARE = "rapidloop-cluster.json"
+"""In a multi-machine process's recovery dir: which partitions of how many it holds."""
+
+BUILT_PARTS: list[str] = []
+"""Kafka partitions (``topic#n``) this process's workers read: the spread of the input."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.splitlines()[0])
     p.add_argument("--brokers", help="bootstrap servers (default: kafka.brokers from config)")
     p.add_argument("--config", metavar="FILE", help="TOML configuration")
-    p.add_argument("--workers", type=int, default=1, help="Bytewax worker threads (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="Bytewax worker threads per process (default 1)")
     p.add_argument("--exit-at-end", action="store_true",
                    help="stop once the input topics are drained")
     p.add_argument("--from-end", action="store_true",
@@ -42,27 +88,293 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="no recovery state: every start re-reads the topics")
     p.add_argument("--progress", type=float, default=2.0, metavar="SECONDS",
                    help="progress line interval; 0 for none (default 2)")
+    cl = p.add_argument_group("cluster of processes")
+    cl.add_argument("--processes", type=int, metavar="N",
+                    help="run a local cluster of N processes (each with --workers threads) on "
+                         "loopback ports; one combined summary")
+    cl.add_argument("-i", "--process-id", type=int, metavar="INDEX",
+                    help="this process's index in a multi-machine cluster (with -a)")
+    cl.add_argument("-a", "--addresses", action="append", metavar="HOST:PORT",
+                    help="every process's address, in index order: repeat -a, or separate "
+                         "with ';' or ','")
+    # Internal: set by the --processes supervisor on its children.
+    cl.add_argument("--cluster-child", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
+def _addresses(args: argparse.Namespace) -> list[str]:
+    """Every -a, split: Bytewax's own CLI takes one ';'-separated list, so accept that too."""
+    out: list[str] = []
+    for item in args.addresses or []:
+        out.extend(a.strip() for a in item.replace(",", ";").split(";") if a.strip())
+    return out
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Reject contradictory cluster options in one line, before touching Kafka."""
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    addresses = _addresses(args)
+    if args.processes is not None:
+        if args.processes < 1:
+            raise CliError("--processes must be at least 1")
+        if args.process_id is not None or addresses:
+            raise CliError("--processes starts a local cluster by itself: do not combine it "
+                           "with -i/--process-id or -a/--addresses")
+    if (args.process_id is None) != (not addresses):
+        raise CliError("-i/--process-id and -a/--addresses go together: -i INDEX and one "
+                       "-a HOST:PORT per process of the cluster")
+    if args.process_id is not None:
+        if not 0 <= args.process_id < len(addresses):
+            raise CliError(f"-i {args.process_id} is not an index of the {len(addresses)} "
+                           f"address(es) given with -a (0 to {len(addresses) - 1})")
+        for a in addresses:
+            host, sep, port = a.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise CliError(f"address {a!r} is not HOST:PORT")
+        if len(set(addresses)) != len(addresses):
+            raise CliError("the same address appears twice in -a")
+
+
 def run(args: argparse.Namespace) -> int:
+    """One process (maybe one of a cluster), or the supervisor of a local cluster."""
+    cfg = load_config(args.config)
+    _check_args(args)
+    if args.processes is not None and args.processes > 1:
+        return _run_local_cluster(args, cfg)
+    return _run_process(args, cfg)
+
+
+# ------------------------------------------------------------------ recovery
+
+@dataclass
+class _Recovery:
+    """The recovery state one process runs with, however it was prepared."""
+
+    config: Any                      # bytewax RecoveryConfig
+    description: str                 # for the start line
+    close: Any = field(default=lambda: None)
+
+
+def _topic_ids(cfg: Config, conf: dict[str, Any]) -> dict[str, str | None]:
+    """The input topics' ids, which the recovery manifest records to catch a recreated topic."""
+    from rapidloop.flows.recovery import topic_ids
+
+    k = cfg.kafka
+    return topic_ids(conf, [k.reports_topic, k.feedback_topic], k.connect_timeout_s)
+
+
+def _prepare_whole(cfg: Config, directory: str, conf: dict[str, Any]) -> Any:
+    """Create or check and lock a directory holding every partition (one machine)."""
+    from rapidloop.flows.recovery import RecoveryError, prepare
+
+    if (Path(directory) / SHARE).is_file():
+        raise CliError(f"recovery dir {directory} holds one process's share of a multi-machine "
+                       f"cluster's state: run it with that cluster's -i/-a, or pass another "
+                       f"--recovery-dir")
+    try:
+        return prepare(cfg, directory, _topic_ids(cfg, conf))
+    except RecoveryError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _create_share(cfg: Config, directory: Path, ids: dict[str, str | None], index: int,
+                  count: int) -> None:
+    """First start of process ``index`` of ``count``: a dir with its share of the partitions.
+
+    Bytewax needs the cluster as a whole to hold every recovery partition
+    exactly once (two processes each holding a fresh copy of one partition
+    would each write half of its snapshots), so process k keeps partitions
+    j with j mod count == k. Built in a temporary sibling and renamed into
+    place, like a whole directory, so a crash here leaves nothing half-made.
+    """
+    from bytewax.recovery import init_db_dir
+
+    from rapidloop.flows.recovery import MANIFEST, identity
+
+    partitions = int(cfg.recovery.partitions)
+    if partitions < 1:
+        raise CliError("recovery.partitions must be at least 1")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".new",
+                                dir=directory.parent))
+    try:
+        init_db_dir(tmp, partitions)
+        mine = [j for j in range(partitions) if j % count == index]
+        for j in range(partitions):
+            if j not in mine:
+                (tmp / f"part-{j}.sqlite3").unlink()
+        manifest = {**identity(cfg, ids), "partitions": partitions,
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        share = {"process_id": index, "processes": count, "partitions": partitions,
+                 "holds": mine}
+        (tmp / SHARE).write_text(json.dumps(share, indent=2) + "\n", encoding="utf-8")
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()   # an empty directory (a fresh volume's mount point is not)
+        try:
+            os.rename(tmp, directory)
+        except OSError:
+            if not directory.exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _prepare_share(cfg: Config, directory: str, conf: dict[str, Any], index: int,
+                   count: int) -> Any:
+    """Create or check and lock this process's share of a multi-machine cluster's state."""
+    from rapidloop.flows.recovery import RecoveryError, prepare
+
+    d = Path(directory)
+    ids = _topic_ids(cfg, conf)
+    if d.exists() and not d.is_dir():
+        raise CliError(f"recovery dir {d} exists and is not a directory")
+    fresh = not d.exists() or not any(d.iterdir())
+    if fresh:
+        try:
+            _create_share(cfg, d, ids, index, count)
+        except OSError as exc:
+            raise CliError(f"cannot create recovery dir {d}: {exc.strerror or exc}") from None
+    try:
+        rec = prepare(cfg, d, ids)
+    except RecoveryError as exc:
+        raise CliError(str(exc)) from None
+    rec.created = fresh
+    try:
+        share = json.loads((d / SHARE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        rec.close()
+        raise CliError(f"recovery dir {d} holds a single process's state, not a share of a "
+                       f"cluster's: resume it without -i/-a (or with --processes), or pass "
+                       f"another --recovery-dir") from None
+    if share.get("processes") != count or share.get("process_id") != index:
+        rec.close()
+        raise CliError(f"recovery dir {d} holds the share of process {share.get('process_id')} "
+                       f"of a {share.get('processes')}-process cluster, not of process "
+                       f"{index} of {count}: give each process its own directory, and keep "
+                       f"the process count (or delete every process's directory to start over)")
+    return rec
+
+
+def _recovery(args: argparse.Namespace, cfg: Config, conf: dict[str, Any]) -> _Recovery | None:
+    from bytewax.recovery import RecoveryConfig
+
+    directory = None if args.no_recovery else (args.recovery_dir or cfg.recovery.dir or None)
+    if not directory:
+        return None
+    if args.cluster_child:
+        # The --processes supervisor created, checked and locked it; every child shares it.
+        d = Path(directory)
+        return _Recovery(
+            RecoveryConfig(d, timedelta(seconds=float(cfg.recovery.backup_interval_s))),
+            f"recovery state in {d} (shared by the cluster)")
+    addresses = _addresses(args)
+    if args.process_id is not None and len(addresses) > 1:
+        rec = _prepare_share(cfg, directory, conf, args.process_id, len(addresses))
+        share = json.loads((rec.directory / SHARE).read_text(encoding="utf-8"))
+        held = ", ".join(f"part-{j}" for j in share["holds"]) or "no partition"
+        verb = "created in" if rec.created else "resumed from"
+        return _Recovery(rec.config, f"recovery state {verb} {rec.directory}: {held} of "
+                                     f"{share['partitions']}", rec.close)
+    rec = _prepare_whole(cfg, directory, conf)
+    verb = "created in" if rec.created else "resumed from"
+    return _Recovery(rec.config, f"recovery state {verb} {rec.directory}", rec.close)
+
+
+# ------------------------------------------------------------- one process
+
+def _tracking_source(base: type) -> type:
+    """``base`` (KafkaBatchSource) noting which partitions this process builds.
+
+    Only bookkeeping for the summary: which worker reads which Kafka
+    partition is Bytewax's choice, and the figure worth watching in a
+    cluster (a process that got no partition only routes and decides).
+    """
+
+    class TrackingSource(base):  # type: ignore[misc, valid-type]
+        def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
+            BUILT_PARTS.append(for_part)
+            return super().build_part(step_id, for_part, resume_state)
+
+    return TrackingSource
+
+
+def _stats_dict(stats: jobstats.JobStats, elapsed: float, lost: int,
+                interrupted: bool) -> dict[str, Any]:
+    """This process's counters as JSON, for the supervisor to add up (STATS is per process)."""
+    return {"events_in": dict(stats.events_in), "dead_letters": dict(stats.dead_letters),
+            "duplicates": stats.duplicates,
+            "decisions": [[a, s, n] for (a, s), n in stats.decisions.items()],
+            "tracked_files": dict(stats.tracked_files), "labels_seen": stats.labels_seen,
+            "elapsed": elapsed, "lost": lost, "interrupted": interrupted,
+            "parts": sorted(BUILT_PARTS), "cpu_s": _cpu_s()}
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process used so far: the work it got, whatever it was."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return float(r.ru_utime + r.ru_stime)
+
+
+def _spread_line(index: int, count: int, d: dict[str, Any]) -> str:
+    """How much of the work one process got: its partitions, messages, shards, decisions."""
+    n = sum(d["events_in"].values())
+    shards = sorted(d["tracked_files"])
+    files = sum(d["tracked_files"].values())
+    decisions = sum(x[2] for x in d["decisions"])
+    return (f"process {index} of {count}: read {', '.join(d['parts']) or 'no partition'} "
+            f"({n:,} messages); shards {', '.join(shards) or 'none'} ({files:,} files); "
+            f"decisions {decisions:,}; cpu {d.get('cpu_s', 0.0):.1f}s")
+
+
+def _warn_uneven(cfg: Config, conf: dict[str, Any], workers: int) -> None:
+    """Say so when an input topic's partitions cannot spread evenly over the workers.
+
+    Bytewax gives each input step's partitions out one by one to the worker
+    with the fewest so far, ties to the lowest index, and each step starts
+    afresh: 3 partitions on 2 workers are 2 + 1 for *every* topic, so worker 0
+    parses two thirds of the input whatever the partitions are named. Only a
+    partition count that is a multiple of the worker count is even.
+    """
+    from rapidloop.kafka import topic_partitions
+
+    if workers < 2:
+        return
+    k = cfg.kafka
+    try:
+        parts = topic_partitions(conf, [k.reports_topic, k.feedback_topic],
+                                 k.connect_timeout_s)
+    except BrokerUnavailable:
+        return   # preflight has just passed; the job itself will say what is wrong
+    for topic in (k.reports_topic, k.feedback_topic):
+        n = sum(1 for t, _ in parts if t == topic)
+        if n % workers:
+            split = " + ".join(str(n // workers + (w < n % workers)) for w in range(workers))
+            print(f"rapidloop run: note: the {n} partition(s) of {topic} go {split} to "
+                  f"the {workers} workers (lowest index first): a multiple of {workers} "
+                  f"partitions would spread the input evenly", file=sys.stderr, flush=True)
+
+
+def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     from bytewax.run import cli_main
 
     from rapidloop.flows.dataflow import Connectors, build_flow
     from rapidloop.flows.kafka_io import (
         KafkaBatchSink,
         KafkaBatchSource,
+        delivery_failure,
         delivery_stats,
         preflight,
         reset_delivery_stats,
     )
-    from rapidloop.flows.recovery import RecoveryError, prepare, topic_ids
     from rapidloop.progress import Reporter, summary_line
     from rapidloop.telemetry import Telemetry
 
-    cfg = load_config(args.config)
-    if args.workers < 1:
-        raise CliError("--workers must be at least 1")
+    addresses = _addresses(args)
+    index = args.process_id
+    clustered = index is not None and len(addresses) > 1
     brokers = args.brokers or cfg.kafka.brokers
     k = cfg.kafka
     try:
@@ -71,24 +383,22 @@ def run(args: argparse.Namespace) -> int:
     except BrokerUnavailable as exc:
         raise CliError(str(exc)) from None
     conf = client_config(cfg, brokers)
-    recovery_dir = None if args.no_recovery else (args.recovery_dir or cfg.recovery.dir or None)
-    recovery = None
-    if recovery_dir:
-        ids = topic_ids(conf, [k.reports_topic, k.feedback_topic], k.connect_timeout_s)
-        try:
-            recovery = prepare(cfg, recovery_dir, ids)
-        except RecoveryError as exc:
-            raise CliError(str(exc)) from None
+    if not args.cluster_child and (not clustered or index == 0):
+        _warn_uneven(cfg, conf, args.workers * (len(addresses) if clustered else 1))
+    recovery = _recovery(args, cfg, conf)
     start = "end" if args.from_end else "beginning"
     tail = not args.exit_at_end
+    source = _tracking_source(KafkaBatchSource)
+    BUILT_PARTS.clear()
     io = Connectors(
         sources=[
-            ("reports", KafkaBatchSource(conf, [k.reports_topic], k.consume_batch, tail, start)),
-            ("feedback", KafkaBatchSource(conf, [k.feedback_topic], k.consume_batch, tail, start)),
+            ("reports", source(conf, [k.reports_topic], k.consume_batch, tail, start)),
+            ("feedback", source(conf, [k.feedback_topic], k.consume_batch, tail, start)),
         ],
         kinds={k.reports_topic: REPORT, k.feedback_topic: FEEDBACK},
-        decisions=KafkaBatchSink(conf, k.decisions_topic),
-        dead_letters=KafkaBatchSink(conf, k.deadletter_topic),
+        decisions=KafkaBatchSink(conf, k.decisions_topic, retries=k.delivery_retries,
+                                 undeliverable_topic=k.deadletter_topic),
+        dead_letters=KafkaBatchSink(conf, k.deadletter_topic, retries=k.delivery_retries),
     )
     try:
         flow = build_flow(cfg, io, recovery=recovery is not None)
@@ -96,36 +406,277 @@ def run(args: argparse.Namespace) -> int:
         if recovery is not None:
             recovery.close()
         raise CliError(str(exc)) from None
+    if clustered:
+        # Metrics of N processes must not merge into one series (OTEL resource attribute).
+        attrs = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+        if "rapidloop.process" not in attrs:
+            os.environ["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(
+                a for a in (attrs, f"rapidloop.process={index}") if a)
     stats = jobstats.reset()
     reset_delivery_stats()
     telemetry = Telemetry(cfg)
     reporter = Reporter(stats, args.progress or 1.0,
                         sys.stderr if args.progress > 0 else None, telemetry)
-    if recovery is None:
-        state = "no recovery state"
-    else:
-        state = (f"recovery state {'created in' if recovery.created else 'resumed from'} "
-                 f"{recovery.directory}")
-    print(f"rapidloop run: consuming {k.reports_topic}, {k.feedback_topic} from {brokers} "
-          f"({'until drained' if args.exit_at_end else 'Ctrl-C to stop'}; {state})",
+    state = "no recovery state" if recovery is None else recovery.description
+    where = (f"process {index} of {len(addresses)} ({addresses[index]}), "
+             if clustered else "")
+    print(f"rapidloop run: {where}consuming {k.reports_topic}, {k.feedback_topic} from "
+          f"{brokers} ({'until drained' if args.exit_at_end else 'Ctrl-C to stop'}; {state})",
           file=sys.stderr, flush=True)
     reporter.start()
     t0 = time.perf_counter()
+    interrupted = False
+    failure: Exception | None = None
     try:
         cli_main(flow, workers_per_process=args.workers,
+                 process_id=index if clustered else None,
+                 addresses=addresses if clustered else None,
                  epoch_interval=timedelta(seconds=cfg.stream.epoch_interval_s),
                  recovery_config=recovery.config if recovery is not None else None)
+    except KeyboardInterrupt:
+        if not args.cluster_child:
+            raise
+        interrupted = True   # the supervisor asked: still report what was done
+    except Exception as exc:
+        # A sink that could not deliver stopped the flow before its epoch was committed:
+        # say so in one line (a restart emits that epoch again), not with a traceback.
+        failure = delivery_failure(exc)
+        if failure is None:
+            raise
     finally:
         if recovery is not None:
             recovery.close()
         reporter.stop()
         telemetry.shutdown()
-    print(f"rapidloop run: {summary_line(stats, time.perf_counter() - t0)}", file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+    if failure is not None:
+        if not args.cluster_child:
+            print(f"rapidloop run: {summary_line(stats, elapsed)}", file=sys.stderr)
+        raise CliError(str(failure))
     lost = 0
     for topic in (k.decisions_topic, k.deadletter_topic):
         d = delivery_stats(topic)
-        lost += d.lost
+        lost += d.lost + d.dead_lettered
         if d.lost:
             print(f"rapidloop run: {d.lost} message(s) to {topic} were not delivered: "
                   f"{d.errors}", file=sys.stderr)
+        if d.dead_lettered:
+            print(f"rapidloop run: {d.dead_lettered} message(s) refused by {topic} were "
+                  f"written to {k.deadletter_topic} instead: {d.errors}", file=sys.stderr)
+    if args.cluster_child:
+        print(STATS_PREFIX + json.dumps(_stats_dict(stats, elapsed, lost, interrupted)),
+              file=sys.stderr, flush=True)
+        return 130 if interrupted else (1 if lost else 0)
+    print(f"rapidloop run: {summary_line(stats, elapsed)}", file=sys.stderr)
+    if clustered:
+        print(f"rapidloop run: "
+              f"{_spread_line(index, len(addresses), _stats_dict(stats, elapsed, lost, False))}",
+              file=sys.stderr)
     return 1 if lost else 0
+
+
+# ------------------------------------------------------------- local cluster
+
+_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In a child, before exec: SIGKILL when the supervisor dies, however it dies (Linux).
+
+    Otherwise a ``kill -9`` of the supervisor would leave N processes running
+    a cluster nobody watches, still holding the input.
+    """
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _ports(count: int, base: int) -> list[int]:
+    """``count`` loopback ports: base, base+1, ... or, with base 0, free ones."""
+    if base:
+        return [base + i for i in range(count)]
+    socks = []
+    try:
+        for _ in range(count):   # held together so the kernel cannot hand out one twice
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class _Child:
+    """One child process and the threads relaying its output with a ``[pK]`` prefix."""
+
+    def __init__(self, index: int, argv: list[str], env: dict[str, str],
+                 out_lock: threading.Lock) -> None:
+        self.index = index
+        self.stats: dict[str, Any] | None = None
+        self.lock = out_lock
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True, preexec_fn=_die_with_parent)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.threads = [
+            threading.Thread(target=self._relay, args=(self.proc.stdout, sys.stdout),
+                             daemon=True),
+            threading.Thread(target=self._relay, args=(self.proc.stderr, sys.stderr),
+                             daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _relay(self, pipe: IO[bytes], out: IO[str]) -> None:
+        prefix = f"[p{self.index}] "
+        for raw in iter(pipe.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if line.startswith(STATS_PREFIX):
+                with contextlib.suppress(ValueError):
+                    self.stats = json.loads(line[len(STATS_PREFIX):])
+                continue
+            with self.lock:
+                print(prefix + line, file=out, flush=True)
+        pipe.close()
+
+    def signal(self, sig: int) -> None:
+        """Signal the child if it still runs (it may have exited since the last poll)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+    def join(self) -> None:
+        """Wait for the child and for its last lines (the stats line comes last)."""
+        self.proc.wait()
+        for t in self.threads:
+            t.join(5)
+
+
+def _combined(children: list[_Child]) -> tuple[jobstats.JobStats, float]:
+    """The children's counters added up; the cluster ran as long as its slowest process."""
+    total = jobstats.JobStats()
+    elapsed = 0.0
+    for c in children:
+        d = c.stats
+        if d is None:
+            continue
+        total.events_in.update(d["events_in"])
+        total.dead_letters.update(d["dead_letters"])
+        total.duplicates += d["duplicates"]
+        total.decisions.update(Counter({(a, s): n for a, s, n in d["decisions"]}))
+        total.tracked_files.update(d["tracked_files"])
+        total.labels_seen = max(total.labels_seen, d["labels_seen"])
+        elapsed = max(elapsed, d["elapsed"])
+    return total, elapsed
+
+
+def _run_local_cluster(args: argparse.Namespace, cfg: Config) -> int:
+    """Supervise ``args.processes`` children forming one Bytewax cluster on loopback."""
+    from rapidloop.flows.kafka_io import preflight
+    from rapidloop.progress import summary_line
+
+    n = int(args.processes)
+    brokers = args.brokers or cfg.kafka.brokers
+    k = cfg.kafka
+    try:
+        preflight(cfg, brokers, [k.reports_topic, k.feedback_topic, k.decisions_topic,
+                                 k.deadletter_topic])
+    except BrokerUnavailable as exc:
+        raise CliError(str(exc)) from None
+    _warn_uneven(cfg, client_config(cfg, brokers), n * args.workers)
+    directory = None if args.no_recovery else (args.recovery_dir or cfg.recovery.dir or None)
+    rec = _prepare_whole(cfg, directory, client_config(cfg, brokers)) if directory else None
+    grace = float(cfg.cluster.stop_grace_s)
+    addresses = [f"127.0.0.1:{p}" for p in _ports(n, int(cfg.cluster.base_port))]
+    common = [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", brokers,
+              "--workers", str(args.workers), "--progress", str(args.progress),
+              "--cluster-child"]
+    if args.config:
+        common += ["--config", args.config]
+    if args.exit_at_end:
+        common.append("--exit-at-end")
+    if args.from_end:
+        common.append("--from-end")
+    if rec is not None:
+        common += ["--recovery-dir", str(Path(rec.directory).resolve())]
+    else:
+        common.append("--no-recovery")
+    for a in addresses:
+        common += ["-a", a]
+    if rec is None:
+        state = "no recovery state"
+    else:
+        state = (f"recovery state {'created in' if rec.created else 'resumed from'} "
+                 f"{rec.directory}, shared by the processes")
+    print(f"rapidloop run: a cluster of {n} processes x {args.workers} worker(s) on "
+          f"{', '.join(addresses)} ({state}); Ctrl-C stops them all", file=sys.stderr,
+          flush=True)
+
+    interrupted: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        interrupted.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    out_lock = threading.Lock()
+    children: list[_Child] = []
+    failed_first: int | None = None
+    try:
+        for i in range(n):
+            children.append(_Child(i, [*common, "-i", str(i)], dict(os.environ), out_lock))
+        kill_at: float | None = None
+        while any(c.proc.poll() is None for c in children):
+            now = time.monotonic()
+            if failed_first is None:
+                failed_first = next((c.index for c in children
+                                     if c.proc.poll() not in (None, 0)), None)
+                if failed_first is not None and not interrupted:
+                    failed = children[failed_first]
+                    failed.join()
+                    if failed.stats is None:
+                        # It died: the cluster cannot go on without it (and a process still
+                        # connecting to it would wait for ever), so stop the others now. (A
+                        # child that ran its flow to the end but lost deliveries has stats:
+                        # the others are finishing too.)
+                        for c in children:
+                            c.signal(signal.SIGTERM)
+                        kill_at = now + grace
+            if interrupted and kill_at is None:
+                # Every process must be interrupted for a Bytewax cluster to stop.
+                for c in children:
+                    c.signal(signal.SIGINT)
+                kill_at = now + grace
+            if kill_at is not None and now > kill_at:
+                for c in children:
+                    c.signal(signal.SIGKILL)
+                kill_at = float("inf")
+            time.sleep(0.05)
+    finally:
+        for c in children:
+            if c.proc.poll() is None:   # an unexpected error here: leave no orphan
+                c.signal(signal.SIGKILL)
+            c.join()
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if rec is not None:
+            rec.close()
+    total, elapsed = _combined(children)
+    for c in children:
+        if c.stats is not None:
+            print(f"rapidloop run: {_spread_line(c.index, n, c.stats)}", file=sys.stderr)
+    codes = [c.proc.returncode for c in children]
+    if all(c.stats is not None for c in children):
+        tail = " (interrupted)" if interrupted else ""
+        print(f"rapidloop run: {summary_line(total, elapsed)}; {n} processes{tail}",
+              file=sys.stderr)
+    if interrupted:
+        return 130
+    if failed_first is None:
+        failed_first = next((i for i, rc in enumerate(codes) if rc != 0), None)
+    if failed_first is not None:
+        rc = codes[failed_first]
+        print(f"rapidloop run: process {failed_first} failed (exit {rc}); "
+              f"exit codes {codes}", file=sys.stderr)
+        return rc if rc > 0 else 1
+    return 0
