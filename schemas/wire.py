@@ -11,6 +11,17 @@ stable category for metrics and whose text says exactly what was wrong. It
 never quotes more than a short prefix of the input, because it ends up in a
 dead letter next to the raw message anyway.
 
+Parsing has two paths with one meaning. The *fast path* checks a whole
+message inline, in one function, and returns None at the first thing it does
+not like; it only ever accepts. The *checked path* (one small function per
+rule) is the reference: it runs whenever the fast path declines and raises
+the specific error, in the documented order. So a valid message costs one
+pass without a function call per field, and a bad one still gets exactly the
+dead-letter reason it always got. ``tests/unit/test_wire.py`` holds both paths
+to the same results. Enumerated values (file type and path, behaviours,
+a feedback's verdict and source) come out as the module's own constant strings,
+so state that keeps them shares one object instead of one per message.
+
 Writing is the mirror image: ``*_to_dict`` gives the contract's field names
 and RFC 3339 times, ``encode_*`` the bytes of one message value.
 """
@@ -24,6 +35,7 @@ from typing import Any
 import orjson
 
 from .model import (
+    BEHAVIORS,
     FEEDBACK_SOURCES,
     FILE_PATHS,
     FILE_TYPES,
@@ -62,6 +74,14 @@ _SHOW_CAP = 80                      # characters of input quoted in an error mes
 
 _HEX = "0123456789abcdef"
 _ABSENT: Any = object()
+_LOADS = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+# value -> the constant string itself: a dict lookup both validates and canonicalises
+_FILE_TYPES = {t: t for t in FILE_TYPES}
+_FILE_PATHS = {p: p for p in FILE_PATHS}
+_VERDICTS = {v: v for v in VERDICTS}
+_FEEDBACK_SOURCES = {f: f for f in FEEDBACK_SOURCES}
+_BEHAVIORS = {b: b for b in BEHAVIORS}
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean",
                list: "array", dict: "object", type(None): "null"}
 
@@ -167,7 +187,7 @@ def _sha256(value: Any, path: str) -> str:
 
 def _enum(value: Any, path: str, allowed: tuple[str, ...]) -> str:
     if type(value) is str and value in allowed:
-        return value
+        return allowed[allowed.index(value)]   # the constant, not the message's copy
     if type(value) is not str:
         raise _wrong_type(path, "a string", value)
     raise InvalidMessage("bad_enum",
@@ -210,7 +230,7 @@ def _behaviors(value: Any, max_items: int, max_len: int) -> tuple[str, ...]:
     for i, item in enumerate(value):
         if type(item) is not str or not item or len(item) > max_len:
             _string(item, f"behaviors[{i}]", max_len, True)
-    return tuple(dict.fromkeys(value))
+    return tuple(dict.fromkeys([_BEHAVIORS.get(b, b) for b in value]))
 
 
 def _verdicts(value: Any, max_items: int, max_len: int) -> dict[str, float]:
@@ -235,6 +255,51 @@ def _verdicts(value: Any, max_items: int, max_len: int) -> dict[str, float]:
             raise InvalidMessage("out_of_range",
                                  f"field 'verdicts.{_short(name)}' must be a number in [0, 1], "
                                  f"got {_show(score)}")
+        out[name] = score
+    return out
+
+
+# --- fast-path helpers: None means "let the checked path say what is wrong" -----------------
+
+def _file_fast(value: Any, max_len: int) -> FileInfo | None:
+    if type(value) is not dict:
+        return None
+    get = value.get
+    name = get("name", "")
+    if type(name) is not str or len(name) > max_len:
+        return None
+    size = get("size", 0)
+    if type(size) is not int:
+        if type(size) is not float or not size.is_integer():
+            return None
+        size = int(size)
+    if not 0 <= size <= MAX_FILE_SIZE:
+        return None
+    ftype = get("type", "other")
+    ftype = _FILE_TYPES.get(ftype) if type(ftype) is str else None
+    signed = get("signed", False)
+    signer = get("signer")
+    fpath = get("path", "other")
+    fpath = _FILE_PATHS.get(fpath) if type(fpath) is str else None
+    if (ftype is None or fpath is None or type(signed) is not bool
+            or (signer is not None and (type(signer) is not str or len(signer) > max_len))):
+        return None
+    return FileInfo(name, size, ftype, signed, signer, fpath)
+
+
+def _float_scores(verdicts: dict[str, Any], max_len: int) -> dict[str, float] | None:
+    """Verdicts with integer scores made floats, or None if any entry is not acceptable."""
+    out: dict[str, float] = {}
+    for name, score in verdicts.items():
+        if not 0 < len(name) <= max_len:
+            return None
+        t = type(score)
+        if t is not float:
+            if t is not int:
+                return None
+            score = float(score)
+        if not 0.0 <= score <= 1.0:
+            return None
         out[name] = score
     return out
 
@@ -297,6 +362,148 @@ class WireParser:
 
     def report(self, value: bytes) -> Report:
         """One Report message value, validated and normalised."""
+        if len(value) <= self._max_bytes:
+            try:
+                obj = _LOADS(value)
+            except _JSONDecodeError:
+                obj = None
+            if type(obj) is dict:
+                r = self._report_fast(obj)
+                if r is not None:
+                    self._accepted(r.ts)
+                    return r
+        return self._report_checked(value)
+
+    def feedback(self, value: bytes) -> Feedback:
+        """One Feedback message value, validated and normalised."""
+        if len(value) <= self._max_bytes:
+            try:
+                obj = _LOADS(value)
+            except _JSONDecodeError:
+                obj = None
+            if type(obj) is dict:
+                f = self._feedback_fast(obj)
+                if f is not None:
+                    self._accepted(f.ts)
+                    return f
+        return self._feedback_checked(value)
+
+    def _ts_fast(self, value: Any) -> float | None:
+        """``_ts`` for the fast path: the time if acceptable, else None."""
+        if type(value) is not str:
+            return None
+        try:
+            ts = parse_ts(value)
+        except (ValueError, OverflowError):
+            return None
+        if ts < self._min_ts or ts >= MAX_TS:
+            return None
+        newest = self._newest
+        if newest is not None and ts > newest + self._skew:
+            return None
+        return ts
+
+    def _report_fast(self, obj: dict[str, Any]) -> Report | None:
+        """The whole Report check inline; None as soon as anything is off (see module doc)."""
+        get = obj.get
+        max_len = self._max_len
+        report_id = get("report_id")
+        org_id = get("org_id")
+        device_id = get("device_id")
+        sha256 = get("sha256")
+        if not (type(report_id) is str and 0 < len(report_id) <= max_len
+                and type(org_id) is str and 0 < len(org_id) <= max_len
+                and type(device_id) is str and 0 < len(device_id) <= max_len
+                and type(sha256) is str and len(sha256) == 64):
+            return None
+        sha256 = sha256.lower()
+        if sha256.strip(_HEX):
+            return None
+        ts = self._ts_fast(get("ts"))
+        if ts is None:
+            return None
+        source = get("source", "other")
+        if type(source) is not str or not 0 < len(source) <= max_len:
+            return None
+        file = get("file", _ABSENT)
+        if file is _ABSENT:
+            file = FileInfo()
+        else:
+            file = _file_fast(file, max_len)
+            if file is None:
+                return None
+        behaviors = get("behaviors", ())
+        if behaviors:
+            if type(behaviors) is not list or len(behaviors) > self._max_items:
+                return None
+            for b in behaviors:
+                if type(b) is not str or not 0 < len(b) <= max_len:
+                    return None
+            behaviors = tuple(dict.fromkeys([_BEHAVIORS.get(b, b) for b in behaviors]))
+        elif type(behaviors) is list:
+            behaviors = ()
+        elif behaviors != ():   # absent is (); anything else falsy ("", 0, {}, null) is wrong
+            return None
+        verdicts = get("verdicts", _ABSENT)
+        if verdicts is _ABSENT:
+            verdicts = {}
+        elif type(verdicts) is not dict or len(verdicts) > self._max_verdicts:
+            return None
+        else:
+            for name, score in verdicts.items():
+                if not 0 < len(name) <= max_len:
+                    return None
+                if type(score) is not float:
+                    if type(score) is not int:
+                        return None
+                    verdicts = _float_scores(verdicts, max_len)   # rare: integers become floats
+                    if verdicts is None:
+                        return None
+                    break
+                if not 0.0 <= score <= 1.0:   # also rejects NaN
+                    return None
+        parent = get("parent_sha256")
+        if parent is not None:
+            if type(parent) is not str or len(parent) != 64:
+                return None
+            parent = parent.lower()
+            if parent.strip(_HEX):
+                return None
+        return Report(report_id, ts, org_id, device_id, sha256, source, file, behaviors,
+                      verdicts, parent)
+
+    def _feedback_fast(self, obj: dict[str, Any]) -> Feedback | None:
+        """The whole Feedback check inline; None as soon as anything is off."""
+        get = obj.get
+        max_len = self._max_len
+        feedback_id = get("feedback_id")
+        sha256 = get("sha256")
+        verdict = get("verdict")
+        source = get("source")
+        if not (type(feedback_id) is str and 0 < len(feedback_id) <= max_len
+                and type(sha256) is str and len(sha256) == 64
+                and type(verdict) is str and type(source) is str):
+            return None
+        sha256 = sha256.lower()
+        if sha256.strip(_HEX):
+            return None
+        verdict = _VERDICTS.get(verdict)
+        source = _FEEDBACK_SOURCES.get(source)
+        if verdict is None or source is None:
+            return None
+        ts = self._ts_fast(get("ts"))
+        if ts is None:
+            return None
+        org_id = get("org_id")
+        if org_id is not None:
+            if type(org_id) is not str or not 0 < len(org_id) <= max_len:
+                return None
+        elif source == "org_report":
+            return None
+        return Feedback(feedback_id, ts, sha256, verdict, source, org_id)
+
+    def _report_checked(self, value: bytes) -> Report:
+        """The reference Report parse: every rule in order, raising the specific error."""
         obj = _load(value, self._max_bytes)
         max_len = self._max_len
         try:
@@ -330,8 +537,8 @@ class WireParser:
         return Report(report_id, t, org_id, device_id, sha256, source, file, behaviors,
                       verdicts, parent)
 
-    def feedback(self, value: bytes) -> Feedback:
-        """One Feedback message value, validated and normalised."""
+    def _feedback_checked(self, value: bytes) -> Feedback:
+        """The reference Feedback parse: every rule in order, raising the specific error."""
         obj = _load(value, self._max_bytes)
         max_len = self._max_len
         try:

@@ -50,3 +50,114 @@ def test_recent_ids_bounded():
         assert not ids.seen(str(i))
     assert len(ids) == 100
     assert ids.seen("999") and not ids.seen("0")
+
+
+class _Reference:
+    """The straightforward form (a dict of last-seen times and their sorted list,
+    whatever the number of keys) that the compact one must match exactly."""
+
+    def __init__(self, windows, cap):
+        self.windows, self.cap, self.ever = tuple(windows), cap, 0
+        self.last, self.times, self.no_prune_before = {}, [], float("-inf")
+
+    def touch(self, key, ts):
+        from bisect import bisect_left, insort
+        old = self.last.get(key)
+        if old is None:
+            if len(self.last) >= self.cap:
+                if ts >= self.no_prune_before:
+                    horizon = ts - max(self.windows)
+                    for k in [k for k, t in self.last.items() if t < horizon]:
+                        del self.last[k]
+                    del self.times[:bisect_left(self.times, horizon)]
+                    if len(self.last) >= self.cap:
+                        self.no_prune_before = self.times[0] + max(self.windows)
+                if len(self.last) >= self.cap:
+                    return
+            self.ever += 1
+        elif ts <= old:
+            return
+        else:
+            del self.times[bisect_left(self.times, old)]
+        self.last[key] = ts
+        insort(self.times, ts)
+
+    def counts(self, now):
+        from bisect import bisect_left
+        return [len(self.times) - bisect_left(self.times, now - w) for w in self.windows]
+
+
+def test_compact_forms_match_the_reference_exactly():
+    import pickle
+    import random
+    rnd = random.Random(11)
+    windows = (60.0, 600.0)
+    for trial in range(300):
+        cap = rnd.choice((1, 2, 3, 50))
+        d, ref = SlidingDistinct(windows, cap), _Reference(windows, cap)
+        t = 0.0
+        for _ in range(rnd.randrange(1, 40)):
+            t += rnd.expovariate(1 / 120)
+            ts = t - rnd.choice((0.0, 0.0, 30.0, 700.0))      # some out of order
+            k = f"k{rnd.randrange(1 + trial % 6)}"
+            d.touch(k, ts)
+            ref.touch(k, ts)
+            if rnd.random() < 0.2:
+                d = pickle.loads(pickle.dumps(d))
+            now = t + rnd.choice((0.0, 45.0, 500.0))
+            assert d.counts(now) == ref.counts(now)
+            assert [d.count(now, i) for i in range(len(windows))] == ref.counts(now)
+            assert (d.ever, len(d), sorted(d.keys())) == (ref.ever, len(ref.last),
+                                                          sorted(ref.last))
+
+
+def test_a_zero_cap_counts_nothing():
+    d = SlidingDistinct((60.0,), cap=0)
+    d.touch("a", 1.0)
+    assert d.counts(1.0) == [0] and d.ever == 0 and len(d) == 0
+
+
+def test_snapshots_from_before_the_compact_form_still_load():
+    import pickle
+    old_state = ((600.0,), 10, 2, {"a": 1.0, "b": 5.0}, float("-inf"))
+    d = SlidingDistinct.__new__(SlidingDistinct)
+    d.__setstate__(old_state)
+    assert d.counts(5.0) == [2] and d.ever == 2
+    d.touch("c", 6.0)
+    assert pickle.loads(pickle.dumps(d)).counts(6.0) == [3]
+
+
+def test_a_ring_snapshot_restores_order_and_membership():
+    import pickle
+    ids = RecentIds(capacity=5)
+    for i in range(8):
+        ids.seen(str(i))
+    back = pickle.loads(pickle.dumps(ids))
+    assert len(back) == 5 and back.seen("7") and not back.seen("2")
+    assert not back.seen("x") and not back.seen("3")   # "3" was evicted by "x": FIFO kept
+
+
+def test_the_chunked_ring_matches_a_plain_fifo_across_snapshots():
+    import pickle
+    import random
+    from collections import deque
+
+    from rapidloop.operators import dedup
+    rnd = random.Random(5)
+    for capacity in (1, 3, 10, 25):
+        ring, order = RecentIds(capacity), deque()
+        old_chunk, dedup.CHUNK = dedup.CHUNK, 4   # small chunks: every path is exercised
+        try:
+            for _ in range(400):
+                msg = rnd.choice(("\ud800", "é", "")) + str(rnd.randrange(40))
+                expect = msg in order
+                if not expect:
+                    order.append(msg)
+                    if len(order) > capacity:
+                        order.popleft()
+                assert ring.seen(msg) is expect
+                if rnd.random() < 0.1:
+                    ring = pickle.loads(pickle.dumps(ring))
+                assert list(ring._order) == list(order) and len(ring) == len(order)
+        finally:
+            dedup.CHUNK = old_chunk

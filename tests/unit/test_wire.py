@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rapidloop.config import load_config
-from rapidloop.schemas.model import Decision, FileInfo, RawMessage
+from rapidloop.schemas.model import (
+    BEHAVIORS,
+    FILE_PATHS,
+    FILE_TYPES,
+    Decision,
+    FileInfo,
+    RawMessage,
+)
 from rapidloop.schemas.timefmt import _parse_general, format_ts, parse_ts
 from rapidloop.schemas.wire import (
     RAW_TEXT_CAP,
@@ -374,3 +381,77 @@ def test_fast_path_agrees_with_the_grammar(text: str) -> None:
     except ValueError:
         got = None
     assert got == expected
+
+
+# --- the fast path and the checked path agree ----------------------------------------------
+
+_PRESENT_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([0.0, 0.5, 1.0, 1.5, 1e300]),
+    st.sampled_from(["", "x", "pe", "downloads", "other", "PE", "persistence", "sandbox",
+                     "malicious", "benign", "org_report", SHA, SHA.upper(), "g" * 64, TS,
+                     "2026-11-29T01:02:03Z", "1999-01-01T00:00:00Z", "d" * 257]),
+    st.lists(st.sampled_from(["persistence", "x", "", 3]), max_size=3),
+    st.dictionaries(st.sampled_from(["ml", "", "av", "n" * 257]),
+                    st.one_of(st.sampled_from([0, 1, 2, 0.25, 1.5, True]), st.none()),
+                    max_size=3),
+)
+_FIELD_VALUES = st.one_of(_PRESENT_VALUES, st.just(...))   # ...: leave the field out
+_FILE_VALUES = st.one_of(
+    _FIELD_VALUES,
+    st.fixed_dictionaries({}, optional={k: _PRESENT_VALUES for k in
+                                        ("name", "size", "type", "signed", "signer", "path")}))
+
+
+def _outcome(fn: Any, value: bytes) -> Any:
+    try:
+        return fn(value)
+    except InvalidMessage as exc:
+        return ("rejected", exc.code, str(exc))
+
+
+_GOOD_REPORT: dict[str, Any] = {
+    "report_id": "r1", "ts": TS, "org_id": "org-1", "device_id": "org-1/dev-1", "sha256": SHA,
+    "source": "edr", "behaviors": ["persistence"], "verdicts": {"ml": 0.5},
+    "parent_sha256": SHA.upper(),
+    "file": {"name": "x.exe", "size": 10, "type": "pe", "signed": True, "signer": "V",
+             "path": "temp"}}
+_GOOD_FEEDBACK: dict[str, Any] = {
+    "feedback_id": "f1", "ts": TS, "sha256": SHA, "verdict": "benign", "source": "org_report",
+    "org_id": "org-2"}
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(_GOOD_REPORT)), _FIELD_VALUES, max_size=3),
+       st.dictionaries(st.sampled_from(sorted(_GOOD_REPORT["file"])), _PRESENT_VALUES,
+                       max_size=2),
+       st.sets(st.sampled_from(sorted(_GOOD_REPORT["file"])), max_size=2))
+def test_fast_report_path_agrees_with_the_checked_path(
+        changes: dict[str, Any], file_changes: dict[str, Any], file_drops: set[str]) -> None:
+    """A valid Report with a few fields changed or left out: both paths give the same
+    result (or the same error) and move the newest-time mark alike."""
+    fields = {**_GOOD_REPORT, **changes}
+    if "file" not in changes:
+        fields["file"] = {k: v for k, v in {**_GOOD_REPORT["file"], **file_changes}.items()
+                          if k not in file_drops}
+    value = rep(**fields)
+    fast, checked = WireParser(), WireParser()
+    got = _outcome(fast.report, value)
+    assert got == _outcome(checked._report_checked, value)
+    assert fast.newest_ts == checked.newest_ts
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(_GOOD_FEEDBACK)), _FIELD_VALUES, max_size=3))
+def test_fast_feedback_path_agrees_with_the_checked_path(changes: dict[str, Any]) -> None:
+    value = fb(**{**_GOOD_FEEDBACK, **changes})
+    fast, checked = WireParser(), WireParser()
+    assert _outcome(fast.feedback, value) == _outcome(checked._feedback_checked, value)
+    assert fast.newest_ts == checked.newest_ts
+
+
+def test_enumerated_values_come_out_as_shared_constants() -> None:
+    value = rep(file={"type": "pe", "path": "downloads"}, behaviors=["persistence"])
+    for parse in (WireParser().report, WireParser()._report_checked):
+        r = parse(value)
+        assert r.file.type is FILE_TYPES[0] and r.file.path is FILE_PATHS[0]
+        assert r.behaviors[0] is BEHAVIORS[3]
