@@ -34,7 +34,7 @@ def write_png(res: Result, path: Path, title: str) -> None:
             ax2.plot([n for n, _ in pts], [a for _, a in pts], label=name,
                      linewidth=2.5 if name == "ensemble" else 1.2)
     ax2.set_xlabel("trusted labels seen")
-    ax2.set_ylabel("prequential ROC AUC (labels so far)")
+    ax2.set_ylabel("prequential ROC AUC vs true labels (labels so far)")
     ax2.set_ylim(0.4, 1.01)
     ax2.legend(fontsize=8)
     ax2.set_title("learning curves")

@@ -21,6 +21,9 @@ KEYS = [
     ("collateral_rate", "collateral (% benign sightings)", 100.0),
     ("benign_hashes_blocked_global", "benign hashes blocked globally", 1.0),
     ("benign_hashes_blocked_org", "benign hashes blocked at org scope", 1.0),
+    ("poisoned_global_blocks", "poisoned global blocks", 1.0),
+    ("poisoned_local_blocks", "poisoned org/device blocks (others)", 1.0),
+    ("malware_unblocked_for_others", "whitewashed malware unblocked (others)", 1.0),
 ]
 
 
@@ -48,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
     print(f"mean and spread over seeds {args.seeds}")
     for key, label, scale in KEYS:
-        vals = [math.inf if r[key] is None else float(r[key]) * scale for r in rows]
+        if all(r.get(key) is None for r in rows):
+            continue   # e.g. poisoning figures of worlds without rogue tenants
+        vals = [math.inf if r.get(key) is None else float(r[key]) * scale for r in rows]
         finite = [v for v in vals if math.isfinite(v)]
         mean = statistics.fmean(finite) if finite else math.inf
         spread = (max(finite) - min(finite)) if finite else 0.0
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         aucs = [r["classifiers"][n]["roc_auc"] for r in rows if n in r["classifiers"]]
         aucs = [a for a in aucs if a is not None and math.isfinite(a)]
         if aucs:
-            print(f"  {'ROC AUC ' + n:<40} {statistics.fmean(aucs):10.3f}  "
+            print(f"  {'ROC AUC vs truth ' + n:<40} {statistics.fmean(aucs):10.3f}  "
                   f"± {(max(aucs) - min(aucs)) / 2:.3f}")
     return 0
 

@@ -9,6 +9,17 @@ block already in force (protection), benign sightings that did (collateral), how
 blocked everywhere, whether rogue tenants achieved anything, and how well
 each classifier ranks files on the feedback stream (prequential: every label
 is scored before it is learned).
+
+The classifiers learn the feedback stream's labels, noise included (that is
+what the engine gets), but their ranking is measured against the true label
+of each file from ``truth.jsonl``: a sandbox that is wrong 1% of the time
+should not make a perfect ranker look imperfect, nor reward a model for
+reproducing the sandbox's mistakes.
+
+Poisoning is judged from ``world.json``'s ``rogues`` (which orgs lie, which
+benign files the flooders attacked, which malware the whitewashers vouched
+for): a rogue may do what it likes within its own org, so only effects that
+reach other tenants count.
 """
 
 from __future__ import annotations
@@ -87,8 +98,17 @@ class Result:
     benign_events: int = 0
     benign_hashes_blocked_global: int = 0
     benign_hashes_blocked_org: int = 0
-    poisoned_global_blocks: int | None = None
-    malware_unblocked_for_others: int | None = None
+    malicious_hashes_blocked_any: int = 0
+    poisoned_global_blocks: int | None = None        # rogue targets ever blocked globally
+    poisoned_local_blocks: int | None = None         # ...at org/device scope in honest orgs
+    malware_unblocked_for_others: int | None = None  # whitewashed malware unblocked/allowed
+    malicious_unblocked_beyond_rogues: int | None = None  # any malware, whatever the cause
+    rogue_orgs: list[str] = field(default_factory=list)
+    rogue_targets: int = 0
+    rogue_whitewashed: int = 0
+    rogue_reports: int = 0
+    rogue_feedback: int = 0
+    labels: dict[str, int] = field(default_factory=dict)   # trusted labels by true class
     classifiers: dict[str, dict[str, float]] = field(default_factory=dict)
     timeline: list[tuple[float, float, float]] = field(default_factory=list)  # hour, prot, coll
     learning: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
@@ -109,23 +129,30 @@ def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
     first_global: dict[str, float] = {}
     benign_global: set[str] = set()
     benign_org: set[str] = set()
+    malicious_blocked: set[str] = set()
+    # A rogue tenant's own devices are its business (its org_reports act for it alone, and
+    # its fabricated reports are not sightings anyone needs protecting from): protection and
+    # collateral are measured on the honest tenants' sightings.
+    rogue_orgs = set((world_meta.get("rogues") or {}).get("orgs", []))
     for d in decisions:
         if d["action"] != "block":
             continue
         label = truth.get(d["sha256"], {}).get("label")
+        if label == "malicious":
+            malicious_blocked.add(d["sha256"])
         if d["scope"] == "global":
             t = parse_ts(d["event_ts"])
             first_global[d["sha256"]] = min(t, first_global.get(d["sha256"], t))
             if label == "benign":
                 benign_global.add(d["sha256"])
-        elif d["scope"] == "org" and label == "benign":
+        elif d["scope"] == "org" and label == "benign" and d["org_id"] not in rogue_orgs:
             benign_org.add(d["sha256"])
     hourly: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # mal, mal_cov, ben, ben_cov
     t0 = reports[0].ts if reports else 0.0
     covered_mal = covered_ben = 0
     for r in reports:
         t = truth.get(r.sha256)
-        if t is None:
+        if t is None or r.org_id in rogue_orgs:
             continue
         seen_before = r.sha256 in first_report
         first_report.setdefault(r.sha256, r.ts)
@@ -148,24 +175,59 @@ def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
     res.malicious_hashes = len(mal)
     delays = [first_global[s] - first_report[s] if s in first_global else math.inf for s in mal]
     res.globally_blocked_malicious = sum(1 for d in delays if d != math.inf)
+    res.malicious_hashes_blocked_any = len(malicious_blocked & set(mal))
     res.median_time_to_global_s = statistics.median(delays) if delays else math.inf
     res.p90_time_to_global_s = _pct(delays, 0.9)
     res.benign_hashes_blocked_global = len(benign_global)
     res.benign_hashes_blocked_org = len(benign_org)
     res.campaigns_stopped_before_third_org = _stopped_before_third_org(
         reports, truth, first_global)
-    rogue = world_meta.get("rogues") or {}
-    if rogue:
-        targets = set(rogue.get("targets", []))
-        res.poisoned_global_blocks = len(targets & benign_global)
-        rogue_orgs = set(rogue.get("orgs", []))
-        res.malware_unblocked_for_others = sum(
-            1 for d in decisions if d["action"] in ("unblock", "allow")
-            and truth.get(d["sha256"], {}).get("label") == "malicious"
-            and d["org_id"] not in rogue_orgs)
+    rogue = world_meta.get("rogues")
+    if rogue is not None:
+        _score_poisoning(res, rogue, truth, decisions)
     res.timeline = [(hour, (v[1] / v[0]) if v[0] else math.nan, (v[3] / v[2]) if v[2] else 0.0)
                     for hour, v in sorted(hourly.items())]
     return res
+
+
+def _score_poisoning(res: Result, rogue: dict[str, Any], truth: dict[str, dict[str, Any]],
+                     decisions: list[dict[str, Any]]) -> None:
+    """What the rogue tenants achieved outside their own orgs.
+
+    A decision "reaches beyond the rogues" when its scope is global, or it is
+    an org/device decision for an org that is not a rogue: a rogue's lies
+    may rightly move its own enforcement (it is that tenant's call), never
+    anyone else's.
+    """
+    rogue_orgs = set(rogue.get("orgs", []))
+    targets = set(rogue.get("targets", []))
+    whitewashed = set(rogue.get("whitewashed", []))
+    res.rogue_orgs = sorted(rogue_orgs)
+    res.rogue_targets = len(targets)
+    res.rogue_whitewashed = len(whitewashed)
+    res.rogue_reports = int(rogue.get("reports", 0))
+    res.rogue_feedback = int(rogue.get("feedback", 0))
+
+    def beyond(d: dict[str, Any]) -> bool:
+        return d.get("scope") == "global" or d.get("org_id") not in rogue_orgs
+
+    poisoned_global: set[str] = set()
+    poisoned_local: set[str] = set()
+    unblocked_whitewashed: set[str] = set()
+    unblocked_any: set[str] = set()
+    for d in decisions:
+        sha, action = d["sha256"], d["action"]
+        if action == "block" and sha in targets and beyond(d):
+            (poisoned_global if d.get("scope") == "global" else poisoned_local).add(sha)
+        elif action in ("unblock", "allow") and beyond(d) \
+                and truth.get(sha, {}).get("label") == "malicious":
+            unblocked_any.add(sha)
+            if sha in whitewashed:
+                unblocked_whitewashed.add(sha)
+    res.poisoned_global_blocks = len(poisoned_global)
+    res.poisoned_local_blocks = len(poisoned_local)
+    res.malware_unblocked_for_others = len(unblocked_whitewashed)
+    res.malicious_unblocked_beyond_rogues = len(unblocked_any)
 
 
 def _stopped_before_third_org(reports: list[Report], truth: dict[str, dict[str, Any]],
@@ -225,20 +287,34 @@ class _Prequential:
         return self.loss / len(self.pairs) if self.pairs else math.nan
 
 
-def prequential(cfg: Config, reports: list[Report], feedback: list[Feedback]
+def prequential(cfg: Config, reports: list[Report], feedback: list[Feedback],
+                truth: dict[str, dict[str, Any]] | None = None,
+                labels: dict[str, int] | None = None,
                 ) -> tuple[dict[str, dict[str, float]], dict[str, list[tuple[int, float]]]]:
-    """Score each trusted label with every classifier before learning it, in event-time order.
+    """Score each trusted label's file with every classifier before learning it, in
+    event-time order, against the file's true label.
 
     Uses the same plain operators as the dataflow (one shard, one replica:
-    every replica of the flow sees the same labels in the same order).
+    every replica of the flow sees the same labels in the same order). The
+    models learn the feedback's verdict (``modelwalk.walk``), noise and all;
+    the score is compared with ``truth`` when it knows the file, else with
+    the verdict. ``labels``, if given, receives counts of the trusted labels
+    by true class and of the noisy ones.
     """
+    truth = truth or {}
     stream: list[tuple[float, int, Report | Feedback]] = (
         [(r.ts, 0, r) for r in reports] + [(f.ts, 1, f) for f in feedback])
     stream.sort(key=lambda t: (t[0], t[1]))
     metrics: dict[str, _Prequential] = defaultdict(_Prequential)
     for item, ensemble in walk(cfg, (ev for _, _, ev in stream)):
         if isinstance(item, Verdict) and item.feedback.trusted and item.features:
-            y = item.feedback.verdict == "malicious"
+            said = item.feedback.verdict == "malicious"
+            true_label = truth.get(item.feedback.sha256, {}).get("label")
+            y = said if true_label is None else true_label == "malicious"
+            if labels is not None:
+                labels["malicious" if y else "benign"] = labels.get(
+                    "malicious" if y else "benign", 0) + 1
+                labels["noisy"] = labels.get("noisy", 0) + (said != y)
             score, per = ensemble.score(item.features)
             for name, p in per.items():
                 metrics[name].add(p, y)

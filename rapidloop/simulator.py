@@ -6,8 +6,21 @@ whose popularity is heavy-tailed (so "seen in many orgs" is not by itself a
 sign of malice), hard negatives (admin, backup, installer, remote-access and
 scripting tools that *behave* like malware), malware campaigns that start in
 one tenant and spread to others in bursts while rotating hashes, delayed and
-slightly noisy sandbox verdicts, and the dirt of real pipelines (redelivered
-duplicates, skewed clocks, malformed lines).
+slightly noisy sandbox verdicts (biased towards files that look suspicious, as
+real submission pipelines are), rogue tenants that lie to poison the shared
+verdict, and the dirt of real pipelines (redelivered duplicates, skewed clocks,
+malformed lines).
+
+Rogue tenants look like any other org (same id scheme, same benign traffic);
+only ``world.json`` says who they are. A *flooder* sends bursts of fabricated,
+maximally scary reports (and ``org_report`` malicious feedback) about popular
+signed benign software from many of its devices, hoping its volume passes for
+consensus and gets the files blocked for everyone. A *whitewasher* learns of
+campaign hashes after they start (sometimes it was really hit, sometimes not)
+and sends ``org_report`` benign feedback plus fabricated clean reports (no
+behaviours, low verdicts, no or a forged signer), hoping to get real malware
+unblocked for everyone. Every rogue line is a valid contract message: the
+engine has to see through lies, not parse errors.
 
 Design constraints and why:
 
@@ -24,8 +37,9 @@ Design constraints and why:
   time, so a live run started "now" gets fresh campaigns and report ids while
   the benign world the engine has learned stays the same.
 * **Exact volume.** One epoch (``duration_s`` of event time) carries exactly
-  ``reports`` report lines (campaign sightings + benign sightings + redelivered
-  duplicates + malformed lines), unless campaigns alone need more.
+  ``reports`` report lines (campaign sightings + rogue fabrications + benign
+  sightings + redelivered duplicates + malformed lines), unless campaigns alone
+  need more.
 * **Truth stays outside.** Labels, campaigns and families never appear in the
   wire data; they are available from :meth:`Simulator.truth` for evaluation.
 """
@@ -63,6 +77,10 @@ JITTER_S = 5.0                  # ...by up to this many seconds either way
 UPPERCASE_SHARE = 0.002         # share of reports carrying an upper-case sha256
 ZIPF_S = 1.1                    # popularity exponent of benign software
 MAX_CAMPAIGN_SHARE = 0.25       # campaigns are thinned to at most this share of reports
+QUIET_SHARE = 0.35              # waves of statically loud families that barely behave
+MAX_ROGUE_SHARE = 0.05          # rogue reports are thinned to at most this share of reports
+ORG_SIZE_ALPHA = 1.0            # Pareto exponent of fleet sizes: many small orgs, a few huge
+ROGUE_TARGET_RANKS = (3, 80)    # flooders attack benign files of these popularity ranks
 
 REPORT = "report"
 FEEDBACK = "feedback"
@@ -100,7 +118,9 @@ _UNSIGNED_UTILS = ("putty", "keepass", "winscp", "gimp", "obs64", "audacity", "p
                    "greenshot", "everything", "sumatrapdf", "filezilla", "hwmonitor")
 _COMPONENT = ("", "", "", "_helper", "_updater", "svc", "64", "host", "_crashpad", "_launcher")
 
-# Hard negatives: legitimate tools whose behaviours look malicious.
+# Hard negatives: legitimate tools whose behaviours look malicious. Their optional
+# behaviours are generous on purpose: how *many* alarming things a file did must
+# not by itself separate a backup agent from ransomware or PsExec from a worm.
 # role -> (names with signer or None, core behaviours, optional behaviours, file type, paths)
 _HARD: dict[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...], tuple[str, ...],
                        str, tuple[str, ...]]] = {
@@ -108,28 +128,33 @@ _HARD: dict[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...], tupl
                ("procdump64.exe", "Microsoft Corporation"),
                ("advanced_ip_scanner.exe", "Famatech Corp."), ("nmap.exe", "Insecure.Com LLC"),
                ("adfind.exe", None), ("wmic_inventory.exe", None)),
-              ("discovery", "lateral_movement"), ("credential_dumping", "privilege_escalation"),
+              ("discovery", "lateral_movement"), ("credential_dumping", "privilege_escalation",
+                                                  "persistence", "defense_evasion"),
               "pe", ("system", "program_files", "user")),
     "backup": ((("VeeamAgent.exe", "Veeam Software Group GmbH"),
                 ("TrueImageService.exe", "Acronis International GmbH"),
                 ("rclone.exe", None), ("restic.exe", None), ("wbadmin_helper.exe", None)),
-               ("ransomware_encryption",), ("defense_evasion", "exfiltration"),
+               ("ransomware_encryption",), ("defense_evasion", "exfiltration", "discovery",
+                                            "persistence"),
                "pe", ("program_files", "system")),
     "installer": ((("setup.exe", "Microsoft Corporation"), ("installer_x64.exe", None),
                    ("ChromeSetup.exe", "Google LLC"), ("vcredist_x64.exe", "Microsoft Corporation"),
                    ("AdobeAcrobatInstaller.exe", "Adobe Inc."), ("driver_setup.exe", None)),
-                  ("persistence",), ("privilege_escalation", "defense_evasion"),
+                  ("persistence",), ("privilege_escalation", "defense_evasion",
+                                     "process_injection", "discovery"),
                   "pe", ("downloads", "temp")),
     "scripting": ((("logon.ps1", None), ("deploy_agents.ps1", None), ("inventory.vbs", None),
                    ("map_drives.bat", None), ("printer_setup.vbs", None),
                    ("cleanup_temp.ps1", None)),
-                  ("obfuscated_script",), ("discovery", "office_child_process", "persistence"),
+                  ("obfuscated_script",), ("discovery", "office_child_process", "persistence",
+                                           "lateral_movement", "c2_beacon"),
                   "script", ("user", "temp", "other")),
     "remote_access": ((("AnyDesk.exe", "philandro Software GmbH"),
                        ("TeamViewer_Service.exe", "TeamViewer Germany GmbH"),
                        ("ScreenConnect.ClientService.exe", "ConnectWise, LLC"),
                        ("rustdesk.exe", None)),
-                      ("c2_beacon",), ("persistence", "discovery"),
+                      ("c2_beacon",), ("persistence", "discovery", "privilege_escalation",
+                                       "exfiltration"),
                       "pe", ("program_files", "downloads")),
 }
 
@@ -179,6 +204,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
 )}
 _CAMPAIGN_FAMILIES = ("ransomware", "stealer", "loader", "dropper", "backdoor", "worm", "fileless")
 _STOLEN_SIGNERS = ("Shenzhen Yunda Tech Co., Ltd.", "TOV Softline Plus", "Nordic Digital ApS")
+# What a flooder claims: the behaviours most policies block on sight, plus some colour.
+_SCARY = ("ransomware_encryption", "credential_dumping", "process_injection")
+_SCARY_EXTRA = ("defense_evasion", "c2_beacon", "persistence", "lateral_movement")
+# What a whitewasher forges: a signer that would make a file look vendor-shipped.
+_FORGED_SIGNERS = ("Microsoft Corporation", "Google LLC", "Adobe Inc.", "Zoom Video "
+                   "Communications, Inc.")
 
 
 class SimulationError(ValueError):
@@ -235,16 +266,17 @@ class SimParams:
 
     seed: int = 1
     start: float = field(default_factory=lambda: parse_ts(DEFAULT_START))
-    orgs: int = 40
-    devices_min: int = 20
-    devices_max: int = 2000
+    orgs: int = 300
+    devices_min: int = 10
+    devices_max: int = 5000
     benign_files: int = 3000
-    campaigns: int = 6
-    hashes_per_campaign: int = 4
+    campaigns: int = 12
+    hashes_per_campaign: int = 5
     duration_s: float = 86400.0
     reports: int = 200000
-    sandbox_share: float = 0.3
-    sandbox_delay_s: tuple[float, float] = (180.0, 900.0)
+    sandbox_share: float = 0.1              # hashes whose first report looks ordinary
+    sandbox_suspicious_share: float = 0.8   # hashes whose first report looks suspicious
+    sandbox_delay_s: tuple[float, float] = (120.0, 600.0)   # cloud detonation: minutes
     malformed_share: float = 0.001
     duplicate_share: float = 0.002
     label_noise: float = LABEL_NOISE
@@ -255,6 +287,13 @@ class SimParams:
     jitter_share: float = JITTER_SHARE
     jitter_s: float = JITTER_S
     uppercase_share: float = UPPERCASE_SHARE
+    rogue_flooders: int = 1                 # orgs flooding fake reports about benign files
+    rogue_whitewashers: int = 1             # orgs vouching for real malware
+    rogue_targets: int = 5                  # popular benign files each flooder attacks
+    rogue_flood_reports: int = 3000         # fabricated reports per flooder per duration
+    rogue_whitewash_reports: int = 1200     # fabricated clean reports per whitewasher per duration
+    rogue_whitewash_share: float = 0.5      # share of campaign hashes a whitewasher defends
+    rogue_devices: int = 60                 # devices of its own a rogue reports from (at most)
     epochs: int | None = 1
 
     @classmethod
@@ -297,14 +336,22 @@ class SimParams:
         lo, hi = self.sandbox_delay_s
         need(0 <= lo <= hi, f"sandbox_delay_s must be [min, max] with 0 <= min <= max "
                             f"(got [{lo:g}, {hi:g}])")
-        for name in ("sandbox_share", "malformed_share", "duplicate_share", "label_noise",
-                     "analyst_share", "org_report_share", "hard_negative_share",
-                     "inhouse_share", "jitter_share", "uppercase_share"):
+        for name in ("sandbox_share", "sandbox_suspicious_share", "malformed_share",
+                     "duplicate_share", "label_noise", "analyst_share", "org_report_share",
+                     "hard_negative_share", "inhouse_share", "jitter_share", "uppercase_share",
+                     "rogue_whitewash_share"):
             value = getattr(self, name)
             need(0.0 <= value <= 1.0, f"{name} must be within [0, 1] (got {value})")
         need(self.malformed_share + self.duplicate_share < 0.5,
              "malformed_share + duplicate_share must stay below 0.5")
         need(self.jitter_s >= 0, f"jitter_s must be >= 0 (got {self.jitter_s})")
+        for name in ("rogue_flooders", "rogue_whitewashers", "rogue_targets",
+                     "rogue_flood_reports", "rogue_whitewash_reports"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and value >= 0, f"{name} must be an integer >= 0 "
+                                                        f"(got {value})")
+        need(self.rogue_devices >= 1, f"rogue_devices must be at least 1 "
+                                      f"(got {self.rogue_devices})")
         need(self.epochs is None or self.epochs >= 1, "epochs must be at least 1")
         need(math.isfinite(self.start), "start must be a finite time")
 
@@ -316,8 +363,8 @@ class _File:
 
     __slots__ = ("av", "behaviors_core", "behaviors_opt", "campaign", "core_p", "family",
                  "file", "first_seen", "first_t", "home_org", "kind", "label", "last_seen",
-                 "min_one", "noisy", "opt_p", "orgs", "parent", "reports", "role", "sha",
-                 "sha_b", "sha_upper", "sig_lag", "sources", "static", "wave")
+                 "min_one", "noisy", "opt_p", "orgs", "parent", "quiet", "reports", "rogue",
+                 "role", "sha", "sha_b", "sha_upper", "sig_lag", "sources", "static", "wave")
 
     def __init__(self, sha: str, label: str, kind: str, file: dict[str, Any], static: float,
                  *, core: tuple[str, ...] = (), optional: tuple[str, ...] = (),
@@ -345,6 +392,8 @@ class _File:
         self.wave: int | None = None
         self.parent: str | None = None
         self.home_org: int | None = None
+        self.rogue: str | None = None          # "target" (flooded) or "whitewashed"
+        self.quiet = False                     # a malware variant that barely behaves
         self.first_seen: float | None = None   # written ts of the first valid report
         self.first_t: float | None = None
         self.last_seen: float | None = None
@@ -362,6 +411,7 @@ class _File:
             "first_seen": format_ts(self.first_seen) if self.first_seen is not None else None,
             "last_seen": format_ts(self.last_seen) if self.last_seen is not None else None,
             "reports": self.reports, "orgs": len(self.orgs), "noisy_verdicts": self.noisy,
+            "rogue": self.rogue, "quiet": self.quiet,
         }
 
 
@@ -403,6 +453,8 @@ class SimStats:
     malformed_by_reason: Counter[str] = field(default_factory=Counter)
     noisy_verdicts: int = 0
     campaign_reports: int = 0
+    rogue_reports: int = 0
+    rogue_feedback: int = 0
     first_t: float | None = None
     last_t: float | None = None
     epochs: int = 0
@@ -426,6 +478,8 @@ class Simulator:
         world = random.Random(f"rapidloop-world:{params.seed}")
         self._build_orgs(world)
         self._build_catalog(world)
+        # A separate stream, so rogue knobs never reshape the benign world.
+        self._build_rogues(random.Random(f"rapidloop-rogues:{params.seed}"))
         start_ms = math.floor(params.start * 1000.0 + 0.5)
         self._traffic_key = f"{params.seed}:{start_ms}"
         tag = hashlib.blake2b(self._traffic_key.encode(), digest_size=4).hexdigest()
@@ -443,14 +497,21 @@ class Simulator:
     # -- world construction (seed only) --
 
     def _build_orgs(self, rng: random.Random) -> None:
+        """Fleet sizes from a Pareto law truncated to [devices_min, devices_max].
+
+        Real customer bases are heavy-tailed: most tenants are small businesses,
+        a few are enterprises with thousands of endpoints. That matters to the
+        engine: a big org's volume must not read as consensus, and a small
+        org's single sighting must still count as an independent witness.
+        """
         p = self.p
-        ratio = p.devices_max / p.devices_min
-        sizes = [max(p.devices_min, min(p.devices_max,
-                                        round(p.devices_min * ratio ** (rng.random() ** 2.5))))
+        lo, hi = p.devices_min, p.devices_max
+        sizes = [max(lo, min(hi, round(lo * (1.0 - rng.random()) ** (-1.0 / ORG_SIZE_ALPHA))))
                  for _ in range(p.orgs)]
         if p.orgs >= 3:  # always one big tenant: heavy tails need a head
-            sizes[rng.randrange(p.orgs)] = p.devices_max
-        self.org_ids = [f"org-{i:03d}" for i in range(p.orgs)]
+            sizes[rng.randrange(p.orgs)] = hi
+        width = max(3, len(str(p.orgs - 1)))
+        self.org_ids = [f"org-{i:0{width}d}" for i in range(p.orgs)]
         self.org_sizes = sizes
         self._org_cum = _cum([float(s) for s in sizes])
         self._device_prefix = [f"{o}-dev-" for o in self.org_ids]
@@ -496,7 +557,7 @@ class Simulator:
                        "signed": signer is not None, "signer": signer,
                        "path": rng.choice(paths)},
                       round(rng.uniform(0.45, 0.8) if hot else rng.uniform(0.05, 0.45), 3),
-                      core=core, optional=optional, core_p=0.6, opt_p=0.25,
+                      core=core, optional=optional, core_p=0.75, opt_p=0.35,
                       av=0.5 if rng.random() < 0.3 else 0.0, sources=_ACTIVE_SOURCES)
             f.role = role
             hard.append(f)
@@ -534,10 +595,57 @@ class Simulator:
                            for fs in local]
         self.benign = [*apps, *hard, *(f for fs in local for f in fs)]
 
+    def _build_rogues(self, rng: random.Random) -> None:
+        """Pick the rogue tenants, the devices they report from and the flooders' targets.
+
+        Rogues are drawn among orgs big enough to report from ``rogue_devices``
+        devices (a flood from one laptop would be trivially discounted) and take
+        at most a third of all orgs, so a tiny world keeps honest majorities.
+        Flooders attack popular, mostly signed software: that is what hurts
+        most when blocked everywhere, and what a naive consensus rule would
+        happily block on volume.
+        """
+        p = self.p
+        cap = p.orgs // 3
+        n_flood = min(p.rogue_flooders, cap)
+        n_white = min(p.rogue_whitewashers, cap - n_flood)
+        order = sorted(range(p.orgs), key=lambda o: (self.org_sizes[o] < p.rogue_devices,
+                                                     rng.random()))
+        chosen = order[:n_flood + n_white]
+        self._rogue_devices: dict[int, list[int]] = {
+            o: sorted(rng.sample(range(self.org_sizes[o]),
+                                 min(self.org_sizes[o], p.rogue_devices)))
+            for o in chosen}
+        lo, hi = ROGUE_TARGET_RANKS
+        pool = [f for f in self._global[lo:hi] if f.kind == "app"] or \
+            [f for f in self._global if f.kind == "app"] or list(self._global)
+        signed = [f for f in pool if f.file["signed"]]
+        unsigned = [f for f in pool if not f.file["signed"]]
+        taken: set[str] = set()
+        self._flooders: list[tuple[int, list[_File]]] = []
+        for org in chosen[:n_flood]:
+            targets: list[_File] = []
+            for _ in range(p.rogue_targets):
+                # mostly signed: the software every tenant runs and trusts
+                prefer = signed if (rng.random() < 0.85 or not unsigned) else unsigned
+                free = [f for f in prefer if f.sha not in taken] or \
+                    [f for f in pool if f.sha not in taken]
+                if not free:
+                    break
+                f = free[int(rng.random() * len(free))]
+                taken.add(f.sha)
+                targets.append(f)
+            self._flooders.append((org, targets))
+        self._whitewashers = chosen[n_flood:]
+        self._attacked: dict[str, None] = {}      # insertion-ordered sets of sha256
+        self._defended: dict[str, None] = {}
+
     # -- campaigns (seed + start + epoch) --
 
-    def _plan_epoch(self, epoch: int, rng: random.Random) -> int:
-        """Schedule this epoch's campaigns; returns the number of reports planned."""
+    def _plan_epoch(self, epoch: int, rng: random.Random
+                    ) -> tuple[int, list[tuple[int, list[_File], float]]]:
+        """Schedule this epoch's campaigns; returns the number of reports planned and what
+        the whitewashers will defend (rogue, hashes, wave start)."""
         p = self.p
         e0 = p.start + epoch * p.duration_s
         e1 = e0 + p.duration_s
@@ -545,6 +653,7 @@ class Simulator:
         families = list(_CAMPAIGN_FAMILIES)
         rng.shuffle(families)
         planned: list[tuple[float, _File, int, int, str, bool]] = []
+        defend: list[tuple[int, list[_File], float]] = []   # whitewasher, hashes, wave start
         for c in range(p.campaigns):
             fam = FAMILIES[families[c % len(families)]]
             cid = f"c{epoch}-{c:02d}"
@@ -553,7 +662,10 @@ class Simulator:
             life = rng.uniform(0.15, 0.35) * p.duration_s
             waves = []
             for w in range(p.hashes_per_campaign):
-                f = self._malicious_file(rng, fam, cid, w)
+                # Quiet variants (sandbox-aware, sleeping) of families static ML catches
+                # show few or no behaviours: caught by static scores, not by what they do.
+                quiet = fam.static[1] >= 0.7 and rng.random() < QUIET_SHARE
+                f = self._malicious_file(rng, fam, cid, w, quiet=quiet)
                 payload = (self._malicious_file(rng, FAMILIES[fam.payload], cid, w, parent=f)
                            if fam.payload else None)
                 t_w = t0 + life * w / p.hashes_per_campaign + rng.uniform(0, 0.1) * hour
@@ -562,6 +674,12 @@ class Simulator:
                 spread = rng.uniform(1.0, 4.0) * hour
                 offsets = sorted(rng.uniform(0.05, 1.0) * spread for _ in others)
                 hits = [(origin, 0.0), *zip(others, offsets, strict=True)]
+                for ww in self._whitewashers:
+                    if rng.random() < p.rogue_whitewash_share:
+                        # sometimes the whitewasher was really hit; sometimes it only heard
+                        if rng.random() < 0.5 and all(o != ww for o, _ in hits):
+                            hits.append((ww, rng.uniform(0.05, 1.0) * spread))
+                        defend.append((ww, [f] if payload is None else [f, payload], t_w))
                 for org, off in hits:
                     self._plan_burst(rng, planned, f, payload, org, t_w + off, hour)
                 waves.append({"wave": w, "sha256": f.sha,
@@ -580,21 +698,98 @@ class Simulator:
             planned = sorted(essential + keep, key=lambda e: e[0])
         for t, f, org, dev, source, _ in planned:
             self._push(t, 0, (f, org, dev, source))
-        return len(planned)
+        return len(planned), defend
+
+    def _plan_rogues(self, epoch: int, rng: random.Random, defend: list[tuple[int, list[_File],
+                                                                               float]]) -> int:
+        """Schedule this epoch's rogue reports and feedback; returns the reports planned.
+
+        Each (rogue, hash, burst) keeps its first report through thinning, and
+        its ``org_report`` comes after that report, so a rogue's feedback never
+        precedes a sighting of the file it is about.
+        """
+        p = self.p
+        e0 = p.start + epoch * p.duration_s
+        e1 = e0 + p.duration_s
+        hour = 3600.0 * min(1.0, p.duration_s / 86400.0)
+        reports: list[tuple[float, tuple[_File, int, int, str, str], bool]] = []
+        feedback: list[tuple[float, tuple[_File, str, str, int]]] = []
+        for org, targets in self._flooders:
+            if not targets or not p.rogue_flood_reports:
+                continue
+            devs = self._rogue_devices[org]
+            n_bursts = rng.randint(4, 10)
+            weights = [0.2 + rng.random() for _ in range(n_bursts)]
+            total = sum(weights)
+            reported: set[str] = set()
+            for w in weights:
+                tb = e0 + rng.uniform(0.03, 0.95) * p.duration_s
+                length = rng.uniform(0.1, 0.5) * hour
+                n = max(len(targets), round(p.rogue_flood_reports * w / total))
+                for f in targets:   # every burst names every target at least once
+                    t = tb + rng.uniform(0.0, 60.0)
+                    dev = devs[int(rng.random() * len(devs))]
+                    reports.append((t, (f, org, dev, rng.choice(("behavior", "edr")), "flood"),
+                                    True))
+                    if f.sha not in reported or rng.random() < 0.3:
+                        reported.add(f.sha)
+                        feedback.append((t + rng.uniform(60.0, 600.0),
+                                         (f, "malicious", "org_report", org)))
+                for _ in range(n - len(targets)):
+                    f = targets[int(rng.random() * len(targets))]
+                    dev = devs[int(rng.random() * len(devs))]
+                    src = rng.choice(("behavior", "edr", "antivirus"))
+                    reports.append((tb + rng.random() * length, (f, org, dev, src, "flood"),
+                                    False))
+        n_hashes = Counter[int]()
+        for ww, files, _ in defend:
+            n_hashes[ww] += len(files)
+        for ww, files, t_w in defend:
+            devs = self._rogue_devices[ww]
+            per_hash = max(3, round(p.rogue_whitewash_reports / n_hashes[ww]))
+            for f in files:
+                t_learn = t_w + rng.uniform(0.5, 3.0) * hour   # it hears of the file late
+                reports.append((t_learn, (f, ww, devs[int(rng.random() * len(devs))],
+                                          "antivirus", "clean"), True))
+                feedback.append((t_learn + rng.uniform(60.0, 900.0),
+                                 (f, "benign", "org_report", ww)))
+                bursts = [t_learn + rng.uniform(0.0, 4.0) * hour
+                          for _ in range(rng.randint(1, 3))]
+                for _ in range(per_hash - 1):
+                    dev = devs[int(rng.random() * len(devs))]
+                    src = rng.choice(("antivirus", "edr", "behavior"))
+                    tb = bursts[int(rng.random() * len(bursts))]
+                    reports.append((tb + rng.random() * 0.3 * hour, (f, ww, dev, src, "clean"),
+                                    False))
+        reports = [r for r in reports if r[0] < e1]
+        cap = int(p.reports * MAX_ROGUE_SHARE)
+        if len(reports) > cap:   # small runs: thin the flood, keep each burst's opening
+            essential = [r for r in reports if r[2]]
+            rest = [r for r in reports if not r[2]]
+            reports = essential + rng.sample(rest, max(0, min(len(rest), cap - len(essential))))
+        for t, payload, _ in reports:
+            self._push(t, 3, payload)
+        for t, fb in feedback:
+            if t < e1:
+                self._push(t, 4, fb)
+        return len(reports)
 
     def _malicious_file(self, rng: random.Random, fam: Family, cid: str, wave: int,
-                        parent: _File | None = None) -> _File:
+                        parent: _File | None = None, quiet: bool = False) -> _File:
         name = rng.choice(fam.names).replace("{n}", str(rng.randrange(1000, 99999)))
         signer = rng.choice(_STOLEN_SIGNERS) if rng.random() < fam.signed_share else None
         f = _File(_sha(rng), "malicious", "campaign",
                   {"name": name, "size": _size(rng, 4e5 if fam.file_type == "pe" else 6e4),
                    "type": fam.file_type, "signed": signer is not None, "signer": signer,
                    "path": rng.choice(fam.paths)},
-                  round(rng.uniform(*fam.static), 3), core=fam.core, optional=fam.optional,
-                  core_p=0.85, opt_p=0.3, min_one=True,
+                  round(rng.uniform(max(0.6, fam.static[0]), fam.static[1]) if quiet
+                        else rng.uniform(*fam.static), 3),
+                  core=fam.core, optional=fam.optional, core_p=0.3 if quiet else 0.85,
+                  opt_p=0.05 if quiet else 0.3, min_one=not quiet,
                   sig_lag=rng.uniform(2, 8) * 3600.0 if fam.signature else None,
                   sources=_ACTIVE_SOURCES)
         f.family = fam.name
+        f.quiet = quiet
         f.campaign = cid
         f.wave = wave
         f.role = "payload" if parent else ("dropper" if fam.payload else "primary")
@@ -642,8 +837,9 @@ class Simulator:
         epoch = 0
         while p.epochs is None or epoch < p.epochs:
             stats.epochs = epoch + 1
-            n_campaign = self._plan_epoch(epoch, rng)
+            n_campaign, defend = self._plan_epoch(epoch, rng)
             stats.campaign_reports += n_campaign
+            n_campaign += self._plan_rogues(epoch, rng, defend)
             slots = max(0, p.reports - n_campaign)
             n_dup = min(slots, round(p.reports * p.duplicate_share))
             n_mal = min(slots - n_dup, round(p.reports * p.malformed_share))
@@ -700,6 +896,16 @@ class Simulator:
             f, org, dev, source = payload
             return self._report(t, f, org, dev, source, self._rng)
         if kind == 1:
+            return self._feedback(t, *payload)
+        if kind == 3:
+            f, org, dev, source, mode = payload
+            (self._attacked if mode == "flood" else self._defended)[f.sha] = None
+            f.rogue = "target" if mode == "flood" else "whitewashed"
+            self.stats.rogue_reports += 1
+            return self._emit(t, f, org, self._rogue_dict(t, f, org, dev, source, mode,
+                                                          self._rng), self._rng)
+        if kind == 4:
+            self.stats.rogue_feedback += 1
             return self._feedback(t, *payload)
         value, key, dup = payload  # kind 2: a prepared raw feedback line
         if dup:
@@ -760,16 +966,61 @@ class Simulator:
             "parent_sha256": f.parent,
         }
 
+    def _rogue_dict(self, t: float, f: _File, org: int, dev: int, source: str, mode: str,
+                    rng: random.Random) -> dict[str, Any]:
+        """A fabricated report: ``flood`` claims the worst, ``clean`` claims nothing at all.
+
+        Both copy the file's real name, size and type (a lie has to be about the
+        file others see), but not its sensors' opinion: a flooder reports the
+        behaviours and scores that block on sight, a whitewasher no behaviour,
+        near-zero scores and no signer or a forged one.
+        """
+        rnd = rng.random
+        self._n_reports += 1
+        file = f.file
+        if mode == "flood":
+            behaviors = [b for b in _SCARY if rnd() < 0.75] or [_SCARY[int(rnd() * 3)]]
+            behaviors.extend(b for b in _SCARY_EXTRA if rnd() < 0.3)
+            verdicts = {"static_ml": round(0.95 + 0.04 * rnd(), 3), "av_signature": 1.0}
+            if rnd() < 0.6:   # "it was unsigned and in temp on my machine"
+                file = {**file, "signed": False, "signer": None,
+                        "path": ("temp", "downloads", "user")[int(rnd() * 3)]}
+        else:
+            behaviors = []
+            verdicts = {"static_ml": round(0.01 + 0.07 * rnd(), 3), "av_signature": 0.0}
+            if rnd() < 0.35:
+                file = {**file, "signed": True, "path": "program_files",
+                        "signer": _FORGED_SIGNERS[int(rnd() * len(_FORGED_SIGNERS))]}
+            else:
+                file = {**file, "signed": False, "signer": None}
+        return {
+            "report_id": f"{self._report_prefix}{self._n_reports:010d}",
+            "ts": t,
+            "org_id": self.org_ids[org],
+            "device_id": f"{self._device_prefix[org]}{dev:05d}",
+            "sha256": f.sha,
+            "source": source,
+            "file": file,
+            "behaviors": behaviors,
+            "verdicts": verdicts,
+            "parent_sha256": None,
+        }
+
     def _report(self, t: float, f: _File, org: int, dev: int, source: str,
                 rng: random.Random) -> Event:
-        rep = self._report_dict(t, f, org, dev, source, rng)
+        return self._emit(t, f, org, self._report_dict(t, f, org, dev, source, rng), rng)
+
+    def _emit(self, t: float, f: _File, org: int, rep: dict[str, Any],
+              rng: random.Random) -> Event:
+        """Serialise a report and do the bookkeeping every sighting needs."""
         ts = rep["ts"]
         rep["ts"] = format_ts(ts)
         value = orjson.dumps(rep)
         if f.first_seen is None:
             f.first_seen = ts
             f.first_t = t
-            self._first_sighting(f, t, rng)
+            self._first_sighting(f, t, rng, bool(rep["behaviors"])
+                                 or rep["verdicts"].get("static_ml", 0.0) >= 0.5)
         f.last_seen = ts
         f.reports += 1
         orgs = f.orgs
@@ -787,10 +1038,19 @@ class Simulator:
         self._track_t(t)
         return Event(REPORT, t, f.sha_b, value, False, False)
 
-    def _first_sighting(self, f: _File, t: float, rng: random.Random) -> None:
-        """Verdicts are triggered by a hash's first sighting, as in a real pipeline."""
+    def _first_sighting(self, f: _File, t: float, rng: random.Random,
+                        suspicious: bool) -> None:
+        """Verdicts are triggered by a hash's first sighting, as in a real pipeline.
+
+        Sandboxes are scarce, so real pipelines submit what *looks* suspicious
+        (a behaviour, or a static score of 0.5 or more) far more often than
+        the rest. The labels a learner sees are therefore biased towards hard
+        cases: evasive malware that only behaves badly is labelled about as
+        often as loud malware, and benign tools that behave like malware are
+        labelled far more often than ordinary apps.
+        """
         p = self.p
-        if rng.random() < p.sandbox_share:
+        if rng.random() < (p.sandbox_suspicious_share if suspicious else p.sandbox_share):
             verdict = f.label
             if rng.random() < p.label_noise:
                 verdict = "benign" if verdict == "malicious" else "malicious"
@@ -864,7 +1124,17 @@ class Simulator:
         return {"params": params,
                 "orgs": [{"org_id": o, "devices": s}
                          for o, s in zip(self.org_ids, self.org_sizes, strict=True)],
-                "campaigns": self.campaigns, "stats": self.stats.as_dict()}
+                "campaigns": self.campaigns,
+                "rogues": {
+                    "orgs": [self.org_ids[o] for o in self._rogue_devices],
+                    "flooders": [self.org_ids[o] for o, _ in self._flooders],
+                    "whitewashers": [self.org_ids[o] for o in self._whitewashers],
+                    "targets": list(self._attacked),
+                    "whitewashed": list(self._defended),
+                    "reports": self.stats.rogue_reports,
+                    "feedback": self.stats.rogue_feedback,
+                },
+                "stats": self.stats.as_dict()}
 
 
 # --- malformed lines ---------------------------------------------------------------------

@@ -32,30 +32,49 @@ def _fmt_s(s: float) -> str:
     return "never" if math.isinf(s) else f"{s / 60:.1f} min"
 
 
+def _n(value: int | None) -> str:
+    return "n/a (no rogue tenant in this world)" if value is None else str(value)
+
+
 def table(res: object, name: str) -> str:
+    """The figures as aligned text rows: what a person reads and what the README quotes."""
     r = res  # Result
     rows = [
         ("protection rate (malicious sightings already blocked)", f"{r.protection_rate:.3f}"),
         ("  malicious sightings after each hash's first", f"{r.malicious_events:,}"),
         ("time to global block: median", _fmt_s(r.median_time_to_global_s)),
         ("time to global block: p90", _fmt_s(r.p90_time_to_global_s)),
+        ("malicious hashes (sighted)", f"{r.malicious_hashes}"),
         ("malicious hashes blocked globally",
          f"{r.globally_blocked_malicious}/{r.malicious_hashes}"),
+        ("malicious hashes blocked at any scope",
+         f"{r.malicious_hashes_blocked_any}/{r.malicious_hashes}"),
         ("campaigns blocked globally before a 3rd org",
          f"{r.campaigns_stopped_before_third_org:.2f}"),
         ("collateral: benign sightings covered by a block",
          f"{r.collateral_rate * 100:.3f}% of {r.benign_events:,}"),
         ("benign hashes ever blocked globally", f"{r.benign_hashes_blocked_global}"),
         ("benign hashes ever blocked at org scope", f"{r.benign_hashes_blocked_org}"),
-        ("poisoned global blocks (rogue-targeted benign)",
-         "n/a (no rogue tenant in this world)" if r.poisoned_global_blocks is None
-         else str(r.poisoned_global_blocks)),
-        ("malware unblocked beyond the rogue's org",
-         "n/a (no rogue tenant in this world)" if r.malware_unblocked_for_others is None
-         else str(r.malware_unblocked_for_others)),
     ]
+    if r.poisoned_global_blocks is not None:
+        rows.append(("rogue tenants (orgs)", ", ".join(r.rogue_orgs) or "none"))
+        rows.append(("  rogue reports / rogue feedback", f"{r.rogue_reports:,} / "
+                                                         f"{r.rogue_feedback:,}"))
+        rows.append(("  benign hashes flooded / malware hashes whitewashed",
+                     f"{r.rogue_targets} / {r.rogue_whitewashed}"))
+    rows += [
+        ("poisoned global blocks (rogue-targeted benign)", _n(r.poisoned_global_blocks)),
+        ("poisoned org/device blocks in non-rogue orgs", _n(r.poisoned_local_blocks)),
+        ("whitewashed malware unblocked/allowed beyond rogues",
+         _n(r.malware_unblocked_for_others)),
+        ("  any malware unblocked/allowed beyond rogues", _n(r.malicious_unblocked_beyond_rogues)),
+    ]
+    if r.labels:
+        rows.append(("trusted labels (true class): malicious / benign / noisy",
+                     f"{r.labels.get('malicious', 0)} / {r.labels.get('benign', 0)} / "
+                     f"{r.labels.get('noisy', 0)}"))
     for cname, m in sorted(r.classifiers.items()):
-        rows.append((f"classifier {cname}: prequential ROC AUC / log loss ({m['labels']} labels)",
+        rows.append((f"{cname}: prequential ROC AUC / log loss vs truth ({m['labels']} labels)",
                      f"{m['roc_auc']:.3f} / {m['log_loss']:.3f}"))
     width = max(len(k) for k, _ in rows)
     lines = [f"evaluation of {name}", "-" * (width + 24)]
@@ -101,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     replay_s = time.perf_counter() - t0
     reports, feedback = load_events(world, cfg)
     res = score_decisions(reports, truth, decisions, meta)
-    res.classifiers, res.learning = prequential(cfg, reports, feedback)
+    res.classifiers, res.learning = prequential(cfg, reports, feedback, truth, res.labels)
     png = Path(args.png) if args.png else world / "evaluation.png"
     write_png(res, png, f"{world.name} ({len(reports):,} reports, {len(decisions)} decisions)")
     print(table(res, f"{world} ({len(reports):,} reports, {len(decisions):,} decisions, "

@@ -154,10 +154,13 @@ def run(args: argparse.Namespace) -> int:
     hashes = sum(1 for _ in sim.truth())
     malicious = sum(1 for f in sim.files() if f.first_seen is not None and f.label == "malicious")
     rate = st.reports / res.seconds if res.seconds > 0 else float("inf")
+    rogues = sim.world()["rogues"]
     print(f"simulate: {st.reports} reports ({st.report_malformed} malformed, "
           f"{st.report_duplicates} duplicates, {st.campaign_reports} from "
-          f"{len(sim.campaigns)} campaigns), {st.feedback} feedback "
-          f"({st.feedback_malformed} malformed, {st.feedback_duplicates} duplicates), "
+          f"{len(sim.campaigns)} campaigns, {st.rogue_reports} from "
+          f"{len(rogues['orgs'])} rogue orgs), {st.feedback} feedback "
+          f"({st.feedback_malformed} malformed, {st.feedback_duplicates} duplicates, "
+          f"{st.rogue_feedback} rogue), "
           f"{hashes} hashes ({malicious} malicious), {res.seconds:.2f}s, "
           f"{rate:,.0f} reports/s -> {out}")
     return 0

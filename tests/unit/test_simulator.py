@@ -3,7 +3,8 @@
 The engine's own tests trust this data, so the properties they rely on are
 pinned here: same seed same bytes, event-time order, every valid line a
 contract Report/Feedback and every malformed line really malformed, campaigns
-that cross tenants, and verdicts that never precede the sighting.
+that cross tenants, verdicts that never precede the sighting, and rogue
+tenants whose lies are valid messages about the files they target.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rapidloop.cli import main
 from rapidloop.simulator import (
     FEEDBACK,
     REPORT,
+    ROGUE_TARGET_RANKS,
     SimParams,
     SimulationError,
     Simulator,
@@ -236,9 +238,12 @@ def test_verdicts_follow_first_sighting(run: tuple[Simulator, list[Any]],
     lo, _hi = sim.p.sandbox_delay_s
     by_source: dict[str, int] = defaultdict(int)
     wrong = 0
+    rogues = set(sim.world()["rogues"]["orgs"])
     for fb in parsed["feedback"]:
         by_source[fb["source"]] += 1
         assert _ts(fb["ts"]) >= first[fb["sha256"]] - sim.p.jitter_s
+        if fb["org_id"] in rogues:
+            continue   # lies, checked in test_rogue_tenants_lie_validly
         if fb["source"] == "sandbox":
             assert _ts(fb["ts"]) >= first[fb["sha256"]] + lo - sim.p.jitter_s - 0.002
             wrong += fb["verdict"] != truth[fb["sha256"]]["label"]
@@ -377,3 +382,122 @@ def test_kafka_unreachable_is_one_line(capsys: pytest.CaptureFixture[str],
 
 def test_feedback_kind_constant() -> None:
     assert FEEDBACK == "feedback" and REPORT == "report"
+
+
+# --- rogue tenants, sandbox bias, fleet sizes ----------------------------------------------
+
+def test_rogue_tenants_lie_validly(run: tuple[Simulator, list[Any]],
+                                   parsed: dict[str, Any]) -> None:
+    """One flooder and one whitewasher, ordinary-looking, lying in valid contract messages."""
+    sim, _ = run
+    rogues = sim.world()["rogues"]
+    assert len(rogues["flooders"]) == 1 and len(rogues["whitewashers"]) == 1
+    assert rogues["orgs"] == rogues["flooders"] + rogues["whitewashers"]
+    assert all(re.match(r"^org-\d{3}$", o) for o in rogues["orgs"])
+    flooder, whitewasher = rogues["flooders"][0], rogues["whitewashers"][0]
+    truth = {t["sha256"]: t for t in sim.truth()}
+    targets, whitewashed = set(rogues["targets"]), set(rogues["whitewashed"])
+    assert len(targets) == sim.p.rogue_targets and whitewashed
+    # targets: popular benign software, mostly signed; whitewashed: real campaign malware
+    assert all(truth[s]["label"] == "benign" and truth[s]["kind"] == "app" for s in targets)
+    assert sum(truth[s]["signer"] is not None for s in targets) >= len(targets) // 2
+    lo, hi = ROGUE_TARGET_RANKS   # popular: among the most reported software
+    ranks = {f.sha: i for i, f in enumerate(sim._global)}
+    assert all(lo <= ranks[s] < hi for s in targets)
+    fleet = {o["org_id"]: o["devices"] for o in sim.world()["orgs"]}
+    assert all(truth[s]["label"] == "malicious" and truth[s]["rogue"] == "whitewashed"
+               for s in whitewashed)
+    # The flood: every benign report claiming near-certain malice is the flooder's.
+    scary = [r for r in parsed["reports"] if truth[r["sha256"].lower()]["label"] == "benign"
+             and r["verdicts"].get("static_ml", 0.0) >= 0.9]
+    assert len(scary) >= 200
+    assert {r["org_id"] for r in scary} == {flooder}
+    assert {r["sha256"].lower() for r in scary} == targets
+    many = min(10, fleet[flooder])
+    assert len({r["device_id"] for r in scary}) >= many        # many devices, one tenant
+    assert all(set(r["behaviors"]) & {"ransomware_encryption", "credential_dumping",
+                                      "process_injection"} for r in scary)
+    # The whitewash: clean claims about real malware from the whitewasher's devices.
+    clean = [r for r in parsed["reports"] if r["org_id"] == whitewasher
+             and r["sha256"].lower() in whitewashed and not r["behaviors"]
+             and r["verdicts"].get("static_ml", 1.0) < 0.09]
+    assert len(clean) >= 50
+    assert len({r["device_id"] for r in clean}) >= min(10, fleet[whitewasher])
+    assert all(r["parent_sha256"] is None for r in clean)
+    # Their feedback: org_report lies (the flooder's malicious about targets, the
+    # whitewasher's benign about malware); being ordinary orgs they may also file the
+    # honest reports any tenant files. Truth keeps the true labels.
+    rogue_fb = [fb for fb in parsed["feedback"] if fb["org_id"] in rogues["orgs"]]
+    assert rogue_fb and all(fb["source"] == "org_report" for fb in rogue_fb)
+    lies = []
+    for fb in rogue_fb:
+        t = truth[fb["sha256"]]
+        if fb["verdict"] == "malicious":
+            assert fb["org_id"] == flooder and fb["sha256"] in targets
+            lies.append(fb)
+        elif t["label"] == "malicious":
+            assert fb["org_id"] == whitewasher and fb["sha256"] in whitewashed
+            lies.append(fb)
+        else:
+            assert t["kind"] == "hard_negative"   # an honest false-positive report
+    assert {fb["org_id"] for fb in lies} == set(rogues["orgs"])
+    assert sim.stats.rogue_reports == rogues["reports"] > 0
+    # malformed and redelivered copies are extra lines, not extra feedback
+    assert sim.stats.rogue_feedback == rogues["feedback"] == len(lies)
+
+
+def test_rogues_are_deterministic_and_seeded() -> None:
+    def rogues(seed: int) -> dict[str, Any]:
+        sim = Simulator(SimParams(seed=seed, **{**SMALL, "reports": 8000}))
+        for _ in sim.events():
+            pass
+        return sim.world()["rogues"]
+    a, b, c = rogues(5), rogues(5), rogues(6)
+    assert a == b
+    assert (a["orgs"], a["targets"]) != (c["orgs"], c["targets"])
+
+
+def test_no_rogues_when_switched_off() -> None:
+    sim = Simulator(SimParams(seed=3, **{**SMALL, "reports": 5000, "rogue_flooders": 0,
+                                         "rogue_whitewashers": 0}))
+    for _ in sim.events():
+        pass
+    r = sim.world()["rogues"]
+    assert r["orgs"] == r["targets"] == r["whitewashed"] == [] and r["reports"] == 0
+    assert sim.stats.reports == 5000
+
+
+def test_rogues_stay_a_minority_in_tiny_worlds() -> None:
+    sim = Simulator(SimParams(seed=1, **{**SMALL, "orgs": 4, "reports": 3000}))
+    for _ in sim.events():
+        pass
+    assert len(sim.world()["rogues"]["orgs"]) == 1
+    assert sim.stats.reports == 3000
+
+
+def test_sandbox_prefers_suspicious_files(run: tuple[Simulator, list[Any]],
+                                          parsed: dict[str, Any]) -> None:
+    first: dict[str, dict[str, Any]] = {}
+    for r in parsed["reports"]:
+        first.setdefault(r["sha256"].lower(), r)
+    sandboxed = {fb["sha256"] for fb in parsed["feedback"] if fb["source"] == "sandbox"}
+
+    def suspicious(r: dict[str, Any]) -> bool:
+        return bool(r["behaviors"]) or r["verdicts"].get("static_ml", 0.0) >= 0.5
+    sus = [s for s, r in first.items() if suspicious(r)]
+    calm = [s for s, r in first.items() if not suspicious(r)]
+    sus_rate = sum(s in sandboxed for s in sus) / len(sus)
+    calm_rate = sum(s in sandboxed for s in calm) / len(calm)
+    # shares 0.6 and 0.1, on ~50 suspicious hashes: wide bounds, a clear ratio
+    assert 0.3 <= sus_rate <= 0.9 and 0.04 <= calm_rate <= 0.18, (sus_rate, calm_rate)
+    assert sus_rate >= 3 * calm_rate
+
+
+def test_hundreds_of_orgs_with_heavy_tailed_fleets() -> None:
+    sim = Simulator(SimParams(seed=1))   # the defaults: building the world is cheap
+    sizes = sorted(sim.org_sizes)
+    assert len(sizes) == 300 == len(set(sim.org_ids))
+    assert sizes[-1] == sim.p.devices_max and sizes[0] >= sim.p.devices_min
+    median = sizes[len(sizes) // 2]
+    assert median <= 50 and sizes[-1] >= 50 * median       # many small, a few huge
+    assert sum(sizes[-len(sizes) // 10:]) >= sum(sizes) / 2  # top decile holds most devices
