@@ -33,15 +33,20 @@ def open_lines(path: str) -> IO[bytes]:
 
 
 DEFAULT_MAX_JUMP_S = 86400.0
+# Lines dated before this (the default ``limits.min_ts``) are rejected by the parser;
+# in the merge they keep their place instead of dragging the file's clock back.
+OLDEST_PLAUSIBLE_TS = parse_ts("2000-01-01T00:00:00Z")
 
 
 def _timed_lines(path: str, name: str, order: int, max_jump: float = DEFAULT_MAX_JUMP_S
                  ) -> Iterator[tuple[float, int, int, RawMessage]]:
     """Lines with the event time they merge at.
 
-    An unreadable time, or one more than ``max_jump`` past the file's last
-    readable time, keeps the line's place in the file: one bad line must not
-    hold back the rest of its file in the merge. The parser judges it.
+    An unreadable time, one more than ``max_jump`` past the file's last
+    readable time, or one before ``OLDEST_PLAUSIBLE_TS`` keeps the line's
+    place in the file: one bad line must neither hold back the rest of its
+    file in the merge nor pull the rest ahead of the other files. The parser
+    judges it.
     """
     last = float("-inf")
     with open_lines(path) as f:
@@ -52,7 +57,7 @@ def _timed_lines(path: str, name: str, order: int, max_jump: float = DEFAULT_MAX
             try:
                 obj: Any = orjson.loads(line)
                 ts = parse_ts(obj["ts"])
-                if last != float("-inf") and ts > last + max_jump:
+                if ts < OLDEST_PLAUSIBLE_TS or (last != float("-inf") and ts > last + max_jump):
                     ts = last
                 else:
                     last = ts
@@ -65,7 +70,8 @@ def merged_timed_lines(files: list[tuple[str, str]], max_jump: float = DEFAULT_M
                        ) -> Iterator[tuple[float, RawMessage]]:
     """``(event time, line)`` of several files, merged by event time (ties: file, then line)."""
     streams = [_timed_lines(path, name, i, max_jump) for i, (path, name) in enumerate(files)]
-    for ts, _, _, msg in heapq.merge(*streams, key=lambda t: (t[0], t[1], t[2])):
+    # (time, file, line) is unique, so the tuples compare in C without reaching the message
+    for ts, _, _, msg in heapq.merge(*streams):
         yield ts, msg
 
 

@@ -45,23 +45,24 @@ import math
 from collections import deque
 from typing import Any
 
-from river import linear_model, metrics, naive_bayes, optim, preprocessing, tree
+from river import linear_model, metrics, naive_bayes, optim, tree
 from river.base import Classifier
 
 from rapidloop.config import Config
 
 from .features import FEATURE_NAMES
-from .prior import Prior
+from .prior import Prior, sigmoid
+from .stacking import Stacker, logit
 
 # Tunables live in [models] of the configuration; these are implementation constants.
 SEED = 42                 # the tree's bootstrap sampling; fixed so replicas agree
 TREE_GRACE_PERIOD = 50    # labels a leaf sees between split attempts (labels are scarce)
 TREE_MEMORY_CHECK = 500   # labels between the tree's size checks (River's default: 1e6, i.e. never)
-LOGREG_LR = 0.05          # SGD step: labels are few, the default 0.01 learns too slowly
+LOGREG_LR = 0.02          # SGD step on unscaled features (all near [0, 1] or log-scaled)
 PROBA_CLIP = 1e-3         # one confident mistake costs at most -log(1e-3) ≈ 6.9 in the loss
 METRIC_WINDOW = 500       # labels in the rolling prequential ROC AUC
 METRIC_FLUSH = 100        # RollingROCAUC buffers updates until read: read it this often
-LN2 = math.log(2.0)
+STRONG_LOGIT = 2.0        # learners' log-odds worth naming first in a decision's reasons
 
 # Evidence flags for the naive Bayes: a feature counts as present above its cut
 # (0.0 when not listed: behaviour shares, one-hots, signed, parent flags).
@@ -176,8 +177,7 @@ def make_learners(models_cfg: Any) -> dict[str, Classifier]:
     depth = int(models_cfg.tree_max_depth)
     size = float(models_cfg.tree_max_size_mib)
     return {
-        "logreg": preprocessing.StandardScaler() | linear_model.LogisticRegression(
-            optimizer=optim.SGD(LOGREG_LR)),
+        "logreg": linear_model.LogisticRegression(optimizer=optim.SGD(LOGREG_LR)),
         "tree": tree.HoeffdingAdaptiveTreeClassifier(
             grace_period=TREE_GRACE_PERIOD, max_depth=depth, leaf_prediction="mc",
             splitter=tree.splitter.HistogramSplitter(n_bins=8), max_size=size,
@@ -201,20 +201,17 @@ class Ensemble:
     def __init__(self, cfg: Config) -> None:
         m = cfg.models
         self.prior = Prior(cfg)
-        self.handover_labels = int(m.handover_labels)
         self.min_class_labels = int(m.min_class_labels)
-        half_life = float(m.perf_half_life)
-        self.perf_alpha = 1.0 - 0.5 ** (1.0 / half_life)
-        self.perf_sharpness = float(m.perf_sharpness)
         self.learners = make_learners(m)
         self.names: tuple[str, ...] = tuple(self.learners)
+        self.experts: tuple[str, ...] = ("prior", *self.names)
+        self.stacker = Stacker(self.experts, float(m.stack_lr), float(m.stack_l2))
         self.n_malicious = 0
         self.n_benign = 0
-        self.ew_loss = dict.fromkeys(self.names, LN2)     # a coin flip's loss to start
-        self.mix = dict.fromkeys(self.names, 1.0 / len(self.names))
+        self.n_measured = 0                                  # verdicts in the metrics
         # Rolling AUC: exact over the last METRIC_WINDOW labels, cheap to update and to
         # pickle (ROCAUC(n_thresholds=100) costs ~18 µs per update and ~0.5 ms per dump).
-        tracked = (*self.names, "prior", "learned", "ensemble")
+        tracked = (*self.experts, "ensemble")
         self._auc = {k: metrics.RollingROCAUC(window_size=METRIC_WINDOW) for k in tracked}
         self._loss = {k: metrics.LogLoss() for k in tracked}
         self._window: deque[bool] = deque(maxlen=METRIC_WINDOW)   # labels in the AUC window
@@ -232,12 +229,14 @@ class Ensemble:
         return f"ens-{self.labels_seen}"
 
     @property
+    def learners_ready(self) -> bool:
+        """Learners get a say once each class has ``min_class_labels`` labels."""
+        return min(self.n_malicious, self.n_benign) >= self.min_class_labels
+
+    @property
     def learner_weight(self) -> float:
-        """The learners' share of the score: 0 until both classes have enough labels."""
-        if min(self.n_malicious, self.n_benign) < self.min_class_labels:
-            return 0.0
-        n = self.labels_seen
-        return n / (n + self.handover_labels)
+        """How much the learners move the score: 0 before they are ready."""
+        return 1.0 if len(self.stacker.active) > 1 else 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -247,19 +246,15 @@ class Ensemble:
     # -- scoring -------------------------------------------------------------
 
     def _score(self, features: dict[str, float]) -> tuple[float, float, dict[str, float]]:
-        """(published score, learned mixture, per-model scores) of one feature vector."""
+        """(published score, the learners' share of its log-odds, per-model scores)."""
         x = dense(features)
-        p_prior = self.prior.score(x)
-        per_model = {"prior": p_prior}
-        learned = 0.0
-        mix = self.mix
+        per_model = {"prior": self.prior.score(x)}
         for name, model in self.learners.items():
-            p = _p_true(model.predict_proba_one(x))
-            per_model[name] = p
-            learned += mix[name] * p
-        w = self.learner_weight
-        score = (1.0 - w) * p_prior + w * learned
-        return min(max(score, 0.0), 1.0), learned, per_model
+            per_model[name] = _p_true(model.predict_proba_one(x))
+        stacker = self.stacker
+        z = stacker.logit(per_model)
+        learned = z - stacker.weights["prior"] * logit(per_model["prior"]) - stacker.bias
+        return sigmoid(z), learned, per_model
 
     def score(self, features: dict[str, float]) -> tuple[float, dict[str, float]]:
         """The malice score in [0, 1] and each model's own score (learners and "prior").
@@ -283,16 +278,17 @@ class Ensemble:
     def explain(self, features: dict[str, float]) -> list[str]:
         """Reasons for the score, in words: the prior's strongest terms and the learners' say.
 
-        The learners' opinion is named when they carry weight and ``features``
-        is the vector last passed to ``score`` (no second scoring); it comes
-        first once they carry most of the score.
+        The learners' opinion is named when they raised the log-odds and
+        ``features`` is the vector last passed to ``score`` (no second
+        scoring); it comes first when it outweighs the prior's evidence.
         """
         reasons = self.prior.explain(features)
         memo = self._memo
-        if memo is not None and memo[0] is features and memo[2] > 0.0:
-            _, learned, w = memo
-            said = f"classifiers {learned:.2f} after {self.labels_seen} verdicts"
-            if w >= 0.5:
+        if memo is not None and memo[0] is features and memo[2] > 0.0 and memo[1] >= 0.5:
+            learned = memo[1]
+            said = (f"classifiers trained on {self.labels_seen} verdicts add "
+                    f"{learned:+.1f} to the log-odds")
+            if learned >= STRONG_LOGIT:
                 reasons.insert(0, said)
             else:
                 reasons.append(said)
@@ -300,21 +296,23 @@ class Ensemble:
 
     # -- learning ------------------------------------------------------------
 
-    def learn(self, features: dict[str, float], malicious: bool) -> None:
-        """Learn one trusted verdict; first score it with every model (prequential metrics)."""
+    def learn(self, features: dict[str, float], malicious: bool, *, lesson: bool = False) -> None:
+        """Learn one trusted label; first score it with every model (prequential).
+
+        A ``lesson`` (a labelled file seen again, see ``Correlator``) teaches
+        the learners and the combiner the file as it looks now, where the
+        decisions are made; the metrics stay those of the verdict stream.
+        """
+        measure = not lesson
         y = bool(malicious)
-        score, learned, per_model = self._score(features)
-        for name, p in (*per_model.items(), ("learned", learned), ("ensemble", score)):
-            self._auc[name].update(y, p)
-            self._loss[name].update(y, _clip(p))
-        alpha = self.perf_alpha
-        for name in self.names:
-            self.ew_loss[name] += alpha * (_log_loss(y, per_model[name]) - self.ew_loss[name])
-        best = min(self.ew_loss.values())
-        raw = {n: math.exp(-self.perf_sharpness * (loss - best))
-               for n, loss in self.ew_loss.items()}
-        total = sum(raw.values())
-        self.mix = {n: r / total for n, r in raw.items()}
+        score, _, per_model = self._score(features)
+        if measure:
+            for name, p in (*per_model.items(), ("ensemble", score)):
+                self._auc[name].update(y, p)
+                self._loss[name].update(y, _clip(p))
+            self._window.append(y)
+            self.n_measured += 1
+        self.stacker.learn(per_model, y)   # out-of-sample opinions: before the experts learn
         x = dense(features)
         for model in self.learners.values():
             model.learn_one(x, y)
@@ -322,8 +320,10 @@ class Ensemble:
             self.n_malicious += 1
         else:
             self.n_benign += 1
-        self._window.append(y)
-        if self.labels_seen % METRIC_FLUSH == 0:
+        if self.learners_ready and len(self.stacker.active) == 1:
+            for name in self.names:
+                self.stacker.activate(name)
+        if measure and self.n_measured % METRIC_FLUSH == 0:
             for auc in self._auc.values():
                 auc.get()   # flushes its update buffer, which otherwise grows until read
         self._memo = None
@@ -341,8 +341,7 @@ class Ensemble:
         for name, auc in self._auc.items():
             row = {"auc": float(auc.get()) if both else math.nan,
                    "log_loss": float(self._loss[name].get())}
-            if name in self.mix:
-                row["weight"] = self.mix[name]
-                row["recent_log_loss"] = self.ew_loss[name]
+            if name in self.stacker.weights:
+                row["weight"] = self.stacker.weights[name] if name in self.stacker.active else 0.0
             out[name] = row
         return out

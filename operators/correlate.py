@@ -7,16 +7,23 @@ leaves as a ``Verdict`` carrying the features at the time of the verdict, the
 join the classifiers learn from. Redelivered duplicates are recognised and
 counted here, and files idle for ``state.idle_ttl_s`` of event time are
 evicted, so memory follows the working set rather than history.
+
+Organization and device ids arrive as a fresh string in every message; a
+file's state keeps the ids it has seen, so the correlator hands it one shared
+object per distinct id (``_canonical``, a bounded table: when full it starts
+over, which only costs sharing, never correctness).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from rapidloop.config import Config
 from rapidloop.schemas.model import Feedback, Report
 
+from .accusation import Accusation
 from .dedup import RecentIds
 from .filestate import FileState
 
@@ -30,6 +37,8 @@ class Sighting:
     orgs_in_windows: list[int]   # distinct orgs per window in windows.sizes_s
     orgs_ever: int
     arrived: float               # wall clock when the batch was parsed (latency metric)
+    accusers: list[str] = field(default_factory=list)   # orgs whose own reports accused it
+    signed: bool = False         # the file's signature as most organizations report it
 
 
 @dataclass(slots=True)
@@ -41,6 +50,11 @@ class Verdict:
     owner: bool = True                   # False on copies broadcast only to teach other replicas
     arrived: float = 0.0
     signer: str | None = None            # the file's signer, for the allow-list
+    accusers: list[str] = field(default_factory=list)   # orgs whose accusations it settles
+    lesson: bool = False                 # a labelled file seen again: teaches, decides nothing
+
+
+_CANONICAL_IDS = 1 << 16   # distinct org/device ids remembered for sharing, per shard
 
 
 class Correlator:
@@ -52,6 +66,11 @@ class Correlator:
         self.max_devices = cfg.state.max_devices
         self.max_parents = cfg.state.max_parents
         self.max_behaviors = cfg.state.max_behaviors
+        self.evidence_orgs = int(cfg.state.evidence_orgs)
+        self.max_accusers = int(cfg.state.max_accusers)
+        self.accuse_window = float(cfg.policy.global_window_s)
+        self.lesson_max = int(cfg.models.lesson_max)
+        self.accusation = Accusation(cfg)
         self.idle_ttl = float(cfg.state.idle_ttl_s)
         self.sweep_interval = float(cfg.state.sweep_interval_s)
         self.files: dict[str, FileState] = {}
@@ -60,6 +79,30 @@ class Correlator:
         self.next_sweep = float("-inf")
         self.duplicates = 0
         self.evicted = 0
+        self._canonical: dict[str, str] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # With recovery on this runs for every shard at every epoch, over every
+        # file: files go as two flat lists (hashes, FileState.row tuples), which
+        # pickle several times faster than the objects. The id table is a cache
+        # and is left out (pickle keeps the sharing of the ids by identity anyway).
+        state = self.__dict__.copy()
+        files = self.files
+        state["files"] = (list(files), [st.row() for st in files.values()])
+        state["_canonical"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_canonical", {})
+        files = state["files"]
+        if type(files) is tuple:   # the compact form (older snapshots hold a dict of objects)
+            shas, rows = files
+            windows, max_orgs, max_devices = (state["windows"], state["max_orgs"],
+                                              state["max_devices"])
+            from_row = FileState.from_row
+            state["files"] = {sha: from_row(row, windows, max_orgs, max_devices)
+                              for sha, row in zip(shas, rows, strict=True)}
+        self.__dict__.update(state)
 
     def process(self, events: Iterable[tuple[int, Report | Feedback]], arrived: float
                 ) -> tuple[list[tuple[int, Sighting | Verdict]], list[tuple[int, Verdict]]]:
@@ -71,6 +114,9 @@ class Correlator:
         out: list[tuple[int, Sighting | Verdict]] = []
         copies: list[tuple[int, Verdict]] = []
         files = self.files
+        canonical = self._canonical
+        windows, max_orgs, max_devices = self.windows, self.max_orgs, self.max_devices
+        max_parents, max_behaviors = self.max_parents, self.max_behaviors
         for idx, ev in events:
             if type(ev) is Report:
                 if self.ids.seen(ev.report_id):
@@ -80,12 +126,30 @@ class Correlator:
                     self.now = ev.ts
                 state = files.get(ev.sha256)
                 if state is None:
-                    state = files[ev.sha256] = FileState(
-                        self.windows, self.max_orgs, self.max_devices)
-                state.observe(ev, self.max_parents, self.max_behaviors)
+                    state = files[ev.sha256] = FileState(windows, max_orgs, max_devices)
+                org = canonical.get(ev.org_id)
+                if org is None:
+                    org = self._remember(ev.org_id)
+                device = canonical.get(ev.device_id)
+                if device is None:
+                    device = self._remember(ev.device_id)
+                state.observe(ev, max_parents, max_behaviors, org, device, self.evidence_orgs)
+                if (ev.behaviors or ev.verdicts) and self.accusation.accuses(ev):
+                    state.accuse(org, ev.ts, self.max_accusers)
                 orgs = state.window_orgs(ev.ts)
-                out.append((idx, Sighting(ev, state.features(ev.ts, orgs), orgs,
-                                          state.orgs.ever, arrived)))
+                feats = state.features(ev.ts, orgs)
+                signed = state.signature()[0]
+                accusers = state.accusing(ev.ts - self.accuse_window)
+                out.append((idx, Sighting(ev, feats, orgs, state.orgs.ever, arrived,
+                                          accusers, signed)))
+                n = state.since_label
+                if n and n & (n - 1) == 0 and n <= self.lesson_max:
+                    # The labelled file as it looks now teaches every replica (lessons).
+                    fb = Feedback(f"lesson:{ev.report_id}", ev.ts, ev.sha256,
+                                  state.label or "", "lesson")
+                    lesson = Verdict(fb, feats, False, arrived, None, [], True)
+                    out.append((idx, lesson))
+                    copies.append((idx, lesson))
             else:
                 if self.ids.seen("fb:" + ev.feedback_id):
                     self.duplicates += 1
@@ -93,14 +157,29 @@ class Correlator:
                 if ev.ts > self.now:
                     self.now = ev.ts
                 state = files.get(ev.sha256)
-                feats = state.features(ev.ts) if state is not None else None
-                signer = state.signer if state is not None else None
-                out.append((idx, Verdict(ev, feats, True, arrived, signer)))
+                feats = signer = None
+                accusers: list[str] = []
+                if state is not None:
+                    feats = state.features(ev.ts)
+                    signer = state.signature()[1]
+                    accusers = state.accusing(ev.ts - self.accuse_window)
+                    if ev.trusted:
+                        state.label = ev.verdict
+                        state.since_label = 0
+                out.append((idx, Verdict(ev, feats, True, arrived, signer, accusers)))
                 if ev.trusted and feats is not None:
-                    copies.append((idx, Verdict(ev, feats, False, arrived, signer)))
+                    copies.append((idx, Verdict(ev, feats, False, arrived, signer, accusers)))
         if self.now >= self.next_sweep:
             self.sweep()
         return out, copies
+
+    def _remember(self, name: str) -> str:
+        """Make ``name`` the shared object for its value (the table is bounded)."""
+        canonical = self._canonical
+        if len(canonical) >= _CANONICAL_IDS:
+            canonical.clear()
+        canonical[name] = name
+        return name
 
     def sweep(self) -> int:
         """Evict files idle for longer than the TTL; returns how many."""

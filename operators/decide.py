@@ -19,7 +19,7 @@ from rapidloop.schemas.model import Decision
 from .allowlist import AllowList
 from .classifiers import Ensemble
 from .correlate import Sighting, Verdict
-from .policy import Enforcement, Policy, Scored
+from .policy import Enforcement, Policy, Scored, new_trust
 
 
 class Decider:
@@ -27,7 +27,8 @@ class Decider:
 
     def __init__(self, cfg: Config, allowlist: AllowList | None = None) -> None:
         self.ensemble = Ensemble(cfg)
-        self.policy = Policy(cfg, allowlist)
+        self.trust = new_trust(cfg)
+        self.policy = Policy(cfg, allowlist, self.trust)
         self.states: dict[str, Enforcement] = {}
         self.idle_ttl = float(cfg.state.idle_ttl_s)
         self.label_ttl = float(cfg.policy.trusted_block_ttl_s)
@@ -39,7 +40,7 @@ class Decider:
     def _scored(self, features: dict[str, float]) -> Scored:
         score, per_model = self.ensemble.score(features)
         return Scored(score, per_model, self.ensemble.model_version,
-                      lambda: self.ensemble.explain(features))
+                      lambda: self.ensemble.explain(features), self.ensemble.learners_ready)
 
     def process(self, items: Iterable[Sighting | Verdict], now_wall: float) -> list[Decision]:
         out: list[Decision] = []
@@ -54,19 +55,28 @@ class Decider:
                 if enf is None:
                     enf = Enforcement()
                 decided = self.policy.on_sighting(enf, item, self._scored(item.features))
-                if fresh and (decided or enf.accusers):   # most files never need state
+                if fresh and decided:   # most files never need state
                     states[r.sha256] = enf
             else:
                 fb = item.feedback
                 if fb.ts > self.now:
                     self.now = fb.ts
+                if item.lesson:
+                    if item.features is not None:
+                        self.ensemble.learn(item.features, fb.verdict == "malicious",
+                                            lesson=True)
+                    continue
+                # The policy weighs a verdict against the score before it is learned; every
+                # replica does the same for the trust of the organizations it settles.
+                scored = self._scored(item.features or {})
                 if fb.trusted and item.features is not None:
+                    if item.accusers and self.policy.accepts(scored.score, fb):
+                        self.trust.settle(item.accusers, fb.verdict == "malicious")
                     self.ensemble.learn(item.features, fb.verdict == "malicious")
                 if not item.owner:
                     continue
                 enf = states.setdefault(fb.sha256, Enforcement())
-                decided = self.policy.on_verdict(enf, fb, self._scored(item.features or {}),
-                                                 item.signer)
+                decided = self.policy.on_verdict(enf, fb, scored, item.signer)
             if decided:
                 out.extend(decided)
                 self.latencies.append(now_wall - item.arrived)

@@ -5,16 +5,26 @@ and organizations saw it, how recently, with which behaviours and which
 sensor verdicts. ``FileState`` accumulates that history in bounded memory
 (capped key sets, counts instead of lists) and turns it into the feature
 vector the classifiers score (names in ``rapidloop.operators.features``).
+
+A shard tracks up to millions of files and most are seen once, on one
+device, with no behaviour, no strong sensor verdict and no parent, so what
+such a file does not have costs nothing: the verdict sources and parents are
+tuples (the shared empty tuple until something arrives) and the behaviour
+counts a dict made on the first behaviour. With the one-key form of
+``SlidingDistinct`` that keeps a file near half a KiB.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any
 
 from rapidloop.schemas.model import BEHAVIORS, FILE_PATHS, FILE_TYPES, Report
 
 from .distinct import SlidingDistinct
+from .evidence import OrgEvidence
 
 _KNOWN_BEHAVIORS = frozenset(BEHAVIORS)
 _BEH_KEYS = {b: f"beh_{b}" for b in BEHAVIORS}
@@ -22,12 +32,14 @@ _TYPE_KEYS = {t: f"type_{t}" for t in FILE_TYPES}
 _PATH_KEYS = {p: f"path_{p}" for p in FILE_PATHS}
 _VERDICT_STRONG = 0.5   # a sensor verdict this high counts as that sensor flagging the file
 _SIZE_SCALE = 20.0      # log1p(bytes) / 20 keeps the size feature near [0, 1]
+_INF = math.inf
+_NEG_INF = -math.inf
 
 
 class FileState:
     """Prevalence, windows, behaviours, verdicts and attributes of one sha256."""
 
-    __slots__ = (
+    __slots__ = (  # noqa: RUF023 (order is the snapshot row's: new slots go last)
         "beh_counts",
         "devices",
         "first_seen",
@@ -43,47 +55,82 @@ class FileState:
         "verdict_max",
         "verdict_sources",
         "verdict_sum",
+        # Added after the compact snapshot form: restored rows without them get defaults.
+        "accusers",
+        "evidence",
+        "label",
+        "since_label",
     )
 
     def __init__(self, windows: Sequence[float], max_orgs: int, max_devices: int) -> None:
-        self.first_seen = math.inf
-        self.last_seen = -math.inf
+        self.first_seen = _INF
+        self.last_seen = _NEG_INF
         self.n_reports = 0
         self.verdict_max = 0.0
         self.verdict_sum = 0.0
-        self.verdict_sources: set[str] = set()
-        self.beh_counts: dict[str, int] = {}
+        self.verdict_sources: tuple[str, ...] = ()      # names that scored >= 0.5, distinct
+        self.beh_counts: dict[str, int] | None = None   # known behaviour -> reports showing it
         self.signed = False
         self.signer: str | None = None
         self.ftype = "other"
         self.fpath = "other"
         self.size = 0
-        self.parents: list[str] = []
+        self.parents: tuple[str, ...] = ()
         self.orgs = SlidingDistinct(windows, max_orgs)
         self.devices = SlidingDistinct(windows, max_devices)
+        self.accusers: dict[str, float] | None = None   # org → last report that accused the file
+        self.evidence: OrgEvidence | None = None        # made when a second org sees the file
+        self.label: str | None = None                   # last trusted verdict
+        self.since_label = 0                            # sightings since that verdict
 
-    def observe(self, r: Report, max_parents: int, max_behaviors: int) -> None:
-        """Fold one (non-duplicate) report into the state."""
+    def observe(self, r: Report, max_parents: int, max_behaviors: int,
+                org_id: str | None = None, device_id: str | None = None,
+                evidence_orgs: int = 8) -> None:
+        """Fold one (non-duplicate) report into the state.
+
+        ``org_id``/``device_id``, when given, are equal to the report's and
+        replace them as the stored keys (the correlator passes one shared
+        object per distinct id, so a million files do not hold a million
+        copies of the same organization's name).
+        """
         ts = r.ts
         if ts < self.first_seen:
             self.first_seen = ts
         if ts > self.last_seen:
             self.last_seen = ts
         self.n_reports += 1
-        self.orgs.touch(r.org_id, ts)
-        self.devices.touch(r.device_id, ts)
-        if r.verdicts:
-            top = max(r.verdicts.values())
+        org = org_id or r.org_id
+        ev = self.evidence
+        if ev is None and self.orgs.ever:
+            first = self.orgs.keys()
+            if first and org != first[0]:   # a second organization: claims now count per org
+                ev = self.evidence = self._seed_evidence(evidence_orgs, first[0])
+        if ev is not None:
+            ev.observe(org, r.behaviors, max(r.verdicts.values(), default=0.0),
+                       r.file.signed, r.file.signer)
+        if self.label is not None:
+            self.since_label += 1
+        self.orgs.touch(org, ts)
+        self.devices.touch(device_id or r.device_id, ts)
+        verdicts = r.verdicts
+        if verdicts:
+            top = max(verdicts.values())
             self.verdict_sum += top
             if top > self.verdict_max:
                 self.verdict_max = top
-            if len(self.verdict_sources) < max_behaviors:
-                self.verdict_sources.update(
-                    k for k, v in r.verdicts.items() if v >= _VERDICT_STRONG)
-        counts = self.beh_counts
-        for b in r.behaviors:
-            if b in _KNOWN_BEHAVIORS:
-                counts[b] = counts.get(b, 0) + 1
+            srcs = self.verdict_sources
+            if len(srcs) < max_behaviors:
+                new = tuple(k for k, v in verdicts.items()
+                            if v >= _VERDICT_STRONG and k not in srcs)
+                if new:
+                    self.verdict_sources = srcs + new
+        if r.behaviors:
+            counts = self.beh_counts
+            for b in r.behaviors:
+                if b in _KNOWN_BEHAVIORS:
+                    if counts is None:
+                        counts = self.beh_counts = {}
+                    counts[b] = counts.get(b, 0) + 1
         f = r.file
         self.signed = f.signed
         self.signer = f.signer
@@ -92,7 +139,36 @@ class FileState:
         self.size = f.size
         p = r.parent_sha256
         if p is not None and p not in self.parents and len(self.parents) < max_parents:
-            self.parents.append(p)
+            self.parents += (p,)
+
+    def _seed_evidence(self, cap: int, first_org: str) -> OrgEvidence:
+        """Per-organization evidence, started when a second organization sees the file:
+        until then everything pooled came from the one organization there was."""
+        ev = OrgEvidence(cap)
+        ev.observe(first_org, tuple(self.beh_counts or ()), self.verdict_max, self.signed,
+                   self.signer)
+        return ev
+
+    def accuse(self, org: str, ts: float, max_accusers: int) -> None:
+        """Remember that ``org``'s own report of the file was suspicious (a few orgs at most)."""
+        acc = self.accusers
+        if acc is None:
+            acc = self.accusers = {}
+        if ts > acc.get(org, float("-inf")):
+            acc[org] = ts
+        if len(acc) > max_accusers:
+            del acc[min(acc, key=acc.__getitem__)]
+
+    def accusing(self, since: float) -> list[str]:
+        """Organizations whose own reports accused the file at or after ``since``."""
+        acc = self.accusers
+        return [org for org, ts in acc.items() if ts >= since] if acc else []
+
+    def signature(self) -> tuple[bool, str | None]:
+        """(signed, signer) as most organizations report it (one tenant cannot forge it)."""
+        if self.evidence is not None:
+            return self.evidence.signature()
+        return self.signed, self.signer
 
     def window_orgs(self, now: float) -> list[int]:
         return self.orgs.counts(now)
@@ -102,28 +178,76 @@ class FileState:
         """The feature vector at event time ``now`` (see features.FEATURE_NAMES)."""
         n = self.n_reports or 1
         orgs = org_counts if org_counts is not None else self.orgs.counts(now)
-        devices = self.devices.counts(now)
+        devices = self.devices
         log1p = math.log1p
         feats: dict[str, float] = {
             "verdict_max": self.verdict_max,
             "verdict_mean": self.verdict_sum / n,
             "n_verdict_sources": log1p(len(self.verdict_sources)),
-            "n_behaviors": float(len(self.beh_counts)),
+            "n_behaviors": float(len(self.beh_counts)) if self.beh_counts else 0.0,
             "signed": 1.0 if self.signed else 0.0,
             _TYPE_KEYS.get(self.ftype, "type_other"): 1.0,
             _PATH_KEYS.get(self.fpath, "path_other"): 1.0,
             "log_size": log1p(self.size) / _SIZE_SCALE,
             "has_parent": 1.0 if self.parents else 0.0,
-            "log_devices": log1p(self.devices.ever),
+            "log_devices": log1p(devices.ever),
             "log_orgs": log1p(self.orgs.ever),
             "orgs_10m": log1p(orgs[0]),
             "orgs_1h": log1p(orgs[1] if len(orgs) > 1 else orgs[-1]),
             "orgs_24h": log1p(orgs[-1]),
-            "devices_1h": log1p(devices[1] if len(devices) > 1 else devices[-1]),
+            # the 1 h window, or the only one: the same choice as for orgs_1h
+            "devices_1h": log1p(devices.count(now, 1 if len(devices.windows) > 1 else 0)),
             "log_age_h": log1p(max(0.0, now - self.first_seen) / 3600.0),
             "log_reports": log1p(self.n_reports),
             "org_trust": org_trust,
         }
-        for b, c in self.beh_counts.items():
-            feats[_BEH_KEYS[b]] = c / n
+        if self.beh_counts:
+            for b, c in self.beh_counts.items():
+                feats[_BEH_KEYS[b]] = c / n
+        if self.evidence is not None:
+            self.evidence.robust(feats, self.orgs.ever)
         return feats
+
+    def row(self) -> tuple[Any, ...]:
+        """The state as one flat tuple for a shard's compact snapshot (see ``from_row``).
+
+        Snapshots pickle every file of a shard each epoch; a tuple of plain
+        values pickles several times faster than slotted objects, which go
+        through ``copyreg`` one by one.
+        """
+        return (*_scalar_values(self), self.orgs.parts(), self.devices.parts())
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...], windows: tuple[float, ...], max_orgs: int,
+                 max_devices: int) -> FileState:
+        st = cls.__new__(cls)
+        st.accusers = st.evidence = st.label = None
+        st.since_label = 0
+        for name, value in zip(_SCALARS, row[:-2], strict=False):
+            setattr(st, name, value)
+        st.orgs = SlidingDistinct.from_parts(windows, max_orgs, row[-2])
+        st.devices = SlidingDistinct.from_parts(windows, max_devices, row[-1])
+        return st
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        # A tuple in slot order: smaller and faster to pickle than the default
+        # {slot name: value} dict.
+        return _slot_values(self)
+
+    def __setstate__(self, state: Any) -> None:
+        if type(state) is tuple and len(state) == 2 and state[0] is None:
+            # A snapshot from before __getstate__ existed: (None, {slot: value}).
+            slots = state[1]
+            slots["verdict_sources"] = tuple(slots["verdict_sources"])
+            slots["beh_counts"] = slots["beh_counts"] or None
+            slots["parents"] = tuple(slots["parents"])
+            state = tuple(slots[name] for name in FileState.__slots__)
+        self.accusers = self.evidence = self.label = None
+        self.since_label = 0
+        for name, value in zip(FileState.__slots__, state, strict=False):
+            setattr(self, name, value)
+
+
+_slot_values = attrgetter(*FileState.__slots__)
+_SCALARS = tuple(n for n in FileState.__slots__ if n not in ("orgs", "devices"))
+_scalar_values = attrgetter(*_SCALARS)

@@ -21,21 +21,30 @@ is enforced, blocks carry ``expires_at``, and ``decision_id`` is a digest of
 the target, the action and the id of the input that triggered it, so a
 replay reproduces it exactly.
 
-Anti-poisoning: the score is pooled over every tenant's reports of a file, so
-one tenant's own claims (sensor verdicts, behaviours, however many devices)
-could otherwise push it over the line for everyone. The policy therefore
-remembers which organizations *accused* the file (a report whose own evidence
-is suspicious: its prior score alone reaches ``device_block_score``, or a
-behaviour of ``device_block_behaviors`` on the device) within
-``global_window_s``. While that evidence comes from a single organization,
-correlation blocks only that organization's own targets: no global block, no
-org block elsewhere. Blocks driven by the models with no accusing report at
-all, trusted verdicts and a tenant's own ``org_report`` are unaffected.
+Anti-poisoning. The score is computed from features in which each
+organization counts once (``operators.evidence``), and cross-organization
+correlation counts *accusers*: organizations whose own report was suspicious
+on its own evidence (``operators.accusation``), weighted by how often their
+past accusations were confirmed by trusted verdicts (``operators.trust``).
+
+* A global block by correlation needs ``global_min_orgs`` (never fewer than
+  two) accusing organizations whose trust adds up to
+  ``global_min_corroboration``, and models already checked against verdicts
+  (during the cold start only trusted verdicts block globally).
+* While a single organization accuses a file, correlation blocks only that
+  organization's own targets: no global block, no org block elsewhere.
+* A trusted verdict is weighed against the score before it (a sandbox of
+  reliability r multiplies the odds by r / (1 - r)): a sandbox "malicious"
+  on a file everything else calls clean blocks nothing, a sandbox "benign"
+  on overwhelming evidence lifts nothing. The analyst is final.
+* Blocks placed on the score alone are lifted again (``release_score``) when
+  the file turns out to be widespread software (``release_min_orgs``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,10 +54,11 @@ from rapidloop.schemas.model import Decision, Feedback
 from .allowlist import AllowList
 from .correlate import Sighting
 from .prior import Prior
+from .stacking import logit
+from .trust import OrgTrust
 
 Target = tuple[str, str | None, str | None]   # (scope, org_id, device_id)
 GLOBAL: Target = ("global", None, None)
-_MAX_ACCUSERS = 4   # only "one organization or several" matters; keep the most recent few
 
 
 @dataclass(slots=True)
@@ -58,26 +68,15 @@ class Enforcement:
     active: dict[Target, tuple[str, float | None]] = field(default_factory=dict)
     label: str | None = None          # last trusted verdict: "malicious" | "benign"
     last_event: float = float("-inf")
-    accusers: dict[str, float] = field(default_factory=dict)   # org → last suspicious report
+    scored: set[Target] = field(default_factory=set)   # blocks placed on the score alone
 
-    def accuse(self, org: str, now: float) -> None:
-        """Remember that ``org``'s own report of the file was suspicious (a few orgs at most)."""
-        acc = self._accusers()
-        if now > acc.get(org, float("-inf")):
-            acc[org] = now
-        if len(acc) > _MAX_ACCUSERS:
-            del acc[min(acc, key=acc.__getitem__)]
-
-    def accusing(self, since: float) -> list[str]:
-        """Organizations whose own reports accused the file at or after ``since``."""
-        return [org for org, ts in self._accusers().items() if ts >= since]
-
-    def _accusers(self) -> dict[str, float]:
+    def score_blocks(self) -> set[Target]:
+        """Targets blocked by correlation (the score), which new evidence may release."""
         try:
-            return self.accusers
+            return self.scored
         except AttributeError:   # restored from a snapshot taken before the field existed
-            self.accusers = {}
-            return self.accusers
+            self.scored = set()
+            return self.scored
 
     def current(self, target: Target, now: float) -> str | None:
         """The action in force on ``target`` at event time ``now`` (None if none)."""
@@ -111,6 +110,7 @@ class Scored:
     classifiers: dict[str, float]
     model_version: str
     explain: Callable[[], list[str]] = _no_reasons
+    calibrated: bool = True   # False while the models have not yet been checked against verdicts
 
 
 def decision_id(sha256: str, target: Target, action: str, trigger: str) -> str:
@@ -133,13 +133,21 @@ def _fmt_window(seconds: float) -> str:
 class Policy:
     """Turns sightings and verdicts into the decisions that change enforcement."""
 
-    def __init__(self, cfg: Config, allowlist: AllowList | None = None) -> None:
+    def __init__(self, cfg: Config, allowlist: AllowList | None = None,
+                 trust: OrgTrust | None = None) -> None:
         p = cfg.policy
         self.device_score = p.device_block_score
         self.device_behaviors = frozenset(p.device_block_behaviors)
         self.org_score = p.org_block_score
+        self.release_score = float(p.release_score)
+        self.release_min_orgs = int(p.release_min_orgs)
         self.global_score = p.global_block_score
-        self.global_min_orgs = p.global_min_orgs
+        self.global_min_orgs = max(2, int(p.global_min_orgs))   # one tenant is never consensus
+        self.global_min_corroboration = float(p.global_min_corroboration)
+        self.trust = trust if trust is not None else new_trust(cfg)
+        self.trusted_block_score = float(p.trusted_block_score)
+        self.verdict_weight = {src: _reliability_logit(float(r))
+                               for src, r in p.verdict_reliability.as_dict().items()}
         self.global_window = float(p.global_window_s)
         self.global_idx = [float(w) for w in cfg.windows.sizes_s].index(self.global_window)
         self.prevalent_orgs = p.prevalent_orgs
@@ -148,19 +156,6 @@ class Policy:
         self.trusted_ttl = float(p.trusted_block_ttl_s)
         self.allowlist = allowlist or AllowList()
         self.prior = Prior(cfg)
-
-    def _accuses(self, s: Sighting) -> bool:
-        """Is this report suspicious on its own evidence (not the file's pooled history)?"""
-        r = s.report
-        if any(b in self.device_behaviors for b in r.behaviors):
-            return True
-        f = r.file
-        own: dict[str, float] = {f"beh_{b}": 1.0 for b in r.behaviors}
-        own["verdict_max"] = max(r.verdicts.values(), default=0.0)
-        own["signed"] = 1.0 if f.signed else 0.0
-        own[f"path_{f.path}"] = 1.0
-        own["parent_flagged"] = s.features.get("parent_flagged", 0.0)
-        return self.prior.score(own) >= self.device_score
 
     # -- reports --------------------------------------------------------------
     def on_sighting(self, enf: Enforcement, s: Sighting, sc: Scored) -> list[Decision]:
@@ -173,22 +168,26 @@ class Policy:
         org_t: Target = ("org", r.org_id, None)
         dev_t: Target = ("device", r.org_id, r.device_id)
         score = sc.score
-        if score >= self.device_score and self._accuses(s):   # only where a block could follow
-            enf.accuse(r.org_id, now)
-        accusers = enf.accusing(now - self.global_window)
+        if (score < self.release_score and enf.label is None and enf.score_blocks()
+                and s.orgs_ever >= self.release_min_orgs):
+            return self._release(enf, r.sha256, sc, now, r.report_id)
+        accusers = s.accusers
         lone_accuser = len(accusers) == 1   # all the evidence is one tenant's own claims
 
-        n_orgs = s.orgs_in_windows[self.global_idx]
-        prevalent_signed = r.file.signed and s.orgs_ever >= self.prevalent_orgs
-        if (score >= self.global_score and n_orgs >= self.global_min_orgs
-                and not prevalent_signed and not lone_accuser
+        prevalent_signed = s.signed and s.orgs_ever >= self.prevalent_orgs
+        if (score >= self.global_score and len(accusers) >= self.global_min_orgs
+                and sc.calibrated and not prevalent_signed
                 and enf.current(GLOBAL, now) != "block"):
-            out.append(self._decide(
-                enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
-                [f"malice score {score:.2f} ≥ global threshold {self.global_score:.2f}",
-                 f"seen in {n_orgs} orgs within {_fmt_window(self.global_window)}",
-                 *sc.explain()[:2]],
-                now + self.ttl["global"]))
+            corroboration = self.trust.corroboration(accusers)
+            if corroboration >= self.global_min_corroboration:
+                out.append(self._decide(
+                    enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
+                    [f"malice score {score:.2f} ≥ global threshold {self.global_score:.2f}",
+                     f"accused by {len(accusers)} orgs within "
+                     f"{_fmt_window(self.global_window)} (trust {corroboration:.2f})",
+                     *sc.explain()[:2]],
+                    now + self.ttl["global"]))
+                enf.score_blocks().add(GLOBAL)
 
         org_action = enf.current(org_t, now)
         if org_action == "allow":
@@ -204,6 +203,7 @@ class Policy:
                 [f"malice score {score:.2f} ≥ org threshold {self.org_score:.2f}",
                  f"reported by device {r.device_id} in this org", *sc.explain()[:2]],
                 now + self.ttl["org"]))
+            enf.score_blocks().add(org_t)
             return out
         strong = [b for b in r.behaviors if b in self.device_behaviors]
         if strong and score >= self.device_score and enf.current(dev_t, now) != "block":
@@ -212,6 +212,20 @@ class Policy:
                 [f"{', '.join(strong)} observed on this device",
                  f"malice score {score:.2f} ≥ device threshold {self.device_score:.2f}"],
                 now + self.ttl["device"]))
+            enf.score_blocks().add(dev_t)
+        return out
+
+    def _release(self, enf: Enforcement, sha: str, sc: Scored, now: float,
+                 trigger: str) -> list[Decision]:
+        """Unblock what the score alone blocked, now that the score fell below release."""
+        out = []
+        for target in sorted(enf.score_blocks(), key=_target_order):
+            if enf.current(target, now) == "block":
+                out.append(self._decide(
+                    enf, sha, target, "unblock", sc, now, trigger,
+                    [f"malice score {sc.score:.2f} fell below release threshold "
+                     f"{self.release_score:.2f}", *sc.explain()[:1]], None))
+        enf.score_blocks().clear()
         return out
 
     # -- verdicts -------------------------------------------------------------
@@ -221,17 +235,23 @@ class Policy:
         enf.last_event = max(enf.last_event, now)
         sha = fb.sha256
         if fb.trusted:
-            enf.label = fb.verdict
-            if fb.verdict == "malicious":
-                if self.allowlist.allows(sha, signer):
-                    return []
+            malicious = fb.verdict == "malicious"
+            post = self.posterior(sc.score, fb)
+            if malicious:
+                if post < self.trusted_block_score or self.allowlist.allows(sha, signer):
+                    return []   # contradicted by everything else known: not enforced
+                enf.label = fb.verdict
                 if enf.current(GLOBAL, now) == "block":
                     _, exp = enf.active[GLOBAL]
                     if exp is None or exp >= now + self.trusted_ttl / 2:
                         return []
                 return [self._decide(enf, sha, GLOBAL, "block", sc, now, fb.feedback_id,
-                                     [f"{fb.source} verdict malicious"],
+                                     [f"{fb.source} verdict malicious",
+                                      f"malice probability {post:.2f} with the verdict"],
                                      now + self.trusted_ttl)]
+            if post >= self.device_score:
+                return []   # a benign verdict against overwhelming evidence: blocks stay
+            enf.label = fb.verdict
             out = []
             for target in sorted(enf.active, key=_target_order):
                 if enf.current(target, now) == "block":
@@ -259,6 +279,25 @@ class Policy:
         return [self._decide(enf, sha, org_t, "block", sc, now, fb.feedback_id,
                              ["reported malicious by this org"], now + self.ttl["org"])]
 
+    def accepts(self, score: float, fb: Feedback) -> bool:
+        """Does a trusted verdict stand against the score before it (see ``posterior``)?"""
+        post = self.posterior(score, fb)
+        if fb.verdict == "malicious":
+            return post >= self.trusted_block_score
+        return post < self.device_score
+
+    def posterior(self, score: float, fb: Feedback) -> float:
+        """P(malicious) after a trusted verdict, given the score before it.
+
+        A source of reliability r multiplies the odds by r / (1 - r) (or
+        divides them); r = 1 (the analyst, by default) is final.
+        """
+        w = self.verdict_weight.get(fb.source, math.inf)
+        if math.isinf(w):
+            return 1.0 if fb.verdict == "malicious" else 0.0
+        z = logit(score) + (w if fb.verdict == "malicious" else -w)
+        return 1.0 / (1.0 + math.exp(-z))
+
     # -- helpers --------------------------------------------------------------
     def _decide(self, enf: Enforcement, sha: str, target: Target, action: str, sc: Scored,
                 now: float, trigger: str, reasons: list[str],
@@ -273,6 +312,21 @@ class Policy:
             scope=scope, org_id=org, device_id=dev, score=round(sc.score, 6),
             classifiers={k: round(v, 6) for k, v in sc.classifiers.items()},
             reasons=reasons, model_version=sc.model_version, event_ts=now, expires_at=expires)
+
+
+def _reliability_logit(r: float) -> float:
+    """log(r / (1 - r)): how much a verdict of reliability ``r`` moves the log-odds."""
+    if r >= 1.0:
+        return math.inf
+    r = max(r, 0.5)
+    return math.log(r / (1.0 - r))
+
+
+def new_trust(cfg: Config) -> OrgTrust:
+    """The organization trust table of ``[policy]``'s trust settings."""
+    p = cfg.policy
+    return OrgTrust(float(p.trust_prior_a), float(p.trust_prior_b),
+                    float(p.trust_refute_weight), int(p.trust_max_orgs))
 
 
 def _target_order(t: Target) -> tuple[str, str, str]:

@@ -10,7 +10,9 @@ one. The prior is a fixed logistic rule an analyst can read and tune from
           + Σ behavior_weights[b] * beh_b        (share of reports showing b)
           + prior_unsigned_weight * (1 - signed)
           + prior_path_weight * (path_downloads + path_temp)
+          + prior_installed_weight * (path_program_files + path_system)
           + prior_parent_weight * parent_flagged
+          + prior_prevalence_weight * max(0, log_orgs - log1p(prior_prevalent_orgs))
     score = sigmoid(logit)
 
 Every term is a named piece of evidence, so ``explain`` can turn the largest
@@ -33,6 +35,7 @@ import math
 from rapidloop.config import Config
 
 SUSPICIOUS_PATHS = ("path_downloads", "path_temp")
+INSTALLED_PATHS = ("path_program_files", "path_system")
 EXPLAIN_MIN_LOGIT = 0.5       # terms adding less than this to the logit are not worth a reason
 EXPLAIN_MAX_TERMS = 3
 
@@ -52,7 +55,8 @@ def sigmoid(z: float) -> float:
 class Prior:
     """The hand-set logistic rule of ``[models]``; stateless apart from its weights."""
 
-    __slots__ = ("behavior_weights", "bias", "parent_weight", "path_weight",
+    __slots__ = ("behavior_weights", "bias", "installed_weight", "parent_weight", "path_weight",
+                 "prevalence_weight", "prevalent",
                  "unsigned_weight", "verdict_weight")
 
     def __init__(self, cfg: Config) -> None:
@@ -61,7 +65,10 @@ class Prior:
         self.verdict_weight = float(m.prior_verdict_weight)
         self.unsigned_weight = float(m.prior_unsigned_weight)
         self.path_weight = float(m.prior_path_weight)
+        self.installed_weight = float(m.prior_installed_weight)
         self.parent_weight = float(m.prior_parent_weight)
+        self.prevalence_weight = float(m.prior_prevalence_weight)
+        self.prevalent = math.log1p(float(m.prior_prevalent_orgs))
         # Feature name → weight; unknown behaviour names in the config simply never match.
         self.behavior_weights: tuple[tuple[str, str, float], ...] = tuple(
             (f"beh_{name}", name, float(w)) for name, w in m.behavior_weights.as_dict().items()
@@ -77,7 +84,11 @@ class Prior:
                 z += w * v
         z += self.unsigned_weight * (1.0 - get("signed", 0.0))
         z += self.path_weight * (get("path_downloads", 0.0) + get("path_temp", 0.0))
+        z += self.installed_weight * (get("path_program_files", 0.0) + get("path_system", 0.0))
         z += self.parent_weight * get("parent_flagged", 0.0)
+        spread = get("log_orgs", 0.0) - self.prevalent
+        if spread > 0.0:
+            z += self.prevalence_weight * spread
         return z
 
     def score(self, features: dict[str, float]) -> float:
@@ -106,6 +117,9 @@ class Prior:
         for key in SUSPICIOUS_PATHS:
             if get(key):
                 terms.append((self.path_weight * get(key, 0.0), f"runs from {key[5:]}"))
+        spread = get("log_orgs", 0.0) - self.prevalent
+        if spread > 0.0 and self.prevalence_weight:
+            terms.append((self.prevalence_weight * spread, "widespread across organizations"))
         if get("parent_flagged"):
             terms.append((self.parent_weight * get("parent_flagged", 0.0),
                           "dropped or launched by a flagged file"))

@@ -42,7 +42,7 @@ class Piece:
     meaning across units (live Kafka). ``items`` are ``(index_in_unit,
     payload)`` pairs so pieces can be merged back into input order.
     ``expect`` is how many pieces the receiving decider must hold before
-    processing the unit: 1, or every shard's when the unit carries verdicts.
+    processing the unit: every shard's, or 1 for a unit without events.
     """
 
     shard: int
@@ -56,9 +56,13 @@ class Piece:
 
 def split_unit(source: str, unit: str, seq: int | None, events: list[Report | Feedback],
                shards: int, arrived: float) -> list[tuple[str, Piece]]:
-    """One piece per shard (empty ones included, so every shard sees every unit)."""
-    has_verdicts = any(type(e) is Feedback for e in events)
-    expect = shards if has_verdicts else 1
+    """One piece per shard (empty ones included, so every shard sees every unit).
+
+    Every unit with events is a barrier: a verdict, or a report of a file
+    that already has a verdict (a lesson), teaches every replica, and which
+    reports will do so is only known once the correlator has seen them.
+    """
+    expect = shards if events else 1
     pieces = [Piece(s, source, unit, seq, expect, [], arrived) for s in range(shards)]
     for i, ev in enumerate(events):
         pieces[int(ev.sha256[:8], 16) % shards].items.append((i, ev))

@@ -26,6 +26,11 @@ def walk(cfg: Config, events: Iterable[Report | Feedback]
     for i, ev in enumerate(events):
         out, _ = correlator.process([(i, ev)], 0.0)
         for _, item in out:
+            if isinstance(item, Verdict) and item.lesson:
+                if item.features:   # what every replica learns from a labelled file seen again
+                    ensemble.learn(item.features, item.feedback.verdict == "malicious",
+                                   lesson=True)
+                continue
             yield item, ensemble
             if isinstance(item, Verdict) and item.feedback.trusted and item.features:
                 ensemble.learn(item.features, item.feedback.verdict == "malicious")

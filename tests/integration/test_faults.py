@@ -3,8 +3,13 @@
 * The broker is paused (SIGSTOP) for 30 s in the middle of a run and resumed:
   the job waits it out and its decisions are exactly those of an undisturbed
   run. This test starts its own broker: the session broker is shared.
-* A decision that cannot be delivered is noticed: counted, logged, and
-  ``rapidloop run`` exits non-zero; the others are still delivered.
+* A decision that cannot be delivered stops the job before its epoch is
+  committed (Bytewax's side of this is checked on its own), with one clear
+  line and a non-zero exit; the restart emits it: the broker is stopped for
+  longer than the delivery timeout mid-run, and the union of the two runs'
+  decisions is exactly an undisturbed run's.
+* A decision the topic refuses by itself (too large) is dead-lettered with
+  an "undeliverable" error and the run goes on, exiting 1 at the end.
 * Thousands of malformed and adversarial lines mixed into a replay: it exits
   0, every bad line is a dead letter with a specific reason, and the good
   lines decide exactly what they decide alone.
@@ -16,24 +21,32 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import bytewax.operators as op
 import orjson
 import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from rapidloop.flows.kafka_io import DeliveryError, delivery_failure
 from rapidloop.schemas.timefmt import format_ts, parse_ts
 
 from ..conftest import ROOT, _start_tansu, _stop, create_topics, free_port
 from . import scenario
 from .test_kafka_io import produce, read_all
-from .test_recovery import _decisions, _env, _finish, _job
+from .test_recovery import _dead_letters, _decisions, _env, _finish, _job, _messages_read
 
 pytestmark = pytest.mark.integration
 
@@ -137,11 +150,116 @@ def test_broker_paused_30s_mid_run_loses_no_decision(tmp_path: Path) -> None:
         assert broker.poll() is not None
 
 
-# ------------------------------------------------------------ undeliverable decision
+# ------------------------------------------------------------ undeliverable decisions
 
-def test_undeliverable_decision_is_counted_logged_and_fails_the_run(
+class _SnapshotSource(FixedPartitionedSource[int, int]):
+    """0, 1, 2, ... N-1, one item per 10 ms; the resume state is the next number."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def list_parts(self) -> list[str]:
+        return ["p0"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None
+                   ) -> StatefulSourcePartition[int, int]:
+        n = self.n
+
+        class Part(StatefulSourcePartition[int, int]):
+            def __init__(self) -> None:
+                self.i = resume_state or 0
+                self.awake: datetime | None = None
+
+            def next_batch(self) -> list[int]:
+                if self.i >= n:
+                    raise StopIteration
+                self.i += 1
+                self.awake = datetime.now(UTC) + timedelta(milliseconds=10)
+                return [self.i - 1]
+
+            def next_awake(self) -> datetime | None:
+                return self.awake
+
+            def snapshot(self) -> int:
+                return self.i
+
+        return Part()
+
+
+class _FailOnceSink(DynamicSink[tuple[str, tuple[int, int]]]):
+    """Records what it is given (with the epoch); raises DeliveryError once, on ``fail_at``."""
+
+    def __init__(self, log: list[tuple[int, int, int]], fail_at: int | None) -> None:
+        self.log = log
+        self.fail_at = fail_at
+
+    def build(self, step_id: str, worker_index: int, worker_count: int
+              ) -> StatelessSinkPartition[tuple[str, tuple[int, int]]]:
+        sink = self
+
+        class Part(StatelessSinkPartition[tuple[str, tuple[int, int]]]):
+            def write_batch(self, items: list[tuple[str, tuple[int, int]]]) -> None:
+                for _, (i, total) in items:
+                    if i == sink.fail_at:
+                        sink.fail_at = None
+                        raise DeliveryError(f"kafka sink out: {i} not delivered")
+                    sink.log.append((i, total, sink.epochs[i]))
+
+        return Part()
+
+    epochs: ClassVar[dict[int, int]] = {}
+
+
+def test_bytewax_does_not_commit_an_epoch_whose_sink_raised(tmp_path: Path) -> None:
+    """What the Kafka sink relies on (Bytewax 0.21): ``write_batch`` raising stops the flow
+    before the epoch is committed, and a resume emits that epoch again, from its start and
+    from the state before it."""
+    from bytewax.errors import BytewaxRuntimeError
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.run import cli_main
+
+    def running_sum(total: int | None, x: int) -> tuple[int, tuple[int, int]]:
+        total = (total or 0) + x
+        return total, (x, total)
+
+    def flow(sink: _FailOnceSink) -> Dataflow:
+        df = Dataflow("epochs")
+        nums = op.input("in", df, _SnapshotSource(60))
+        sums = op.stateful_map("sum", op.key_on("k", nums, lambda _: "k"), running_sum)
+
+        def note_epoch(step: str, item: tuple[str, tuple[int, int]], epoch: int,
+                       worker: int) -> None:
+            _FailOnceSink.epochs[item[1][0]] = epoch
+        op.output("out", op.inspect_debug("epoch", sums, note_epoch), sink)
+        return df
+
+    init_db_dir(tmp_path, 1)
+    recovery = RecoveryConfig(str(tmp_path))
+    first: list[tuple[int, int, int]] = []
+    with pytest.raises(BytewaxRuntimeError) as failed:
+        cli_main(flow(_FailOnceSink(first, 33)), epoch_interval=timedelta(milliseconds=50),
+                 recovery_config=recovery)
+    assert str(delivery_failure(failed.value)) == "kafka sink out: 33 not delivered"
+    failed_epoch = _FailOnceSink.epochs[33]
+    assert first[-1][0] == 32 and [i for i, _, _ in first] == list(range(33))
+    second: list[tuple[int, int, int]] = []
+    cli_main(flow(_FailOnceSink(second, None)), epoch_interval=timedelta(milliseconds=50),
+             recovery_config=recovery)
+    # The second run starts at the start of an epoch, no later than the one that failed (the
+    # one before it may not be committed yet either), from the state before that epoch.
+    epoch_starts = {min(i for i, _, e in first if e == epoch) for _, _, epoch in first}
+    start = second[0][0]
+    assert start <= min((i for i, _, e in first if e == failed_epoch), default=33)
+    assert start in epoch_starts | {33}
+    assert [i for i, _, _ in second] == list(range(start, 60))
+    assert {i: t for i, t, _ in first if i >= start} == {i: t for i, t, _ in second if i < 33}
+    assert all(t == i * (i + 1) // 2 for i, t, _ in second)
+
+
+def test_decision_too_large_for_the_topic_is_dead_lettered_and_the_run_goes_on(
         broker: str, tmp_path: Path) -> None:
-    """A decision larger than the producer may send is refused: noticed, never silent."""
+    """Refused by the topic itself, it would be refused after every restart: stopping on it
+    would stop protection for good. It is written to the dead-letter topic, loudly."""
     rep, fb, dec, dlq = create_topics(broker, "undeliverable",
                                       ["reports", "feedback", "decisions", "deadletter"])
     cfg = tmp_path / "rapidloop.toml"
@@ -164,18 +282,152 @@ def test_undeliverable_decision_is_counted_logged_and_fails_the_run(
         env=_env({"reports": rep, "feedback": fb, "decisions": dec, "deadletter": dlq}),
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-3000:]
-    assert re.search(rf"1 message\(s\) to {re.escape(dec)} were not delivered", done.stderr), \
-        done.stderr[-3000:]
-    assert "too large" in done.stderr.lower(), done.stderr[-3000:]
+    assert re.search(rf"1 message\(s\) refused by {re.escape(dec)} were written to "
+                     rf"{re.escape(dlq)} instead: .*too large", done.stderr), done.stderr[-3000:]
     delivered = [orjson.loads(v) for _, _, v in read_all(broker, dec)]
     assert sorted(d["org_id"] for d in delivered) == ["org-1", "org-3"]
+    [(_, key, value)] = read_all(broker, dlq)
+    dead = orjson.loads(value)
+    assert key == f"{2:064x}".encode() and dead["key"] == f"{2:064x}"
+    assert dead["topic"] == dec and dead["partition"] is None and dead["offset"] is None
+    assert dead["error"].startswith(f"undeliverable to {dec}: ") and "too large" in dead["error"]
+    assert dead["raw"].startswith('{"decision_id":"') and "[truncated: " in dead["raw"]
+
+
+def _committed_reads(recovery: Path) -> int:
+    """Input offsets in the last snapshot the job could resume from (Bytewax's SQLite)."""
+    db = recovery / "part-0.sqlite3"
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as c:
+        try:
+            rows = c.execute(
+                "SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ? "
+                "AND snap_epoch < (SELECT MAX(worker_frontier) FROM fronts WHERE ex_num = "
+                "(SELECT MAX(ex_num) FROM exs))", ("rapidloop.reports",)).fetchall()
+        except sqlite3.OperationalError:   # tables not made yet, or busy
+            return 0
+    latest: dict[str, tuple[int, int]] = {}
+    for key, epoch, blob in rows:
+        if blob is not None and epoch >= latest.get(key, (-1, 0))[0]:
+            latest[key] = (epoch, max(0, pickle.loads(blob)))
+    return sum(offset for _, offset in latest.values())
+
+
+def _stop_on_delivery_failure(job: subprocess.Popen[str], recovery: Path, events: int,
+                              broker: subprocess.Popen[bytes]) -> tuple[int, int, list[str]]:
+    """SIGSTOP the broker once the job has read ``events`` and snapshotted some of them.
+
+    SIGCONT once the job has given up on a delivery. Returns the events read and the input
+    committed when the broker was stopped, and the job's stderr lines until then.
+    """
+    assert job.stderr is not None
+    lines: list[str] = []
+    seen = committed = 0
+    stopped = False
+    try:
+        for line in job.stderr:
+            lines.append(line)
+            m = re.match(r"events ([\d,]+) ", line)
+            if m and not stopped:
+                seen = int(m.group(1).replace(",", ""))
+                if seen >= events:
+                    committed = _committed_reads(recovery)
+                    if committed:
+                        os.kill(broker.pid, signal.SIGSTOP)
+                        stopped = True
+            if "Stopping before this epoch is committed" in line:
+                break
+    finally:
+        if stopped:
+            os.kill(broker.pid, signal.SIGCONT)
+    assert stopped, f"the job ended before it was stopped:\n{''.join(lines)[-2000:]}"
+    return seen, committed, lines
+
+
+def test_undeliverable_decisions_stop_the_run_and_the_restart_loses_none(
+        tmp_path: Path) -> None:
+    """The broker stops answering for longer than the delivery timeout and the retries.
+
+    The job must not commit the epoch it could not deliver: it stops with one clear line
+    naming the topic and the Kafka error, exits non-zero, and once the broker is back the
+    same command (same recovery dir) emits what was missing, so the union of what both
+    runs delivered is exactly the decisions of an undisturbed run.
+    """
+    port = free_port()
+    broker = _start_tansu(port, tmp_path / "tansu.log")
+    brokers = f"127.0.0.1:{port}"
+    try:
+        rep, fb, unused_fb, dec_a, dlq_a, dec_b, dlq_b = create_topics(
+            brokers, "undelivered", ["reports", "feedback", "sim-feedback", "dec-a", "dlq-a",
+                                     "dec-b", "dlq-b"])
+        n = 30_000
+        sim = subprocess.run(
+            [sys.executable, "-m", "rapidloop.cli", "simulate", "--kafka", "--brokers", brokers,
+             "--rate", "0", "--reports", str(n), "--seed", "11", "--start", START,
+             "--progress", "0"], cwd=ROOT,
+            # no malformed input: no dead letters, so the decisions are what fails to go out
+            env=_env({"reports": rep, "feedback": unused_fb},
+                     RAPIDLOOP_SIMULATE__MALFORMED_SHARE="0"),
+            capture_output=True, text=True, timeout=60)
+        assert sim.returncode == 0, sim.stderr
+        _finish(_job(brokers, _env({"reports": rep, "feedback": fb, "decisions": dec_a,
+                                    "deadletter": dlq_a}), "--no-recovery", "--progress", "0"))
+
+        env = _env({"reports": rep, "feedback": fb, "decisions": dec_b, "deadletter": dlq_b})
+        recovery = tmp_path / "recovery"
+        # The fault: deliveries time out after 1 s (librdkafka's own retries included) and
+        # are sent again once; the broker is stopped until the job has given up.
+        impatient = tmp_path / "impatient.toml"
+        impatient.write_text('[kafka]\ndelivery_retries = 1\n'
+                             '[kafka.client]\n"message.timeout.ms" = 1000\n')
+        job = _job(brokers, env, "--config", str(impatient), "--recovery-dir", str(recovery),
+                   "--progress", "0.05")
+        try:
+            seen, committed, lines = _stop_on_delivery_failure(job, recovery, n // 5, broker)
+            _, rest = job.communicate(timeout=120)
+        finally:
+            if job.poll() is None:
+                job.kill()
+                job.wait(10)
+        err = "".join(lines) + rest
+        assert job.returncode not in (0, None), err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert re.fullmatch(rf"rapidloop run: kafka sink {re.escape(dec_b)}: \d+ of \d+ "
+                            r"message\(s\) not delivered after 2 attempt\(s\): .*timed out.*\. "
+                            r"Stopping before this epoch is committed; .*", last), err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        _, want = _decisions(brokers, dec_a)
+        _, before = _decisions(brokers, dec_b)
+        assert set(before) < set(want), "the fault cost no decision: it tested nothing"
+
+        again = _finish(_job(brokers, env, "--recovery-dir", str(recovery), "--progress", "0"),
+                        timeout=120)
+        assert f"recovery state resumed from {recovery}" in again
+        assert _messages_read(again) <= n - committed, "the restart did not resume"
+
+        n_a, want = _decisions(brokers, dec_a)
+        n_b, got = _decisions(brokers, dec_b)
+        assert n_a == len(want) > 100
+        assert set(got) == set(want), (f"lost {len(set(want) - set(got))}, "
+                                       f"new {len(set(got) - set(want))} decisions")
+        assert got == want
+        assert _dead_letters(brokers, dlq_b) == _dead_letters(brokers, dlq_a) == set()
+        print(f"stopped the broker after {seen} events ({committed} committed); "
+              f"{len(want) - len(before)} of {len(want)} decisions missing after the stop; "
+              f"{n_b - len(got)} repeated; the restart read {_messages_read(again)}")
+    finally:
+        if broker.poll() is None:
+            os.kill(broker.pid, signal.SIGCONT)
+        _stop(broker)
 
 
 # ----------------------------------------------------------- hostile input, replayed
 
 def _bad_lines(rng: random.Random, times: list[str]) -> list[bytes]:
     """One bad line per entry of ``times`` (its ``ts`` where it has a readable one)."""
-    good = orjson.loads(scenario.reports()[0])
+    good = next(r for r in map(orjson.loads, scenario.reports()[:-5])   # the story's first
+                if r["sha256"] == scenario.CAMPAIGN)                      # campaign report
     out: list[bytes] = []
     n = len(times)
     kinds = ["type", "hash", "long", "array", "past", "future", "utf8", "json", "nan", "deep",
@@ -261,14 +513,19 @@ def test_replay_of_hostile_input_dead_letters_each_bad_line(tmp_path: Path) -> N
         line_ts.append(last)
     times = [line_ts[max(0, i - 1)] for i in slots]
     bad = _bad_lines(rng, times)
-    future = [line for line in bad if re.search(rb'"ts":"(2[1-9]|[3-9])', line)]
+    future: list[bytes] = []
+    at_slot: dict[int, list[bytes]] = {}
+    for slot, line in zip(slots, bad, strict=False):   # _bad_lines adds 3 big ones at the end
+        if re.search(rb'"ts":"(2[1-9]|[3-9])', line):
+            future.append(line)
+        else:
+            at_slot.setdefault(slot, []).append(line)
     mixed: list[bytes] = []
-    rest = iter(b for b in bad if b not in future)
     for i, line in enumerate([*good_reports, None]):
-        mixed += [b for b in (next(rest, None) for _ in range(slots.count(i))) if b]
+        mixed += at_slot.get(i, [])
         if line is not None:
             mixed.append(line)
-    mixed += list(rest) + future
+    mixed += bad[len(slots):] + future
     _, got, dead = _replay(tmp_path, mixed, good_fb, "hostile")
 
     # the good lines decide exactly as before (emission order may follow other batch cuts)

@@ -56,11 +56,21 @@ def test_live_loop_blocks_unblocks_allows_and_dead_letters(
          "--progress", "0"], cwd=ROOT, stderr=subprocess.PIPE,
         env={**os.environ, "RAPIDLOOP_STREAM__EPOCH_INTERVAL_S": "0.2"})
     try:
-        produce(broker, rep, keyed(scenario.reports()))
+        # the history first (reports, then their verdicts), so the models are past their
+        # cold start when the story begins: live topics are read in parallel, not merged
+        produce(broker, rep, keyed(scenario.warm_reports()))
+        wait_for(broker, dec, lambda ds: sum(
+            scenario.is_warm(d["sha256"]) and d["scope"] == "org" for d in ds) >= scenario.WARM)
+        produce(broker, fb, keyed(scenario.warm_feedback()))
+        wait_for(broker, dec, lambda ds: sum(
+            scenario.is_warm(d["sha256"]) and d["scope"] == "global" for d in ds)
+            >= scenario.WARM)
+        time.sleep(2.0)   # the benign verdicts, which decide nothing, on the other partitions
+        produce(broker, rep, keyed(scenario.reports(warm=False)))
         wait_for(broker, dec, lambda ds: any(
             d["sha256"] == scenario.CAMPAIGN and d["scope"] == "global" for d in ds)
             and any(d["sha256"] == scenario.TOOL for d in ds))
-        produce(broker, fb, keyed(scenario.feedback()))
+        produce(broker, fb, keyed(scenario.feedback(warm=False)))
         decisions = wait_for(broker, dec, lambda ds: sum(
             d["action"] in ("allow", "unblock") or d["sha256"] == scenario.SANDBOXED
             for d in ds) >= 3)
@@ -94,7 +104,7 @@ def test_run_exits_at_end_of_input(broker: str, kafka_topics: TopicMaker,
          "--exit-at-end", "--progress", "0"], cwd=ROOT, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     decisions = [orjson.loads(v) for _, _, v in read_all(broker, dec)]
-    assert any(d["sha256"] == scenario.CAMPAIGN and d["scope"] == "global" for d in decisions)
+    assert any(d["sha256"] == scenario.CAMPAIGN and d["scope"] == "org" for d in decisions)
 
 
 def test_unreachable_broker_is_one_line(tmp_path: Path) -> None:

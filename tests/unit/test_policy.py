@@ -11,8 +11,12 @@ CFG = load_config(env={})
 H = sha(0xABC)
 
 
-def sighting(r, orgs=(1, 1, 1), ever=1):
-    return Sighting(r, {}, list(orgs), ever, 0.0)
+ACCUSERS = ["org-1", "org-2", "org-3"]   # three orgs of unknown trust: 1.5, just enough
+
+
+def sighting(r, orgs=(1, 1, 1), ever=1, accusers=(), signed=None):
+    return Sighting(r, {}, list(orgs), ever, 0.0, list(accusers),
+                    r.file.signed if signed is None else signed)
 
 
 def scored(score):
@@ -41,10 +45,10 @@ def test_org_then_global_block_and_only_changes_emitted():
     (d,) = p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.86))
     assert (d.action, d.scope, d.org_id) == ("block", "org", "org-1")
     assert p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.86)) == []
-    (g,) = p.on_sighting(e, sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3),
-                         scored(0.95))
+    (g,) = p.on_sighting(e, sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3,
+                                     accusers=ACCUSERS), scored(0.95))
     assert (g.action, g.scope, g.org_id, g.device_id) == ("block", "global", None, None)
-    assert "seen in 3 orgs within 1d" in g.reasons
+    assert "accused by 3 orgs within 1d (trust 1.50)" in g.reasons
     assert all("org-" not in reason for reason in g.reasons)   # no tenant names
     assert p.on_sighting(e, sighting(report(H, org="org-3"), orgs=(4, 4, 4)), scored(0.99)) == []
 
@@ -58,21 +62,51 @@ def test_high_score_in_one_org_is_not_global():
 def test_prevalent_signed_file_needs_trusted_verdict_for_global():
     p, e = Policy(CFG), Enforcement()
     r = report(H, signed=True, signer="Vendor")
-    out = p.on_sighting(e, sighting(r, orgs=(30, 30, 30), ever=30), scored(0.99))
+    out = p.on_sighting(e, sighting(r, orgs=(30, 30, 30), ever=30, accusers=ACCUSERS),
+                        scored(0.99))
     assert [d.scope for d in out] == ["org"]
     (g,) = p.on_verdict(e, feedback(H, "malicious", "sandbox", ts=T0 + 1), scored(0.99))
-    assert (g.scope, g.action, g.reasons) == ("global", "block", ["sandbox verdict malicious"])
+    assert (g.scope, g.action, g.reasons[0]) == ("global", "block", "sandbox verdict malicious")
 
 
 def test_trusted_benign_unblocks_everything_and_stops_correlation():
     p, e = Policy(CFG), Enforcement()
     p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.9))
-    p.on_sighting(e, sighting(report(H, org="org-2"), orgs=(3, 3, 3)), scored(0.95))
+    p.on_sighting(e, sighting(report(H, org="org-2"), orgs=(3, 3, 3), accusers=ACCUSERS),
+                  scored(0.95))
     out = p.on_verdict(e, feedback(H, "benign", "analyst", ts=T0 + 5), scored(0.95))
     assert sorted((d.action, d.scope, d.org_id) for d in out) == [
         ("unblock", "global", None), ("unblock", "org", "org-1")]
     again = sighting(report(H, org="org-9", ts=T0 + 9), orgs=(5, 5, 5))
     assert p.on_sighting(e, again, scored(0.99)) == []
+
+
+def test_sandbox_verdicts_are_weighed_against_the_evidence():
+    p = Policy(CFG)
+    # a sandbox "malicious" on a file everything else calls clean blocks nothing...
+    e = Enforcement()
+    assert p.on_verdict(e, feedback(H, "malicious", "sandbox"), scored(0.01)) == []
+    assert e.label is None
+    # ...the analyst is final
+    (g,) = p.on_verdict(e, feedback(H, "malicious", "analyst"), scored(0.01))
+    assert (g.scope, g.action) == ("global", "block")
+    # a sandbox "benign" against overwhelming evidence lifts nothing
+    e = Enforcement()
+    p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.999))
+    assert p.on_verdict(e, feedback(H, "benign", "sandbox", ts=T0 + 1), scored(0.999)) == []
+    assert e.current(("org", "org-1", None), T0 + 2) == "block"
+
+
+def test_score_blocks_are_released_when_the_file_proves_widespread():
+    p, e = Policy(CFG), Enforcement()
+    (d,) = p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.9))
+    assert (d.action, d.scope) == ("block", "org")
+    few = sighting(report(H, org="org-2", ts=T0 + 1), ever=3)
+    assert p.on_sighting(e, few, scored(0.05)) == []      # a few orgs: one tenant could dilute
+    many = sighting(report(H, org="org-2", ts=T0 + 2), ever=CFG.policy.release_min_orgs)
+    (u,) = p.on_sighting(e, many, scored(0.05))
+    assert (u.action, u.scope, u.org_id) == ("unblock", "org", "org-1")
+    assert "fell below release threshold" in u.reasons[0]
 
 
 def test_org_report_benign_allows_for_that_org_only():

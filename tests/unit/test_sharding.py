@@ -12,7 +12,9 @@ def test_split_gives_every_shard_a_piece():
     pieces = split_unit("src", "u0", 0, events, 4, 0.0)
     assert [k for k, _ in pieces] == ["000", "001", "002", "003"]
     assert sum(len(p.items) for _, p in pieces) == 10
-    assert all(p.expect == 1 for _, p in pieces)
+    # every unit with events is a barrier: its reports may teach every replica (lessons)
+    assert all(p.expect == 4 for _, p in pieces)
+    assert all(p.expect == 1 for _, p in split_unit("src", "u1", 1, [], 4, 0.0))
 
 
 def test_verdicts_are_broadcast_and_units_wait_for_all_pieces():

@@ -1,0 +1,119 @@
+"""Evidence counted by organization, so one tenant's volume is never consensus.
+
+A file's history pools every tenant's reports. Pooled *report* counts are
+what a rogue tenant controls: 3,000 fabricated reports claiming ransomware
+behaviour about a popular installer make "ransomware in 50% of reports" true
+of the pool, and one fabricated sensor verdict of 0.99 makes the pooled
+maximum 0.99. Every other tenant's score would then rise on claims it never
+made.
+
+``OrgEvidence`` keeps, per file, what each *organization* claimed, in a few
+bytes: which organizations reported each behaviour (up to ``cap`` of them),
+the two organizations with the strongest sensor verdicts, and the signature
+the most organizations agree on. From it, ``robust`` rewrites the pooled
+features so each organization counts once:
+
+* a behaviour's share is the share of *organizations* that reported it
+  (while fewer than ``cap`` did; past that, the report share stands), so
+  neither a flood of fabricated reports nor a flood of clean ones moves it
+  by more than one organization's worth;
+* the strongest sensor verdict is the second organization's best once two
+  organizations have seen the file (the first organization's alone if it is
+  the only one);
+* the file is signed (by a signer) only if most organizations that saw it say
+  so: a rogue claiming "unsigned" or a forged vendor about a file others see
+  differently is outvoted.
+
+With one organization (a file new to the fleet) nothing changes: a tenant's
+own evidence always counts fully for that tenant's own decisions.
+
+>>> ev = OrgEvidence(cap=8)
+>>> for org in ("a", "b", "c"):
+...     ev.observe(org, ("persistence",), 0.1, True, "Vendor")
+>>> for _ in range(50):
+...     ev.observe("rogue", ("ransomware_encryption",), 0.99, False, None)
+>>> f = {"beh_ransomware_encryption": 50 / 53, "verdict_max": 0.99, "signed": 0.0}
+>>> ev.robust(f, orgs_ever=4)
+>>> f["beh_ransomware_encryption"], f["verdict_max"], f["signed"]
+(0.25, 0.1, 1.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class OrgEvidence:
+    """Who claimed what about one file, by organization; small and picklable."""
+
+    __slots__ = ("beh_orgs", "cap", "signatures", "top")
+
+    def __init__(self, cap: int = 8) -> None:
+        self.cap = cap
+        self.beh_orgs: dict[str, list[str]] | None = None     # behaviour → orgs (≤ cap)
+        self.top: list[tuple[float, str]] = []                # best verdict of the 2 best orgs
+        self.signatures: dict[tuple[bool, str | None], list[str]] | None = None
+
+    def observe(self, org: str, behaviors: Sequence[str], verdict: float, signed: bool,
+                signer: str | None) -> None:
+        """Fold one report's claims in (``verdict``: its strongest sensor verdict)."""
+        cap = self.cap
+        if behaviors:
+            beh = self.beh_orgs
+            if beh is None:
+                beh = self.beh_orgs = {}
+            for b in behaviors:
+                orgs = beh.get(b)
+                if orgs is None:
+                    beh[b] = [org]
+                elif org not in orgs and len(orgs) < cap:
+                    orgs.append(org)
+        if verdict > 0.0:
+            top = self.top
+            for i, (v, o) in enumerate(top):
+                if o == org:
+                    if verdict > v:
+                        top[i] = (verdict, org)
+                        top.sort(reverse=True)
+                    break
+            else:
+                if len(top) < 2 or verdict > top[-1][0]:
+                    top.append((verdict, org))
+                    top.sort(reverse=True)
+                    del top[2:]
+        key = (signed, signer if signed else None)
+        sigs = self.signatures
+        if sigs is None:
+            self.signatures = {key: [org]}
+        else:
+            orgs = sigs.get(key)
+            if orgs is None:
+                if len(sigs) < 4:   # a handful of distinct claims is already a dispute
+                    sigs[key] = [org]
+            elif org not in orgs and len(orgs) < cap:
+                orgs.append(org)
+
+    def signature(self) -> tuple[bool, str | None]:
+        """The signature most organizations report; ties go to "unsigned"."""
+        sigs = self.signatures
+        if not sigs:
+            return False, None
+        return max(sigs.items(), key=lambda kv: (len(kv[1]), not kv[0][0]))[0]
+
+    def robust(self, features: dict[str, float], orgs_ever: int) -> None:
+        """Rewrite pooled features in place so that each organization counts once."""
+        if orgs_ever <= 1:
+            return
+        cap = self.cap
+        beh = self.beh_orgs
+        if beh:
+            for b, orgs in beh.items():
+                if len(orgs) < cap:
+                    features["beh_" + b] = len(orgs) / orgs_ever
+        top = self.top
+        if len(top) == 2:
+            second = top[1][0]
+            features["verdict_max"] = second
+            features["verdict_mean"] = min(features.get("verdict_mean", 0.0), second)
+        signed, _ = self.signature()
+        features["signed"] = 1.0 if signed else 0.0
