@@ -1,41 +1,40 @@
-"""The classifier ensemble: online River learners that take over from the prior.
+"""The classifier ensemble: online River learners combined with the prior.
 
 Every report is scored and only a minority of files ever get a verdict, so
 the learners are chosen for cheap prediction and small, bounded state
 (measured on River 0.26.1, 2 cores; ``test_costs`` in
 ``tests/unit/test_classifiers.py`` prints them):
 
-* ``logreg`` — ``StandardScaler | LogisticRegression``: additive evidence,
-  calibrated, ~6 µs to score, 3 KiB;
-* ``tree`` — ``HoeffdingAdaptiveTreeClassifier`` with a histogram splitter,
-  bounded depth and a memory cap: interactions the linear model cannot
-  express (bad behaviours *but* signed and prevalent is an admin tool), and
-  adapts when campaigns change; ~5 µs to score, 40–300 KiB (the default
-  Gaussian splitter pickles a ``random.Random`` per class per feature per
-  leaf: 10–15× larger);
+* ``logreg`` — ``LogisticRegression`` on the (already bounded or
+  log-scaled) features: additive evidence, ~1 µs to score, ~5 µs to learn.
+  No ``StandardScaler``: it blows rare one-hot features up to huge values,
+  and the model then extrapolates wildly on files unlike its labels;
+* ``tree`` — ``HoeffdingTreeClassifier`` with a histogram splitter, bounded
+  depth and a memory cap: interactions the linear model cannot express (bad
+  behaviours *but* signed and widespread is an admin tool); ~6 µs to score,
+  ~35 µs to learn (the adaptive variant costs ~130 µs per label, and every
+  label is learned by every replica);
 * ``nb`` — ``CutBernoulliNB``, a Bernoulli naive Bayes over evidence flags
   (``NB_CUTS``) with cached log tables: a generative model whose mistakes
   differ from the discriminative ones; ~4 µs to score (River's own
   ``BernoulliNB`` takes ~70 µs, ``GaussianNB`` ~90 µs and chokes on one-hot
   features), 2 KiB.
 
-The learned score mixes the classifiers by their recent prequential log loss
-(each is scored on a label *before* learning it; weights are a softmax of
-minus the exponentially weighted loss), so the mixture follows whichever
-learner currently predicts best. The published score hands over from the
-prior: with ``n`` labels, the learners' weight is 0 until each class has
-``min_class_labels`` labels, then ``n / (n + handover_labels)``:
+The published score is a calibrated combination of the prior's and the
+learners' log-odds (``stacking.Stacker``), learned online from the same
+labels, each scored by every model *before* any of them learns it. It starts
+as the prior alone; the learners get a say once each class has
+``min_class_labels`` labels.
 
-    score = (1 - w) * prior + w * Σ_i mix_i * p_i
-
-Everything is deterministic (fixed seeds, fixed feature order) and picklable,
-so replicas fed the same labels in the same order score identically.
+Everything is deterministic (fixed seeds, fixed feature and expert order)
+and picklable, so replicas fed the same labels in the same order score
+identically.
 
 >>> from rapidloop.config import load_config
 >>> ens = Ensemble(load_config(env={}))
 >>> f = {"verdict_max": 0.93, "beh_ransomware_encryption": 1.0}
 >>> score, per_model = ens.score(f)
->>> score == per_model["prior"], sorted(per_model), ens.model_version
+>>> round(score, 6) == round(per_model["prior"], 6), sorted(per_model), ens.model_version
 (True, ['logreg', 'nb', 'prior', 'tree'], 'ens-0')
 """
 
@@ -55,7 +54,6 @@ from .prior import Prior, sigmoid
 from .stacking import Stacker, logit
 
 # Tunables live in [models] of the configuration; these are implementation constants.
-SEED = 42                 # the tree's bootstrap sampling; fixed so replicas agree
 TREE_GRACE_PERIOD = 50    # labels a leaf sees between split attempts (labels are scarce)
 TREE_MEMORY_CHECK = 500   # labels between the tree's size checks (River's default: 1e6, i.e. never)
 LOGREG_LR = 0.02          # SGD step on unscaled features (all near [0, 1] or log-scaled)
@@ -178,10 +176,10 @@ def make_learners(models_cfg: Any) -> dict[str, Classifier]:
     size = float(models_cfg.tree_max_size_mib)
     return {
         "logreg": linear_model.LogisticRegression(optimizer=optim.SGD(LOGREG_LR)),
-        "tree": tree.HoeffdingAdaptiveTreeClassifier(
+        "tree": tree.HoeffdingTreeClassifier(
             grace_period=TREE_GRACE_PERIOD, max_depth=depth, leaf_prediction="mc",
             splitter=tree.splitter.HistogramSplitter(n_bins=8), max_size=size,
-            memory_estimate_period=TREE_MEMORY_CHECK, seed=SEED),
+            memory_estimate_period=TREE_MEMORY_CHECK),
         "nb": CutBernoulliNB(cuts=NB_CUTS),
     }
 
@@ -206,6 +204,7 @@ class Ensemble:
         self.names: tuple[str, ...] = tuple(self.learners)
         self.experts: tuple[str, ...] = ("prior", *self.names)
         self.stacker = Stacker(self.experts, float(m.stack_lr), float(m.stack_l2))
+        self.lesson_weight = float(m.stack_lesson_weight)
         self.n_malicious = 0
         self.n_benign = 0
         self.n_measured = 0                                  # verdicts in the metrics
@@ -312,7 +311,9 @@ class Ensemble:
                 self._loss[name].update(y, _clip(p))
             self._window.append(y)
             self.n_measured += 1
-        self.stacker.learn(per_model, y)   # out-of-sample opinions: before the experts learn
+        # out-of-sample opinions (before the experts learn); lessons count for less than
+        # verdicts: there are several per labelled file
+        self.stacker.learn(per_model, y, self.lesson_weight if lesson else 1.0)
         x = dense(features)
         for model in self.learners.values():
             model.learn_one(x, y)

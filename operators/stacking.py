@@ -85,12 +85,12 @@ class Stacker:
         """Each active expert's term on the combined log-odds (for explanations)."""
         return {n: self.weights[n] * logit(opinions[n]) for n in self.active}
 
-    def learn(self, opinions: dict[str, float], y: bool) -> None:
-        """One SGD step on log loss, with an L2 pull towards the anchor."""
+    def learn(self, opinions: dict[str, float], y: bool, weight: float = 1.0) -> None:
+        """One SGD step on log loss (scaled by ``weight``), with an L2 pull towards the anchor."""
         zs = {n: logit(opinions[n]) for n in self.active}
         p = _sigmoid(self.bias + sum(self.weights[n] * z for n, z in zs.items()))
         g = p - (1.0 if y else 0.0)
-        lr, l2 = self.lr, self.l2
+        lr, l2 = self.lr * weight, self.l2
         for n, z in zs.items():
             w = self.weights[n]
             self.weights[n] = w - lr * (g * z / LOGIT_CLIP + l2 * (w - self.anchor[n]))
