@@ -312,7 +312,7 @@ class Ensemble:
             self._window.append(y)
             self.n_measured += 1
         # out-of-sample opinions (before the experts learn); lessons count for less than
-        # verdicts: there are several per labelled file
+        # verdicts (stack_lesson_weight): there are several per labelled file
         self.stacker.learn(per_model, y, self.lesson_weight if lesson else 1.0)
         x = dense(features)
         for model in self.learners.values():

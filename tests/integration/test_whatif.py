@@ -15,7 +15,7 @@ from rapidloop.cli.replay import estimate_total, parse_pace
 from . import scenario
 from .test_replay import write
 
-LOWER = "[policy]\nglobal_block_score = 0.6\nglobal_min_orgs = 2\n"
+LOWER = "[policy]\nglobal_block_score = 0.6\nglobal_min_orgs = 2\nglobal_min_corroboration = 1.0\n"
 
 
 @pytest.fixture(scope="module")
