@@ -146,6 +146,7 @@ class Policy:
         self.global_min_corroboration = float(p.global_min_corroboration)
         self.trust = trust if trust is not None else new_trust(cfg)
         self.trusted_block_score = float(p.trusted_block_score)
+        self.trusted_unblock_score = float(p.trusted_unblock_score)
         self.verdict_weight = {src: _reliability_logit(float(r))
                                for src, r in p.verdict_reliability.as_dict().items()}
         self.global_window = float(p.global_window_s)
@@ -249,7 +250,7 @@ class Policy:
                                      [f"{fb.source} verdict malicious",
                                       f"malice probability {post:.2f} with the verdict"],
                                      now + self.trusted_ttl)]
-            if post >= self.device_score:
+            if post >= self.trusted_unblock_score:
                 return []   # a benign verdict against overwhelming evidence: blocks stay
             enf.label = fb.verdict
             out = []
@@ -284,7 +285,7 @@ class Policy:
         post = self.posterior(score, fb)
         if fb.verdict == "malicious":
             return post >= self.trusted_block_score
-        return post < self.device_score
+        return post < self.trusted_unblock_score
 
     def posterior(self, score: float, fb: Feedback) -> float:
         """P(malicious) after a trusted verdict, given the score before it.

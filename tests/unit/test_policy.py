@@ -95,6 +95,10 @@ def test_sandbox_verdicts_are_weighed_against_the_evidence():
     p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.999))
     assert p.on_verdict(e, feedback(H, "benign", "sandbox", ts=T0 + 1), scored(0.999)) == []
     assert e.current(("org", "org-1", None), T0 + 2) == "block"
+    # ...nor on strong evidence: unblocking a threat needs the odds with it below 0.2
+    assert p.on_verdict(e, feedback(H, "benign", "sandbox", ts=T0 + 2), scored(0.97)) == []
+    (u,) = p.on_verdict(e, feedback(H, "benign", "sandbox", ts=T0 + 3), scored(0.5))
+    assert (u.action, u.scope) == ("unblock", "org")
 
 
 def test_score_blocks_are_released_when_the_file_proves_widespread():
