@@ -67,13 +67,14 @@ class Decider:
                                             lesson=True)
                     continue
                 # The policy weighs a verdict against the score before it is learned; every
-                # replica does the same for the trust of the organizations it settles.
-                scored = self._scored(item.features or {})
+                # replica does the same to settle the accusing organizations' trust.
+                settles = fb.trusted and item.features is not None and bool(item.accusers)
+                scored = self._scored(item.features or {}) if item.owner or settles else None
                 if fb.trusted and item.features is not None:
-                    if item.accusers and self.policy.accepts(scored.score, fb):
+                    if settles and scored and self.policy.accepts(scored.score, fb):
                         self.trust.settle(item.accusers, fb.verdict == "malicious")
                     self.ensemble.learn(item.features, fb.verdict == "malicious")
-                if not item.owner:
+                if scored is None or not item.owner:
                     continue
                 enf = states.setdefault(fb.sha256, Enforcement())
                 decided = self.policy.on_verdict(enf, fb, scored, item.signer)

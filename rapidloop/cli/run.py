@@ -145,6 +145,21 @@ def run(args: argparse.Namespace) -> int:
     return _run_process(args, cfg)
 
 
+def _check_kafka(cfg: Config, args: argparse.Namespace) -> str:
+    """The bootstrap servers, once the cluster and the four topics answered (one clear line
+    within ``kafka.connect_timeout_s`` otherwise, never a hang)."""
+    from rapidloop.flows.kafka_io import preflight
+
+    brokers: str = args.brokers or cfg.kafka.brokers
+    k = cfg.kafka
+    try:
+        preflight(cfg, brokers, [k.reports_topic, k.feedback_topic, k.decisions_topic,
+                                 k.deadletter_topic])
+    except BrokerUnavailable as exc:
+        raise CliError(str(exc)) from None
+    return brokers
+
+
 # ------------------------------------------------------------------ recovery
 
 @dataclass
@@ -366,7 +381,6 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
         KafkaBatchSource,
         delivery_failure,
         delivery_stats,
-        preflight,
         reset_delivery_stats,
     )
     from rapidloop.progress import Reporter, summary_line
@@ -375,13 +389,8 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     addresses = _addresses(args)
     index = args.process_id
     clustered = index is not None and len(addresses) > 1
-    brokers = args.brokers or cfg.kafka.brokers
+    brokers = _check_kafka(cfg, args)
     k = cfg.kafka
-    try:
-        preflight(cfg, brokers, [k.reports_topic, k.feedback_topic, k.decisions_topic,
-                                 k.deadletter_topic])
-    except BrokerUnavailable as exc:
-        raise CliError(str(exc)) from None
     conf = client_config(cfg, brokers)
     if not args.cluster_child and (not clustered or index == 0):
         _warn_uneven(cfg, conf, args.workers * (len(addresses) if clustered else 1))
@@ -573,17 +582,10 @@ def _combined(children: list[_Child]) -> tuple[jobstats.JobStats, float]:
 
 def _run_local_cluster(args: argparse.Namespace, cfg: Config) -> int:
     """Supervise ``args.processes`` children forming one Bytewax cluster on loopback."""
-    from rapidloop.flows.kafka_io import preflight
     from rapidloop.progress import summary_line
 
     n = int(args.processes)
-    brokers = args.brokers or cfg.kafka.brokers
-    k = cfg.kafka
-    try:
-        preflight(cfg, brokers, [k.reports_topic, k.feedback_topic, k.decisions_topic,
-                                 k.deadletter_topic])
-    except BrokerUnavailable as exc:
-        raise CliError(str(exc)) from None
+    brokers = _check_kafka(cfg, args)
     _warn_uneven(cfg, client_config(cfg, brokers), n * args.workers)
     directory = None if args.no_recovery else (args.recovery_dir or cfg.recovery.dir or None)
     rec = _prepare_whole(cfg, directory, client_config(cfg, brokers)) if directory else None
