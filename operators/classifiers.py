@@ -332,10 +332,10 @@ class Ensemble:
     def metrics(self) -> dict[str, dict[str, float]]:
         """Prequential quality of every model, measured on each label before learning it.
 
-        Rows: each learner, "prior", "learned" (the mixture) and "ensemble" (the
-        published score). ``auc``: ROC AUC over the last ``METRIC_WINDOW`` labels
-        (NaN while they hold a single class); ``log_loss``: over all labels;
-        learners also give their mixture ``weight`` and ``recent_log_loss``.
+        Rows: each learner, "prior" and "ensemble" (the published score).
+        ``auc``: ROC AUC over the last ``METRIC_WINDOW`` verdicts (NaN while
+        they hold a single class); ``log_loss``: over all verdicts; the experts
+        also give their ``weight`` in the combiner (0 until they have a say).
         """
         both = len(set(self._window)) == 2
         out: dict[str, dict[str, float]] = {}
