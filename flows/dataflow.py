@@ -27,6 +27,7 @@ from rapidloop.schemas.intake import Intake
 from rapidloop.schemas.wire import Limits, WireParser
 
 from . import steps
+from .placement import replica_layout, resolve_replicas
 
 
 @dataclass
@@ -40,8 +41,10 @@ class Connectors:
 
 
 def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
-               flow_id: str = "rapidloop") -> Dataflow:
+               flow_id: str = "rapidloop", replicas: int | None = None) -> Dataflow:
+    """``replicas``: model replicas to run (default: ``stream.replicas``, 0 meaning one)."""
     shards = cfg.stream.shards
+    layout = replica_layout(shards, replicas or resolve_replicas(cfg.stream.replicas, 1))
     allow = AllowList.load(cfg.policy.allowlist_file)
     intake = Intake(WireParser(Limits.from_config(cfg)), io.kinds)
 
@@ -54,7 +57,7 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
                   io.dead_letters)
     pieces = op.flat_map("split", units, steps.Split(shards))
     correlated = op.stateful_batch("correlate", pieces,
-                                   steps.correlate_builder(cfg, shards, recovery))
+                                   steps.correlate_builder(cfg, layout, recovery))
     routed = op.map("route", correlated, steps.unwrap)
     decided = op.stateful_batch("decide", routed, steps.decide_builder(cfg, allow, recovery))
     op.output("decisions", op.map("encode", decided, steps.encode_decisions), io.decisions)

@@ -9,9 +9,10 @@ caused are emitted again, with the same ``decision_id`` (at-least-once).
 State is only meaningful for the input it was built from, so the directory
 carries a manifest (``rapidloop-recovery.json``) naming the flow, the input
 topics (and their topic ids where the cluster reports them: a topic deleted
-and recreated, or a memory-only broker restarted, gets a new id) and the
-shard count. A job whose settings differ refuses to start, in one line,
-rather than resume garbage. The manifest is also locked (``flock``) for the
+and recreated, or a memory-only broker restarted, gets a new id), the
+shard count and the model replica count (state is keyed by both). A job
+whose settings differ refuses to start, in one line, rather than resume
+garbage. The manifest is also locked (``flock``) for the
 life of the job, so two jobs cannot share one directory; the kernel drops
 the lock however the job dies, ``kill -9`` included.
 
@@ -60,9 +61,12 @@ class Recovery:
         self._lock.close()
 
 
-def identity(cfg: Config, topic_ids: dict[str, str | None], flow_id: str = "rapidloop"
-             ) -> dict[str, Any]:
-    """What a recovery state depends on: resuming it under anything else is wrong."""
+def identity(cfg: Config, topic_ids: dict[str, str | None], flow_id: str = "rapidloop",
+             replicas: int | None = None) -> dict[str, Any]:
+    """What a recovery state depends on: resuming it under anything else is wrong.
+
+    ``replicas``: the model replicas the job runs (default: as configured, 0 meaning one).
+    """
     k = cfg.kafka
     return {
         "format": FORMAT,
@@ -72,7 +76,23 @@ def identity(cfg: Config, topic_ids: dict[str, str | None], flow_id: str = "rapi
         "feedback_topic": k.feedback_topic,
         "feedback_topic_id": topic_ids.get(k.feedback_topic),
         "shards": int(cfg.stream.shards),
+        "replicas": replicas if replicas is not None else max(1, int(cfg.stream.replicas)),
     }
+
+
+def stored_replicas(directory: str | os.PathLike[str], shards: int) -> int | None:
+    """The replica count a recovery dir was made with (None: no readable manifest yet).
+
+    Manifests from before replicas were a setting ran one replica per shard.
+    """
+    try:
+        have = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(have, dict):
+        return None
+    value = have.get("replicas", shards)
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def topic_ids(conf: dict[str, Any], topics: list[str], timeout: float) -> dict[str, str | None]:
@@ -97,10 +117,11 @@ def topic_ids(conf: dict[str, Any], topics: list[str], timeout: float) -> dict[s
 
 def _differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
     diffs = []
-    for key in ("format", "flow", "reports_topic", "feedback_topic", "shards"):
-        if have.get(key) != want.get(key):
+    for key in ("format", "flow", "reports_topic", "feedback_topic", "shards", "replicas"):
+        have_value = have.get(key, have.get("shards")) if key == "replicas" else have.get(key)
+        if have_value != want.get(key):
             label = key.replace("_", " ")
-            diffs.append(f"{label} {have.get(key)!r} (now {want.get(key)!r})")
+            diffs.append(f"{label} {have_value!r} (now {want.get(key)!r})")
     for key in ("reports_topic_id", "feedback_topic_id"):
         topic = want[key.removesuffix("_id")]
         if (have.get(key) and want.get(key) and have.get(key) != want.get(key)
@@ -147,7 +168,7 @@ def _create(directory: Path, partitions: int, manifest: dict[str, Any]) -> bool:
 
 
 def prepare(cfg: Config, directory: str | os.PathLike[str], ids: dict[str, str | None],
-            flow_id: str = "rapidloop") -> Recovery:
+            flow_id: str = "rapidloop", replicas: int | None = None) -> Recovery:
     """Create (first start) or check and lock the recovery directory of this job.
 
     Raises :class:`RecoveryError` with one line saying what is wrong and what
@@ -160,7 +181,7 @@ def prepare(cfg: Config, directory: str | os.PathLike[str], ids: dict[str, str |
     if rc.backup_interval_s < 0:
         raise RecoveryError("recovery.backup_interval_s must be >= 0")
     directory = Path(directory)
-    want = identity(cfg, ids, flow_id)
+    want = identity(cfg, ids, flow_id, replicas)
     created = False
     if directory.exists() and not directory.is_dir():
         raise RecoveryError(f"recovery dir {directory} exists and is not a directory")

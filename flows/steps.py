@@ -26,6 +26,8 @@ from rapidloop.schemas.intake import Intake, Unit
 from rapidloop.schemas.model import Decision, RawMessage
 from rapidloop.schemas.wire import encode_dead_letter, encode_decision
 
+from .placement import ReplicaLayout
+
 KV = tuple[bytes | None, bytes]
 
 
@@ -76,18 +78,19 @@ def _snapshot(obj: Any, recovery: bool) -> bytes | None:
 
 
 class CorrelateLogic(StatefulBatchLogic[Piece, tuple[str, Piece], bytes | None]):
-    def __init__(self, correlator: Correlator, shards: int, recovery: bool) -> None:
+    def __init__(self, correlator: Correlator, layout: ReplicaLayout, recovery: bool) -> None:
         self.c = correlator
-        self.shards = shards
+        self.layout = layout
         self.recovery = recovery
 
     def on_batch(self, pieces: list[Piece]) -> tuple[list[tuple[str, Piece]], bool]:
         out: list[tuple[str, Piece]] = []
         dup0 = self.c.duplicates
+        owner, replicas = self.layout.owner, self.layout.keys
         for p in pieces:
             items, copies = self.c.process(p.items, p.arrived)
             p.items = items
-            out.extend(route(p, self.shards, copies))
+            out.extend(route(p, owner[p.shard], replicas, copies))
         STATS.duplicates += self.c.duplicates - dup0
         if pieces:
             STATS.tracked_files[f"{pieces[0].shard:03d}"] = len(self.c.files)
@@ -97,11 +100,11 @@ class CorrelateLogic(StatefulBatchLogic[Piece, tuple[str, Piece], bytes | None])
         return _snapshot(self.c, self.recovery)
 
 
-def correlate_builder(cfg: Config, shards: int, recovery: bool
+def correlate_builder(cfg: Config, layout: ReplicaLayout, recovery: bool
                       ) -> Callable[[bytes | None], CorrelateLogic]:
     def build(resume: bytes | None) -> CorrelateLogic:
         c = pickle.loads(resume) if resume else Correlator(cfg)
-        return CorrelateLogic(c, shards, recovery)
+        return CorrelateLogic(c, layout, recovery)
     return build
 
 

@@ -1,16 +1,19 @@
 """Spreading work over shards, deterministically.
 
-The loop has two keyed stages: the correlator (file state) and the decider
-(model replica + enforcement). Both are keyed by the same shard of the
-sha256, so reports stay on one worker from correlation to decision. Verdicts
-must reach *every* decider's model replica, so the correlator broadcasts
-them, and that is where order could go astray: a replica could learn a
-label before or after a report depending on how the runtime happened to
-chunk work. To make results independent of timing and worker count, input
-is handled in *units* (one source batch): every shard receives a piece of
-every unit, a decider processes a unit only once it holds all the pieces it
-expects, merges them back in input order, and takes units of one source in
-sequence. So replaying the same input gives the same decisions, always.
+The loop has two keyed stages: the correlator (file state), keyed by shard of
+the sha256, and the decider (model replica + enforcement), keyed by replica;
+each shard belongs to one replica (on the same worker, see
+``flows.placement``), so reports stay on one worker from correlation to
+decision. Verdicts must reach *every* model replica, so the correlator
+broadcasts them, and that is where order could go astray: a replica could
+learn a label before or after a report depending on how the runtime
+happened to chunk work. To make results independent of timing, worker
+count and replica count, input is handled in *units* (one source batch):
+every shard receives a piece of every unit, a decider processes a unit only
+once it holds a piece from every shard, merges them back in input order,
+and takes units of one source in sequence. A report is then always scored
+by a model that has learned exactly the labels before it in the input, so
+replaying the same input gives the same decisions, always.
 
 >>> shard_of("0000000f" + "0" * 56, 8), shard_key(3)
 (7, '003')
@@ -69,18 +72,22 @@ def split_unit(source: str, unit: str, seq: int | None, events: list[Report | Fe
     return [(shard_key(s), p) for s, p in enumerate(pieces)]
 
 
-def route(piece: Piece, shards: int, copies: list[tuple[int, Any]]) -> list[tuple[str, Piece]]:
-    """Stage one's output: its own piece to its decider, verdict copies to all the others.
+def route(piece: Piece, owner: str, replicas: list[str], copies: list[tuple[int, Any]]
+          ) -> list[tuple[str, Piece]]:
+    """Stage one's output: its own piece to its replica, verdict copies to all the others.
 
     ``piece.items`` already holds the stage-one outputs for ``piece.shard``;
+    ``owner`` is the key of the replica that decides for the shard, and
     ``copies`` are the (index, payload) pairs every other replica must see.
+    Every replica so receives exactly one piece of every unit from every
+    shard: the shard's own, or its copies.
     """
-    out = [(shard_key(piece.shard), piece)]
+    out = [(owner, piece)]
     if piece.expect > 1:
-        for s in range(shards):
-            if s != piece.shard:
-                out.append((shard_key(s), Piece(s, piece.source, piece.unit, piece.seq,
-                                                piece.expect, list(copies), piece.arrived)))
+        for key in replicas:
+            if key != owner:
+                out.append((key, Piece(piece.shard, piece.source, piece.unit, piece.seq,
+                                       piece.expect, list(copies), piece.arrived)))
     return out
 
 

@@ -142,4 +142,6 @@ def load_config(path: str | os.PathLike[str] | None = None,
         raise ConfigError("policy.global_window_s must be one of windows.sizes_s")
     if values["stream"]["shards"] < 1:
         raise ConfigError("stream.shards must be at least 1")
+    if values["stream"]["replicas"] < 0:
+        raise ConfigError("stream.replicas must be 0 (one per worker) or more")
     return Config(values)

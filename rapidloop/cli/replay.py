@@ -186,6 +186,7 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
 
     from rapidloop.flows.dataflow import Connectors, build_flow
     from rapidloop.flows.file_io import JsonlSink, MergedFileSource
+    from rapidloop.flows.placement import resolve_replicas
 
     for path, _ in files:
         if not Path(path).is_file():
@@ -204,7 +205,7 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
     except OSError as exc:
         raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
     try:
-        flow = build_flow(cfg, io)
+        flow = build_flow(cfg, io, replicas=resolve_replicas(int(cfg.stream.replicas), workers))
     except AllowListError as exc:
         raise CliError(str(exc)) from None
     stats = jobstats.reset()

@@ -179,7 +179,7 @@ def _topic_ids(cfg: Config, conf: dict[str, Any]) -> dict[str, str | None]:
     return topic_ids(conf, [k.reports_topic, k.feedback_topic], k.connect_timeout_s)
 
 
-def _prepare_whole(cfg: Config, directory: str, conf: dict[str, Any]) -> Any:
+def _prepare_whole(cfg: Config, directory: str, conf: dict[str, Any], replicas: int) -> Any:
     """Create or check and lock a directory holding every partition (one machine)."""
     from rapidloop.flows.recovery import RecoveryError, prepare
 
@@ -188,13 +188,13 @@ def _prepare_whole(cfg: Config, directory: str, conf: dict[str, Any]) -> Any:
                        f"cluster's state: run it with that cluster's -i/-a, or pass another "
                        f"--recovery-dir")
     try:
-        return prepare(cfg, directory, _topic_ids(cfg, conf))
+        return prepare(cfg, directory, _topic_ids(cfg, conf), replicas=replicas)
     except RecoveryError as exc:
         raise CliError(str(exc)) from None
 
 
 def _create_share(cfg: Config, directory: Path, ids: dict[str, str | None], index: int,
-                  count: int) -> None:
+                  count: int, replicas: int) -> None:
     """First start of process ``index`` of ``count``: a dir with its share of the partitions.
 
     Bytewax needs the cluster as a whole to hold every recovery partition
@@ -219,7 +219,7 @@ def _create_share(cfg: Config, directory: Path, ids: dict[str, str | None], inde
         for j in range(partitions):
             if j not in mine:
                 (tmp / f"part-{j}.sqlite3").unlink()
-        manifest = {**identity(cfg, ids), "partitions": partitions,
+        manifest = {**identity(cfg, ids, replicas=replicas), "partitions": partitions,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         share = {"process_id": index, "processes": count, "partitions": partitions,
@@ -238,7 +238,7 @@ def _create_share(cfg: Config, directory: Path, ids: dict[str, str | None], inde
 
 
 def _prepare_share(cfg: Config, directory: str, conf: dict[str, Any], index: int,
-                   count: int) -> Any:
+                   count: int, replicas: int) -> Any:
     """Create or check and lock this process's share of a multi-machine cluster's state."""
     from rapidloop.flows.recovery import RecoveryError, prepare
 
@@ -249,11 +249,11 @@ def _prepare_share(cfg: Config, directory: str, conf: dict[str, Any], index: int
     fresh = not d.exists() or not any(d.iterdir())
     if fresh:
         try:
-            _create_share(cfg, d, ids, index, count)
+            _create_share(cfg, d, ids, index, count, replicas)
         except OSError as exc:
             raise CliError(f"cannot create recovery dir {d}: {exc.strerror or exc}") from None
     try:
-        rec = prepare(cfg, d, ids)
+        rec = prepare(cfg, d, ids, replicas=replicas)
     except RecoveryError as exc:
         raise CliError(str(exc)) from None
     rec.created = fresh
@@ -273,10 +273,25 @@ def _prepare_share(cfg: Config, directory: str, conf: dict[str, Any], index: int
     return rec
 
 
-def _recovery(args: argparse.Namespace, cfg: Config, conf: dict[str, Any]) -> _Recovery | None:
+def _recovery_dir(args: argparse.Namespace, cfg: Config) -> str | None:
+    return None if args.no_recovery else (args.recovery_dir or cfg.recovery.dir or None)
+
+
+def _replicas(args: argparse.Namespace, cfg: Config, workers: int) -> int:
+    """Model replicas: as configured, else as the recovery state was made, else one per worker."""
+    from rapidloop.flows.placement import resolve_replicas
+    from rapidloop.flows.recovery import stored_replicas
+
+    directory = _recovery_dir(args, cfg)
+    stored = stored_replicas(directory, int(cfg.stream.shards)) if directory else None
+    return resolve_replicas(int(cfg.stream.replicas), workers, stored)
+
+
+def _recovery(args: argparse.Namespace, cfg: Config, conf: dict[str, Any], replicas: int
+              ) -> _Recovery | None:
     from bytewax.recovery import RecoveryConfig
 
-    directory = None if args.no_recovery else (args.recovery_dir or cfg.recovery.dir or None)
+    directory = _recovery_dir(args, cfg)
     if not directory:
         return None
     if args.cluster_child:
@@ -287,13 +302,13 @@ def _recovery(args: argparse.Namespace, cfg: Config, conf: dict[str, Any]) -> _R
             f"recovery state in {d} (shared by the cluster)")
     addresses = _addresses(args)
     if args.process_id is not None and len(addresses) > 1:
-        rec = _prepare_share(cfg, directory, conf, args.process_id, len(addresses))
+        rec = _prepare_share(cfg, directory, conf, args.process_id, len(addresses), replicas)
         share = json.loads((rec.directory / SHARE).read_text(encoding="utf-8"))
         held = ", ".join(f"part-{j}" for j in share["holds"]) or "no partition"
         verb = "created in" if rec.created else "resumed from"
         return _Recovery(rec.config, f"recovery state {verb} {rec.directory}: {held} of "
                                      f"{share['partitions']}", rec.close)
-    rec = _prepare_whole(cfg, directory, conf)
+    rec = _prepare_whole(cfg, directory, conf, replicas)
     verb = "created in" if rec.created else "resumed from"
     return _Recovery(rec.config, f"recovery state {verb} {rec.directory}", rec.close)
 
@@ -392,9 +407,11 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     brokers = _check_kafka(cfg, args)
     k = cfg.kafka
     conf = client_config(cfg, brokers)
+    workers = args.workers * (len(addresses) if clustered else 1)
     if not args.cluster_child and (not clustered or index == 0):
-        _warn_uneven(cfg, conf, args.workers * (len(addresses) if clustered else 1))
-    recovery = _recovery(args, cfg, conf)
+        _warn_uneven(cfg, conf, workers)
+    replicas = _replicas(args, cfg, workers)
+    recovery = _recovery(args, cfg, conf, replicas)
     start = "end" if args.from_end else "beginning"
     tail = not args.exit_at_end
     source = _tracking_source(KafkaBatchSource)
@@ -410,7 +427,7 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
         dead_letters=KafkaBatchSink(conf, k.deadletter_topic, retries=k.delivery_retries),
     )
     try:
-        flow = build_flow(cfg, io, recovery=recovery is not None)
+        flow = build_flow(cfg, io, recovery=recovery is not None, replicas=replicas)
     except AllowListError as exc:
         if recovery is not None:
             recovery.close()
@@ -587,8 +604,10 @@ def _run_local_cluster(args: argparse.Namespace, cfg: Config) -> int:
     n = int(args.processes)
     brokers = _check_kafka(cfg, args)
     _warn_uneven(cfg, client_config(cfg, brokers), n * args.workers)
-    directory = None if args.no_recovery else (args.recovery_dir or cfg.recovery.dir or None)
-    rec = _prepare_whole(cfg, directory, client_config(cfg, brokers)) if directory else None
+    directory = _recovery_dir(args, cfg)
+    replicas = _replicas(args, cfg, n * args.workers)
+    rec = (_prepare_whole(cfg, directory, client_config(cfg, brokers), replicas)
+           if directory else None)
     grace = float(cfg.cluster.stop_grace_s)
     addresses = [f"127.0.0.1:{p}" for p in _ports(n, int(cfg.cluster.base_port))]
     common = [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", brokers,

@@ -170,12 +170,15 @@ def test_recovery_dir_of_other_input_is_refused_in_one_line(
     assert f"recovery state created in {recovery}" in first
     manifest = json.loads((recovery / MANIFEST).read_text())
     assert manifest["reports_topic"] == rep and manifest["shards"] == 8
+    assert manifest["replicas"] == 1   # one per worker of the first start
+    # more workers later: the replicas stay those the state was made with
     again = _finish(_job(broker, _env(topics), "--recovery-dir", str(recovery),
-                         "--progress", "0"))
+                         "--progress", "0", "--workers", "2"))
     assert f"recovery state resumed from {recovery}" in again
 
     for env, word in ((_env({**topics, "reports": other}), other),
-                      (_env(topics, RAPIDLOOP_STREAM__SHARDS="4"), "shards")):
+                      (_env(topics, RAPIDLOOP_STREAM__SHARDS="4"), "shards"),
+                      (_env(topics, RAPIDLOOP_STREAM__REPLICAS="3"), "replicas 1 (now 3)")):
         job = _job(broker, env, "--recovery-dir", str(recovery))
         _, err = job.communicate(timeout=60)
         lines = err.strip().splitlines()

@@ -48,16 +48,19 @@ def test_missing_input_is_one_clear_error(tmp_path: Path, capsys) -> None:
     assert len(err) == 1 and "not found" in err[0]
 
 
-def test_simulated_day_same_decisions_with_one_or_two_workers(tmp_path: Path) -> None:
-    """A simulated world: blocks at every scope, unblocks, dead letters; workers don't matter."""
+def test_simulated_day_same_decisions_with_any_workers_and_replicas(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """A simulated world: blocks at every scope, unblocks, dead letters; neither the workers
+    nor the model replicas (one per worker by default; one per shard; three) matter."""
     world = tmp_path / "world"
     assert main(["simulate", "--out", str(world), "--reports", "30000", "--seed", "3"]) == 0
     args = ["--reports", str(world / "reports.jsonl.gz"),
             "--feedback", str(world / "feedback.jsonl.gz"), "--quiet"]
     runs = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}.jsonl"
-        dead = tmp_path / f"w{workers}-dead.jsonl"
+    for workers, replicas in ((1, 0), (2, 0), (1, 8), (2, 3)):
+        monkeypatch.setenv("RAPIDLOOP_STREAM__REPLICAS", str(replicas))
+        out = tmp_path / f"w{workers}-{replicas}.jsonl"
+        dead = tmp_path / f"w{workers}-{replicas}-dead.jsonl"
         assert main(["replay", *args, "--output", str(out), "--dead-letters", str(dead),
                      "--workers", str(workers)]) == 0
         decisions = [orjson.loads(x) for x in out.read_bytes().splitlines()]
@@ -65,7 +68,7 @@ def test_simulated_day_same_decisions_with_one_or_two_workers(tmp_path: Path) ->
             d.pop("decided_at")
         runs.append(sorted(decisions, key=lambda d: d["decision_id"]))
         assert dead.read_bytes().count(b"\n") > 0
-    assert runs[0] == runs[1]
+    assert all(run == runs[0] for run in runs[1:])
     scopes = {(d["action"], d["scope"]) for d in runs[0]}
     assert {("block", "device"), ("block", "org"), ("block", "global")} <= scopes, scopes
 
