@@ -46,6 +46,7 @@ from typing import Any
 
 from river import linear_model, metrics, naive_bayes, optim, tree
 from river.base import Classifier
+from river.tree.nodes.branch import DTBranch
 
 from rapidloop.config import Config
 
@@ -134,6 +135,31 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
         cut = self.cuts.get
         return [f for f, v in x.items() if v > cut(f, 0.0)]
 
+    def p_true(self, x: dict[str, float]) -> float:
+        """``predict_proba_one(x)[True]`` (0.5 before any label) without the dicts."""
+        tables = self._tables if self._tables is not None else self._build_tables()
+        if not tables:
+            return 0.5
+        on = self._on(x)
+        jll = []
+        mine = None
+        for c, (base, delta) in tables.items():
+            get = delta.get
+            v = 0.0
+            for f in on:
+                v += get(f, 0.0)
+            v = base + v   # the same additions, in the same order, as joint_log_likelihood
+            jll.append(v)
+            if c is True:
+                mine = v
+        if mine is None:
+            return 0.0
+        top = max(jll)
+        total = 0.0
+        for v in jll:
+            total += math.exp(v - top)
+        return math.exp(mine - top) / total
+
     def learn_one(self, x: dict[str, float], y: Any) -> None:
         on = set(self._on(x))
         super().learn_one({f: 1.0 if f in on else 0.0 for f in x}, y)
@@ -168,6 +194,31 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
         exp = {c: math.exp(v - top) for c, v in jll.items()}
         total = sum(exp.values())
         return {c: e / total for c, e in exp.items()}
+
+
+def tree_p_true(model: tree.HoeffdingTreeClassifier, x: dict[str, float]) -> float:
+    """``predict_proba_one(x)[True]`` of a majority-class Hoeffding tree (0.5 before any
+    label), without River's per-call copy and normalisation of the leaf's class counts."""
+    root = model._root
+    if root is None:
+        return 0.5 if not model.classes else 0.0
+    leaf = root.traverse(x, until_leaf=True) if isinstance(root, DTBranch) else root
+    stats = leaf.stats
+    mine = stats.get(True, 0.0)
+    total = sum(stats.values())
+    if total == 0 or math.isnan(total):
+        return mine
+    return mine * (1 / total)
+
+
+def learner_p_true(model: Classifier, x: dict[str, float]) -> float:
+    """P(malicious) from one learner, by the cheapest exact route it offers."""
+    kind = type(model)
+    if kind is CutBernoulliNB:
+        return model.p_true(x)   # type: ignore[attr-defined]
+    if kind is tree.HoeffdingTreeClassifier and model.leaf_prediction == "mc":
+        return tree_p_true(model, x)   # type: ignore[arg-type]
+    return _p_true(model.predict_proba_one(x))
 
 
 def make_learners(models_cfg: Any) -> dict[str, Classifier]:
@@ -249,7 +300,7 @@ class Ensemble:
         x = dense(features)
         per_model = {"prior": self.prior.score(x)}
         for name, model in self.learners.items():
-            per_model[name] = _p_true(model.predict_proba_one(x))
+            per_model[name] = learner_p_true(model, x)
         stacker = self.stacker
         z = stacker.logit(per_model)
         learned = z - stacker.weights["prior"] * logit(per_model["prior"]) - stacker.bias

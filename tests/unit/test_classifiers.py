@@ -307,3 +307,30 @@ def test_costs(capsys: pytest.CaptureFixture[str]):
                       f"pickle {len(blob) / 1024:.0f} KiB in {dump_ms:.1f} ms")
     with capsys.disabled():
         print("\n[ensemble cost] " + "; ".join(report))
+
+
+def test_fast_learner_scores_equal_rivers_own() -> None:
+    """``learner_p_true`` skips River's dicts and copies, never its arithmetic."""
+    import random
+
+    from rapidloop.config import load_config
+    from rapidloop.operators.classifiers import (
+        FEATURE_NAMES,
+        _p_true,
+        dense,
+        learner_p_true,
+        make_learners,
+    )
+
+    rng = random.Random(5)
+    learners = make_learners(load_config(env={}).models)
+    for i in range(1500):
+        x = dense({n: rng.random() * (rng.random() < 0.3) for n in FEATURE_NAMES})
+        x["verdict_max"] = rng.random()
+        if i % 3 == 0:
+            for model in learners.values():
+                assert learner_p_true(model, x) == _p_true(model.predict_proba_one(x))
+        y = x["verdict_max"] > 0.5
+        for model in learners.values():
+            model.learn_one(x, y)
+    assert learners["tree"].n_nodes > 1   # the tree split: traversal is exercised
