@@ -89,17 +89,26 @@ def dense(features: dict[str, float]) -> dict[str, float]:
     sparse vectors, a one-hot feature would only ever be seen as 1.0 and
     look constant. A fixed order also makes float sums reproducible. A NaN or
     infinite value (a bug upstream) becomes 0.0: learned once, it would turn
-    the linear model's weights to NaN for good.
+    the linear model's weights to NaN for good. A vector that is already
+    dense and in order (as ``FileState.features`` makes them) is returned
+    as it is, not copied.
 
     >>> x = dense({"signed": 1.0, "junk": 5.0, "log_orgs": float("nan")})
     >>> len(x) == len(FEATURE_NAMES), x["signed"], x["type_pe"], x["log_orgs"], "junk" in x
     (True, 1.0, 0.0, 0.0, False)
     """
-    get = features.get
-    x = {name: get(name, 0.0) for name in FEATURE_NAMES}
+    if len(features) == _N_FEATURES and [*features] == _FEATURE_LIST:
+        x = features   # already dense and in order (FileState.features): no copy
+    else:
+        get = features.get
+        x = {name: get(name, 0.0) for name in FEATURE_NAMES}
     if not math.isfinite(sum(x.values())):   # one check on the common path
         x = {name: v if math.isfinite(v) else 0.0 for name, v in x.items()}
     return x
+
+
+_FEATURE_LIST = list(FEATURE_NAMES)
+_N_FEATURES = len(FEATURE_NAMES)
 
 
 def _p_true(proba: dict[Any, float]) -> float:

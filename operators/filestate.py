@@ -25,9 +25,11 @@ from rapidloop.schemas.model import BEHAVIORS, FILE_PATHS, FILE_TYPES, Report
 
 from .distinct import SlidingDistinct
 from .evidence import OrgEvidence
+from .features import FEATURE_NAMES
 
 _KNOWN_BEHAVIORS = frozenset(BEHAVIORS)
 _BEH_KEYS = {b: f"beh_{b}" for b in BEHAVIORS}
+_ZEROS = dict.fromkeys(FEATURE_NAMES, 0.0)
 _TYPE_KEYS = {t: f"type_{t}" for t in FILE_TYPES}
 _PATH_KEYS = {p: f"path_{p}" for p in FILE_PATHS}
 _VERDICT_STRONG = 0.5   # a sensor verdict this high counts as that sensor flagging the file
@@ -180,27 +182,29 @@ class FileState:
         orgs = org_counts if org_counts is not None else self.orgs.counts(now)
         devices = self.devices
         log1p = math.log1p
-        feats: dict[str, float] = {
-            "verdict_max": self.verdict_max,
-            "verdict_mean": self.verdict_sum / n,
-            "n_verdict_sources": log1p(len(self.verdict_sources)),
-            "n_behaviors": float(len(self.beh_counts)) if self.beh_counts else 0.0,
-            "signed": 1.0 if self.signed else 0.0,
-            _TYPE_KEYS.get(self.ftype, "type_other"): 1.0,
-            _PATH_KEYS.get(self.fpath, "path_other"): 1.0,
-            "log_size": log1p(self.size) / _SIZE_SCALE,
-            "has_parent": 1.0 if self.parents else 0.0,
-            "log_devices": log1p(devices.ever),
-            "log_orgs": log1p(self.orgs.ever),
-            "orgs_10m": log1p(orgs[0]),
-            "orgs_1h": log1p(orgs[1] if len(orgs) > 1 else orgs[-1]),
-            "orgs_24h": log1p(orgs[-1]),
-            # the 1 h window, or the only one: the same choice as for orgs_1h
-            "devices_1h": log1p(devices.count(now, 1 if len(devices.windows) > 1 else 0)),
-            "log_age_h": log1p(max(0.0, now - self.first_seen) / 3600.0),
-            "log_reports": log1p(self.n_reports),
-            "org_trust": org_trust,
-        }
+        feats = _ZEROS.copy()   # every feature, in FEATURE_NAMES order: already dense
+        feats["verdict_max"] = self.verdict_max
+        feats["verdict_mean"] = self.verdict_sum / n
+        feats["n_verdict_sources"] = log1p(len(self.verdict_sources))
+        if self.beh_counts:
+            feats["n_behaviors"] = float(len(self.beh_counts))
+        if self.signed:
+            feats["signed"] = 1.0
+        feats[_TYPE_KEYS.get(self.ftype, "type_other")] = 1.0
+        feats[_PATH_KEYS.get(self.fpath, "path_other")] = 1.0
+        feats["log_size"] = log1p(self.size) / _SIZE_SCALE
+        if self.parents:
+            feats["has_parent"] = 1.0
+        feats["log_devices"] = log1p(devices.ever)
+        feats["log_orgs"] = log1p(self.orgs.ever)
+        feats["orgs_10m"] = log1p(orgs[0])
+        feats["orgs_1h"] = log1p(orgs[1] if len(orgs) > 1 else orgs[-1])
+        feats["orgs_24h"] = log1p(orgs[-1])
+        # the 1 h window, or the only one: the same choice as for orgs_1h
+        feats["devices_1h"] = log1p(devices.count(now, 1 if len(devices.windows) > 1 else 0))
+        feats["log_age_h"] = log1p(max(0.0, now - self.first_seen) / 3600.0)
+        feats["log_reports"] = log1p(self.n_reports)
+        feats["org_trust"] = org_trust
         if self.beh_counts:
             for b, c in self.beh_counts.items():
                 feats[_BEH_KEYS[b]] = c / n

@@ -3,7 +3,9 @@
 import pickle
 
 from rapidloop.config import load_config
+from rapidloop.operators.classifiers import dense
 from rapidloop.operators.correlate import Correlator, Sighting, Verdict
+from rapidloop.operators.features import FEATURE_NAMES
 
 from .helpers import T0, feedback, report, sha
 
@@ -29,6 +31,8 @@ def test_prevalence_windows_and_features():
     assert f["type_pe"] == 1.0 and f["path_downloads"] == 1.0
     st = c.files[H]
     assert st.n_reports == 6 and st.first_seen == T0 and st.last_seen == T0 + 300
+    # dense and in the learners' order, so scoring need not copy it (classifiers.dense)
+    assert list(f) == list(FEATURE_NAMES) and dense(f) is f
 
 
 def test_ten_minute_window_slides():
