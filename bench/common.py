@@ -127,7 +127,7 @@ def run_cli(args: list[str], env: Mapping[str, str], cwd: Path,
     return proc
 
 
-def create_topics(brokers: str, topics: Topics, cwd: Path, partitions: int = 3) -> None:
+def create_topics(brokers: str, topics: Topics, cwd: Path, partitions: int = 4) -> None:
     run_cli([RAPIDLOOP, "topics", "create", "--brokers", brokers, "--partitions",
              str(partitions)], rapidloop_env(topics.env()), cwd)
 

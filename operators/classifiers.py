@@ -139,8 +139,14 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
         super().__init__(alpha=alpha, true_threshold=0.5)
         self.cuts = dict(cuts or {})
         self._tables: dict[Any, tuple[float, dict[str, float]]] | None = None
+        self._dense_cuts: list[float] | None = None   # self.cuts in FEATURE_NAMES order
 
     def _on(self, x: dict[str, float]) -> list[str]:
+        if len(x) == _N_FEATURES and [*x] == _FEATURE_LIST:   # dense: cuts in the same order
+            cuts = getattr(self, "_dense_cuts", None)   # None: from an older snapshot
+            if cuts is None:
+                cuts = self._dense_cuts = [self.cuts.get(f, 0.0) for f in _FEATURE_LIST]
+            return [f for f, v, c in zip(_FEATURE_LIST, x.values(), cuts, strict=True) if v > c]
         cut = self.cuts.get
         return [f for f, v in x.items() if v > cut(f, 0.0)]
 

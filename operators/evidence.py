@@ -98,6 +98,9 @@ class OrgEvidence:
         sigs = self.signatures
         if not sigs:
             return False, None
+        if len(sigs) == 1:   # no dispute: the common case
+            for key in sigs:
+                return key
         return max(sigs.items(), key=lambda kv: (len(kv[1]), not kv[0][0]))[0]
 
     def robust(self, features: dict[str, float], orgs_ever: int) -> None:
