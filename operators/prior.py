@@ -23,9 +23,9 @@ rule to the learners as labels arrive (``classifiers.Ensemble``).
 >>> prior = Prior(load_config(env={}))
 >>> f = {"verdict_max": 0.93, "beh_ransomware_encryption": 1.0, "signed": 0.0}
 >>> round(prior.score(f), 3), prior.explain(f)
-(0.993, ['sensor verdict 0.93', 'ransomware_encryption behaviour'])
+(0.991, ['sensor verdict 0.93', 'ransomware_encryption behaviour', 'unsigned'])
 >>> round(prior.score({"signed": 1.0}), 3)
-0.047
+0.007
 """
 
 from __future__ import annotations

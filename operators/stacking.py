@@ -16,6 +16,7 @@ towards that start keeps a few early labels from swinging it.
 >>> s = Stacker(("prior", "nb"), lr=0.1, l2=0.0)
 >>> round(s.predict({"prior": 0.9, "nb": 0.2}), 3)
 0.9
+>>> s.activate("nb")   # the ensemble does this once each class has enough labels
 >>> for _ in range(200):
 ...     s.learn({"prior": 0.9, "nb": 0.01}, False)
 ...     s.learn({"prior": 0.9, "nb": 0.99}, True)
@@ -35,7 +36,7 @@ def logit(p: float) -> float:
     """Log-odds of ``p``, capped at ±LOGIT_CLIP.
 
     >>> logit(0.5), logit(1.0)
-    (0.0, 6.9)
+    (0.0, 12.0)
     """
     if p <= 0.0:
         return -LOGIT_CLIP
