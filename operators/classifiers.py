@@ -49,6 +49,7 @@ from river.base import Classifier
 from river.tree.nodes.branch import DTBranch
 
 from rapidloop.config import Config
+from rapidloop.schemas.model import BEHAVIORS
 
 from .features import FEATURE_NAMES
 from .prior import Prior, sigmoid
@@ -64,7 +65,10 @@ METRIC_FLUSH = 100        # RollingROCAUC buffers updates until read: read it th
 STRONG_LOGIT = 2.0        # learners' log-odds worth naming first in a decision's reasons
 
 # Evidence flags for the naive Bayes: a feature counts as present above its cut
-# (0.0 when not listed: behaviour shares, one-hots, signed, parent flags).
+# (0.0 when not listed: one-hots, signed, parent flags). A behaviour counts once at
+# least this share of the file's organizations saw it: NB trusts a flag completely,
+# and one tenant's claims about a file 200 organizations run are 1/200 of the evidence.
+NB_BEHAVIOR_SHARE = 0.2
 NB_CUTS: dict[str, float] = {
     "verdict_max": 0.5,
     "verdict_mean": 0.5,
@@ -79,6 +83,7 @@ NB_CUTS: dict[str, float] = {
     "log_age_h": math.log1p(24),           # older than a day
     "log_reports": math.log1p(10),
     "org_trust": 0.5,
+    **{f"beh_{b}": NB_BEHAVIOR_SHARE for b in BEHAVIORS},
 }
 
 
@@ -269,7 +274,8 @@ class Ensemble:
         self.learners = make_learners(m)
         self.names: tuple[str, ...] = tuple(self.learners)
         self.experts: tuple[str, ...] = ("prior", *self.names)
-        self.stacker = Stacker(self.experts, float(m.stack_lr), float(m.stack_l2))
+        self.stacker = Stacker(self.experts, float(m.stack_lr), float(m.stack_l2),
+                               tied=m.combiner == "sum")
         self.lesson_weight = float(m.stack_lesson_weight)
         self.n_malicious = 0
         self.n_benign = 0
@@ -301,7 +307,7 @@ class Ensemble:
     @property
     def learner_weight(self) -> float:
         """How much the learners move the score: 0 before they are ready."""
-        return 1.0 if len(self.stacker.active) > 1 else 0.0
+        return 1.0 if len(self.stacker.active) > 1 and self.labels_seen else 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -329,6 +335,22 @@ class Ensemble:
         score, learned, per_model = self._score(features)
         self._memo = (features, learned, self.learner_weight)
         return score, per_model
+
+    def trimmed(self, per_model: dict[str, float]) -> float:
+        """The score without the learner that pushed it up most: what the rest still say.
+
+        No single learner, fooled or poisoned, can carry a block across an
+        organization or the fleet on its own (the policy's broad scopes use it).
+        """
+        stacker = self.stacker
+        w = stacker.weights
+        top = 0.0
+        for name in stacker.active:
+            if name != "prior":
+                term = w[name] * logit(per_model[name])
+                if term > top:
+                    top = term
+        return sigmoid(stacker.logit(per_model) - top)
 
     def score_many(self, batch: list[dict[str, float]]) -> list[tuple[float, dict[str, float]]]:
         """``score`` for each feature vector of a batch.

@@ -37,10 +37,17 @@ class Decider:
         self.next_sweep = float("-inf")
         self.latencies: list[float] = []   # event-arrival → decision, seconds (drained by the flow)
 
-    def _scored(self, features: dict[str, float]) -> Scored:
-        score, per_model = self.ensemble.score(features)
-        return Scored(score, per_model, self.ensemble.model_version,
-                      lambda: self.ensemble.explain(features), self.ensemble.learners_ready)
+    def _scored(self, features: dict[str, float], eager: bool = False) -> Scored:
+        """The ensemble's view now; ``eager`` when the models learn before the policy reads it
+        (a verdict is learned first), so the trimmed view is of the same models."""
+        ens = self.ensemble
+        score, per_model = ens.score(features)
+        if eager:
+            trimmed = ens.trimmed(per_model)
+            return Scored(score, per_model, ens.model_version, lambda: ens.explain(features),
+                          ens.learners_ready, lambda: trimmed)
+        return Scored(score, per_model, ens.model_version, lambda: ens.explain(features),
+                      ens.learners_ready, lambda: ens.trimmed(per_model))
 
     def process(self, items: Iterable[Sighting | Verdict], now_wall: float) -> list[Decision]:
         out: list[Decision] = []
@@ -69,7 +76,10 @@ class Decider:
                 # The policy weighs a verdict against the score before it is learned; every
                 # replica does the same to settle the accusing organizations' trust.
                 settles = fb.trusted and item.features is not None and bool(item.accusers)
-                scored = self._scored(item.features or {}) if item.owner or settles else None
+                scored = (self._scored(item.features or {}, eager=True)
+                          if item.owner or settles else None)
+                if scored is not None and item.features is None:
+                    scored.known = False
                 if fb.trusted and item.features is not None:
                     if settles and scored and self.policy.accepts(scored.score, fb):
                         self.trust.settle(item.accusers, fb.verdict == "malicious")

@@ -111,6 +111,13 @@ class Scored:
     model_version: str
     explain: Callable[[], list[str]] = _no_reasons
     calibrated: bool = True   # False while the models have not yet been checked against verdicts
+    trimmed: Callable[[], float] | None = None   # the score without its most eager learner
+    known: bool = True        # False: the file was never reported (nothing to weigh a verdict by)
+
+    def broad_score(self) -> float:
+        """What broad blocks go by: the score without the learner that raised it most
+        (never above ``score``); ``score`` itself when no trimmed view was given."""
+        return self.trimmed() if self.trimmed is not None else self.score
 
 
 def decision_id(sha256: str, target: Target, action: str, trigger: str) -> str:
@@ -141,6 +148,7 @@ class Policy:
         self.org_score = p.org_block_score
         self.release_score = float(p.release_score)
         self.release_min_orgs = int(p.release_min_orgs)
+        self.trim = bool(p.trim_eager_learner)
         self.global_score = p.global_block_score
         self.global_min_orgs = max(2, int(p.global_min_orgs))   # one tenant is never consensus
         self.global_min_corroboration = float(p.global_min_corroboration)
@@ -178,7 +186,8 @@ class Policy:
         prevalent_signed = s.signed and s.orgs_ever >= self.prevalent_orgs
         if (score >= self.global_score and len(accusers) >= self.global_min_orgs
                 and sc.calibrated and not prevalent_signed
-                and enf.current(GLOBAL, now) != "block"):
+                and enf.current(GLOBAL, now) != "block"
+                and (not self.trim or sc.broad_score() >= self.global_score)):
             corroboration = self.trust.corroboration(accusers)
             if corroboration >= self.global_min_corroboration:
                 out.append(self._decide(
@@ -198,7 +207,9 @@ class Policy:
             return out
         if lone_accuser and accusers[0] != r.org_id:
             return out   # another tenant's claims alone never block this org's devices
-        if score >= self.org_score:
+        if score >= self.org_score and (
+                not self.trim or s.orgs_ever < self.release_min_orgs
+                or sc.broad_score() >= self.org_score):
             out.append(self._decide(
                 enf, r.sha256, org_t, "block", sc, now, r.report_id,
                 [f"malice score {score:.2f} ≥ org threshold {self.org_score:.2f}",
@@ -237,8 +248,11 @@ class Policy:
         sha = fb.sha256
         if fb.trusted:
             malicious = fb.verdict == "malicious"
-            post = self.posterior(sc.score, fb)
             if malicious:
+                # a fleet-wide block: weighed against what the models say without their
+                # most eager learner (no single learner vouches for a sandbox's word)
+                basis = sc.broad_score() if self.trim else sc.score
+                post = self.posterior(basis if sc.known else 0.5, fb)
                 if post < self.trusted_block_score or self.allowlist.allows(sha, signer):
                     return []   # contradicted by everything else known: not enforced
                 enf.label = fb.verdict
@@ -250,6 +264,7 @@ class Policy:
                                      [f"{fb.source} verdict malicious",
                                       f"malice probability {post:.2f} with the verdict"],
                                      now + self.trusted_ttl)]
+            post = self.posterior(sc.score if sc.known else 0.5, fb)
             if post >= self.trusted_unblock_score:
                 return []   # a benign verdict against overwhelming evidence: blocks stay
             enf.label = fb.verdict
@@ -288,7 +303,8 @@ class Policy:
         return post < self.trusted_unblock_score
 
     def posterior(self, score: float, fb: Feedback) -> float:
-        """P(malicious) after a trusted verdict, given the score before it.
+        """P(malicious) after a trusted verdict, given the score before it (even odds
+        for a file never reported: its empty feature vector is no evidence either way).
 
         A source of reliability r multiplies the odds by r / (1 - r) (or
         divides them); r = 1 (the analyst, by default) is final.

@@ -56,19 +56,20 @@ def _sigmoid(z: float) -> float:
 class Stacker:
     """Online logistic regression over experts' log-odds, anchored at the first expert."""
 
-    __slots__ = ("active", "anchor", "bias", "l2", "lr", "names", "weights")
+    __slots__ = ("active", "anchor", "bias", "l2", "lr", "names", "tied", "weights")
 
-    def __init__(self, names: Iterable[str], lr: float, l2: float) -> None:
+    def __init__(self, names: Iterable[str], lr: float, l2: float, tied: bool = False) -> None:
         self.names = tuple(names)
-        self.anchor = {n: 1.0 if i == 0 else 0.0 for i, n in enumerate(self.names)}
+        self.tied = tied
+        self.anchor = {n: 1.0 if i == 0 or tied else 0.0 for i, n in enumerate(self.names)}
         self.weights = dict(self.anchor)
         self.bias = 0.0
         self.lr = lr
         self.l2 = l2
         # Experts allowed a say (the rest join when ready), in the fixed order of ``names``:
         # a set would iterate in per-process hash order, and float sums in another order
-        # differ in the last bit between replicas.
-        self.active: tuple[str, ...] = (self.names[0],)
+        # differ in the last bit between replicas. Tied: every expert from the start.
+        self.active: tuple[str, ...] = self.names if tied else (self.names[0],)
 
     def activate(self, name: str) -> None:
         if name not in self.active:
@@ -92,6 +93,16 @@ class Stacker:
         p = _sigmoid(self.bias + sum(self.weights[n] * z for n, z in zs.items()))
         g = p - (1.0 if y else 0.0)
         lr, l2 = self.lr * weight, self.l2
+        if getattr(self, "tied", False):   # one slope on the sum of the log-odds (Platt)
+            total = 0.0
+            for z in zs.values():
+                total += z
+            a = self.weights[self.names[0]]
+            a -= lr * (g * total / LOGIT_CLIP + l2 * (a - 1.0))
+            for n in self.names:
+                self.weights[n] = a
+            self.bias -= lr * g
+            return
         for n, z in zs.items():
             w = self.weights[n]
             self.weights[n] = w - lr * (g * z / LOGIT_CLIP + l2 * (w - self.anchor[n]))

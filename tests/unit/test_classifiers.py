@@ -123,8 +123,11 @@ def test_before_labels_the_score_is_the_prior():
         assert all(0.0 <= p <= 1.0 for p in per_model.values())
 
 
-def test_learners_get_no_say_until_each_class_has_enough_labels():
-    cfg = load_config(env={})
+STACK = {"RAPIDLOOP_MODELS__COMBINER": '"stack"'}
+
+
+def test_stack_learners_get_no_say_until_each_class_has_enough_labels():
+    cfg = load_config(env=STACK)
     need = cfg.models.min_class_labels
     ens = Ensemble(cfg)
     malicious = [(f, y) for f, y, _ in synthetic_stream(400) if y]
@@ -144,8 +147,31 @@ def test_learners_get_no_say_until_each_class_has_enough_labels():
     assert score == pytest.approx(ens.stacker.predict(per_model))
 
 
+def test_sum_gives_every_learner_a_say_from_the_first_label():
+    ens = Ensemble(load_config(env={}))
+    assert ens.stacker.active == ens.experts and ens.learner_weight == 0.0
+    f, y, _ = synthetic_stream(1)[0]
+    ens.learn(f, y)
+    assert ens.learner_weight == 1.0
+    score, per_model = ens.score(PROBES[0])
+    assert score == pytest.approx(ens.stacker.predict(per_model))
+    # one slope for every expert: the log-odds add up, then are calibrated
+    assert len(set(ens.stacker.weights.values())) == 1
+
+
+def test_trimmed_drops_the_learner_that_raised_the_score_most(ens_400: Ensemble):
+    for f in PROBES[:100]:
+        score, per_model = ens_400.score(f)
+        trimmed = ens_400.trimmed(per_model)
+        assert trimmed <= score
+        eager = max(("logreg", "tree", "nb"), key=lambda n: per_model[n])
+        if per_model[eager] > 0.5:
+            alone = {**per_model, eager: 0.5}   # that learner's log-odds at 0
+            assert trimmed == pytest.approx(ens_400.stacker.predict(alone))
+
+
 def test_min_class_labels_follows_the_config():
-    ens = Ensemble(load_config(env={"RAPIDLOOP_MODELS__MIN_CLASS_LABELS": "1"}))
+    ens = Ensemble(load_config(env={"RAPIDLOOP_MODELS__MIN_CLASS_LABELS": "1", **STACK}))
     for f, y, _ in synthetic_stream(20):
         ens.learn(f, y)
     assert ens.learner_weight == 1.0
@@ -166,21 +192,22 @@ def test_learns_the_stream_prequentially(ens_400: Ensemble):
     assert sum(abs(m[k]["weight"]) for k in ens_400.names) > 0.1
 
 
-def test_learners_fix_what_the_prior_gets_wrong():
-    ens = trained(1500)
+@pytest.mark.parametrize("combiner", ["sum", "stack"])
+def test_learners_fix_what_the_prior_gets_wrong(combiner: str):
+    ens = trained(1500, env={"RAPIDLOOP_MODELS__COMBINER": f'"{combiner}"'})
     rng = random.Random(5)
-    hard = stealth = 0
-    n_hard = n_stealth = 0
-    while n_hard < 100 or n_stealth < 100:
+    scores: dict[str, list[tuple[float, float]]] = {"hard": [], "stealth": []}
+    while min(len(v) for v in scores.values()) < 100:
         f, _, kind = synthetic_file(rng, noise=0.0)
-        score = ens.score(f)[0]
-        if kind == "hard":
-            n_hard += 1
-            hard += score < ens.prior.score(f)
-        elif kind == "stealth":
-            n_stealth += 1
-            stealth += score > ens.prior.score(f)
-    assert hard / n_hard > 0.85 and stealth / n_stealth > 0.85
+        if kind in scores:
+            scores[kind].append((ens.score(f)[0], ens.prior.score(f)))
+    hard, stealth = scores["hard"], scores["stealth"]
+    # benign files the prior finds suspicious go down, stealthy malware goes up
+    assert sum(s for s, _ in hard) < 0.75 * sum(p for _, p in hard)
+    assert sum(s for s, _ in stealth) > 1.5 * sum(p for _, p in stealth)
+    assert sum(s > p for s, p in stealth) / len(stealth) > 0.85
+    if combiner == "stack":   # a weight per expert can overrule the prior file by file
+        assert sum(s < p for s, p in hard) / len(hard) > 0.85
 
 
 def test_metrics_are_nan_until_both_classes_were_seen():
