@@ -392,16 +392,19 @@ class Ensemble:
         """
         measure = not lesson
         y = bool(malicious)
-        score, _, per_model = self._score(features)
-        if measure:
-            for name, p in (*per_model.items(), ("ensemble", score)):
-                self._auc[name].update(y, p)
-                self._loss[name].update(y, _clip(p))
-            self._window.append(y)
-            self.n_measured += 1
-        # out-of-sample opinions (before the experts learn); lessons count for less than
-        # verdicts (stack_lesson_weight): there are several per labelled file
-        self.stacker.learn(per_model, y, self.lesson_weight if lesson else 1.0)
+        weight = self.lesson_weight if lesson else 1.0
+        if measure or weight:
+            score, _, per_model = self._score(features)
+            if measure:
+                for name, p in (*per_model.items(), ("ensemble", score)):
+                    self._auc[name].update(y, p)
+                    self._loss[name].update(y, _clip(p))
+                self._window.append(y)
+                self.n_measured += 1
+            # out-of-sample opinions (before the experts learn); a lesson moves the
+            # combiner by stack_lesson_weight of a verdict's step (0 by default: it is
+            # calibrated on verdicts, where the labels are, and lessons teach the learners)
+            self.stacker.learn(per_model, y, weight)
         x = dense(features)
         for model in self.learners.values():
             model.learn_one(x, y)
