@@ -149,6 +149,7 @@ class Policy:
         self.release_score = float(p.release_score)
         self.release_min_orgs = int(p.release_min_orgs)
         self.trim = bool(p.trim_eager_learner)
+        self.global_trimmed_score = float(p.global_trimmed_score)
         self.global_score = p.global_block_score
         self.global_min_orgs = max(2, int(p.global_min_orgs))   # one tenant is never consensus
         self.global_min_corroboration = float(p.global_min_corroboration)
@@ -187,7 +188,7 @@ class Policy:
         if (score >= self.global_score and len(accusers) >= self.global_min_orgs
                 and sc.calibrated and not prevalent_signed
                 and enf.current(GLOBAL, now) != "block"
-                and (not self.trim or sc.broad_score() >= self.global_score)):
+                and (not self.trim or sc.broad_score() >= self.global_trimmed_score)):
             corroboration = self.trust.corroboration(accusers)
             if corroboration >= self.global_min_corroboration:
                 out.append(self._decide(

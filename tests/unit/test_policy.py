@@ -155,3 +155,47 @@ def test_decision_ids_are_deterministic():
     a = Policy(CFG).on_sighting(Enforcement(), sighting(r), scored(0.9))
     b = Policy(CFG).on_sighting(Enforcement(), sighting(r), scored(0.9))
     assert [d.decision_id for d in a] == [d.decision_id for d in b]
+
+
+def doubted(score, trimmed):
+    """A score one learner alone carries: without it the models say ``trimmed``."""
+    return Scored(score, {"prior": score, "nb": 1.0}, "ens-20", lambda: ["because"],
+                  True, lambda: trimmed)
+
+
+def test_no_single_learner_blocks_a_widespread_file_across_an_org():
+    widespread = CFG.policy.release_min_orgs
+    p, e = Policy(CFG), Enforcement()
+    assert p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.95, 0.3)) == []
+    # the rest of the models agree: blocked
+    (d,) = p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.95, 0.9))
+    assert (d.action, d.scope) == ("block", "org")
+    # a file still confined to a few orgs (where campaigns start) goes by the full score
+    p, e = Policy(CFG), Enforcement()
+    (d,) = p.on_sighting(e, sighting(report(H), ever=3), doubted(0.95, 0.3))
+    assert (d.action, d.scope) == ("block", "org")
+
+
+def test_global_correlation_needs_the_models_without_their_most_eager_learner():
+    p, e = Policy(CFG), Enforcement()
+    s = sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3, accusers=ACCUSERS)
+    out = p.on_sighting(e, s, doubted(0.95, CFG.policy.global_trimmed_score - 0.05))
+    assert [d.scope for d in out] == ["org"]
+    out = p.on_sighting(e, s, doubted(0.95, CFG.policy.global_trimmed_score + 0.05))
+    assert [d.scope for d in out] == ["global"]
+    off = load_config(env={"RAPIDLOOP_POLICY__TRIM_EAGER_LEARNER": "false"})
+    out = Policy(off).on_sighting(Enforcement(), s, doubted(0.95, 0.1))
+    assert [d.scope for d in out] == ["global"]
+
+
+def test_sandbox_verdict_is_weighed_against_the_trimmed_score():
+    p = Policy(CFG)
+    fb = feedback(H, "malicious", "sandbox")
+    # one learner alone thought it malicious; without it the file looks clean
+    assert p.on_verdict(Enforcement(), fb, doubted(0.5, 0.01)) == []
+    (d,) = p.on_verdict(Enforcement(), fb, doubted(0.5, 0.4))
+    assert (d.action, d.scope) == ("block", "global")
+    # a file never reported: even odds, so the sandbox's word stands
+    unknown = Scored(0.001, {"prior": 0.001}, "ens-20", lambda: [], True, known=False)
+    (d,) = p.on_verdict(Enforcement(), fb, unknown)
+    assert (d.action, d.scope) == ("block", "global")
