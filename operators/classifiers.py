@@ -21,10 +21,14 @@ the learners are chosen for cheap prediction and small, bounded state
   features), 2 KiB.
 
 The published score is a calibrated combination of the prior's and the
-learners' log-odds (``stacking.Stacker``), learned online from the same
-labels, each scored by every model *before* any of them learns it. It starts
-as the prior alone; the learners get a say once each class has
-``min_class_labels`` labels.
+learners' log-odds (``stacking.Stacker``), learned online from the verdicts,
+each scored by every model *before* any of them learns it. By default
+(``models.combiner = "sum"``) the log-odds are added and the sum calibrated
+by one slope and bias, which is exactly the prior while the learners know
+nothing; ``"stack"`` learns a weight per expert, starting as the prior
+alone, and gives the learners a say once each class has
+``min_class_labels`` labels. ``trimmed`` is the same score without the
+learner that raised it most, which the policy's broad blocks go by.
 
 Everything is deterministic (fixed seeds, fixed feature and expert order)
 and picklable, so replicas fed the same labels in the same order score
@@ -265,7 +269,7 @@ def _log_loss(y: bool, p: float) -> float:
 
 
 class Ensemble:
-    """Prior plus online learners, mixed by recent performance; picklable and deterministic."""
+    """Prior plus online learners and their combiner; picklable and deterministic."""
 
     def __init__(self, cfg: Config) -> None:
         m = cfg.models
