@@ -5,8 +5,12 @@
 
 * ``first_consume``: wall clock (epoch seconds) when the Kafka source first
   handed a non-empty batch to the dataflow. Throughput is measured from there
-  to the last decision's Kafka timestamp, so interpreter start-up, imports and
+  to the end of the work (below), so interpreter start-up, imports and
   Bytewax start-up are not charged to the job;
+* ``last_decide``: when the decide step last finished a batch of input: the
+  input is processed once it has gone through there. The end of the work is
+  the later of this and the last decision's Kafka timestamp (the last
+  decision alone can come long before the end of the input);
 * ``first_poll``: when the source polled at all (the job is ready for input;
   the latency phase waits for this before starting its paced producer);
 * ``maxrss_kib``: peak resident set size of the job process;
@@ -27,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-_marks: dict[str, float | None] = {"first_poll": None, "first_consume": None}
+_marks: dict[str, float | None] = {"first_poll": None, "first_consume": None,
+                                   "last_decide": None}
 
 
 def _patch_sources(ready_file: Path | None) -> bool:
@@ -49,6 +54,19 @@ def _patch_sources(ready_file: Path | None) -> bool:
         return batch
 
     part.next_batch = next_batch  # type: ignore[method-assign]
+    try:
+        from rapidloop.flows import steps
+        decide = steps.DecideLogic.on_batch
+    except (ImportError, AttributeError):
+        return True
+
+    def on_batch(self: Any, pieces: Any) -> Any:
+        result = decide(self, pieces)
+        if pieces:
+            _marks["last_decide"] = time.time()
+        return result
+
+    steps.DecideLogic.on_batch = on_batch  # type: ignore[method-assign]
     return True
 
 

@@ -4,8 +4,9 @@ Phases (all on a private embedded broker on a free port, data in a temp dir):
 
 1. throughput: topics pre-loaded by ``rapidloop simulate --rate 0``; then,
    alternating so machine noise hits all alike, ``rapidloop run
-   --exit-at-end`` (events/s from first consume to the last decision's Kafka
-   timestamp), the same job as a 2-process Bytewax cluster (two ``rapidloop
+   --exit-at-end`` (events/s from first consume to the end of the work: the
+   last batch through the decide step, or the last decision's Kafka timestamp
+   if later), the same job as a 2-process Bytewax cluster (two ``rapidloop
    run -i K -a A -a B`` processes, measured the same way from the earlier
    first consume) and the baseline consumer (bench.baseline) over the same
    topics. Medians of the runs, and the ratio job/baseline per pair.
@@ -92,9 +93,10 @@ def run_job(brokers: str, topics: Topics, work: Path, tag: str) -> dict[str, Any
     res: dict[str, Any] = {"summary": summary, "maxrss_mib": m["maxrss_kib"] / 1024,
                            "cpu_s": m.get("cpu_s"), "decisions_read": len(decisions)}
     if m["first_consume"] is not None and last is not None:
-        span = last - m["first_consume"]
+        end = max(last, m.get("last_decide") or last)
+        span = end - m["first_consume"]
         res.update(span_s=span, rate=summary["messages"] / span, method="first consume → "
-                   "last decision timestamp")
+                   "end of work (last batch decided, or last decision if later)")
     else:  # wrapper could not hook the source: the job's own figure, start-up included
         res.update(span_s=summary["elapsed_s"], rate=summary["rate"], method="job summary")
     return res
@@ -107,7 +109,8 @@ def run_cluster_job(brokers: str, topics: Topics, work: Path, tag: str,
     Each process is a ``bench.jobwrap`` of ``rapidloop run -i K -a ...`` (what
     ``run --processes N`` starts, minus the supervisor), so the start of
     processing is seen exactly as for one process: the span runs from the
-    earliest first consume of any process to the last decision's timestamp.
+    earliest first consume of any process to the end of the work (the last
+    batch decided in any process, or the last decision's timestamp if later).
     Each process keeps its own recovery directory with its share of
     ``processes`` recovery partitions (as in a multi-machine deployment).
     """
@@ -155,9 +158,11 @@ def run_cluster_job(brokers: str, topics: Topics, work: Path, tag: str,
         "cpu_s": [m.get("cpu_s") for m in ms], "decisions_read": len(decisions),
         "per_process": spread}
     if firsts and last is not None:
-        span = last - min(firsts)
+        end = max([last, *(m["last_decide"] for m in ms if m.get("last_decide"))])
+        span = end - min(firsts)
         res.update(span_s=span, rate=messages / span,
-                   method="earliest first consume → last decision timestamp")
+                   method="earliest first consume → end of work (last batch decided in "
+                          "any process, or last decision if later)")
     else:
         res.update(span_s=elapsed, rate=messages / elapsed, method="processes' summaries")
     return res
@@ -371,7 +376,7 @@ def table(r: dict[str, Any]) -> str:
     tm = mem["tracemalloc"]
     ring_per_id = tm["dedup_ring_bytes"] / max(tm["dedup_ring_ids"], 1)
     rows = [
-        ("full job, 1 process (events/s, first consume → last decision)",
+        ("full job, 1 process (events/s, first consume → end of work)",
          _fmt(t["job_rate_median"]), ""),
         ("full job, 1 process, own summary incl. start-up (events/s)",
          _fmt(t["job_summary_rate_median"]), ""),
