@@ -327,9 +327,17 @@ class Ensemble:
         for name, model in self.learners.items():
             per_model[name] = learner_p_true(model, x)
         stacker = self.stacker
-        z = stacker.logit(per_model)
+        opinions = self._opinions(per_model)
+        z = stacker.logit(opinions)
         learned = z - stacker.weights["prior"] * logit(per_model["prior"]) - stacker.bias
         return sigmoid(z), learned, per_model
+
+    def _opinions(self, per_model: dict[str, float]) -> dict[str, float]:
+        """What the combiner hears: a learner that has seen one class only says "always
+        that class" with certainty (log-odds ±12) about every file, which is no opinion."""
+        if self.n_malicious and self.n_benign:
+            return per_model
+        return {**per_model, **dict.fromkeys(self.names, 0.5)}
 
     def score(self, features: dict[str, float]) -> tuple[float, dict[str, float]]:
         """The malice score in [0, 1] and each model's own score (learners and "prior").
@@ -348,13 +356,14 @@ class Ensemble:
         """
         stacker = self.stacker
         w = stacker.weights
+        opinions = self._opinions(per_model)
         top = 0.0
         for name in stacker.active:
             if name != "prior":
-                term = w[name] * logit(per_model[name])
+                term = w[name] * logit(opinions[name])
                 if term > top:
                     top = term
-        return sigmoid(stacker.logit(per_model) - top)
+        return sigmoid(stacker.logit(opinions) - top)
 
     def score_many(self, batch: list[dict[str, float]]) -> list[tuple[float, dict[str, float]]]:
         """``score`` for each feature vector of a batch.
@@ -408,7 +417,7 @@ class Ensemble:
             # out-of-sample opinions (before the experts learn); a lesson moves the
             # combiner by stack_lesson_weight of a verdict's step (0 by default: it is
             # calibrated on verdicts, where the labels are, and lessons teach the learners)
-            self.stacker.learn(per_model, y, weight)
+            self.stacker.learn(self._opinions(per_model), y, weight)
         x = dense(features)
         for model in self.learners.values():
             model.learn_one(x, y)

@@ -147,11 +147,13 @@ def test_stack_learners_get_no_say_until_each_class_has_enough_labels():
     assert score == pytest.approx(ens.stacker.predict(per_model))
 
 
-def test_sum_gives_every_learner_a_say_from_the_first_label():
+def test_sum_gives_every_learner_a_say_once_both_classes_were_seen():
     ens = Ensemble(load_config(env={}))
     assert ens.stacker.active == ens.experts and ens.learner_weight == 0.0
-    f, y, _ = synthetic_stream(1)[0]
-    ens.learn(f, y)
+    stream = synthetic_stream(200)
+    for wanted in (True, False):
+        f, y, _ = next(item for item in stream if item[1] is wanted)
+        ens.learn(f, y)
     assert ens.learner_weight == 1.0
     score, per_model = ens.score(PROBES[0])
     assert score == pytest.approx(ens.stacker.predict(per_model))
@@ -361,3 +363,20 @@ def test_fast_learner_scores_equal_rivers_own() -> None:
         for model in learners.values():
             model.learn_one(x, y)
     assert learners["tree"].n_nodes > 1   # the tree split: traversal is exercised
+
+
+def test_a_learner_that_has_seen_one_class_has_no_opinion():
+    """Trained on benign verdicts only, a learner says "benign" with certainty about
+    everything (log-odds -12): in the combiner that would drown the first malicious file."""
+    ens = Ensemble(load_config(env={}))
+    benign = [f for f, y, _ in synthetic_stream(200) if not y]
+    for f in benign[:30]:
+        ens.learn(f, False)
+    score, per_model = ens.score(PROBES[0])
+    assert all(per_model[n] < 0.01 for n in ("tree", "nb"))   # their own (reported) view
+    opinions = {**per_model, **dict.fromkeys(ens.names, 0.5)}
+    assert score == pytest.approx(ens.stacker.predict(opinions))   # the combiner's
+    malicious = next(f for f, y, _ in synthetic_stream(200) if y)
+    ens.learn(malicious, True)
+    score, per_model = ens.score(PROBES[0])
+    assert score == pytest.approx(ens.stacker.predict(per_model))
