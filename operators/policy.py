@@ -140,6 +140,11 @@ def _fmt_window(seconds: float) -> str:
 class Policy:
     """Turns sightings and verdicts into the decisions that change enforcement."""
 
+    # Set by __init__; these class values stand in for a Policy restored from a snapshot
+    # taken before the setting existed (it carries on as it decided then).
+    trim: bool = False
+    global_trimmed_score: float = 0.0
+
     def __init__(self, cfg: Config, allowlist: AllowList | None = None,
                  trust: OrgTrust | None = None) -> None:
         p = cfg.policy

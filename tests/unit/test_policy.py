@@ -199,3 +199,12 @@ def test_sandbox_verdict_is_weighed_against_the_trimmed_score():
     unknown = Scored(0.001, {"prior": 0.001}, "ens-20", lambda: [], True, known=False)
     (d,) = p.on_verdict(Enforcement(), fb, unknown)
     assert (d.action, d.scope) == ("block", "global")
+
+
+def test_a_policy_from_an_older_snapshot_still_decides():
+    import pickle
+    p = Policy(CFG)
+    del p.trim, p.global_trimmed_score   # as a snapshot from before the trim rules
+    old = pickle.loads(pickle.dumps(p))
+    s = sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3, accusers=ACCUSERS)
+    assert [d.scope for d in old.on_sighting(Enforcement(), s, doubted(0.95, 0.1))] == ["global"]
