@@ -11,7 +11,7 @@ acts for that tenant but never moves the shared models.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from rapidloop.config import Config
 from rapidloop.schemas.model import Decision
@@ -43,11 +43,12 @@ class Decider:
         ens = self.ensemble
         score, per_model = ens.score(features)
         if eager:
-            trimmed = ens.trimmed(per_model)
-            return Scored(score, per_model, ens.model_version, lambda: ens.explain(features),
-                          ens.learners_ready, lambda: trimmed)
+            now = ens.trimmed(per_model)
+            trimmed: Callable[[], float] = lambda: now  # noqa: E731
+        else:
+            trimmed = lambda: ens.trimmed(per_model)  # noqa: E731
         return Scored(score, per_model, ens.model_version, lambda: ens.explain(features),
-                      ens.learners_ready, lambda: ens.trimmed(per_model))
+                      ens.learners_ready, trimmed)
 
     def process(self, items: Iterable[Sighting | Verdict], now_wall: float) -> list[Decision]:
         out: list[Decision] = []
