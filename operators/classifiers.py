@@ -24,10 +24,11 @@ The published score is a calibrated combination of the prior's and the
 learners' log-odds (``stacking.Stacker``), learned online from the verdicts,
 each scored by every model *before* any of them learns it. By default
 (``models.combiner = "sum"``) the log-odds are added and the sum calibrated
-by one slope and bias, which is exactly the prior while the learners know
-nothing; ``"stack"`` learns a weight per expert, starting as the prior
-alone, and gives the learners a say once each class has
-``min_class_labels`` labels. ``trimmed`` is the same score without the
+by one slope and bias, which is exactly the prior before any verdict;
+``"stack"`` learns a weight per expert, starting as the prior alone, and
+gives the learners a say once each class has ``min_class_labels`` labels.
+While every verdict so far was benign the learners say only the base rate
+of malice (``base_rate_logit``). ``trimmed`` is the same score without the
 learner that raised it most, which the policy's broad blocks go by.
 
 Everything is deterministic (fixed seeds, fixed feature and expert order)
@@ -66,6 +67,7 @@ LOGREG_LR = 0.02          # SGD step on unscaled features (all near [0, 1] or lo
 PROBA_CLIP = 1e-3         # one confident mistake costs at most -log(1e-3) ≈ 6.9 in the loss
 METRIC_WINDOW = 500       # labels in the rolling prequential ROC AUC
 METRIC_FLUSH = 100        # RollingROCAUC buffers updates until read: read it this often
+BASE_RATE_PSEUDO = 0.5    # Jeffreys pseudo-count of each class in the base rate of malice
 STRONG_LOGIT = 2.0        # learners' log-odds worth naming first in a decision's reasons
 
 # Evidence flags for the naive Bayes: a feature counts as present above its cut
@@ -330,7 +332,35 @@ class Ensemble:
         opinions = self._opinions(per_model)
         z = stacker.logit(opinions)
         learned = z - stacker.weights["prior"] * logit(per_model["prior"]) - stacker.bias
-        return sigmoid(z), learned, per_model
+        base = self.base_rate_logit()
+        return sigmoid(z + base), learned + base, per_model
+
+    def base_rate_logit(self) -> float:
+        """What the learners add while every verdict so far was benign: the base rate of malice.
+
+        Until the first malicious verdict the learners have seen one class and
+        are muted (``_opinions``), which left the score at the prior's however
+        long the run of benign verdicts: the quiet period's hard negatives then
+        outranked malware scored later, and nothing was learned from 250 verdicts
+        saying the prior is too eager. Instead each learner says the only thing
+        it knows, the share of malice among the verdicts so far, Jeffreys-smoothed
+        (``(m + 1/2) / (m + n + 1)``, m = 0): every score drops alike, so no ranking
+        within the period changes, only its calibration. It never raises a
+        score: verdicts are drawn to suspicious files, so a run of malicious ones
+        says little about the rest.
+
+        >>> from rapidloop.config import load_config
+        >>> ens = Ensemble(load_config(env={}))
+        >>> ens.base_rate_logit()   # no verdicts: no base rate
+        0.0
+        >>> ens.n_benign = 49       # (what 49 benign verdicts leave; normally set by learn)
+        >>> round(ens.base_rate_logit() / len(ens.names), 2)   # log-odds of 1 in 100
+        -4.6
+        """
+        if self.n_malicious or not self.n_benign:
+            return 0.0
+        odds = BASE_RATE_PSEUDO / (self.n_benign + BASE_RATE_PSEUDO)
+        return len(self.names) * math.log(odds)
 
     def _opinions(self, per_model: dict[str, float]) -> dict[str, float]:
         """What the combiner hears: a learner that has seen one class only says "always
@@ -342,7 +372,7 @@ class Ensemble:
     def score(self, features: dict[str, float]) -> tuple[float, dict[str, float]]:
         """The malice score in [0, 1] and each model's own score (learners and "prior").
 
-        Before the hand-over the score is exactly the prior's.
+        Before any verdict the score is exactly the prior's.
         """
         score, learned, per_model = self._score(features)
         self._memo = (features, learned, self.learner_weight)
@@ -363,7 +393,7 @@ class Ensemble:
                 term = w[name] * logit(opinions[name])
                 if term > top:
                     top = term
-        return sigmoid(stacker.logit(opinions) - top)
+        return sigmoid(stacker.logit(opinions) - top + self.base_rate_logit())
 
     def score_many(self, batch: list[dict[str, float]]) -> list[tuple[float, dict[str, float]]]:
         """``score`` for each feature vector of a batch.

@@ -9,6 +9,7 @@ movement, but signed, old and prevalent) that the hand-set prior gets wrong.
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 import random
@@ -365,18 +366,45 @@ def test_fast_learner_scores_equal_rivers_own() -> None:
     assert learners["tree"].n_nodes > 1   # the tree split: traversal is exercised
 
 
-def test_a_learner_that_has_seen_one_class_has_no_opinion():
+def test_a_learner_that_has_seen_one_class_says_only_the_base_rate():
     """Trained on benign verdicts only, a learner says "benign" with certainty about
-    everything (log-odds -12): in the combiner that would drown the first malicious file."""
+    everything (log-odds -12): in the combiner that would drown the first malicious
+    file. Until then each learner says the (smoothed) share of malice among the
+    verdicts, the same for every file, and once both classes are in, its own view."""
     ens = Ensemble(load_config(env={}))
     benign = [f for f, y, _ in synthetic_stream(200) if not y]
     for f in benign[:30]:
         ens.learn(f, False)
     score, per_model = ens.score(PROBES[0])
     assert all(per_model[n] < 0.01 for n in ("tree", "nb"))   # their own (reported) view
-    opinions = {**per_model, **dict.fromkeys(ens.names, 0.5)}
-    assert score == pytest.approx(ens.stacker.predict(opinions))   # the combiner's
+    muted = {**per_model, **dict.fromkeys(ens.names, 0.5)}
+    base = 3 * math.log(0.5 / 30.5)                           # 3 learners, 0 of 30 malicious
+    assert ens.base_rate_logit() == pytest.approx(base)
+    assert score == pytest.approx(1 / (1 + math.exp(-(ens.stacker.logit(muted) + base))))
+    assert ens.trimmed(per_model) == pytest.approx(score)     # no learner raised it
     malicious = next(f for f, y, _ in synthetic_stream(200) if y)
     ens.learn(malicious, True)
+    assert ens.base_rate_logit() == 0.0
     score, per_model = ens.score(PROBES[0])
     assert score == pytest.approx(ens.stacker.predict(per_model))
+
+
+def test_the_base_rate_lowers_every_score_alike_and_a_verdict_still_counts():
+    """A run of benign verdicts recalibrates, it does not re-rank; and a sandbox
+    "malicious" early in a deployment still blocks a file the prior finds very
+    suspicious (the posterior multiplies the odds by 99)."""
+    cfg = load_config(env={})
+    fresh, quiet = Ensemble(cfg), Ensemble(cfg)
+    for f in [f for f, y, _ in synthetic_stream(200) if not y][:5]:
+        quiet.learn(f, False)
+    probes = [f for f, _, _ in synthetic_stream(60)]
+    before = [fresh.score(f)[0] for f in probes]
+    after = [quiet.score(f)[0] for f in probes]
+    order = sorted(range(len(probes)), key=lambda i: before[i])
+    assert all(after[a] <= after[b] for a, b in itertools.pairwise(order))
+    assert all(a < b for a, b in zip(after, before, strict=True) if b > 1e-6)
+    suspicious = {"verdict_max": 0.97, "beh_ransomware_encryption": 1.0,
+                  "beh_credential_dumping": 1.0}
+    assert fresh.score(suspicious)[0] > 0.9
+    odds = quiet.score(suspicious)[0] / (1 - quiet.score(suspicious)[0]) * 99
+    assert odds / (1 + odds) >= cfg.policy.trusted_block_score
