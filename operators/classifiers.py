@@ -292,7 +292,8 @@ class Ensemble:
         self._auc = {k: metrics.RollingROCAUC(window_size=METRIC_WINDOW) for k in tracked}
         self._loss = {k: metrics.LogLoss() for k in tracked}
         self._window: deque[bool] = deque(maxlen=METRIC_WINDOW)   # labels in the AUC window
-        self._memo: tuple[dict[str, float], float, float] | None = None   # last score, for explain
+        # last score, for explain: (features, learners' log-odds, learner weight, score)
+        self._memo: tuple[dict[str, float], float, float, float] | None = None
 
     # -- state ---------------------------------------------------------------
 
@@ -375,7 +376,7 @@ class Ensemble:
         Before any verdict the score is exactly the prior's.
         """
         score, learned, per_model = self._score(features)
-        self._memo = (features, learned, self.learner_weight)
+        self._memo = (features, learned, self.learner_weight, score)
         return score, per_model
 
     def trimmed(self, per_model: dict[str, float]) -> float:
@@ -410,11 +411,19 @@ class Ensemble:
 
         The learners' opinion is named when they raised the log-odds and
         ``features`` is the vector last passed to ``score`` (no second
-        scoring); it comes first when it outweighs the prior's evidence.
+        scoring); it comes first when it outweighs the prior's evidence. A low
+        score held down by the base rate (no malicious verdict yet) says so
+        first: it is why the prior's suspicions act on nothing.
         """
         reasons = self.prior.explain(features)
         memo = self._memo
-        if memo is not None and memo[0] is features and memo[2] > 0.0 and memo[1] >= 0.5:
+        if memo is None or memo[0] is not features:
+            return reasons
+        base = self.base_rate_logit()
+        if base <= -STRONG_LOGIT and memo[3] < 0.5:
+            reasons.insert(0, f"none of the first {self.n_benign} verdicts was malicious: "
+                              f"{base:+.1f} to the log-odds of every file")
+        elif memo[2] > 0.0 and memo[1] >= 0.5:
             learned = memo[1]
             said = (f"classifiers trained on {self.labels_seen} verdicts add "
                     f"{learned:+.1f} to the log-odds")

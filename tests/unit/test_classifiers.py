@@ -408,3 +408,16 @@ def test_the_base_rate_lowers_every_score_alike_and_a_verdict_still_counts():
     assert fresh.score(suspicious)[0] > 0.9
     odds = quiet.score(suspicious)[0] / (1 - quiet.score(suspicious)[0]) * 99
     assert odds / (1 + odds) >= cfg.policy.trusted_block_score
+
+
+def test_a_score_held_down_by_the_base_rate_says_so():
+    """A SOC engineer seeing a release at score 0.00 in a quiet first hour is told why."""
+    ens = Ensemble(load_config(env={}))
+    for f in [f for f, y, _ in synthetic_stream(200) if not y][:20]:
+        ens.learn(f, False)
+    f = {"verdict_max": 0.6, "beh_ransomware_encryption": 1.0}
+    score, _ = ens.score(f)
+    assert score < 0.5
+    reasons = ens.explain(f)
+    assert reasons[0].startswith("none of the first 20 verdicts was malicious: -")
+    assert "ransomware_encryption behaviour" in reasons
