@@ -384,6 +384,11 @@ class Ensemble:
 
         No single learner, fooled or poisoned, can carry a block across an
         organization or the fleet on its own (the policy's broad scopes use it).
+        While the learners say only the base rate it counts here once, as the
+        one fact it is (three learners repeat it in the score, where it ranks
+        and weighs nothing else): a sandbox "malicious" on the first campaign
+        after a quiet spell is weighed against the prior's suspicion and the
+        base rate, not against the base rate three times.
         """
         stacker = self.stacker
         w = stacker.weights
@@ -394,7 +399,7 @@ class Ensemble:
                 term = w[name] * logit(opinions[name])
                 if term > top:
                     top = term
-        return sigmoid(stacker.logit(opinions) - top + self.base_rate_logit())
+        return sigmoid(stacker.logit(opinions) - top + self.base_rate_logit() / len(self.names))
 
     def score_many(self, batch: list[dict[str, float]]) -> list[tuple[float, dict[str, float]]]:
         """``score`` for each feature vector of a batch.

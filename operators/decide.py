@@ -82,7 +82,7 @@ class Decider:
                 if scored is not None and item.features is None:
                     scored.known = False
                 if fb.trusted and item.features is not None:
-                    if settles and scored and self.policy.accepts(scored.score, fb):
+                    if settles and scored and self.policy.accepts(scored, fb):
                         self.trust.settle(item.accusers, fb.verdict == "malicious")
                     self.ensemble.learn(item.features, fb.verdict == "malicious")
                 if scored is None or not item.owner:

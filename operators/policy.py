@@ -116,7 +116,7 @@ class Scored:
 
     def broad_score(self) -> float:
         """What broad blocks go by: the score without the learner that raised it most
-        (never above ``score``); ``score`` itself when no trimmed view was given."""
+        (``Ensemble.trimmed``); ``score`` itself when no trimmed view was given."""
         return self.trimmed() if self.trimmed is not None else self.score
 
 
@@ -257,8 +257,7 @@ class Policy:
             if malicious:
                 # a fleet-wide block: weighed against what the models say without their
                 # most eager learner (no single learner vouches for a sandbox's word)
-                basis = sc.broad_score() if self.trim else sc.score
-                post = self.posterior(basis if sc.known else 0.5, fb)
+                post = self.posterior(self._basis(sc, fb), fb)
                 if post < self.trusted_block_score or self.allowlist.allows(sha, signer):
                     return []   # contradicted by everything else known: not enforced
                 enf.label = fb.verdict
@@ -270,7 +269,7 @@ class Policy:
                                      [f"{fb.source} verdict malicious",
                                       f"malice probability {post:.2f} with the verdict"],
                                      now + self.trusted_ttl)]
-            post = self.posterior(sc.score if sc.known else 0.5, fb)
+            post = self.posterior(self._basis(sc, fb), fb)
             if post >= self.trusted_unblock_score:
                 return []   # a benign verdict against overwhelming evidence: blocks stay
             enf.label = fb.verdict
@@ -301,12 +300,23 @@ class Policy:
         return [self._decide(enf, sha, org_t, "block", sc, now, fb.feedback_id,
                              ["reported malicious by this org"], now + self.ttl["org"])]
 
-    def accepts(self, score: float, fb: Feedback) -> bool:
-        """Does a trusted verdict stand against the score before it (see ``posterior``)?"""
-        post = self.posterior(score, fb)
+    def accepts(self, sc: Scored, fb: Feedback) -> bool:
+        """Does a trusted verdict stand against the evidence before it, as ``on_verdict``
+        weighs it (see ``posterior``)?"""
+        post = self.posterior(self._basis(sc, fb), fb)
         if fb.verdict == "malicious":
             return post >= self.trusted_block_score
         return post < self.trusted_unblock_score
+
+    def _basis(self, sc: Scored, fb: Feedback) -> float:
+        """The score a trusted verdict is weighed against: even odds for a file never
+        reported; for "malicious", what the models say without their most eager learner
+        (no single learner vouches for a sandbox's word)."""
+        if not sc.known:
+            return 0.5
+        if fb.verdict == "malicious" and self.trim:
+            return sc.broad_score()
+        return sc.score
 
     def posterior(self, score: float, fb: Feedback) -> float:
         """P(malicious) after a trusted verdict, given the score before it (even odds
