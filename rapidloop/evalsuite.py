@@ -67,7 +67,25 @@ def main(argv: list[str] | None = None) -> int:
         if aucs:
             print(f"  {'ROC AUC vs truth ' + n:<40} {statistics.fmean(aucs):10.3f}  "
                   f"± {(max(aucs) - min(aucs)) / 2:.3f}")
+    print()
+    print(targets_table(args.seeds, rows))
     return 0
+
+
+def targets_table(seeds: list[int], rows: list[dict]) -> str:
+    """Each target, held or missed on each seed (from each world's evaluation.json)."""
+    names = [c["name"] for c in rows[0].get("targets", [])] if rows else []
+    if not names:
+        return "targets: none recorded"
+    width = max(len(n) for n in names)
+    head = " ".join(f"{'seed ' + str(s):>8}" for s in seeds)
+    lines = ["targets per seed ([evaluate] in the configuration)",
+             f"  {'target':<{width}}  {head}   held on"]
+    for name in names:
+        held = [next(c["held"] for c in r["targets"] if c["name"] == name) for r in rows]
+        marks = " ".join(f"{'held' if h else 'MISSED':>8}" for h in held)
+        lines.append(f"  {name:<{width}}  {marks}   {sum(held)} of {len(held)}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from rapidloop.flows.dataflow import Connectors, build_flow
     from rapidloop.flows.file_io import JsonlSink, MergedFileSource
+    from rapidloop.targets import check, verdict_lines
 
     cfg = load_config(args.config)
     world = Path(args.world)
@@ -126,8 +127,12 @@ def run(args: argparse.Namespace) -> int:
     print(table(res, f"{world} ({len(reports):,} reports, {len(decisions):,} decisions, "
                      f"replayed in {replay_s:.1f}s)"))
     print(f"chart: {png}")
+    checks = check(vars(res), cfg)
+    print(f"targets ([evaluate]): {sum(c.held for c in checks)} of {len(checks)} held")
+    print("\n".join(verdict_lines(checks)))
     if args.json:
         fig = {k: v for k, v in vars(res).items() if k not in ("timeline", "learning")}
+        fig["targets"] = [vars(c) for c in checks]
         Path(args.json).write_bytes(orjson.dumps(fig, option=orjson.OPT_SERIALIZE_NUMPY
                                                  | orjson.OPT_INDENT_2, default=str))
     sys.stdout.flush()
