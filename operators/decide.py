@@ -19,16 +19,20 @@ from rapidloop.schemas.model import Decision
 from .allowlist import AllowList
 from .classifiers import Ensemble
 from .correlate import Sighting, Verdict
-from .policy import Enforcement, Policy, Scored, new_trust
+from .policy import Enforcement, Policy, Scored, new_signers, new_trust
+from .signers import SignerRecord
 
 
 class Decider:
     """Per-shard ensemble replica, policy and enforcement state; picklable."""
 
+    signers: SignerRecord | None = None   # None in a snapshot from before signer reputation
+
     def __init__(self, cfg: Config, allowlist: AllowList | None = None) -> None:
         self.ensemble = Ensemble(cfg)
         self.trust = new_trust(cfg)
-        self.policy = Policy(cfg, allowlist, self.trust)
+        self.signers = new_signers(cfg)
+        self.policy = Policy(cfg, allowlist, self.trust, self.signers)
         self.states: dict[str, Enforcement] = {}
         self.idle_ttl = float(cfg.state.idle_ttl_s)
         self.label_ttl = float(cfg.policy.trusted_block_ttl_s)
@@ -82,13 +86,16 @@ class Decider:
                 if scored is not None and item.features is None:
                     scored.known = False
                 if fb.trusted and item.features is not None:
-                    if settles and scored and self.policy.accepts(scored, fb):
+                    if settles and scored and self.policy.accepts(scored, fb, item.signer):
                         self.trust.settle(item.accusers, fb.verdict == "malicious")
                     self.ensemble.learn(item.features, fb.verdict == "malicious")
-                if scored is None or not item.owner:
-                    continue
-                enf = states.setdefault(fb.sha256, Enforcement())
-                decided = self.policy.on_verdict(enf, fb, scored, item.signer)
+                decided = []
+                if scored is not None and item.owner:
+                    enf = states.setdefault(fb.sha256, Enforcement())
+                    decided = self.policy.on_verdict(enf, fb, scored, item.signer)
+                if fb.trusted and self.signers is not None:
+                    # after the policy: a verdict is weighed against the signer's other files
+                    self.signers.learn(item.signer, fb.sha256, fb.verdict == "malicious")
             if decided:
                 out.extend(decided)
                 self.latencies.append(now_wall - item.arrived)

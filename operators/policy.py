@@ -54,6 +54,7 @@ from rapidloop.schemas.model import Decision, Feedback
 from .allowlist import AllowList
 from .correlate import Sighting
 from .prior import Prior
+from .signers import SignerRecord
 from .stacking import logit
 from .trust import OrgTrust
 
@@ -144,9 +145,10 @@ class Policy:
     # taken before the setting existed (it carries on as it decided then).
     trim: bool = False
     global_trimmed_score: float = 0.0
+    signers: SignerRecord = SignerRecord(vouch_clean=0, max_files=0)   # vouches for no one
 
     def __init__(self, cfg: Config, allowlist: AllowList | None = None,
-                 trust: OrgTrust | None = None) -> None:
+                 trust: OrgTrust | None = None, signers: SignerRecord | None = None) -> None:
         p = cfg.policy
         self.device_score = p.device_block_score
         self.device_behaviors = frozenset(p.device_block_behaviors)
@@ -159,6 +161,7 @@ class Policy:
         self.global_min_orgs = max(2, int(p.global_min_orgs))   # one tenant is never consensus
         self.global_min_corroboration = float(p.global_min_corroboration)
         self.trust = trust if trust is not None else new_trust(cfg)
+        self.signers = signers if signers is not None else new_signers(cfg)
         self.trusted_block_score = float(p.trusted_block_score)
         self.trusted_unblock_score = float(p.trusted_unblock_score)
         self.verdict_weight = {src: _reliability_logit(float(r))
@@ -258,7 +261,8 @@ class Policy:
                 # a fleet-wide block: weighed against what the models say without their
                 # most eager learner (no single learner vouches for a sandbox's word)
                 post = self.posterior(self._basis(sc, fb), fb)
-                if post < self.trusted_block_score or self.allowlist.allows(sha, signer):
+                if (post < self.trusted_block_score or self.allowlist.allows(sha, signer)
+                        or self._vouched(fb, signer)):
                     return []   # contradicted by everything else known: not enforced
                 enf.label = fb.verdict
                 if enf.current(GLOBAL, now) == "block":
@@ -300,13 +304,19 @@ class Policy:
         return [self._decide(enf, sha, org_t, "block", sc, now, fb.feedback_id,
                              ["reported malicious by this org"], now + self.ttl["org"])]
 
-    def accepts(self, sc: Scored, fb: Feedback) -> bool:
+    def accepts(self, sc: Scored, fb: Feedback, signer: str | None = None) -> bool:
         """Does a trusted verdict stand against the evidence before it, as ``on_verdict``
         weighs it (see ``posterior``)?"""
         post = self.posterior(self._basis(sc, fb), fb)
         if fb.verdict == "malicious":
-            return post >= self.trusted_block_score
+            return post >= self.trusted_block_score and not self._vouched(fb, signer)
         return post < self.trusted_unblock_score
+
+    def _vouched(self, fb: Feedback, signer: str | None) -> bool:
+        """Does the file's signer outweigh this verdict (``operators.signers``)? Never
+        against a final source (the analyst)."""
+        return (not math.isinf(self.verdict_weight.get(fb.source, math.inf))
+                and self.signers.vouches(signer))
 
     def _basis(self, sc: Scored, fb: Feedback) -> float:
         """The score a trusted verdict is weighed against: even odds for a file never
@@ -360,6 +370,12 @@ def new_trust(cfg: Config) -> OrgTrust:
     p = cfg.policy
     return OrgTrust(float(p.trust_prior_a), float(p.trust_prior_b),
                     float(p.trust_refute_weight), int(p.trust_max_orgs))
+
+
+def new_signers(cfg: Config) -> SignerRecord:
+    """The signer record of ``[policy]``'s signer settings."""
+    p = cfg.policy
+    return SignerRecord(int(p.signer_vouch_clean), int(p.signer_max_files))
 
 
 def _target_order(t: Target) -> tuple[str, str, str]:

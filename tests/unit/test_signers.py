@@ -1,0 +1,123 @@
+"""Signer reputation: the record, and the policy's use of it, without Bytewax or Kafka."""
+
+from __future__ import annotations
+
+import pickle
+
+from rapidloop.config import load_config
+from rapidloop.operators.correlate import Correlator
+from rapidloop.operators.decide import Decider
+from rapidloop.operators.policy import Enforcement, Policy, Scored
+from rapidloop.operators.signers import SignerRecord
+from rapidloop.schemas.model import Decision, Feedback, Report
+
+from .helpers import T0, feedback, report, sha
+
+CFG = load_config(env={})
+BEACON = ("c2_beacon", "persistence", "discovery")   # a remote-access tool, or a backdoor
+
+
+def test_each_file_counts_once_with_its_latest_verdict() -> None:
+    r = SignerRecord(vouch_clean=3, max_files=100)
+    r.learn("Vendor", sha(1), malicious=True)
+    r.learn("Vendor", sha(1), malicious=False)   # the analyst overturns the sandbox
+    r.learn("Vendor", sha(1), malicious=False)
+    assert r.record("Vendor") == (1, 0)
+    r.learn(None, sha(2), malicious=True)        # unsigned: nothing to learn
+    assert r.record(None) == (0, 0) and r.counts == {"Vendor": (1, 0)}
+
+
+def test_a_condemned_file_raises_the_bar() -> None:
+    r = SignerRecord(vouch_clean=3, max_files=100)
+    for i in range(5):
+        r.learn("Vendor", sha(i), malicious=False)
+    assert r.vouches("Vendor")
+    r.learn("Vendor", sha(99), malicious=True)
+    assert not r.vouches("Vendor")               # 5 clean, 1 condemned: 6 needed
+    r.learn("Vendor", sha(5), malicious=False)
+    assert r.vouches("Vendor")
+    assert not SignerRecord(vouch_clean=0, max_files=100).vouches("Vendor")   # off
+
+
+def test_the_record_is_bounded() -> None:
+    r = SignerRecord(vouch_clean=3, max_files=10)
+    for i in range(50):
+        r.learn(f"Signer {i}", sha(i), malicious=False)
+    assert len(r.files) == 10 and len(r.counts) == 10
+    assert r.record("Signer 49") == (1, 0) and r.record("Signer 0") == (0, 0)
+    assert pickle.loads(pickle.dumps(r)).counts == r.counts
+
+
+def scored(score: float) -> Scored:
+    return Scored(score, {"prior": score}, "ens-9", lambda: [], True, lambda: score)
+
+
+def test_a_vouched_signer_outweighs_one_sandbox_verdict_but_not_the_analyst() -> None:
+    record = SignerRecord(vouch_clean=3, max_files=100)
+    for i in range(3):
+        record.learn("Vendor", sha(i), malicious=False)
+    p = Policy(CFG, signers=record)
+    fb = feedback(sha(7), "malicious", "sandbox")
+    assert p.on_verdict(Enforcement(), fb, scored(0.9), "Vendor") == []
+    assert not p.accepts(scored(0.9), fb, "Vendor")
+    (d,) = p.on_verdict(Enforcement(), fb, scored(0.9), "Other Vendor")
+    assert (d.scope, d.action) == ("global", "block")
+    (d,) = p.on_verdict(Enforcement(), feedback(sha(7), "malicious", "analyst"), scored(0.9),
+                        "Vendor")
+    assert (d.scope, d.action) == ("global", "block")
+
+
+def run(events: list[Report | Feedback], d: Decider | None = None) -> list[Decision]:
+    c, d = Correlator(CFG), d or Decider(CFG)
+    out: list[Decision] = []
+    for i, ev in enumerate(events):
+        items, _ = c.process([(i, ev)], 0.0)
+        out += d.process([x for _, x in items], 0.0)
+    return out
+
+
+def vendor_file(n: int, ts: float, signer: str = "Vendor GmbH") -> Report:
+    return report(sha(0x500 + n), org=f"org-{n}", ts=ts, behaviors=BEACON, verdict=0.6,
+                  signed=True, signer=signer)
+
+
+def test_a_wrong_sandbox_verdict_on_a_cleared_publisher_is_not_enforced_everywhere() -> None:
+    events: list[Report | Feedback] = []
+    for n in range(3):   # three of the vendor's builds cleared by the sandbox
+        events += [vendor_file(n, T0 + 10 * n), feedback(sha(0x500 + n), "benign",
+                                                         ts=T0 + 10 * n + 5)]
+    events += [vendor_file(3, T0 + 100), feedback(sha(0x503), "malicious", ts=T0 + 105)]
+    dec = Decider(CFG)
+    assert not [d for d in run(events, dec) if d.scope == "global" and d.action == "block"]
+    # the same verdict about a publisher the sandbox has not cleared is enforced
+    other = Decider(CFG)
+    out = run([*events[:-2], vendor_file(3, T0 + 100, "Other Vendor"), events[-1]], other)
+    assert [d.sha256 for d in out if d.scope == "global"] == [sha(0x503)]
+    # the refused verdict still counts against the vendor: the next one is weighed as usual
+    assert dec.signers is not None and dec.signers.record("Vendor GmbH") == (3, 1)
+    assert not dec.signers.vouches("Vendor GmbH")
+
+
+def test_no_tenant_can_buy_a_signer_its_reputation() -> None:
+    events: list[Report | Feedback] = []
+    for n in range(5):   # the tenant's own "benign" reports about the signer's files
+        events += [vendor_file(n, T0 + 10 * n, signer="Stolen Cert Ltd"),
+                   feedback(sha(0x500 + n), "benign", "org_report", org=f"org-{n}",
+                            ts=T0 + 10 * n + 5)]
+    events += [vendor_file(9, T0 + 100, signer="Stolen Cert Ltd"),
+               feedback(sha(0x509), "malicious", ts=T0 + 105)]
+    blocked = [d.sha256 for d in run(events) if d.scope == "global" and d.action == "block"]
+    assert blocked == [sha(0x509)]
+
+
+def test_a_decider_from_before_signer_reputation_still_decides() -> None:
+    d = Decider(CFG)
+    del d.signers
+    d.policy.signers = Policy.signers
+    old = pickle.loads(pickle.dumps(d))
+    c = Correlator(CFG)
+    out: list[Decision] = []
+    for i, ev in enumerate([vendor_file(0, T0), feedback(sha(0x500), "malicious", ts=T0 + 5)]):
+        items, _ = c.process([(i, ev)], 0.0)
+        out += old.process([x for _, x in items], 0.0)
+    assert [(x.scope, x.action) for x in out if x.scope == "global"] == [("global", "block")]
