@@ -184,20 +184,33 @@ def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
         reports, truth, first_global)
     rogue = world_meta.get("rogues")
     if rogue is not None:
-        _score_poisoning(res, rogue, truth, decisions)
+        _score_poisoning(res, rogue, truth, decisions, _first_said(reports, rogue))
     res.timeline = [(hour, (v[1] / v[0]) if v[0] else math.nan, (v[3] / v[2]) if v[2] else 0.0)
                     for hour, v in sorted(hourly.items())]
     return res
 
 
+def _first_said(reports: list[Report], rogue: dict[str, Any]) -> dict[str, float]:
+    """When a rogue tenant first reported each file (its feedback follows its reports)."""
+    rogue_orgs = set(rogue.get("orgs", []))
+    first: dict[str, float] = {}
+    for r in reports:
+        if r.org_id in rogue_orgs and (r.sha256 not in first or r.ts < first[r.sha256]):
+            first[r.sha256] = r.ts
+    return first
+
+
 def _score_poisoning(res: Result, rogue: dict[str, Any], truth: dict[str, dict[str, Any]],
-                     decisions: list[dict[str, Any]]) -> None:
+                     decisions: list[dict[str, Any]], said: dict[str, float]) -> None:
     """What the rogue tenants achieved outside their own orgs.
 
     A decision "reaches beyond the rogues" when its scope is global, or it is
     an org/device decision for an org that is not a rogue: a rogue's lies
     may rightly move its own enforcement (it is that tenant's call), never
-    anyone else's.
+    anyone else's. It is the rogue's doing only once the rogue has spoken
+    about the file (``said``): a noisy sandbox "benign" that unblocks a
+    whitewashed hash hours before its whitewasher first reports it is the
+    loop's own mistake, counted in ``malicious_unblocked_beyond_rogues``.
     """
     rogue_orgs = set(rogue.get("orgs", []))
     targets = set(rogue.get("targets", []))
@@ -217,12 +230,13 @@ def _score_poisoning(res: Result, rogue: dict[str, Any], truth: dict[str, dict[s
     unblocked_any: set[str] = set()
     for d in decisions:
         sha, action = d["sha256"], d["action"]
-        if action == "block" and sha in targets and beyond(d):
+        after = sha in said and parse_ts(d["event_ts"]) >= said[sha]
+        if action == "block" and sha in targets and beyond(d) and after:
             (poisoned_global if d.get("scope") == "global" else poisoned_local).add(sha)
         elif action in ("unblock", "allow") and beyond(d) \
                 and truth.get(sha, {}).get("label") == "malicious":
             unblocked_any.add(sha)
-            if sha in whitewashed:
+            if sha in whitewashed and after:
                 unblocked_whitewashed.add(sha)
     res.poisoned_global_blocks = len(poisoned_global)
     res.poisoned_local_blocks = len(poisoned_local)

@@ -65,9 +65,12 @@ ROGUES = {"rogues": {"orgs": [ROGUE_F, ROGUE_W], "targets": [TARGET, TARGET2],
                      "whitewashed": [WASHED, WASHED2], "reports": 40, "feedback": 3}}
 
 
-def _poison(decisions):
+def _poison(decisions, rogues_speak_at=T0):
+    """Honest sightings of every file, and each rogue's first report of its files."""
     reports = [report(s, ts=T0) for s in POISON_TRUTH]
-    return score_decisions(reports, POISON_TRUTH, decisions, ROGUES)
+    reports += [report(s, org=ROGUE_F, ts=rogues_speak_at) for s in (TARGET, TARGET2)]
+    reports += [report(s, org=ROGUE_W, ts=rogues_speak_at) for s in (WASHED, WASHED2)]
+    return score_decisions(sorted(reports, key=lambda r: r.ts), POISON_TRUTH, decisions, ROGUES)
 
 
 def test_a_rogue_may_poison_only_itself():
@@ -101,6 +104,16 @@ def test_poisoning_that_reaches_other_tenants_counts_once_per_hash():
     assert res.poisoned_local_blocks == 1
     assert res.malware_unblocked_for_others == 2
     assert res.malicious_unblocked_beyond_rogues == 2
+
+
+def test_what_happened_before_a_rogue_spoke_is_not_its_doing():
+    early = [decision(WASHED, "unblock", "global", T0 + 1),    # a noisy sandbox "benign"
+             decision(TARGET, "block", "global", T0 + 1)]      # a plain false positive
+    res = _poison(early, rogues_speak_at=T0 + 5)
+    assert res.malware_unblocked_for_others == 0 and res.poisoned_global_blocks == 0
+    assert res.malicious_unblocked_beyond_rogues == 1           # still counted as a mistake
+    res = _poison(early, rogues_speak_at=T0 + 1)                 # the same moment: it counts
+    assert res.malware_unblocked_for_others == 1 and res.poisoned_global_blocks == 1
 
 
 def test_no_rogue_section_means_not_applicable():
