@@ -70,6 +70,7 @@ class Enforcement:
     label: str | None = None          # last trusted verdict: "malicious" | "benign"
     last_event: float = float("-inf")
     scored: set[Target] = field(default_factory=set)   # blocks placed on the score alone
+    first_sight: bool = False   # the global block rests on one organization's sighting
 
     def score_blocks(self) -> set[Target]:
         """Targets blocked by correlation (the score), which new evidence may release."""
@@ -78,6 +79,15 @@ class Enforcement:
         except AttributeError:   # restored from a snapshot taken before the field existed
             self.scored = set()
             return self.scored
+
+    def on_first_sight(self) -> bool:
+        """Does the global block rest on one organization's sighting (``Policy``'s first
+        sight rule), so that the fleet's own sightings may still lift it?"""
+        try:
+            return self.first_sight
+        except AttributeError:   # restored from a snapshot taken before the field existed
+            self.first_sight = False
+            return False
 
     def current(self, target: Target, now: float) -> str | None:
         """The action in force on ``target`` at event time ``now`` (None if none)."""
@@ -146,6 +156,8 @@ class Policy:
     trim: bool = False
     global_trimmed_score: float = 0.0
     signers: SignerRecord = SignerRecord(vouch_clean=0, max_files=0)   # vouches for no one
+    first_sight_score: float = 0.0
+    first_sight_min_trust: float = 1.0
 
     def __init__(self, cfg: Config, allowlist: AllowList | None = None,
                  trust: OrgTrust | None = None, signers: SignerRecord | None = None) -> None:
@@ -163,6 +175,8 @@ class Policy:
         self.trust = trust if trust is not None else new_trust(cfg)
         self.signers = signers if signers is not None else new_signers(cfg)
         self.trusted_block_score = float(p.trusted_block_score)
+        self.first_sight_score = float(p.first_sight_score)
+        self.first_sight_min_trust = float(p.first_sight_min_trust)
         self.trusted_unblock_score = float(p.trusted_unblock_score)
         self.verdict_weight = {src: _reliability_logit(float(r))
                                for src, r in p.verdict_reliability.as_dict().items()}
@@ -191,6 +205,12 @@ class Policy:
             return self._release(enf, r.sha256, sc, now, r.report_id)
         accusers = s.accusers
         lone_accuser = len(accusers) == 1   # all the evidence is one tenant's own claims
+        if enf.on_first_sight():
+            if len(accusers) >= self.global_min_orgs:
+                enf.first_sight = False   # corroborated by another organization: it stands
+            elif s.orgs_ever >= self.release_min_orgs and enf.label is None:
+                return self._lift_first_sight(enf, r.sha256, sc, now, r.report_id,
+                                              s.orgs_ever)
 
         prevalent_signed = s.signed and s.orgs_ever >= self.prevalent_orgs
         if (score >= self.global_score and len(accusers) >= self.global_min_orgs
@@ -207,6 +227,19 @@ class Policy:
                      *sc.explain()[:2]],
                     now + self.ttl["global"]))
                 enf.score_blocks().add(GLOBAL)
+        elif (self.first_sight_score and s.orgs_ever == 1 and accusers == [r.org_id]
+                and sc.calibrated and score >= self.global_score
+                and enf.current(GLOBAL, now) != "block"
+                and sc.broad_score() >= self.first_sight_score
+                and self.trust.trust(r.org_id) >= self.first_sight_min_trust):
+            out.append(self._decide(
+                enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
+                [f"malice score {score:.2f} ≥ global threshold {self.global_score:.2f}",
+                 f"{sc.broad_score():.2f} without its most eager learner",
+                 "not yet seen in any other organization", *sc.explain()[:2]],
+                now + self.ttl["global"]))
+            enf.score_blocks().add(GLOBAL)
+            enf.first_sight = True
 
         org_action = enf.current(org_t, now)
         if org_action == "allow":
@@ -216,9 +249,7 @@ class Policy:
             return out
         if lone_accuser and accusers[0] != r.org_id:
             return out   # another tenant's claims alone never block this org's devices
-        if score >= self.org_score and (
-                not self.trim or s.orgs_ever < self.release_min_orgs
-                or sc.broad_score() >= self.org_score):
+        if score >= self.org_score and self._widespread_agree(s, sc, self.org_score):
             out.append(self._decide(
                 enf, r.sha256, org_t, "block", sc, now, r.report_id,
                 [f"malice score {score:.2f} ≥ org threshold {self.org_score:.2f}",
@@ -227,7 +258,8 @@ class Policy:
             enf.score_blocks().add(org_t)
             return out
         strong = [b for b in r.behaviors if b in self.device_behaviors]
-        if strong and score >= self.device_score and enf.current(dev_t, now) != "block":
+        if (strong and score >= self.device_score and enf.current(dev_t, now) != "block"
+                and self._widespread_agree(s, sc, self.device_score)):
             out.append(self._decide(
                 enf, r.sha256, dev_t, "block", sc, now, r.report_id,
                 [f"{', '.join(strong)} observed on this device",
@@ -235,6 +267,25 @@ class Policy:
                 now + self.ttl["device"]))
             enf.score_blocks().add(dev_t)
         return out
+
+    def _widespread_agree(self, s: Sighting, sc: Scored, threshold: float) -> bool:
+        """A file seen in ``release_min_orgs`` orgs or more is software many run, not a
+        campaign's first foothold: a block of it needs the score without its most eager
+        learner (``Ensemble.trimmed``) to reach ``threshold`` too."""
+        return (not self.trim or s.orgs_ever < self.release_min_orgs
+                or sc.broad_score() >= threshold)
+
+    def _lift_first_sight(self, enf: Enforcement, sha: str, sc: Scored, now: float,
+                          trigger: str, orgs: int) -> list[Decision]:
+        """The first organization's sighting blocked the file for everyone; now many
+        organizations run it and none of them accuses it: one tenant's word, not a campaign."""
+        enf.first_sight = False
+        enf.score_blocks().discard(GLOBAL)
+        if enf.current(GLOBAL, now) != "block":
+            return []
+        return [self._decide(enf, sha, GLOBAL, "unblock", sc, now, trigger,
+                             [f"seen in {orgs} orgs, accused by no other than the first"],
+                             None)]
 
     def _release(self, enf: Enforcement, sha: str, sc: Scored, now: float,
                  trigger: str) -> list[Decision]:

@@ -77,6 +77,21 @@ def test_one_tenant_many_devices_cannot_block_for_others() -> None:
             assert any(d.action == "block" and d.org_id == "evil" for d in out)
 
 
+def test_a_first_sight_block_is_lifted_when_the_fleet_runs_the_file_unaccused() -> None:
+    """A tenant whose accusations were confirmed before ("warm") may block a file only it
+    has seen for everyone; if it lied, the organizations that then run the file clean lift
+    it, and a tenant never confirmed cannot place such a block at all."""
+    events: list[Report | Feedback] = poison(20, T0 + 100, signed=False, org="warm")
+    first = [(d.action, d.scope) for d in run(events, warm=True)]
+    assert ("block", "global") in first
+    events += [benign(f"good-{k}", T0 + 1000 + 10 * k) for k in range(12)]
+    out = [d for d in run(events, warm=True) if d.scope == "global"]
+    assert [d.action for d in out] == ["block", "unblock"]
+    assert out[1].reasons == [f"seen in {CFG.policy.release_min_orgs} orgs, "
+                              "accused by no other than the first"]
+    assert others(run(poison(20, T0 + 100, signed=False), warm=True)) == []
+
+
 def test_evidence_from_several_tenants_still_blocks_globally() -> None:
     """The anti-poisoning rule must not stop a real campaign seen in several orgs."""
     events: list[Report | Feedback] = []

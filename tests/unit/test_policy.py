@@ -208,3 +208,38 @@ def test_a_policy_from_an_older_snapshot_still_decides():
     old = pickle.loads(pickle.dumps(p))
     s = sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3, accusers=ACCUSERS)
     assert [d.scope for d in old.on_sighting(Enforcement(), s, doubted(0.95, 0.1))] == ["global"]
+
+
+def test_first_sight_blocks_everywhere_when_the_models_are_sure_and_the_org_is_trusted():
+    p = Policy(CFG)
+    p.trust.settle(["org-1"], malicious=True)   # one accusation confirmed: trust 2/3
+    first = sighting(report(H, org="org-1"), ever=1, accusers=["org-1"])
+    out = p.on_sighting(Enforcement(), first, doubted(0.95, 0.9))
+    assert [d.scope for d in out] == ["global"]
+    assert "not yet seen in any other organization" in out[0].reasons
+    assert all("org-" not in reason for reason in out[0].reasons)
+    # ...not on one learner's word, nor from a tenant never confirmed, nor uncalibrated
+    assert [d.scope for d in p.on_sighting(Enforcement(), first, doubted(0.95, 0.5))] == ["org"]
+    stranger = sighting(report(H, org="org-9"), ever=1, accusers=["org-9"])
+    assert [d.scope for d in p.on_sighting(Enforcement(), stranger, doubted(0.95, 0.9))] == [
+        "org"]
+    cold = Scored(0.95, {"prior": 0.95}, "ens-0", lambda: [], False, lambda: 0.95)
+    assert [d.scope for d in p.on_sighting(Enforcement(), first, cold)] == ["org"]
+    # ...nor once another organization has seen it without accusing it (correlation's call)
+    second = sighting(report(H, org="org-1"), ever=2, accusers=["org-1"])
+    assert [d.scope for d in p.on_sighting(Enforcement(), second, doubted(0.95, 0.9))] == [
+        "org"]
+    off = load_config(env={"RAPIDLOOP_POLICY__FIRST_SIGHT_SCORE": "0"})
+    q = Policy(off)
+    q.trust.settle(["org-1"], malicious=True)
+    assert [d.scope for d in q.on_sighting(Enforcement(), first, doubted(0.95, 0.9))] == ["org"]
+
+
+def test_a_widespread_file_is_not_blocked_on_a_device_on_one_learners_word():
+    r = report(H, behaviors=("ransomware_encryption",))   # a backup agent, or ransomware
+    many = sighting(r, ever=CFG.policy.release_min_orgs)
+    assert Policy(CFG).on_sighting(Enforcement(), many, doubted(0.6, 0.1)) == []
+    (d,) = Policy(CFG).on_sighting(Enforcement(), many, doubted(0.6, 0.55))
+    assert d.scope == "device"
+    (d,) = Policy(CFG).on_sighting(Enforcement(), sighting(r, ever=3), doubted(0.6, 0.1))
+    assert d.scope == "device"   # a few orgs: where campaigns start, the full score decides
