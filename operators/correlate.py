@@ -39,6 +39,7 @@ class Sighting:
     arrived: float               # wall clock when the batch was parsed (latency metric)
     accusers: list[str] = field(default_factory=list)   # orgs whose own reports accused it
     signed: bool = False         # the file's signature as most organizations report it
+    signer: str | None = None    # ...and its signer (for the signer's record of verdicts)
 
 
 @dataclass(slots=True)
@@ -138,10 +139,10 @@ class Correlator:
                     state.accuse(org, ev.ts, self.max_accusers)
                 orgs = state.window_orgs(ev.ts)
                 feats = state.features(ev.ts, orgs)
-                signed = state.signature()[0]
+                signed, signer = state.signature()
                 accusers = state.accusing(ev.ts - self.accuse_window)
                 out.append((idx, Sighting(ev, feats, orgs, state.orgs.ever, arrived,
-                                          accusers, signed)))
+                                          accusers, signed, signer if signed else None)))
                 n = state.since_label
                 if n and n & (n - 1) == 0 and n <= self.lesson_max:
                     # The labelled file as it looks now teaches every replica (lessons).

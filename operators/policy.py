@@ -213,8 +213,10 @@ class Policy:
                                               s.orgs_ever)
 
         prevalent_signed = s.signed and s.orgs_ever >= self.prevalent_orgs
+        # a publisher the verdicts keep clearing: the models' guess blocks its devices only
+        vouched = s.signed and self.signers.vouches(s.signer)
         if (score >= self.global_score and len(accusers) >= self.global_min_orgs
-                and sc.calibrated and not prevalent_signed
+                and sc.calibrated and not prevalent_signed and not vouched
                 and enf.current(GLOBAL, now) != "block"
                 and (not self.trim or sc.broad_score() >= self.global_trimmed_score)):
             corroboration = self.trust.corroboration(accusers)
@@ -228,7 +230,7 @@ class Policy:
                     now + self.ttl["global"]))
                 enf.score_blocks().add(GLOBAL)
         elif (self.first_sight_score and s.orgs_ever == 1 and accusers == [r.org_id]
-                and sc.calibrated and score >= self.global_score
+                and sc.calibrated and score >= self.global_score and not vouched
                 and enf.current(GLOBAL, now) != "block"
                 and sc.broad_score() >= self.first_sight_score
                 and self.trust.trust(r.org_id) >= self.first_sight_min_trust):
@@ -249,7 +251,8 @@ class Policy:
             return out
         if lone_accuser and accusers[0] != r.org_id:
             return out   # another tenant's claims alone never block this org's devices
-        if score >= self.org_score and self._widespread_agree(s, sc, self.org_score):
+        if (score >= self.org_score and not vouched
+                and self._widespread_agree(s, sc, self.org_score)):
             out.append(self._decide(
                 enf, r.sha256, org_t, "block", sc, now, r.report_id,
                 [f"malice score {score:.2f} ≥ org threshold {self.org_score:.2f}",

@@ -243,3 +243,19 @@ def test_a_widespread_file_is_not_blocked_on_a_device_on_one_learners_word():
     assert d.scope == "device"
     (d,) = Policy(CFG).on_sighting(Enforcement(), sighting(r, ever=3), doubted(0.6, 0.1))
     assert d.scope == "device"   # a few orgs: where campaigns start, the full score decides
+
+
+def test_a_vouched_publisher_is_blocked_on_its_devices_not_across_orgs_on_a_guess():
+    from rapidloop.operators.signers import SignerRecord
+    record = SignerRecord(vouch_clean=3, max_files=100)
+    for i in range(3):
+        record.learn("Microsoft Corporation", sha(0x900 + i), malicious=False)
+    p = Policy(CFG, signers=record)
+    r = report(H, org="org-1", behaviors=("credential_dumping",), signed=True,
+               signer="Microsoft Corporation")   # procdump, as naive Bayes sees it
+    s = Sighting(r, {}, [3, 3, 3], 3, 0.0, ACCUSERS, True, "Microsoft Corporation")
+    out = p.on_sighting(Enforcement(), s, doubted(0.95, 0.95))
+    assert [d.scope for d in out] == ["device"]
+    unknown = Sighting(r, {}, [3, 3, 3], 3, 0.0, ACCUSERS, True, "Nordic Digital ApS")
+    assert [d.scope for d in p.on_sighting(Enforcement(), unknown, doubted(0.95, 0.95))] == [
+        "global"]
