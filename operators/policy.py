@@ -11,7 +11,13 @@ Rules, from the narrowest evidence to the broadest:
   least ``global_min_orgs`` distinct organizations within ``global_window_s``
   block it everywhere, except a signed file already seen in
   ``prevalent_orgs`` organizations, which only a trusted verdict may block
-  globally; a trusted (sandbox or analyst) malicious verdict blocks at once.
+  globally; a trusted (sandbox or analyst) malicious verdict blocks at once;
+* **first sight** — a file seen so far in one organization, accused by it,
+  that the models call malware even without their most eager learner
+  (``first_sight_score``) is blocked everywhere at once when that
+  organization's accusations have been confirmed before
+  (``first_sight_min_trust``); lifted if the file then spreads to
+  ``release_min_orgs`` organizations and none of the others accuses it.
 
 A trusted benign verdict unblocks every target and stops correlation from
 blocking the file again; an ``org_report`` verdict acts for its own tenant
@@ -39,6 +45,9 @@ past accusations were confirmed by trusted verdicts (``operators.trust``).
   on overwhelming evidence lifts nothing. The analyst is final.
 * Blocks placed on the score alone are lifted again (``release_score``) when
   the file turns out to be widespread software (``release_min_orgs``).
+* A publisher the trusted verdicts keep clearing (``operators.signers``)
+  vouches for its files: a sandbox "malicious" on one is not enforced
+  fleet-wide, and the score alone blocks it on devices, not across orgs.
 """
 
 from __future__ import annotations
