@@ -218,8 +218,10 @@ class Policy:
             if len(accusers) >= self.global_min_orgs:
                 enf.first_sight = False   # corroborated by another organization: it stands
             elif s.orgs_ever >= self.release_min_orgs and enf.label is None:
-                return self._lift_first_sight(enf, r.sha256, sc, now, r.report_id,
-                                              s.orgs_ever)
+                lifted = self._lift_first_sight(enf, r.sha256, sc, now, r.report_id,
+                                                s.orgs_ever)
+                if lifted:
+                    return lifted
 
         prevalent_signed = s.signed and s.orgs_ever >= self.prevalent_orgs
         # a publisher the verdicts keep clearing: the models' guess blocks its devices only
