@@ -19,9 +19,15 @@ import pytest
 from river import naive_bayes
 
 from rapidloop.config import load_config
-from rapidloop.operators.classifiers import NB_CUTS, CutBernoulliNB, Ensemble, dense
+from rapidloop.operators.classifiers import (
+    NB_CUTS,
+    CutBernoulliNB,
+    Ensemble,
+    dense,
+    evidence_bound,
+)
 from rapidloop.operators.features import FEATURE_NAMES
-from rapidloop.operators.stacking import logit
+from rapidloop.operators.stacking import LOGIT_CLIP, logit
 
 Sample = tuple[dict[str, float], bool, str]
 
@@ -146,7 +152,7 @@ def test_stack_learners_get_no_say_until_each_class_has_enough_labels():
     assert ens.labels_seen == n and ens.model_version == f"ens-{n}"
     assert ens.learner_weight == 1.0 and ens.stacker.active == ens.experts
     score, per_model = ens.score(PROBES[0])
-    assert score == pytest.approx(ens.stacker.predict(per_model))
+    assert score == pytest.approx(ens.stacker.predict(ens._opinions(per_model)))
 
 
 def test_sum_gives_every_learner_a_say_once_both_classes_were_seen():
@@ -158,9 +164,22 @@ def test_sum_gives_every_learner_a_say_once_both_classes_were_seen():
         ens.learn(f, y)
     assert ens.learner_weight == 1.0
     score, per_model = ens.score(PROBES[0])
-    assert score == pytest.approx(ens.stacker.predict(per_model))
+    heard = ens._opinions(per_model)
+    assert score == pytest.approx(ens.stacker.predict(heard))
     # one slope for every expert: the log-odds add up, then are calibrated
     assert len(set(ens.stacker.weights.values())) == 1
+    # ...each learner heard no surer than two labels allow: log(2) + log(2)
+    bound = evidence_bound(1, 1)
+    for name in ens.names:
+        assert abs(logit(heard[name])) <= bound + 1e-9
+        if abs(logit(per_model[name])) <= bound:
+            assert heard[name] == per_model[name]
+    assert heard["prior"] == per_model["prior"]   # the prior is not a learner
+
+
+def test_the_evidence_bound_lets_go_as_labels_accumulate():
+    assert evidence_bound(1, 95) < evidence_bound(10, 95) < evidence_bound(10, 950)
+    assert evidence_bound(400, 4000) > LOGIT_CLIP   # then it bounds nothing
 
 
 def test_trimmed_drops_the_learner_that_raised_the_score_most(ens_400: Ensemble):
@@ -389,7 +408,7 @@ def test_a_learner_that_has_seen_one_class_says_only_the_base_rate():
     ens.learn(malicious, True)
     assert ens.base_rate_logit() == 0.0
     score, per_model = ens.score(PROBES[0])
-    assert score == pytest.approx(ens.stacker.predict(per_model))
+    assert score == pytest.approx(ens.stacker.predict(ens._opinions(per_model)))
 
 
 def test_the_base_rate_lowers_every_score_alike_and_a_verdict_still_counts():
