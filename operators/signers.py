@@ -14,8 +14,10 @@ more clean files to be vouched for again.
 A signer *vouches* for its files when its clean verdicts reach
 ``vouch_clean`` for each condemned one plus one (``policy.signer_vouch_clean``;
 0 turns vouching off). The policy does not enforce a sandbox's "malicious"
-fleet-wide on a vouched file (an analyst's verdict is final, and the verdict
-is counted against the signer all the same, so the next one is enforced).
+fleet-wide on a vouched file, and blocks it on the score alone only on the
+devices that report it, not across organizations. An analyst's verdict is
+final, and a refused verdict is counted against the signer all the same:
+each condemned file raises the bar by ``vouch_clean`` clean ones.
 The signer is the one most organizations report (``FileState.signature``):
 one tenant cannot forge it, and only trusted verdicts write the record, so no
 tenant can buy a signer its reputation. Each file counts once, with its
