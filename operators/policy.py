@@ -167,6 +167,7 @@ class Policy:
     signers: SignerRecord = SignerRecord(vouch_clean=0, max_files=0)   # vouches for no one
     first_sight_score: float = 0.0
     first_sight_min_trust: float = 1.0
+    signer_condemn: int = 0
 
     def __init__(self, cfg: Config, allowlist: AllowList | None = None,
                  trust: OrgTrust | None = None, signers: SignerRecord | None = None) -> None:
@@ -186,6 +187,7 @@ class Policy:
         self.trusted_block_score = float(p.trusted_block_score)
         self.first_sight_score = float(p.first_sight_score)
         self.first_sight_min_trust = float(p.first_sight_min_trust)
+        self.signer_condemn = int(p.signer_condemn)
         self.trusted_unblock_score = float(p.trusted_unblock_score)
         self.verdict_weight = {src: _reliability_logit(float(r))
                                for src, r in p.verdict_reliability.as_dict().items()}
@@ -226,6 +228,15 @@ class Policy:
         prevalent_signed = s.signed and s.orgs_ever >= self.prevalent_orgs
         # a publisher the verdicts keep clearing: the models' guess blocks its devices only
         vouched = s.signed and self.signers.vouches(s.signer)
+        if (self.signer_condemn and s.signed and enf.current(GLOBAL, now) != "block"
+                and self.signers.condemns(s.signer, self.signer_condemn)):
+            clean, condemned = self.signers.record(s.signer)
+            out.append(self._decide(
+                enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
+                [f"its signer's files were condemned by {condemned} trusted verdicts"
+                 f" and cleared by {clean}", *sc.explain()[:2]],
+                now + self.ttl["global"]))
+            enf.score_blocks().add(GLOBAL)
         if (score >= self.global_score and len(accusers) >= self.global_min_orgs
                 and sc.calibrated and not prevalent_signed and not vouched
                 and enf.current(GLOBAL, now) != "block"

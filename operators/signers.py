@@ -70,6 +70,14 @@ class SignerRecord:
         """(clean, condemned) files of ``signer`` so far."""
         return self.counts.get(signer, (0, 0)) if signer else (0, 0)
 
+    def condemns(self, signer: str | None, condemned_per_clean: int) -> bool:
+        """Have trusted verdicts condemned ``signer``'s files ``condemned_per_clean`` times
+        for each cleared one plus one (a stolen or fraudulent certificate)?"""
+        if not condemned_per_clean or not signer:
+            return False
+        clean, condemned = self.counts.get(signer, (0, 0))
+        return condemned >= condemned_per_clean * (clean + 1)
+
     def vouches(self, signer: str | None) -> bool:
         """Has ``signer`` earned enough clean verdicts to outweigh one sandbox verdict?"""
         if not self.vouch_clean or not signer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 
 from rapidloop.config import load_config
-from rapidloop.operators.correlate import Correlator
+from rapidloop.operators.correlate import Correlator, Sighting
 from rapidloop.operators.decide import Decider
 from rapidloop.operators.policy import Enforcement, Policy, Scored
 from rapidloop.operators.signers import SignerRecord
@@ -121,3 +121,22 @@ def test_a_decider_from_before_signer_reputation_still_decides() -> None:
         items, _ = c.process([(i, ev)], 0.0)
         out += old.process([x for _, x in items], 0.0)
     assert [(x.scope, x.action) for x in out if x.scope == "global"] == [("global", "block")]
+
+
+def test_a_condemned_signer_is_blocked_everywhere_on_sight() -> None:
+    record = SignerRecord(vouch_clean=3, max_files=100)
+    record.learn("Nordic Digital ApS", sha(1), malicious=True)
+    p = Policy(CFG, signers=record)
+    r = report(sha(9), org="org-1", signed=True, signer="Nordic Digital ApS")
+    quiet = Sighting(r, {}, [1, 1, 1], 1, 0.0, [], True, "Nordic Digital ApS")
+    assert p.on_sighting(Enforcement(), quiet, scored(0.05)) == []   # one condemned: not yet
+    record.learn("Nordic Digital ApS", sha(2), malicious=True)
+    (d,) = p.on_sighting(Enforcement(), quiet, scored(0.05))
+    assert (d.scope, d.action) == ("global", "block")
+    assert d.reasons[0] == ("its signer's files were condemned by 2 trusted verdicts"
+                            " and cleared by 0")
+    assert all("Nordic" not in reason for reason in d.reasons)   # a signer may name a tenant
+    record.learn("Nordic Digital ApS", sha(3), malicious=False)   # 2 condemned, 1 cleared
+    assert p.on_sighting(Enforcement(), quiet, scored(0.05)) == []
+    assert not SignerRecord(3, 100).condemns("Nordic Digital ApS", 2)
+    assert not record.condemns("Nordic Digital ApS", 0)           # off
