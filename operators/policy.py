@@ -48,6 +48,8 @@ past accusations were confirmed by trusted verdicts (``operators.trust``).
 * A publisher the trusted verdicts keep clearing (``operators.signers``)
   vouches for its files: a sandbox "malicious" on one is not enforced
   fleet-wide, and the score alone blocks it on devices, not across orgs.
+  A signer they keep condemning (``signer_condemn``: a stolen certificate)
+  has its files blocked everywhere on sight.
 """
 
 from __future__ import annotations
