@@ -17,7 +17,10 @@ A signer *vouches* for its files when its clean verdicts reach
 fleet-wide on a vouched file, and blocks it on the score alone only on the
 devices that report it, not across organizations. An analyst's verdict is
 final, and a refused verdict is counted against the signer all the same:
-each condemned file raises the bar by ``vouch_clean`` clean ones.
+each condemned file raises the bar by ``vouch_clean`` clean ones. The other
+way round, a signer whose files are condemned ``condemned_per_clean`` times
+per cleared one plus one (``policy.signer_condemn``) *condemns* its files:
+a stolen certificate, whose every file the policy blocks on sight.
 The signer is the one most organizations report (``FileState.signature``):
 one tenant cannot forge it, and only trusted verdicts write the record, so no
 tenant can buy a signer its reputation. Each file counts once, with its
@@ -31,8 +34,8 @@ verdict in the same order.
 ((3, 0), True, False)
 >>> r.learn("Vendor GmbH", "sha-3", malicious=True)     # one condemned: 6 clean needed now
 >>> r.learn("Vendor GmbH", "sha-0", malicious=True)     # a file counts once: its latest verdict
->>> r.record("Vendor GmbH"), r.vouches("Vendor GmbH")
-((2, 2), False)
+>>> r.record("Vendor GmbH"), r.vouches("Vendor GmbH"), r.condemns("Vendor GmbH", 2)
+((2, 2), False, False)
 """
 
 from __future__ import annotations
