@@ -101,9 +101,9 @@ def evidence_bound(n_malicious: int, n_benign: int) -> float:
     as if independent; seen on a simulated world: an Adobe installer, after 1
     malicious and 95 benign verdicts); that single opinion then outweighed two
     learners calling the file clean, and the installer was blocked across an
-    organization on the strength of one label. A learner's certainty can be no better than its
-    evidence: log(m + 1) + log(n + 1), the odds a file would need against
-    every label seen, Laplace-smoothed on both sides. With 1 malicious and
+    organization on the strength of one label. A learner's certainty can be no
+    better than its evidence: log(m + 1) + log(n + 1), the odds a file would
+    need against every label seen, Laplace-smoothed on both sides. With 1 malicious and
     95 benign labels that is 5.3 (p ≈ 0.995); by a few hundred of each it
     passes the combiner's own cap (``LOGIT_CLIP``) and bounds nothing.
 
