@@ -22,6 +22,12 @@ behaviours, low verdicts, no or a forged signer), hoping to get real malware
 unblocked for everyone. Every rogue line is a valid contract message: the
 engine has to see through lies, not parse errors.
 
+Worlds drawn per seed (:mod:`rapidloop.worldparams`) set a few more knobs:
+hard negatives picked apart at a share of all reports and spread across orgs,
+sandbox detonation by a coverage of hashes rather than two fixed shares,
+devices whose sensors send no scores, and one org's sensors glitching for an
+hour or two. Their defaults leave the fixed world byte-identical.
+
 Design constraints and why:
 
 * **Streaming.** :meth:`Simulator.events` is a generator in event-time order.
@@ -63,6 +69,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from rapidloop.schemas.model import BEHAVIORS
+
 # --- knobs not (yet) in [simulate] of defaults.toml -----------------------------------
 # Each is read from the config section when present (``getattr`` with these
 # defaults), so moving one into defaults.toml needs no code change.
@@ -81,6 +89,7 @@ QUIET_SHARE = 0.35              # waves of statically loud families that barely 
 MAX_ROGUE_SHARE = 0.05          # rogue reports are thinned to at most this share of reports
 ORG_SIZE_ALPHA = 1.0            # Pareto exponent of fleet sizes: many small orgs, a few huge
 ROGUE_TARGET_RANKS = (3, 80)    # flooders attack benign files of these popularity ranks
+SANDBOX_GAIN = 0.02             # sandbox_coverage: how fast the detonation rate corrects
 
 REPORT = "report"
 FEEDBACK = "feedback"
@@ -90,6 +99,12 @@ _SOURCES_BENIGN = (("antivirus", 0.35), ("edr", 0.25), ("behavior", 0.2),
 _SOURCES_ACTIVE = (("behavior", 0.35), ("edr", 0.35), ("antivirus", 0.15),
                    ("asr", 0.1), ("network", 0.05))
 _STATIC_ONLY_SOURCES = frozenset(("antivirus", "network"))
+# SimParams fields that fixed worlds leave out of world.json unless set: their files
+# stay byte-identical to those written before worlds were drawn per seed.
+_DRAWN_ONLY = ("varied", "org_size_alpha", "hard_negative_reports", "hard_negative_zipf",
+               "sandbox_coverage", "sandbox_bias", "silent_share", "glitch_mode",
+               "glitch_behavior", "glitch_start_s", "glitch_s")
+LOCAL_SHARE = 0.1               # share of an org's benign sightings of its in-house software
 
 _VENDORS: dict[str, tuple[str, ...]] = {
     "Microsoft Corporation": ("teams", "outlook", "winword", "excel", "onedrive", "msedge",
@@ -295,6 +310,19 @@ class SimParams:
     rogue_whitewash_share: float = 0.5      # share of campaign hashes a whitewasher defends
     rogue_devices: int = 60                 # devices of its own a rogue reports from (at most)
     epochs: int | None = 1
+    # Knobs of worlds drawn per seed (rapidloop.worldparams). Their defaults reproduce the
+    # one fixed world, and world.json lists them only when a world was drawn or one is set.
+    varied: bool = False                    # drawn by worldparams.draw_world
+    org_size_alpha: float = ORG_SIZE_ALPHA  # Pareto shape of fleet sizes
+    hard_negative_reports: float | None = None  # share of all reports about hard negatives
+    hard_negative_zipf: float = ZIPF_S      # ...and their popularity exponent among themselves
+    sandbox_coverage: float | None = None   # share of hashes detonated (replaces the two shares)
+    sandbox_bias: float = 8.0               # ...this many times likelier when suspicious-looking
+    silent_share: float = 0.0               # devices whose sensors send no scores
+    glitch_mode: str | None = None          # "static_ml" (scores near 1) or "behavior"...
+    glitch_behavior: str | None = None      # ...(this flag on every report) of one org's sensors
+    glitch_start_s: float = 0.0             # from start, for glitch_s of event time
+    glitch_s: float = 0.0
 
     @classmethod
     def from_config(cls, section: Any, **overrides: Any) -> SimParams:
@@ -354,6 +382,21 @@ class SimParams:
                                       f"(got {self.rogue_devices})")
         need(self.epochs is None or self.epochs >= 1, "epochs must be at least 1")
         need(math.isfinite(self.start), "start must be a finite time")
+        for name in ("hard_negative_reports", "sandbox_coverage", "silent_share"):
+            value = getattr(self, name)
+            need(value is None or 0.0 <= value <= 1.0,
+                 f"{name} must be within [0, 1] (got {value})")
+        need(self.org_size_alpha > 0, f"org_size_alpha must be positive "
+                                      f"(got {self.org_size_alpha})")
+        need(self.hard_negative_zipf >= 0, f"hard_negative_zipf must be >= 0 "
+                                           f"(got {self.hard_negative_zipf})")
+        need(self.sandbox_bias >= 1, f"sandbox_bias must be at least 1 (got {self.sandbox_bias})")
+        need(self.glitch_mode in (None, "static_ml", "behavior"),
+             f"glitch_mode must be static_ml or behavior (got {self.glitch_mode!r})")
+        need(self.glitch_mode != "behavior" or self.glitch_behavior in BEHAVIORS,
+             f"glitch_behavior must be a behaviour (got {self.glitch_behavior!r})")
+        need(self.glitch_start_s >= 0 and self.glitch_s >= 0,
+             "glitch_start_s and glitch_s must be >= 0")
 
 
 # --- the world -------------------------------------------------------------------------
@@ -480,6 +523,10 @@ class Simulator:
         self._build_catalog(world)
         # A separate stream, so rogue knobs never reshape the benign world.
         self._build_rogues(random.Random(f"rapidloop-rogues:{params.seed}"))
+        self._build_sensor_quirks(params)
+        self._hard_q: float | None = None     # per benign pick, set per epoch (drawn worlds)
+        self._n_suspicious = self._n_calm = 0  # first sightings so far (sandbox_coverage)...
+        self._given = 0.0                      # ...and the sum of their detonation chances
         start_ms = math.floor(params.start * 1000.0 + 0.5)
         self._traffic_key = f"{params.seed}:{start_ms}"
         tag = hashlib.blake2b(self._traffic_key.encode(), digest_size=4).hexdigest()
@@ -506,7 +553,7 @@ class Simulator:
         """
         p = self.p
         lo, hi = p.devices_min, p.devices_max
-        sizes = [max(lo, min(hi, round(lo * (1.0 - rng.random()) ** (-1.0 / ORG_SIZE_ALPHA))))
+        sizes = [max(lo, min(hi, round(lo * (1.0 - rng.random()) ** (-1.0 / p.org_size_alpha))))
                  for _ in range(p.orgs)]
         if p.orgs >= 3:  # always one big tenant: heavy tails need a head
             sizes[rng.randrange(p.orgs)] = hi
@@ -573,6 +620,21 @@ class Simulator:
             ranked.insert(pos, f)
         self._global = ranked
         self._global_cum = _cum([1.0 / (r + 1) ** ZIPF_S for r in range(len(ranked))])
+        # What benign sightings pick from. Drawn worlds (hard_negative_reports set) pick
+        # hard negatives apart, at a drawn share of all reports and with a popularity law
+        # of their own: admin and remote-access tools run in many orgs at once.
+        self._pick_list, self._pick_cum = self._global, self._global_cum
+        self._hard_list: list[_File] = []
+        self._hard_cum: list[float] = []
+        apps_only = [f for f in ranked if f.kind != "hard_negative"]
+        if p.hard_negative_reports is not None and hard and apps_only:
+            order = hard[:]
+            random.Random(f"rapidloop-hard:{p.seed}").shuffle(order)
+            self._hard_list = order
+            self._hard_cum = _cum([1.0 / (r + 1) ** p.hard_negative_zipf
+                                   for r in range(len(order))])
+            self._pick_list = apps_only
+            self._pick_cum = _cum([1.0 / (r + 1) ** ZIPF_S for r in range(len(apps_only))])
         # In-house software: private to one org (weighted by fleet size).
         local: list[list[_File]] = [[] for _ in range(p.orgs)]
         for _ in range(n_inhouse):
@@ -593,6 +655,9 @@ class Simulator:
         self._local = local
         self._local_cum = [_cum([1.0 / (r + 1) ** ZIPF_S for r in range(len(fs))])
                            for fs in local]
+        # share of benign sightings that pick from the global catalogue, not in-house
+        with_local = sum(size for size, fs in zip(self.org_sizes, local, strict=True) if fs)
+        self._global_share = 1.0 - LOCAL_SHARE * with_local / sum(self.org_sizes)
         self.benign = [*apps, *hard, *(f for fs in local for f in fs)]
 
     def _build_rogues(self, rng: random.Random) -> None:
@@ -640,6 +705,34 @@ class Simulator:
         self._attacked: dict[str, None] = {}      # insertion-ordered sets of sha256
         self._defended: dict[str, None] = {}
 
+    def _build_sensor_quirks(self, p: SimParams) -> None:
+        """Drawn worlds' sensor quirks, each from a random stream of its own.
+
+        Silent devices (``silent_share`` of every org's fleet, by a hash of the
+        device number) send reports without scores. A glitch makes one honest
+        org's sensors misbehave for ``glitch_s`` of event time: ``static_ml``
+        near 1.0, or ``glitch_behavior``, on every report. The org is one of
+        the tenth biggest honest orgs, so the glitch is big enough to be
+        noticed. The files stay what they are: a benign file reported during
+        a glitch is benign in truth.
+        """
+        self._silent_below = int(p.silent_share * 2 ** 32)
+        self._silent_salt: list[int] = []
+        if self._silent_below:
+            rng = random.Random(f"rapidloop-silent:{p.seed}")
+            self._silent_salt = [rng.getrandbits(32) for _ in range(p.orgs)]
+        self._glitch_org = -1
+        self._glitch_t0 = self._glitch_t1 = p.start
+        self._glitched = 0
+        if p.glitch_mode is not None and p.glitch_s > 0:
+            rng = random.Random(f"rapidloop-glitch:{p.seed}")
+            honest = sorted((o for o in range(p.orgs) if o not in self._rogue_devices),
+                            key=lambda o: -self.org_sizes[o]) or list(range(p.orgs))
+            self._glitch_org = rng.choice(honest[:max(1, len(honest) // 10)])
+            self._glitch_t0 = p.start + p.glitch_start_s
+            self._glitch_t1 = self._glitch_t0 + p.glitch_s
+        self._quirks = bool(self._silent_below) or self._glitch_org >= 0
+
     # -- campaigns (seed + start + epoch) --
 
     def _plan_epoch(self, epoch: int, rng: random.Random
@@ -661,6 +754,7 @@ class Simulator:
             t0 = e0 + rng.uniform(0.02, 0.45) * p.duration_s
             life = rng.uniform(0.15, 0.35) * p.duration_s
             waves = []
+            pool = [o for o in range(p.orgs) if o != origin]
             for w in range(p.hashes_per_campaign):
                 # Quiet variants (sandbox-aware, sleeping) of families static ML catches
                 # show few or no behaviours: caught by static scores, not by what they do.
@@ -670,7 +764,7 @@ class Simulator:
                            if fam.payload else None)
                 t_w = t0 + life * w / p.hashes_per_campaign + rng.uniform(0, 0.1) * hour
                 n_orgs = min(p.orgs, 3 + w + rng.randint(0, 2))
-                others = rng.sample([o for o in range(p.orgs) if o != origin], n_orgs - 1)
+                others = rng.sample(pool, n_orgs - 1)
                 spread = rng.uniform(1.0, 4.0) * hour
                 offsets = sorted(rng.uniform(0.05, 1.0) * spread for _ in others)
                 hits = [(origin, 0.0), *zip(others, offsets, strict=True)]
@@ -843,6 +937,12 @@ class Simulator:
             slots = max(0, p.reports - n_campaign)
             n_dup = min(slots, round(p.reports * p.duplicate_share))
             n_mal = min(slots - n_dup, round(p.reports * p.malformed_share))
+            if self._hard_list:
+                # benign picks (redeliveries replay the same mix) carry hard_negative_reports
+                # of all report lines
+                picks = (slots - n_mal) * self._global_share
+                target = (p.hard_negative_reports or 0.0) * p.reports
+                self._hard_q = min(1.0, target / picks) if picks > 0 else 0.0
             e0 = p.start + epoch * p.duration_s
             span = p.duration_s
             u = 0.0
@@ -874,14 +974,20 @@ class Simulator:
         if org >= len(cum):
             org = len(cum) - 1
         local = self._local[org]
-        if local and rnd() < 0.1:
+        if local and rnd() < LOCAL_SHARE:
             lcum = self._local_cum[org]
             i = bisect_right(lcum, rnd() * lcum[-1])
             f = local[i if i < len(local) else -1]
         else:
-            gcum = self._global_cum
-            i = bisect_right(gcum, rnd() * gcum[-1])
-            f = self._global[i if i < len(self._global) else -1]
+            hard_q = self._hard_q
+            if hard_q is not None and rnd() < hard_q:
+                hcum = self._hard_cum
+                i = bisect_right(hcum, rnd() * hcum[-1])
+                f = self._hard_list[i if i < len(self._hard_list) else -1]
+            else:
+                gcum = self._pick_cum
+                i = bisect_right(gcum, rnd() * gcum[-1])
+                f = self._pick_list[i if i < len(self._pick_list) else -1]
         return f, org, int(rnd() * self.org_sizes[org])
 
     def _benign(self, t: float, rng: random.Random) -> Event:
@@ -953,7 +1059,7 @@ class Simulator:
         p = self.p
         ts = t + (rnd() * 2.0 - 1.0) * p.jitter_s if rnd() < p.jitter_share else t
         self._n_reports += 1
-        return {
+        rep = {
             "report_id": f"{self._report_prefix}{self._n_reports:010d}",
             "ts": ts,
             "org_id": self.org_ids[org],
@@ -965,6 +1071,23 @@ class Simulator:
             "verdicts": self._verdicts(f, t, source, rng),
             "parent_sha256": f.parent,
         }
+        if self._quirks:
+            self._sensor_quirks(rep, t, org, dev, rng)
+        return rep
+
+    def _sensor_quirks(self, rep: dict[str, Any], t: float, org: int, dev: int,
+                       rng: random.Random) -> None:
+        """Silent devices drop their scores; a glitching org's sensors misbehave."""
+        if self._silent_below and \
+                (dev * 2654435761 + self._silent_salt[org]) & 0xFFFFFFFF < self._silent_below:
+            rep["verdicts"] = {}
+        if org == self._glitch_org and self._glitch_t0 <= t < self._glitch_t1:
+            self._glitched += 1
+            if self.p.glitch_mode == "static_ml":
+                rep["verdicts"] = {**rep["verdicts"],
+                                   "static_ml": round(0.96 + 0.04 * rng.random(), 3)}
+            elif self.p.glitch_behavior not in rep["behaviors"]:
+                rep["behaviors"] = [*rep["behaviors"], self.p.glitch_behavior]
 
     def _rogue_dict(self, t: float, f: _File, org: int, dev: int, source: str, mode: str,
                     rng: random.Random) -> dict[str, Any]:
@@ -1050,7 +1173,11 @@ class Simulator:
         labelled far more often than ordinary apps.
         """
         p = self.p
-        if rng.random() < (p.sandbox_suspicious_share if suspicious else p.sandbox_share):
+        if p.sandbox_coverage is None:
+            submit = p.sandbox_suspicious_share if suspicious else p.sandbox_share
+        else:
+            submit = self._detonation_chance(suspicious)
+        if rng.random() < submit:
             verdict = f.label
             if rng.random() < p.label_noise:
                 verdict = "benign" if verdict == "malicious" else "malicious"
@@ -1062,6 +1189,35 @@ class Simulator:
                  else p.analyst_share / 100}[f.label]
         if rng.random() < share:
             self._push(t + rng.uniform(1200, 6 * 3600), 1, (f, f.label, "analyst", None))
+
+    def _detonation_chance(self, suspicious: bool) -> float:
+        """The chance to detonate a new hash when a world fixes the coverage instead.
+
+        How many first sightings look suspicious depends on the world (its
+        campaigns, its hard negatives), so the mix is counted as hashes come:
+        calm ones go at x, suspicious ones at ``sandbox_bias`` * x (at most
+        1), with x such that the share of all hashes so far would be
+        ``sandbox_coverage``. The mix drifts over a day (popular, calm
+        software is first seen early, campaigns later), so x is also scaled
+        by exp(SANDBOX_GAIN * the detonations owed so far, in hashes at that
+        share): the expected coverage keeps to the share all day, whatever the
+        order, while every moment's rates keep the ratio ``sandbox_bias``
+        (over a day, the drift brings it down to about two thirds).
+        """
+        if suspicious:
+            self._n_suspicious += 1
+        else:
+            self._n_calm += 1
+        s, c = self._n_suspicious, self._n_calm
+        bias = self.p.sandbox_bias
+        coverage = self.p.sandbox_coverage or 0.0
+        x = coverage * (s + c) / (bias * s + c)
+        if coverage > 0:
+            owed = (coverage * (s + c - 1) - self._given) / coverage
+            x *= math.exp(max(-5.0, min(5.0, SANDBOX_GAIN * owed)))
+        chance = min(1.0, bias * x if suspicious else x)
+        self._given += chance
+        return chance
 
     def _feedback(self, t: float, f: _File, verdict: str, source: str,
                   org: int | None) -> Event:
@@ -1119,8 +1275,21 @@ class Simulator:
     def world(self) -> dict[str, Any]:
         """The parameters, tenants and campaign timelines: what an evaluator needs besides
         per-hash labels."""
-        params = asdict(self.p)
-        params["start"] = format_ts(self.p.start)
+        p = self.p
+        params = asdict(p)
+        params["start"] = format_ts(p.start)
+        fields = SimParams.__dataclass_fields__
+        for name in _DRAWN_ONLY:
+            if not p.varied and params[name] == fields[name].default:
+                del params[name]
+        if p.sandbox_coverage is not None:   # detonation goes by coverage, not these
+            del params["sandbox_share"], params["sandbox_suspicious_share"]
+        extra: dict[str, Any] = {}
+        if self._glitch_org >= 0:
+            extra["glitch"] = {"org_id": self.org_ids[self._glitch_org], "mode": p.glitch_mode,
+                               "behavior": p.glitch_behavior if p.glitch_mode == "behavior"
+                               else None, "start": format_ts(self._glitch_t0),
+                               "end": format_ts(self._glitch_t1), "reports": self._glitched}
         return {"params": params,
                 "orgs": [{"org_id": o, "devices": s}
                          for o, s in zip(self.org_ids, self.org_sizes, strict=True)],
@@ -1134,6 +1303,7 @@ class Simulator:
                     "reports": self.stats.rogue_reports,
                     "feedback": self.stats.rogue_feedback,
                 },
+                **extra,
                 "stats": self.stats.as_dict()}
 
 

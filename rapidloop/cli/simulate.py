@@ -5,6 +5,11 @@ settings always give the same bytes. Kafka (``--kafka``) is for live demos:
 event time starts *now* and runs ``--speedup`` times faster than the wall
 clock, so a simulated day of campaigns plays out in minutes while the
 engine's event-time windows (10 min, 1 h, 24 h) keep their meaning.
+
+By default (``simulate.vary``) each seed draws its own world first
+(:mod:`rapidloop.worldparams`): orgs, campaigns, hard negatives, sandbox
+coverage and noise, rogues, silent sensors, a glitch. ``--fixed`` gives the one
+world of the fixed ``[simulate]`` settings, byte-identical to before.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from rapidloop.simulator import (
     write_files,
     write_truth,
 )
+from rapidloop.worldparams import VaryRanges, draw_world, summary
 
 DEFAULT_RATE = 1000.0       # reports per wall-clock second in --kafka mode
 PROGRESS_S = 10.0           # seconds between progress lines in --kafka mode (0: none)
@@ -73,6 +79,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="produce to the reports and feedback topics")
     p.add_argument("--config", metavar="FILE", help="TOML settings ([simulate], [kafka])")
     p.add_argument("--seed", type=int, default=1, help="world and traffic seed (default 1)")
+    world = p.add_mutually_exclusive_group()
+    world.add_argument("--vary", dest="vary", action="store_true", default=None,
+                       help="draw this seed's own world from the vary_* ranges "
+                            "(default: simulate.vary, on)")
+    world.add_argument("--fixed", dest="vary", action="store_false",
+                       help="the one world of the fixed [simulate] settings")
     p.add_argument("--reports", type=int, help="report lines per simulated duration")
     p.add_argument("--orgs", type=int, help="number of organizations")
     p.add_argument("--campaigns", type=int, help="malware campaigns per simulated duration")
@@ -105,11 +117,17 @@ def _params(args: argparse.Namespace, cfg: Any, start: float | None) -> SimParam
     duration = parse_duration(args.duration) if args.duration is not None else None
     if duration is not None and duration <= 0:
         raise CliError(f"--duration must be positive (got {args.duration!r})")
+    given = {"reports": args.reports, "orgs": args.orgs, "campaigns": args.campaigns,
+             "duration_s": duration}
+    vary = _setting(cfg, "vary", False) if args.vary is None else args.vary
     try:
-        return SimParams.from_config(
-            cfg.simulate, seed=args.seed, start=start, reports=args.reports, orgs=args.orgs,
-            campaigns=args.campaigns, duration_s=duration,
-            epochs=None if args.forever else 1)
+        params = SimParams.from_config(
+            cfg.simulate, seed=args.seed, start=start, epochs=None if args.forever else 1,
+            **given)
+        if vary:   # command-line flags win over the drawn values
+            params = draw_world(params, VaryRanges.from_config(cfg.simulate),
+                                keep={k for k, v in given.items() if v is not None})
+        return params
     except SimulationError as exc:
         raise CliError(str(exc)) from None
     except TypeError as exc:  # a [simulate] value of a type the simulator cannot use
@@ -162,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
           f"({st.feedback_malformed} malformed, {st.feedback_duplicates} duplicates, "
           f"{st.rogue_feedback} rogue), "
           f"{hashes} hashes ({malicious} malicious), {res.seconds:.2f}s, "
-          f"{rate:,.0f} reports/s -> {out}")
+          f"{rate:,.0f} reports/s -> {out}"
+          f"{f'; varied world: {summary(params)}' if params.varied else ''}")
     return 0
 
 
@@ -261,7 +280,8 @@ def _run_kafka(args: argparse.Namespace, cfg: Any) -> int:
           f"{topics['report']} and {counts[FEEDBACK]} feedback to {topics[FEEDBACK]} in "
           f"{seconds:.1f}s, {len(sim.campaigns)} campaigns, {errors} delivery errors"
           f"{f' (first: {delivery.first_error})' if delivery.first_error else ''}"
-          f"{f', {undelivered} undelivered' if undelivered else ''}{truth_note}")
+          f"{f', {undelivered} undelivered' if undelivered else ''}{truth_note}"
+          f"{f'; varied world: {summary(params)}' if params.varied else ''}")
     if errors:
         return 1
     return 130 if interrupted and not args.forever else 0

@@ -4,13 +4,17 @@ The engine's own tests trust this data, so the properties they rely on are
 pinned here: same seed same bytes, event-time order, every valid line a
 contract Report/Feedback and every malformed line really malformed, campaigns
 that cross tenants, verdicts that never precede the sighting, and rogue
-tenants whose lies are valid messages about the files they target.
+tenants whose lies are valid messages about the files they target. Worlds
+drawn per seed must stay within their ranges, hit their drawn shares, and
+leave the fixed world (``--fixed``) byte-identical.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gzip
+import hashlib
 import itertools
 import re
 from collections import defaultdict
@@ -21,6 +25,7 @@ import orjson
 import pytest
 
 from rapidloop.cli import main
+from rapidloop.config import load_config
 from rapidloop.simulator import (
     FEEDBACK,
     REPORT,
@@ -32,6 +37,7 @@ from rapidloop.simulator import (
     parse_ts,
     write_files,
 )
+from rapidloop.worldparams import VaryRanges, draw_world
 
 SMALL = dict(reports=20000, orgs=12, devices_min=5, devices_max=400, benign_files=500,
              campaigns=5, hashes_per_campaign=3, duration_s=6 * 3600.0)
@@ -501,3 +507,171 @@ def test_hundreds_of_orgs_with_heavy_tailed_fleets() -> None:
     median = sizes[len(sizes) // 2]
     assert median <= 50 and sizes[-1] >= 50 * median       # many small, a few huge
     assert sum(sizes[-len(sizes) // 10:]) >= sum(sizes) / 2  # top decile holds most devices
+
+
+# --- worlds drawn per seed (simulate.vary) -------------------------------------------------
+
+def _ranges() -> VaryRanges:
+    return VaryRanges.from_config(load_config(env={}).simulate)
+
+
+def _drawn(seed: int, **fixed: Any) -> SimParams:
+    """The world `rapidloop simulate --seed N` draws; ``fixed`` as if given on the command line."""
+    cfg = load_config(env={})
+    return draw_world(SimParams.from_config(cfg.simulate, seed=seed, **fixed), _ranges(),
+                      keep=set(fixed))
+
+
+@pytest.fixture(scope="module")
+def varied() -> tuple[Simulator, list[Any]]:
+    # seed 3 draws a behaviour glitch, 50 campaigns, hard negatives in 27 % of reports
+    sim = Simulator(_drawn(3, reports=40000))
+    return sim, list(sim.events())
+
+
+def test_seeds_draw_different_worlds_within_the_ranges() -> None:
+    ranges = _ranges()
+    worlds = [_drawn(seed) for seed in range(1, 31)]
+    for p in worlds:
+        assert p.varied
+        for f in dataclasses.fields(ranges):
+            if f.name in ("glitch_share", "glitch_s", "sandbox_delay_s"):
+                continue
+            lo, hi = getattr(ranges, f.name)
+            assert lo <= getattr(p, f.name) <= hi, (f.name, getattr(p, f.name))
+        lo, hi = ranges.sandbox_delay_s
+        assert lo <= p.sandbox_delay_s[0] <= p.sandbox_delay_s[1] <= hi
+        assert p.duration_s == 86400.0 and p.reports == 200000   # as configured
+        if p.glitch_mode is not None:
+            assert ranges.glitch_s[0] <= p.glitch_s <= ranges.glitch_s[1]
+            assert 0 <= p.glitch_start_s <= p.duration_s - p.glitch_s
+    # different seeds, different worlds, spread over the ranges
+    assert len({(p.orgs, p.campaigns, p.label_noise) for p in worlds}) == len(worlds)
+    assert max(p.campaigns for p in worlds) - min(p.campaigns for p in worlds) >= 150
+    assert 5 <= sum(p.glitch_mode is not None for p in worlds) <= 25
+    assert sum(p.rogue_flooders + p.rogue_whitewashers > 0 for p in worlds) >= 20
+    # the same seed draws the same world; a command-line value wins, the rest stay
+    assert _drawn(7) == _drawn(7)
+    pinned = _drawn(7, orgs=8, campaigns=3)
+    assert (pinned.orgs, pinned.campaigns) == (8, 3)
+    assert pinned.label_noise == _drawn(7).label_noise
+
+
+def test_varied_cli_same_seed_same_bytes(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        assert main(["simulate", "--out", str(tmp_path / name), "--seed", seed,
+                     "--reports", "15000"]) == 0
+    assert "varied world: orgs" in capsys.readouterr().out
+    for fname in ("reports.jsonl.gz", "feedback.jsonl.gz", "truth.jsonl", "world.json"):
+        assert (tmp_path / "a" / fname).read_bytes() == (tmp_path / "b" / fname).read_bytes()
+    a, c = (orjson.loads((tmp_path / n / "world.json").read_bytes()) for n in "ac")
+    assert a["params"] != c["params"]
+
+
+def test_drawn_params_are_recorded_in_world_json(tmp_path: Path) -> None:
+    assert main(["simulate", "--out", str(tmp_path), "--seed", "3", "--reports", "5000"]) == 0
+    world = orjson.loads((tmp_path / "world.json").read_bytes())
+    p = world["params"]
+    want = _drawn(3, reports=5000)
+    assert p["varied"] is True
+    for name in ("orgs", "campaigns", "hashes_per_campaign", "hard_negative_reports",
+                 "sandbox_coverage", "label_noise", "analyst_share", "silent_share",
+                 "rogue_flooders", "rogue_whitewashers", "glitch_mode", "org_size_alpha"):
+        assert p[name] == getattr(want, name), name
+    assert p["sandbox_delay_s"] == list(want.sandbox_delay_s)
+    assert "sandbox_share" not in p   # detonation goes by coverage in drawn worlds
+    assert len(world["orgs"]) == want.orgs and len(world["campaigns"]) == want.campaigns
+    assert world["glitch"]["mode"] == "behavior" == want.glitch_mode
+    assert world["glitch"]["org_id"] in {o["org_id"] for o in world["orgs"]}
+
+
+def test_varied_world_hits_its_drawn_shares(varied: tuple[Simulator, list[Any]]) -> None:
+    sim, events = varied
+    p = sim.p
+    kind = {f.sha: f.kind for f in sim.files()}
+    lines = [ev for ev in events if ev.kind == REPORT]
+    assert len(lines) == p.reports
+    hard = sum(1 for ev in lines if ev.key is not None
+               and kind.get(ev.key.decode()) == "hard_negative")
+    assert p.hard_negative_reports is not None and p.sandbox_coverage is not None
+    assert abs(hard / len(lines) - p.hard_negative_reports) < 0.02
+    # popular across orgs: some hard negatives are seen in tens of orgs
+    truth = list(sim.truth())
+    assert sum(t["orgs"] >= 20 for t in truth if t["kind"] == "hard_negative") >= 10
+    sandboxed = {orjson.loads(ev.value)["sha256"] for ev in events if ev.kind == FEEDBACK
+                 and not ev.malformed and b'"source":"sandbox"' in ev.value}
+    assert abs(len(sandboxed) / len(truth) - p.sandbox_coverage) < 0.03
+    assert len(sim.campaigns) == p.campaigns
+    assert {len(c["waves"]) for c in sim.campaigns} == {p.hashes_per_campaign}
+
+
+def test_varied_lines_follow_the_contract(varied: tuple[Simulator, list[Any]]) -> None:
+    _, events = varied
+    for ev in events:
+        check = check_report if ev.kind == REPORT else check_feedback
+        if ev.malformed:
+            assert not _valid(check, ev.value), ev.value
+        else:
+            assert ev.key == check(ev.value)["sha256"].lower().encode()
+
+
+def test_silent_sensors_and_the_glitch(varied: tuple[Simulator, list[Any]]) -> None:
+    sim, events = varied
+    p = sim.p
+    glitch = sim.world()["glitch"]
+    t0, t1 = parse_ts(glitch["start"]), parse_ts(glitch["end"])
+    assert t1 - t0 == pytest.approx(p.glitch_s, abs=0.002)
+    label = {f.sha: f.label for f in sim.files()}
+    rogues = set(sim.world()["rogues"]["orgs"])
+    in_glitch = 0
+    no_scores = honest = 0
+    for ev in events:
+        if ev.kind != REPORT or ev.malformed or ev.duplicate:
+            continue
+        r = orjson.loads(ev.value)
+        if r["org_id"] in rogues:
+            continue
+        honest += 1
+        no_scores += r["verdicts"] == {}
+        if r["org_id"] == glitch["org_id"] and t0 <= ev.t < t1:
+            in_glitch += 1
+            assert p.glitch_behavior in r["behaviors"]
+    assert in_glitch == glitch["reports"] >= 20
+    assert no_scores / honest >= p.silent_share   # silent devices, on top of scoreless sources
+    # the glitch changed what sensors said, not what the files are
+    assert sum(lab == "benign" for lab in label.values()) > sum(
+        lab == "malicious" for lab in label.values())
+
+
+def test_fixed_mode_is_byte_identical_to_before(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--fixed` (or simulate.vary = false) is the world of the fixed settings, unchanged.
+
+    The digests are of `rapidloop simulate --seed 1 --reports 20000` written before worlds
+    were drawn per seed; a deliberate change to the fixed world updates them.
+    """
+    digests = {
+        "reports.jsonl": "67ddd9a83d6004bc32004acfc372e0992e4ed54306f13cbbc6102bcb3021f476",
+        "feedback.jsonl": "94d0a0034192409073e4ad66c06a4ebfe7ea2567ebb672a1bd19a8c94123bb46",
+        "truth.jsonl": "7ff25b647924f51cf756f49a1fe73595e9152a93c1b82f1a5b02bdd48648e047",
+        "world.json": "a993c71dcad242b3f1353384fcc4cb322bad7b0554753cc8764f0059a04e6a2d",
+    }
+    args = ["--seed", "1", "--reports", "20000", "--no-gzip"]
+    assert main(["simulate", "--out", str(tmp_path / "flag"), "--fixed", *args]) == 0
+    monkeypatch.setenv("RAPIDLOOP_SIMULATE__VARY", "false")
+    assert main(["simulate", "--out", str(tmp_path / "env"), *args]) == 0
+    for run in ("flag", "env"):
+        for fname, digest in digests.items():
+            assert hashlib.sha256((tmp_path / run / fname).read_bytes()).hexdigest() == digest
+    world = orjson.loads((tmp_path / "flag" / "world.json").read_bytes())
+    assert "varied" not in world["params"] and "glitch" not in world
+    assert not SimParams().varied   # code building SimParams itself gets the fixed world
+
+
+def test_bad_vary_range_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAPIDLOOP_SIMULATE__VARY_ORGS", "[400, 100]")
+    rc = main(["simulate", "--out", str(tmp_path / "o"), "--reports", "100"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and "\n" not in err and "vary_orgs" in err
