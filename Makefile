@@ -48,9 +48,12 @@ lint: install
 fmt: install
 	$(BIN)/ruff check --fix .
 
-## eval: simulate worlds for several seeds, replay and score each against its truth
+## eval: simulate worlds for several seeds, replay and score each against its truth, apart for
+## the tuning seeds and for held-out seeds drawn fresh each run (~1 min per world per core);
+## e.g. `make eval EVAL_ARGS="--seeds 123456 --strict"` re-runs a held-out seed
+EVAL_ARGS ?= --tuning 1 2 3 --held-out 10
 eval: install
-	$(BIN)/python -m rapidloop.evalsuite --seeds 1 2 3
+	$(BIN)/python -m rapidloop.evalsuite $(EVAL_ARGS)
 
 ## replay-demo: simulate a day into out/day and replay it offline
 replay-demo: install

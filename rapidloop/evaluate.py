@@ -10,6 +10,12 @@ blocked everywhere, whether rogue tenants achieved anything, and how well
 each classifier ranks files on the feedback stream (prequential: every label
 is scored before it is learned).
 
+"Blocked before its third org" is measured per hash as well as per campaign:
+a campaign counts as stopped as soon as any one of its hashes is blocked, so
+a world of many campaigns whose *other* hashes keep spreading can look
+stopped; ``multi_org_blocked_before_third_org`` asks it of every malicious
+hash that actually spread to three honest orgs.
+
 The classifiers learn the feedback stream's labels, noise included (that is
 what the engine gets), but their ranking is measured against the true label
 of each file from ``truth.jsonl``: a sandbox that is wrong 1% of the time
@@ -94,10 +100,15 @@ class Result:
     malicious_hashes: int = 0
     globally_blocked_malicious: int = 0
     campaigns_stopped_before_third_org: float = 0.0
+    # Malicious hashes whose honest sightings reached 3 distinct orgs, and the share of them
+    # blocked globally strictly before the first report from the third (None: no such hash).
+    multi_org_malicious_hashes: int = 0
+    multi_org_blocked_before_third_org: float | None = None
     collateral_rate: float = 0.0
     benign_events: int = 0
     benign_hashes_blocked_global: int = 0
     benign_hashes_blocked_org: int = 0
+    benign_hashes_blocked_device: int = 0     # ...at device scope, in honest orgs
     malicious_hashes_blocked_any: int = 0
     poisoned_global_blocks: int | None = None        # rogue targets ever blocked globally
     poisoned_local_blocks: int | None = None         # ...at org/device scope in honest orgs
@@ -129,6 +140,7 @@ def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
     first_global: dict[str, float] = {}
     benign_global: set[str] = set()
     benign_org: set[str] = set()
+    benign_device: set[str] = set()
     malicious_blocked: set[str] = set()
     # A rogue tenant's own devices are its business (its org_reports act for it alone, and
     # its fabricated reports are not sightings anyone needs protecting from): protection and
@@ -145,15 +157,25 @@ def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
             first_global[d["sha256"]] = min(t, first_global.get(d["sha256"], t))
             if label == "benign":
                 benign_global.add(d["sha256"])
-        elif d["scope"] == "org" and label == "benign" and d["org_id"] not in rogue_orgs:
-            benign_org.add(d["sha256"])
+        elif label == "benign" and d.get("org_id") not in rogue_orgs:
+            if d["scope"] == "org":
+                benign_org.add(d["sha256"])
+            elif d["scope"] == "device":
+                benign_device.add(d["sha256"])
     hourly: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # mal, mal_cov, ben, ben_cov
     t0 = reports[0].ts if reports else 0.0
     covered_mal = covered_ben = 0
+    honest_orgs: dict[str, set[str]] = defaultdict(set)   # malicious hash -> orgs, up to 3
+    third_org: dict[str, float] = {}                      # ...-> first report from its 3rd
     for r in reports:
         t = truth.get(r.sha256)
         if t is None or r.org_id in rogue_orgs:
             continue
+        if t["label"] == "malicious" and r.sha256 not in third_org:
+            seen = honest_orgs[r.sha256]
+            seen.add(r.org_id)
+            if len(seen) == 3:
+                third_org[r.sha256] = r.ts
         seen_before = r.sha256 in first_report
         first_report.setdefault(r.sha256, r.ts)
         covered = timeline.blocked(r.sha256, r.org_id, r.device_id, r.ts)
@@ -180,6 +202,9 @@ def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
     res.p90_time_to_global_s = _pct(delays, 0.9)
     res.benign_hashes_blocked_global = len(benign_global)
     res.benign_hashes_blocked_org = len(benign_org)
+    res.benign_hashes_blocked_device = len(benign_device)
+    res.multi_org_malicious_hashes = len(third_org)
+    res.multi_org_blocked_before_third_org = blocked_before(third_org, first_global)
     res.campaigns_stopped_before_third_org = _stopped_before_third_org(
         reports, truth, first_global)
     rogue = world_meta.get("rogues")
@@ -188,6 +213,71 @@ def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
     res.timeline = [(hour, (v[1] / v[0]) if v[0] else math.nan, (v[3] / v[2]) if v[2] else 0.0)
                     for hour, v in sorted(hourly.items())]
     return res
+
+
+def blocked_before(deadline: dict[str, float], first_global: dict[str, float]) -> float | None:
+    """Share of the hashes in ``deadline`` whose first global block came strictly before it.
+
+    The first global block stands for "in force" (a block lifted before the deadline still
+    counts): the question is whether the loop acted on the evidence in time, and lifted
+    blocks are measured by protection. ``None`` when no hash has a deadline: a world in
+    which nothing spread to three orgs says nothing about this, and 1.0 would flatter.
+
+    >>> blocked_before({"a": 10.0, "b": 10.0, "c": 10.0}, {"a": 5.0, "b": 10.0})
+    0.3333333333333333
+    >>> blocked_before({}, {"a": 1.0}) is None
+    True
+    """
+    if not deadline:
+        return None
+    hits = sum(1 for s, t in deadline.items() if first_global.get(s, math.inf) < t)
+    return hits / len(deadline)
+
+
+def params_line(meta: dict[str, Any]) -> str:
+    """The notable drawn parameters of a world (``world.json`` ``"params"``), on one line.
+
+    With per-seed worlds the figures of two seeds are not comparable without them: a
+    seed of 300 campaigns and 2% label noise is another test than one of 10 campaigns.
+    Tolerant of worlds that record fewer of them (older or fixed-world simulators):
+    what is missing is left out. Sandbox coverage is the share of all hashes detonated
+    when the world draws it, else the share of ordinary-looking hashes.
+
+    >>> params_line({"params": {"orgs": 212, "campaigns": 48, "hard_negative_share": 0.061,
+    ...     "hard_negative_reports": 0.2, "sandbox_coverage": 0.31, "label_noise": 0.02,
+    ...     "reports": 200000}})
+    'orgs 212, campaigns 48, hard negatives 6.1% (20.0% of reports), sandbox 31.0% of hashes, \
+label noise 2.0%, reports 200,000'
+    >>> params_line({"params": {"orgs": 300, "sandbox_share": 0.1}})
+    'orgs 300, sandbox 10.0% of ordinary hashes'
+    >>> params_line({})
+    'parameters not recorded'
+    """
+    p = meta.get("params")
+    if not isinstance(p, dict):
+        return "parameters not recorded"
+
+    def num(key: str) -> float | None:
+        v = p.get(key)
+        return None if isinstance(v, bool) or not isinstance(v, (int, float)) else float(v)
+
+    parts = []
+    for key in ("orgs", "campaigns"):
+        if (v := num(key)) is not None:
+            parts.append(f"{key} {v:,.0f}")
+    if (hn := num("hard_negative_share")) is not None:
+        share = num("hard_negative_reports")
+        parts.append(f"hard negatives {hn:.1%}"
+                     + (f" ({share:.1%} of reports)" if share is not None else ""))
+    if (cov := num("sandbox_coverage")) is not None:
+        parts.append(f"sandbox {cov:.1%} of hashes")
+    elif (cov := num("sandbox_share")) is not None:
+        parts.append(f"sandbox {cov:.1%} of ordinary hashes")
+    if (noise := num("label_noise")) is not None:
+        parts.append(f"label noise {noise:.1%}")
+    if (n := num("reports")) is not None:
+        parts.append(f"reports {n:,.0f}")
+    return ", ".join(parts) or "parameters not recorded"
 
 
 def _first_said(reports: list[Report], rogue: dict[str, Any]) -> dict[str, float]:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -16,6 +17,9 @@ from rapidloop import jobstats
 from rapidloop.cli import CliError
 from rapidloop.config import load_config
 from rapidloop.schemas.intake import FEEDBACK, REPORT
+
+if TYPE_CHECKING:   # the scoring modules load the models: only `evaluate` itself needs them
+    from rapidloop.evaluate import Result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,10 +40,15 @@ def _n(value: int | None) -> str:
     return "n/a (no rogue tenant in this world)" if value is None else str(value)
 
 
-def table(res: object, name: str) -> str:
+def _share(value: float | None, of: int, what: str) -> str:
+    return f"n/a (no {what})" if value is None else f"{value:.2f} (of {of} hashes)"
+
+
+def table(res: Result, name: str, params: str | None = None) -> str:
     """The figures as aligned text rows: what a person reads and what the README quotes."""
-    r = res  # Result
-    rows = [
+    r = res
+    rows = [("world parameters", params)] if params else []
+    rows += [
         ("protection rate (malicious sightings already blocked)", f"{r.protection_rate:.3f}"),
         ("  malicious sightings after each hash's first", f"{r.malicious_events:,}"),
         ("time to global block: median", _fmt_s(r.median_time_to_global_s)),
@@ -51,10 +60,14 @@ def table(res: object, name: str) -> str:
          f"{r.malicious_hashes_blocked_any}/{r.malicious_hashes}"),
         ("campaigns blocked globally before a 3rd org",
          f"{r.campaigns_stopped_before_third_org:.2f}"),
+        ("malicious hashes in 3+ orgs blocked globally before the 3rd",
+         _share(r.multi_org_blocked_before_third_org, r.multi_org_malicious_hashes,
+                "malicious hash reached 3 honest orgs")),
         ("collateral: benign sightings covered by a block",
          f"{r.collateral_rate * 100:.3f}% of {r.benign_events:,}"),
         ("benign hashes ever blocked globally", f"{r.benign_hashes_blocked_global}"),
         ("benign hashes ever blocked at org scope", f"{r.benign_hashes_blocked_org}"),
+        ("benign hashes ever blocked at device scope", f"{r.benign_hashes_blocked_device}"),
     ]
     if r.poisoned_global_blocks is not None:
         rows.append(("rogue tenants (orgs)", ", ".join(r.rogue_orgs) or "none"))
@@ -89,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from rapidloop.evaluate import (
         load_events,
         load_truth,
+        params_line,
         prequential,
         score_decisions,
         world_file,
@@ -125,13 +139,17 @@ def run(args: argparse.Namespace) -> int:
     png = Path(args.png) if args.png else world / "evaluation.png"
     write_png(res, png, f"{world.name} ({len(reports):,} reports, {len(decisions)} decisions)")
     print(table(res, f"{world} ({len(reports):,} reports, {len(decisions):,} decisions, "
-                     f"replayed in {replay_s:.1f}s)"))
+                     f"replayed in {replay_s:.1f}s)", params_line(meta)))
     print(f"chart: {png}")
     checks = check(vars(res), cfg)
-    print(f"targets ([evaluate]): {sum(c.held for c in checks)} of {len(checks)} held")
+    bars = [c for c in checks if c.bar]
+    print(f"targets ([evaluate], every world): {sum(c.held for c in bars)} of {len(bars)} held")
     print("\n".join(verdict_lines(checks)))
     if args.json:
-        fig = {k: v for k, v in vars(res).items() if k not in ("timeline", "learning")}
+        # Every figure (the chart's series too), the world's parameters and the checks:
+        # `make eval` and later comparisons read this file, not the printed table.
+        fig = dict(vars(res))
+        fig["params"] = meta.get("params")
         fig["targets"] = [vars(c) for c in checks]
         Path(args.json).write_bytes(orjson.dumps(fig, option=orjson.OPT_SERIALIZE_NUMPY
                                                  | orjson.OPT_INDENT_2, default=str))

@@ -1,4 +1,8 @@
-"""The evaluation's bookkeeping: enforcement over event time, protection and collateral."""
+"""The evaluation's bookkeeping: enforcement over event time, protection and collateral,
+the bar (every world and the median over seeds) and the suite's reports."""
+
+import json
+import math
 
 from rapidloop.enforcement import Timeline
 from rapidloop.evaluate import _Prequential, score_decisions
@@ -162,3 +166,161 @@ def test_prequential_measures_against_truth_not_noisy_labels():
     # the flipped label is a malicious-looking file: against the noisy label the ranking
     # looks worse than it is
     assert vs_truth["ensemble"]["roc_auc"] > vs_feedback["ensemble"]["roc_auc"]
+
+
+# --- malicious hashes blocked globally before their third org -----------------------------
+
+SPREAD, CAUGHT, LATE, LOCAL = sha(30), sha(31), sha(32), sha(33)
+
+
+def _spread(decisions, world=None):
+    """SPREAD/CAUGHT/LATE each reach 3 honest orgs at T0+20 (LOCAL stays in two); org-9
+    is a rogue whose own sightings never count as an org."""
+    truth = {s: {"label": "malicious", "campaign": "c"} for s in (SPREAD, CAUGHT, LATE, LOCAL)}
+    reports = []
+    for s in (SPREAD, CAUGHT, LATE):
+        reports += [report(s, org="org-9", ts=T0 - 5),      # the rogue's, before anyone's
+                    report(s, org="a", ts=T0), report(s, org="a", ts=T0 + 5),
+                    report(s, org="b", ts=T0 + 10), report(s, org="c", ts=T0 + 20),
+                    report(s, org="d", ts=T0 + 30)]
+    reports += [report(LOCAL, org="a", ts=T0), report(LOCAL, org="b", ts=T0 + 10)]
+    meta = world if world is not None else {"rogues": {"orgs": ["org-9"], "targets": [],
+                                                       "whitewashed": []}}
+    return score_decisions(sorted(reports, key=lambda r: r.ts), truth, decisions, meta)
+
+
+def test_multi_org_hashes_blocked_strictly_before_the_third_org():
+    res = _spread([decision(CAUGHT, "block", "global", T0 + 19),
+                   decision(LATE, "block", "global", T0 + 20),       # the same moment: too late
+                   decision(SPREAD, "block", "org", T0 + 1, org="c"),  # not a global block
+                   decision(LOCAL, "block", "global", T0 + 100)])
+    assert res.multi_org_malicious_hashes == 3                         # LOCAL never reached 3
+    assert res.multi_org_blocked_before_third_org == 1 / 3
+
+
+def test_a_rogue_does_not_count_as_an_org():
+    # With the rogue counted, each hash would reach its 3rd org at T0+10 and a block at T0+15
+    # would be late; the rogue's own reports are left out, as for protection.
+    blocks = [decision(s, "block", "global", T0 + 15) for s in (SPREAD, CAUGHT, LATE)]
+    assert _spread(blocks).multi_org_blocked_before_third_org == 1.0
+    assert _spread(blocks, world={}).multi_org_blocked_before_third_org == 0.0
+
+
+def test_no_hash_in_three_orgs_is_not_applicable_not_perfect():
+    res = score_decisions([report(MAL, org="a", ts=T0)], {MAL: {"label": "malicious"}}, [], {})
+    assert res.multi_org_malicious_hashes == 0
+    assert res.multi_org_blocked_before_third_org is None
+
+
+def test_benign_hashes_blocked_on_devices_of_honest_orgs():
+    truth = {BEN: {"label": "benign"}, sha(3): {"label": "benign"}}
+    res = score_decisions([report(BEN, ts=T0), report(sha(3), ts=T0)], truth, [
+        decision(BEN, "block", "device", T0 + 1, org="org-1", device="d"),
+        decision(BEN, "block", "device", T0 + 2, org="org-2", device="d"),
+        decision(sha(3), "block", "device", T0 + 1, org="org-9", device="d")],
+        {"rogues": {"orgs": ["org-9"], "targets": [], "whitewashed": []}})
+    assert res.benign_hashes_blocked_device == 1 and res.benign_hashes_blocked_org == 0
+
+
+# --- the bar: every world (worst seed) and the median over seeds ---------------------------
+
+def _fig(**kw):
+    base = {"protection_rate": 0.96, "benign_hashes_blocked_global": 0,
+            "collateral_rate": 0.0005, "multi_org_blocked_before_third_org": 0.8,
+            "median_time_to_global_s": 200.0, "poisoned_global_blocks": 0,
+            "malware_unblocked_for_others": 0,
+            "classifiers": {"ensemble": {"roc_auc": 0.99}, "nb": {"roc_auc": 0.98}}}
+    return base | kw
+
+
+def _held(checks):
+    return {c.name: c.held for c in checks}
+
+
+def test_the_issue_bars_per_world():
+    from rapidloop.config import load_config
+    from rapidloop.targets import check
+
+    cfg = load_config(env={})
+    assert all(c.held for c in check(_fig(), cfg))
+    edge = _fig(protection_rate=0.93, benign_hashes_blocked_global=2, collateral_rate=0.003,
+                multi_org_blocked_before_third_org=0.7)
+    assert all(c.held for c in check(edge, cfg))        # every bar is inclusive
+    bad = _held(check(_fig(protection_rate=0.929, benign_hashes_blocked_global=3,
+                           collateral_rate=0.0031, multi_org_blocked_before_third_org=0.69,
+                           poisoned_global_blocks=1), cfg))
+    assert not any(v for k, v in bad.items() if k != "ensemble AUC")
+    # the time to global block is a median-over-seeds bar only; the AUC is information
+    names = [(c.name, c.bar) for c in check(_fig(median_time_to_global_s=None), cfg)]
+    assert ("time to global", True) not in names and names[-1] == ("ensemble AUC", False)
+    assert _held(check(_fig(multi_org_blocked_before_third_org=None), cfg))["before 3rd org"]
+
+
+def test_worst_seed_and_median_over_seeds():
+    from rapidloop.config import load_config
+    from rapidloop.targets import aggregate, check_median, check_worst
+
+    cfg = load_config(env={})
+    # one bad world in three: it fails the every-world bar, the median stays good
+    figs = [_fig(), _fig(protection_rate=0.90, benign_hashes_blocked_global=3,
+                         median_time_to_global_s=None), _fig(protection_rate=0.97)]
+    agg = aggregate(figs)
+    assert agg["worst"]["protection"] == 0.90 and agg["median"]["protection"] == 0.96
+    assert agg["worst"]["time to global"] == math.inf     # a world where it never came
+    assert agg["median"]["time to global"] == 200.0
+    assert agg["worst"]["benign global"] == 3 and agg["median"]["benign global"] == 0
+    worst, median = _held(check_worst(figs, cfg)), _held(check_median(figs, cfg))
+    assert not worst["protection"] and not worst["benign global"] and worst["collateral"]
+    assert all(median.values())
+    assert set(median) == {"protection", "benign global", "collateral", "time to global"}
+    # every world scraping by: each holds the floor, the median misses the higher bar
+    scraping = [_fig(protection_rate=0.94, benign_hashes_blocked_global=1,
+                     collateral_rate=0.002, median_time_to_global_s=400.0)] * 3
+    assert all(_held(check_worst(scraping, cfg)).values())
+    assert not any(_held(check_median(scraping, cfg)).values())
+
+
+def test_figures_that_do_not_apply_are_left_out_of_the_aggregate():
+    from rapidloop.targets import aggregate
+
+    figs = [_fig(poisoned_global_blocks=None, malware_unblocked_for_others=None,
+                 multi_org_blocked_before_third_org=None),
+            _fig(poisoned_global_blocks=1, multi_org_blocked_before_third_org=0.5)]
+    agg = aggregate(figs)
+    assert agg["worst"]["poisoning"] == 1 and agg["worst"]["before 3rd org"] == 0.5
+    assert aggregate([figs[0]])["median"]["poisoning"] is None
+
+
+def test_held_out_seeds_are_fresh_and_away_from_tuning():
+    from rapidloop.evalsuite import HELD_OUT_RANGE, draw_held_out
+
+    a, b = draw_held_out(10, avoid=[1, 2, 3]), draw_held_out(10)
+    assert len(set(a)) == 10 and all(HELD_OUT_RANGE[0] <= s <= HELD_OUT_RANGE[1] for s in a)
+    assert a != b                     # the OS RNG: two runs do not draw the same seeds
+
+
+def test_suite_tables_and_exit_status(tmp_path, monkeypatch, capsys):
+    from rapidloop import evalsuite
+
+    figs = {1: _fig(), 2: _fig(protection_rate=0.90)}
+
+    def fake_run(seed, out, reports, config):
+        w = evalsuite.World(seed, out / f"seed-{seed}")
+        if seed == 3:
+            w.error = "simulate exited 1"
+        else:
+            w.fig, w.meta = figs[seed], {"params": {"orgs": 120 * seed, "campaigns": 40}}
+        return w
+
+    monkeypatch.setattr(evalsuite, "run_world", fake_run)
+    assert evalsuite.main(["--seeds", "1", "2", "--out", str(tmp_path)]) == 0
+    assert evalsuite.main(["--seeds", "1", "2", "--out", str(tmp_path), "--strict"]) == 1
+    assert evalsuite.main(["--tuning", "1", "2", "--out", str(tmp_path), "--strict"]) == 0
+    text = capsys.readouterr().out
+    assert "orgs 240, campaigns 40" in text and "MISSED 0.900 (>= 0.930)" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    tuning = summary["sets"]["tuning"]
+    assert tuning["worst"]["protection"] == 0.90 and not tuning["held"]["worst"]
+    assert tuning["worlds"]["2"]["params"]["orgs"] == 240
+    assert summary["machine"]["cores"] >= 1 and "commit" in summary
+    assert evalsuite.main(["--seeds", "1", "3", "--out", str(tmp_path)]) == 1  # a failed world
