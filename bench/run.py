@@ -188,7 +188,8 @@ def run_baseline(brokers: str, topics: Topics) -> dict[str, Any]:
 
 def simulate_kafka(brokers: str, topics: Topics, reports: int, rate: float) -> str:
     proc = run_cli([RAPIDLOOP, "simulate", "--kafka", "--brokers", brokers, "--rate", str(rate),
-                    "--reports", str(reports), "--seed", str(SIZES["seed"]), "--progress", "0"],
+                    "--reports", str(reports), "--seed", str(SIZES["seed"]), "--progress", "0",
+                    "--fixed"],   # one world across commits: figures stay comparable
                    rapidloop_env(topics.env()), ROOT, timeout=1800)
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     return lines[-1] if lines else "simulate: done"
@@ -326,7 +327,7 @@ def phase_replay(work: Path) -> dict[str, Any]:
     world = work / "world"
     log(f"replay: simulating {n:,} reports to files")
     run_cli([RAPIDLOOP, "simulate", "--out", str(world), "--reports", str(n), "--seed",
-             str(SIZES["seed"])], rapidloop_env(), ROOT, timeout=1800)
+             str(SIZES["seed"]), "--fixed"], rapidloop_env(), ROOT, timeout=1800)
     runs = []
     for i in range(SIZES["replay_runs"]):
         marks = work / f"replay-{i}.json"

@@ -39,7 +39,9 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from rapidloop.config import Config
 
 MANIFEST = "rapidloop-recovery.json"
-FORMAT = 1
+# 2: decide state holds the siblings' record, vouching and verdict reliability, and file
+# state the name, vouchers and verdicts they learn from; a format-1 directory is refused.
+FORMAT = 2
 
 
 class RecoveryError(RuntimeError):

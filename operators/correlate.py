@@ -26,6 +26,7 @@ from rapidloop.schemas.model import Feedback, Report
 from .accusation import Accusation
 from .dedup import RecentIds
 from .filestate import FileState
+from .lineage import lineage_key
 
 
 @dataclass(slots=True)
@@ -40,6 +41,8 @@ class Sighting:
     accusers: list[str] = field(default_factory=list)   # orgs whose own reports accused it
     signed: bool = False         # the file's signature as most organizations report it
     signer: str | None = None    # ...and its signer (for the signer's record of verdicts)
+    lineage: str | None = None   # name pattern, signer and type (``operators.lineage``)
+    allowers: tuple[str, ...] = ()   # orgs whose org_report called the file benign
 
 
 @dataclass(slots=True)
@@ -53,9 +56,14 @@ class Verdict:
     signer: str | None = None            # the file's signer, for the allow-list
     accusers: list[str] = field(default_factory=list)   # orgs whose accusations it settles
     lesson: bool = False                 # a labelled file seen again: teaches, decides nothing
+    lineage: str | None = None           # the file's lineage, for the siblings' record
+    allowers: tuple[str, ...] = ()       # orgs that vouched for it, whose word this settles
+    orgs_ever: int = 0                   # organizations that reported the file so far
+    earlier: tuple[tuple[str, str], ...] = ()   # trusted (source, verdict) before this one
 
 
 _CANONICAL_IDS = 1 << 16   # distinct org/device ids remembered for sharing, per shard
+_VERDICTS_KEPT = 4         # trusted verdicts remembered per file (for sources' reliability)
 
 
 class Correlator:
@@ -69,6 +77,7 @@ class Correlator:
         self.max_behaviors = cfg.state.max_behaviors
         self.evidence_orgs = int(cfg.state.evidence_orgs)
         self.max_accusers = int(cfg.state.max_accusers)
+        self.max_allowers = int(cfg.state.max_allowers)
         self.accuse_window = float(cfg.policy.global_window_s)
         self.lesson_max = int(cfg.models.lesson_max)
         self.accusation = Accusation(cfg)
@@ -141,8 +150,11 @@ class Correlator:
                 feats = state.features(ev.ts, orgs)
                 signed, signer = state.signature()
                 accusers = state.accusing(ev.ts - self.accuse_window)
-                out.append((idx, Sighting(ev, feats, orgs, state.orgs.ever, arrived,
-                                          accusers, signed, signer if signed else None)))
+                signer = signer if signed else None
+                out.append((idx, Sighting(ev, feats, orgs, state.orgs.ever, arrived, accusers,
+                                          signed, signer,
+                                          lineage_key(state.name, signer, state.ftype),
+                                          state.allowers)))
                 n = state.since_label
                 if n and n & (n - 1) == 0 and n <= self.lesson_max:
                     # The labelled file as it looks now teaches every replica (lessons).
@@ -158,18 +170,32 @@ class Correlator:
                 if ev.ts > self.now:
                     self.now = ev.ts
                 state = files.get(ev.sha256)
-                feats = signer = None
+                feats = signer = lineage = None
                 accusers: list[str] = []
+                allowers: tuple[str, ...] = ()
+                earlier: tuple[tuple[str, str], ...] = ()
+                orgs_ever = 0
                 if state is not None:
                     feats = state.features(ev.ts)
-                    signer = state.signature()[1]
+                    signed, signer = state.signature()
+                    lineage = lineage_key(state.name, signer if signed else None, state.ftype)
                     accusers = state.accusing(ev.ts - self.accuse_window)
+                    allowers = state.allowers
+                    orgs_ever = state.orgs.ever
                     if ev.trusted:
                         state.label = ev.verdict
                         state.since_label = 0
-                out.append((idx, Verdict(ev, feats, True, arrived, signer, accusers)))
+                        earlier = state.verdicts
+                        state.verdicts = (*earlier, (ev.source, ev.verdict))[-_VERDICTS_KEPT:]
+                    elif ev.verdict == "benign" and ev.org_id:
+                        state.allow(ev.org_id, self.max_allowers)
+                out.append((idx, Verdict(ev, feats, True, arrived, signer, accusers,
+                                         lineage=lineage, allowers=allowers,
+                                         orgs_ever=orgs_ever, earlier=earlier)))
                 if ev.trusted and feats is not None:
-                    copies.append((idx, Verdict(ev, feats, False, arrived, signer, accusers)))
+                    copies.append((idx, Verdict(ev, feats, False, arrived, signer, accusers,
+                                                lineage=lineage, allowers=allowers,
+                                                orgs_ever=orgs_ever, earlier=earlier)))
         if self.now >= self.next_sweep:
             self.sweep()
         return out, copies

@@ -19,20 +19,38 @@ from rapidloop.schemas.model import Decision
 from .allowlist import AllowList
 from .classifiers import Ensemble
 from .correlate import Sighting, Verdict
-from .policy import Enforcement, Policy, Scored, new_signers, new_trust
+from .lineage import LineageRecord
+from .policy import (
+    Enforcement,
+    Policy,
+    Scored,
+    new_lineage,
+    new_reliability,
+    new_signers,
+    new_trust,
+)
+from .reliability import SourceReliability
 from .signers import SignerRecord
+from .trust import OrgTrust
 
 
 class Decider:
     """Per-shard ensemble replica, policy and enforcement state; picklable."""
 
     signers: SignerRecord | None = None   # None in a snapshot from before signer reputation
+    lineage: LineageRecord | None = None  # None in a snapshot from before siblings
+    vouchers: OrgTrust | None = None      # None in a snapshot from before vouching
+    reliability: SourceReliability | None = None   # None: from before learned reliability
 
     def __init__(self, cfg: Config, allowlist: AllowList | None = None) -> None:
         self.ensemble = Ensemble(cfg)
         self.trust = new_trust(cfg)
         self.signers = new_signers(cfg)
-        self.policy = Policy(cfg, allowlist, self.trust, self.signers)
+        self.lineage = new_lineage(cfg)
+        self.vouchers = new_trust(cfg)
+        self.reliability = new_reliability(cfg)
+        self.policy = Policy(cfg, allowlist, self.trust, self.signers, self.lineage,
+                             self.vouchers, self.reliability)
         self.states: dict[str, Enforcement] = {}
         self.idle_ttl = float(cfg.state.idle_ttl_s)
         self.label_ttl = float(cfg.policy.trusted_block_ttl_s)
@@ -86,16 +104,27 @@ class Decider:
                 if scored is not None and item.features is None:
                     scored.known = False
                 if fb.trusted and item.features is not None:
-                    if settles and scored and self.policy.accepts(scored, fb, item.signer):
+                    if settles and scored and self.policy.accepts(
+                            scored, fb, item.signer, item.lineage, item.allowers,
+                            item.orgs_ever):
                         self.trust.settle(item.accusers, fb.verdict == "malicious")
                     self.ensemble.learn(item.features, fb.verdict == "malicious")
                 decided = []
                 if scored is not None and item.owner:
                     enf = states.setdefault(fb.sha256, Enforcement())
-                    decided = self.policy.on_verdict(enf, fb, scored, item.signer)
+                    decided = self.policy.on_verdict(enf, fb, scored, item.signer,
+                                                     item.lineage, item.allowers,
+                                                     item.orgs_ever)
                 if fb.trusted and self.signers is not None:
                     # after the policy: a verdict is weighed against the signer's other files
                     self.signers.learn(item.signer, fb.sha256, fb.verdict == "malicious")
+                if fb.trusted and self.lineage is not None and item.lineage:
+                    self.lineage.learn(item.lineage, fb.sha256, fb.verdict == "malicious")
+                if fb.trusted and self.reliability is not None:
+                    self.reliability.judge(item.earlier, fb.source, fb.verdict)
+                if fb.trusted and self.vouchers is not None and item.allowers:
+                    # a tenant's "benign" proven right or wrong: its word counts accordingly
+                    self.vouchers.settle(item.allowers, fb.verdict == "benign")
             if decided:
                 out.extend(decided)
                 self.latencies.append(now_wall - item.arrived)

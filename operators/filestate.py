@@ -62,6 +62,9 @@ class FileState:
         "evidence",
         "label",
         "since_label",
+        "name",
+        "allowers",
+        "verdicts",
     )
 
     def __init__(self, windows: Sequence[float], max_orgs: int, max_devices: int) -> None:
@@ -84,6 +87,9 @@ class FileState:
         self.evidence: OrgEvidence | None = None        # made when a second org sees the file
         self.label: str | None = None                   # last trusted verdict
         self.since_label = 0                            # sightings since that verdict
+        self.name = ""                                  # the name it was first reported under
+        self.allowers: tuple[str, ...] = ()             # orgs whose org_report called it benign
+        self.verdicts: tuple[tuple[str, str], ...] = ()  # trusted (source, verdict), oldest first
 
     def observe(self, r: Report, max_parents: int, max_behaviors: int,
                 org_id: str | None = None, device_id: str | None = None,
@@ -134,6 +140,8 @@ class FileState:
                         counts = self.beh_counts = {}
                     counts[b] = counts.get(b, 0) + 1
         f = r.file
+        if not self.name:
+            self.name = f.name
         self.signed = f.signed
         self.signer = f.signer
         self.ftype = f.type
@@ -160,6 +168,11 @@ class FileState:
             acc[org] = ts
         if len(acc) > max_accusers:
             del acc[min(acc, key=acc.__getitem__)]
+
+    def allow(self, org: str, max_allowers: int) -> None:
+        """Remember that ``org`` vouched for the file (an ``org_report`` benign)."""
+        if org not in self.allowers and len(self.allowers) < max_allowers:
+            self.allowers += (org,)
 
     def accusing(self, since: float) -> list[str]:
         """Organizations whose own reports accused the file at or after ``since``."""
@@ -227,6 +240,7 @@ class FileState:
         st = cls.__new__(cls)
         st.accusers = st.evidence = st.label = None
         st.since_label = 0
+        st.name, st.allowers, st.verdicts = "", (), ()
         for name, value in zip(_SCALARS, row[:-2], strict=False):
             setattr(st, name, value)
         st.orgs = SlidingDistinct.from_parts(windows, max_orgs, row[-2])
@@ -248,6 +262,7 @@ class FileState:
             state = tuple(slots[name] for name in FileState.__slots__)
         self.accusers = self.evidence = self.label = None
         self.since_label = 0
+        self.name, self.allowers, self.verdicts = "", (), ()
         for name, value in zip(FileState.__slots__, state, strict=False):
             setattr(self, name, value)
 

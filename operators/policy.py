@@ -64,7 +64,10 @@ from rapidloop.schemas.model import Decision, Feedback
 
 from .allowlist import AllowList
 from .correlate import Sighting
+from .cost import CostSettings, Terms, vouching
+from .lineage import LineageRecord, sibling_log_odds
 from .prior import Prior
+from .reliability import SourceReliability
 from .signers import SignerRecord
 from .stacking import logit
 from .trust import OrgTrust
@@ -172,7 +175,10 @@ class Policy:
     signer_condemn: int = 0
 
     def __init__(self, cfg: Config, allowlist: AllowList | None = None,
-                 trust: OrgTrust | None = None, signers: SignerRecord | None = None) -> None:
+                 trust: OrgTrust | None = None, signers: SignerRecord | None = None,
+                 lineage: LineageRecord | None = None,
+                 vouchers: OrgTrust | None = None,
+                 reliability: SourceReliability | None = None) -> None:
         p = cfg.policy
         self.device_score = p.device_block_score
         self.device_behaviors = frozenset(p.device_block_behaviors)
@@ -191,8 +197,7 @@ class Policy:
         self.first_sight_min_trust = float(p.first_sight_min_trust)
         self.signer_condemn = int(p.signer_condemn)
         self.trusted_unblock_score = float(p.trusted_unblock_score)
-        self.verdict_weight = {src: _reliability_logit(float(r))
-                               for src, r in p.verdict_reliability.as_dict().items()}
+        self.reliability = reliability if reliability is not None else new_reliability(cfg)
         self.global_window = float(p.global_window_s)
         self.global_idx = [float(w) for w in cfg.windows.sizes_s].index(self.global_window)
         self.prevalent_orgs = p.prevalent_orgs
@@ -201,6 +206,20 @@ class Policy:
         self.trusted_ttl = float(p.trusted_block_ttl_s)
         self.allowlist = allowlist or AllowList()
         self.prior = Prior(cfg)
+        self.lineage = lineage if lineage is not None else new_lineage(cfg)
+        self.vouchers = vouchers if vouchers is not None else new_trust(cfg)
+        self.cost = cost_settings(cfg)
+
+    def terms(self, score: float, lineage: str | None, allowers: tuple[str, ...],
+              accusers: list[str], orgs: int) -> Terms:
+        """The expected-cost terms of a block for others (``operators.cost``)."""
+        c = self.cost
+        return Terms(logit(score),
+                     sibling_log_odds(self.lineage, lineage, c.sibling_min_files,
+                                      c.sibling_bound),
+                     vouching(self.vouchers, allowers, accusers, c.vouch_weight,
+                              c.vouch_bound) if allowers else 0.0,
+                     orgs)
 
     # -- reports --------------------------------------------------------------
     def on_sighting(self, enf: Enforcement, s: Sighting, sc: Scored) -> list[Decision]:
@@ -227,6 +246,9 @@ class Policy:
                 if lifted:
                     return lifted
 
+        terms = self.terms(score, s.lineage, s.allowers, accusers, s.orgs_ever)
+        own = Terms(terms.score, terms.siblings, 0.0, s.orgs_ever)   # the org's own view
+        cost = self.cost
         prevalent_signed = s.signed and s.orgs_ever >= self.prevalent_orgs
         # a publisher the verdicts keep clearing: the models' guess blocks its devices only
         vouched = s.signed and self.signers.vouches(s.signer)
@@ -239,7 +261,8 @@ class Policy:
                  f" and cleared by {clean}", *sc.explain()[:2]],
                 now + self.ttl["global"]))
             enf.score_blocks().add(GLOBAL)
-        if (score >= self.global_score and len(accusers) >= self.global_min_orgs
+        if (terms.clears(self.global_score, cost.exposure_weight)
+                and len(accusers) >= self.global_min_orgs
                 and sc.calibrated and not prevalent_signed and not vouched
                 and enf.current(GLOBAL, now) != "block"
                 and (not self.trim or sc.broad_score() >= self.global_trimmed_score)):
@@ -250,11 +273,13 @@ class Policy:
                     [f"malice score {score:.2f} ≥ global threshold {self.global_score:.2f}",
                      f"accused by {len(accusers)} orgs within "
                      f"{_fmt_window(self.global_window)} (trust {corroboration:.2f})",
+                     *terms.lines(self.global_score, cost.exposure_weight),
                      *sc.explain()[:2]],
                     now + self.ttl["global"]))
                 enf.score_blocks().add(GLOBAL)
         elif (self.first_sight_score and s.orgs_ever == 1 and accusers == [r.org_id]
-                and sc.calibrated and score >= self.global_score and not vouched
+                and sc.calibrated and terms.clears(self.global_score, cost.exposure_weight)
+                and not vouched
                 and enf.current(GLOBAL, now) != "block"
                 and sc.broad_score() >= self.first_sight_score
                 and self.trust.trust(r.org_id) >= self.first_sight_min_trust):
@@ -262,7 +287,22 @@ class Policy:
                 enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
                 [f"malice score {score:.2f} ≥ global threshold {self.global_score:.2f}",
                  f"{sc.broad_score():.2f} without its most eager learner",
-                 "not yet seen in any other organization", *sc.explain()[:2]],
+                 "not yet seen in any other organization",
+                 *terms.lines(self.global_score, cost.exposure_weight), *sc.explain()[:2]],
+                now + self.ttl["global"]))
+            enf.score_blocks().add(GLOBAL)
+            enf.first_sight = True
+        elif (cost.sibling_block and terms.siblings >= cost.sibling_block
+                and r.org_id in accusers
+                and self.trust.trust(r.org_id) >= self.first_sight_min_trust
+                and not vouched and enf.current(GLOBAL, now) != "block"
+                and terms.clears(self.global_score, cost.exposure_weight)):
+            clean, condemned = self.lineage.record(s.lineage)
+            out.append(self._decide(
+                enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
+                [f"its siblings (same name pattern, signer and type) were condemned by "
+                 f"{condemned} trusted verdicts and cleared by {clean}",
+                 *terms.lines(self.global_score, cost.exposure_weight), *sc.explain()[:2]],
                 now + self.ttl["global"]))
             enf.score_blocks().add(GLOBAL)
             enf.first_sight = True
@@ -275,17 +315,22 @@ class Policy:
             return out
         if lone_accuser and accusers[0] != r.org_id:
             return out   # another tenant's claims alone never block this org's devices
-        if (score >= self.org_score and not vouched
+        if (own.clears(self.org_score, cost.org_exposure_weight) and not vouched
                 and self._widespread_agree(s, sc, self.org_score)):
             out.append(self._decide(
                 enf, r.sha256, org_t, "block", sc, now, r.report_id,
                 [f"malice score {score:.2f} ≥ org threshold {self.org_score:.2f}",
-                 f"reported by device {r.device_id} in this org", *sc.explain()[:2]],
+                 f"reported by device {r.device_id} in this org",
+                 *own.lines(self.org_score, cost.org_exposure_weight), *sc.explain()[:2]],
                 now + self.ttl["org"]))
             enf.score_blocks().add(org_t)
             return out
         strong = [b for b in r.behaviors if b in self.device_behaviors]
-        if (strong and score >= self.device_score and enf.current(dev_t, now) != "block"
+        # a device block breaks one device: its own evidence rules, and siblings may only
+        # add suspicion (a masquerade under a cleared tool's name is still stopped there)
+        device = Terms(terms.score, max(0.0, terms.siblings), 0.0, 1)
+        if (strong and device.clears(self.device_score, 0.0)
+                and enf.current(dev_t, now) != "block"
                 and self._widespread_agree(s, sc, self.device_score)):
             out.append(self._decide(
                 enf, r.sha256, dev_t, "block", sc, now, r.report_id,
@@ -329,7 +374,8 @@ class Policy:
 
     # -- verdicts -------------------------------------------------------------
     def on_verdict(self, enf: Enforcement, fb: Feedback, sc: Scored,
-                   signer: str | None = None) -> list[Decision]:
+                   signer: str | None = None, lineage: str | None = None,
+                   allowers: tuple[str, ...] = (), orgs: int = 0) -> list[Decision]:
         now = fb.ts
         enf.last_event = max(enf.last_event, now)
         sha = fb.sha256
@@ -338,9 +384,10 @@ class Policy:
             if malicious:
                 # a fleet-wide block: weighed against what the models say without their
                 # most eager learner (no single learner vouches for a sandbox's word)
-                post = self.posterior(self._basis(sc, fb), fb)
-                if (post < self.trusted_block_score or self.allowlist.allows(sha, signer)
-                        or self._vouched(fb, signer)):
+                terms = self._verdict_terms(sc, fb, lineage, allowers, orgs)
+                post = terms.probability()
+                if (not terms.clears(self.trusted_block_score, self.cost.exposure_weight)
+                        or self.allowlist.allows(sha, signer) or self._vouched(fb, signer)):
                     return []   # contradicted by everything else known: not enforced
                 enf.label = fb.verdict
                 if enf.current(GLOBAL, now) == "block":
@@ -349,7 +396,9 @@ class Policy:
                         return []
                 return [self._decide(enf, sha, GLOBAL, "block", sc, now, fb.feedback_id,
                                      [f"{fb.source} verdict malicious",
-                                      f"malice probability {post:.2f} with the verdict"],
+                                      f"malice probability {post:.2f} with the verdict",
+                                      *terms.lines(self.trusted_block_score,
+                                                   self.cost.exposure_weight)],
                                      now + self.trusted_ttl)]
             post = self.posterior(self._basis(sc, fb), fb)
             if post >= self.trusted_unblock_score:
@@ -382,19 +431,32 @@ class Policy:
         return [self._decide(enf, sha, org_t, "block", sc, now, fb.feedback_id,
                              ["reported malicious by this org"], now + self.ttl["org"])]
 
-    def accepts(self, sc: Scored, fb: Feedback, signer: str | None = None) -> bool:
+    def accepts(self, sc: Scored, fb: Feedback, signer: str | None = None,
+                lineage: str | None = None, allowers: tuple[str, ...] = (),
+                orgs: int = 0) -> bool:
         """Does a trusted verdict stand against the evidence before it, as ``on_verdict``
-        weighs it (see ``posterior``)?"""
-        post = self.posterior(self._basis(sc, fb), fb)
+        weighs it (see ``posterior`` and ``operators.cost``)?"""
         if fb.verdict == "malicious":
-            return post >= self.trusted_block_score and not self._vouched(fb, signer)
-        return post < self.trusted_unblock_score
+            terms = self._verdict_terms(sc, fb, lineage, allowers, orgs)
+            return (terms.clears(self.trusted_block_score, self.cost.exposure_weight)
+                    and not self._vouched(fb, signer))
+        return self.posterior(self._basis(sc, fb), fb) < self.trusted_unblock_score
+
+    def _verdict_terms(self, sc: Scored, fb: Feedback, lineage: str | None,
+                       allowers: tuple[str, ...], orgs: int) -> Terms:
+        """A trusted "malicious" as cost terms: the score before it, moved by the source's
+        reliability (a final source settles it), siblings and vouching."""
+        terms = self.terms(self.posterior(self._basis(sc, fb), fb), lineage, allowers,
+                           [], orgs)
+        if self.reliability.final(fb.source):
+            terms.siblings = terms.vouching = 0.0   # the analyst is final
+            terms.orgs = 1
+        return terms
 
     def _vouched(self, fb: Feedback, signer: str | None) -> bool:
         """Does the file's signer outweigh this verdict (``operators.signers``)? Never
         against a final source (the analyst)."""
-        return (not math.isinf(self.verdict_weight.get(fb.source, math.inf))
-                and self.signers.vouches(signer))
+        return not self.reliability.final(fb.source) and self.signers.vouches(signer)
 
     def _basis(self, sc: Scored, fb: Feedback) -> float:
         """The score a trusted verdict is weighed against: even odds for a file never
@@ -413,7 +475,7 @@ class Policy:
         A source of reliability r multiplies the odds by r / (1 - r) (or
         divides them); r = 1 (the analyst, by default) is final.
         """
-        w = self.verdict_weight.get(fb.source, math.inf)
+        w = self.reliability.weight(fb.source)
         if math.isinf(w):
             return 1.0 if fb.verdict == "malicious" else 0.0
         z = logit(score) + (w if fb.verdict == "malicious" else -w)
@@ -435,12 +497,12 @@ class Policy:
             reasons=reasons, model_version=sc.model_version, event_ts=now, expires_at=expires)
 
 
-def _reliability_logit(r: float) -> float:
-    """log(r / (1 - r)): how much a verdict of reliability ``r`` moves the log-odds."""
-    if r >= 1.0:
-        return math.inf
-    r = max(r, 0.5)
-    return math.log(r / (1.0 - r))
+def new_reliability(cfg: Config) -> SourceReliability:
+    """Verdict sources' reliability, learned over ``[policy]``'s prior
+    (``operators.reliability``)."""
+    p = cfg.policy
+    return SourceReliability({src: float(r) for src, r in p.verdict_reliability.as_dict().items()},
+                             float(p.reliability_prior_n))
 
 
 def new_trust(cfg: Config) -> OrgTrust:
@@ -448,6 +510,19 @@ def new_trust(cfg: Config) -> OrgTrust:
     p = cfg.policy
     return OrgTrust(float(p.trust_prior_a), float(p.trust_prior_b),
                     float(p.trust_refute_weight), int(p.trust_max_orgs))
+
+
+def new_lineage(cfg: Config) -> LineageRecord:
+    """The siblings' record (``operators.lineage``), as large as the signers'."""
+    return LineageRecord(int(cfg.policy.signer_max_files))
+
+
+def cost_settings(cfg: Config) -> CostSettings:
+    """``[policy]``'s expected-cost settings (``operators.cost``)."""
+    p = cfg.policy
+    return CostSettings(float(p.exposure_weight), float(p.org_exposure_weight),
+                        int(p.sibling_min_files), float(p.sibling_bound),
+                        float(p.vouch_weight), float(p.vouch_bound), float(p.sibling_block))
 
 
 def new_signers(cfg: Config) -> SignerRecord:

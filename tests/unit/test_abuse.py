@@ -206,7 +206,9 @@ def test_prevalent_signed_file_needs_trusted_verdict() -> None:
         events += poison(2, T0 + 1000 + 10 * k, signed=True, org=f"good-{k}")
     out = run(events)
     assert not any(d.scope == "global" for d in out)
-    assert any(d.scope == "org" for d in out)         # each org may still act for itself
+    # each org may still act for itself (on its devices: a file 30 orgs run is dear to block
+    # across an organization on the score alone, operators.cost)
+    assert any(d.scope in ("org", "device") and d.action == "block" for d in out)
     out = run([*events, feedback(H, "malicious", "analyst", ts=T0 + 5000)])
     (g,) = [d for d in out if d.scope == "global"]
     assert (g.action, g.reasons[0]) == ("block", "analyst verdict malicious")

@@ -45,8 +45,9 @@ def test_org_then_global_block_and_only_changes_emitted():
     (d,) = p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.86))
     assert (d.action, d.scope, d.org_id) == ("block", "org", "org-1")
     assert p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.86)) == []
+    # three orgs run it: the bar is logit(0.9) + ln 3 (operators.cost), a score of 0.97
     (g,) = p.on_sighting(e, sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3,
-                                     accusers=ACCUSERS), scored(0.95))
+                                     accusers=ACCUSERS), scored(0.98))
     assert (g.action, g.scope, g.org_id, g.device_id) == ("block", "global", None, None)
     assert "accused by 3 orgs within 1d (trust 1.50)" in g.reasons
     assert all("org-" not in reason for reason in g.reasons)   # no tenant names
@@ -179,12 +180,12 @@ def test_no_single_learner_blocks_a_widespread_file_across_an_org():
 def test_global_correlation_needs_the_models_without_their_most_eager_learner():
     p, e = Policy(CFG), Enforcement()
     s = sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3, accusers=ACCUSERS)
-    out = p.on_sighting(e, s, doubted(0.95, CFG.policy.global_trimmed_score - 0.05))
+    out = p.on_sighting(e, s, doubted(0.98, CFG.policy.global_trimmed_score - 0.05))
     assert [d.scope for d in out] == ["org"]
-    out = p.on_sighting(e, s, doubted(0.95, CFG.policy.global_trimmed_score + 0.05))
+    out = p.on_sighting(e, s, doubted(0.98, CFG.policy.global_trimmed_score + 0.05))
     assert [d.scope for d in out] == ["global"]
     off = load_config(env={"RAPIDLOOP_POLICY__TRIM_EAGER_LEARNER": "false"})
-    out = Policy(off).on_sighting(Enforcement(), s, doubted(0.95, 0.1))
+    out = Policy(off).on_sighting(Enforcement(), s, doubted(0.98, 0.1))
     assert [d.scope for d in out] == ["global"]
 
 
@@ -207,7 +208,7 @@ def test_a_policy_from_an_older_snapshot_still_decides():
     del p.trim, p.global_trimmed_score   # as a snapshot from before the trim rules
     old = pickle.loads(pickle.dumps(p))
     s = sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3, accusers=ACCUSERS)
-    assert [d.scope for d in old.on_sighting(Enforcement(), s, doubted(0.95, 0.1))] == ["global"]
+    assert [d.scope for d in old.on_sighting(Enforcement(), s, doubted(0.98, 0.1))] == ["global"]
 
 
 def test_first_sight_blocks_everywhere_when_the_models_are_sure_and_the_org_is_trusted():
@@ -254,8 +255,48 @@ def test_a_vouched_publisher_is_blocked_on_its_devices_not_across_orgs_on_a_gues
     r = report(H, org="org-1", behaviors=("credential_dumping",), signed=True,
                signer="Microsoft Corporation")   # procdump, as naive Bayes sees it
     s = Sighting(r, {}, [3, 3, 3], 3, 0.0, ACCUSERS, True, "Microsoft Corporation")
-    out = p.on_sighting(Enforcement(), s, doubted(0.95, 0.95))
+    out = p.on_sighting(Enforcement(), s, doubted(0.98, 0.98))
     assert [d.scope for d in out] == ["device"]
     unknown = Sighting(r, {}, [3, 3, 3], 3, 0.0, ACCUSERS, True, "Nordic Digital ApS")
-    assert [d.scope for d in p.on_sighting(Enforcement(), unknown, doubted(0.95, 0.95))] == [
+    assert [d.scope for d in p.on_sighting(Enforcement(), unknown, doubted(0.98, 0.98))] == [
         "global"]
+
+
+def test_the_bar_of_a_block_for_others_rises_with_the_orgs_that_run_the_file():
+    """Expected cost (operators.cost): the same score blocks a file three orgs run for
+    everyone, and not one forty orgs run, where a mistake would break forty."""
+    s3 = sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3, accusers=ACCUSERS)
+    s40 = sighting(report(H, org="org-2"), orgs=(3, 3, 40), ever=40, accusers=ACCUSERS)
+    assert "global" in [d.scope for d in Policy(CFG).on_sighting(Enforcement(), s3,
+                                                                   scored(0.98))]
+    assert "global" not in [d.scope for d in Policy(CFG).on_sighting(Enforcement(), s40,
+                                                                       scored(0.98))]
+    (g,) = [d for d in Policy(CFG).on_sighting(Enforcement(), s3, scored(0.98))
+            if d.scope == "global"]
+    assert any(r.startswith("expected cost: log-odds +3.9") and "seen in 3 orgs" in r
+               for r in g.reasons)
+    # a sandbox "malicious" is held to the same bar
+    fb = feedback(H, "malicious", "sandbox")
+    assert Policy(CFG).on_verdict(Enforcement(), fb, scored(0.3), orgs=1)
+    assert Policy(CFG).on_verdict(Enforcement(), fb, scored(0.3), orgs=60) == []
+
+
+def test_siblings_condemned_by_trusted_verdicts_block_the_next_wave_at_first_sight():
+    from rapidloop.operators.lineage import lineage_key
+    p = Policy(CFG)
+    p.trust.settle(["org-1"], malicious=True)   # a tenant whose accusations held before
+    key = lineage_key("invoice_1.exe", None, "pe")
+    for i in range(4):
+        p.lineage.learn(key, sha(0x700 + i), malicious=True)
+    r = report(H, org="org-1", behaviors=("process_injection",))
+    s = Sighting(r, {}, [1, 1, 1], 1, 0.0, ["org-1"], False, None,
+                 lineage_key("invoice_4821.exe", None, "pe"))
+    out = p.on_sighting(Enforcement(), s, scored(0.7))
+    assert [d.scope for d in out] == ["global"]
+    assert out[0].reasons[0].startswith("its siblings (same name pattern, signer and type) "
+                                        "were condemned by 4 trusted verdicts")
+    # a lineage the verdicts keep clearing holds a scary report back instead
+    q = Policy(CFG)
+    for i in range(6):
+        q.lineage.learn(key, sha(0x800 + i), malicious=False)
+    assert [d.scope for d in q.on_sighting(Enforcement(), s, scored(0.9))] == ["device"]
