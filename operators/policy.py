@@ -315,13 +315,13 @@ class Policy:
             return out
         if lone_accuser and accusers[0] != r.org_id:
             return out   # another tenant's claims alone never block this org's devices
-        if (own.clears(self.org_score, cost.org_exposure_weight) and not vouched
+        if (own.clears(self.org_score, cost.exposure_weight) and not vouched
                 and self._widespread_agree(s, sc, self.org_score)):
             out.append(self._decide(
                 enf, r.sha256, org_t, "block", sc, now, r.report_id,
                 [f"malice score {score:.2f} ≥ org threshold {self.org_score:.2f}",
                  f"reported by device {r.device_id} in this org",
-                 *own.lines(self.org_score, cost.org_exposure_weight), *sc.explain()[:2]],
+                 *own.lines(self.org_score, cost.exposure_weight), *sc.explain()[:2]],
                 now + self.ttl["org"]))
             enf.score_blocks().add(org_t)
             return out
@@ -520,8 +520,7 @@ def new_lineage(cfg: Config) -> LineageRecord:
 def cost_settings(cfg: Config) -> CostSettings:
     """``[policy]``'s expected-cost settings (``operators.cost``)."""
     p = cfg.policy
-    return CostSettings(float(p.exposure_weight), float(p.org_exposure_weight),
-                        int(p.sibling_min_files), float(p.sibling_bound),
+    return CostSettings(float(p.exposure_weight), int(p.sibling_min_files), float(p.sibling_bound),
                         float(p.vouch_weight), float(p.vouch_bound), float(p.sibling_block))
 
 

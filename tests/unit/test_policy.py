@@ -64,7 +64,7 @@ def test_prevalent_signed_file_needs_trusted_verdict_for_global():
     p, e = Policy(CFG), Enforcement()
     r = report(H, signed=True, signer="Vendor")
     out = p.on_sighting(e, sighting(r, orgs=(30, 30, 30), ever=30, accusers=ACCUSERS),
-                        scored(0.99))
+                        scored(0.999))   # 30 orgs run it: the org bar is 0.994 (cost)
     assert [d.scope for d in out] == ["org"]
     (g,) = p.on_verdict(e, feedback(H, "malicious", "sandbox", ts=T0 + 1), scored(0.99))
     assert (g.scope, g.action, g.reasons[0]) == ("global", "block", "sandbox verdict malicious")
@@ -167,9 +167,9 @@ def doubted(score, trimmed):
 def test_no_single_learner_blocks_a_widespread_file_across_an_org():
     widespread = CFG.policy.release_min_orgs
     p, e = Policy(CFG), Enforcement()
-    assert p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.95, 0.3)) == []
+    assert p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.99, 0.3)) == []
     # the rest of the models agree: blocked
-    (d,) = p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.95, 0.9))
+    (d,) = p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.99, 0.9))
     assert (d.action, d.scope) == ("block", "org")
     # a file still confined to a few orgs (where campaigns start) goes by the full score
     p, e = Policy(CFG), Enforcement()
