@@ -87,8 +87,9 @@ class Terms:
         if self.vouching:
             parts.append(f"vouched for {-self.vouching:+.1f}")
         bar = self.bar(threshold, exposure_weight)
+        where = f"seen in {self.orgs} orgs" if exposure_weight else "one device"
         return [f"expected cost: {' '.join(parts)} = {self.evidence:+.1f} vs bar {bar:+.1f}"
-                f" (seen in {self.orgs} orgs)"]
+                f" ({where})"]
 
 
 def vouching(trust: OrgTrust, orgs: Iterable[str], exclude: Iterable[str],

@@ -85,6 +85,8 @@ class Enforcement:
     last_event: float = float("-inf")
     scored: set[Target] = field(default_factory=set)   # blocks placed on the score alone
     first_sight: bool = False   # the global block rests on one organization's sighting
+    verdict_by: str | None = None   # the global block rests on this source's "malicious"...
+    weighed_orgs: int = 0           # ...last weighed against this many orgs (operators.cost)
 
     def score_blocks(self) -> set[Target]:
         """Targets blocked by correlation (the score), which new evidence may release."""
@@ -307,6 +309,12 @@ class Policy:
             enf.score_blocks().add(GLOBAL)
             enf.first_sight = True
 
+        if (enf.verdict_by is not None and s.orgs_ever > enf.weighed_orgs
+                and s.orgs_ever >= self.release_min_orgs):   # widespread, not a campaign's start
+            lifted = self._reweigh_verdict(enf, s, sc, terms, now)
+            if lifted:
+                return lifted
+
         org_action = enf.current(org_t, now)
         if org_action == "allow":
             return out   # the tenant's own override: correlation never blocks its devices
@@ -335,7 +343,8 @@ class Policy:
             out.append(self._decide(
                 enf, r.sha256, dev_t, "block", sc, now, r.report_id,
                 [f"{', '.join(strong)} observed on this device",
-                 f"malice score {score:.2f} ≥ device threshold {self.device_score:.2f}"],
+                 f"malice score {score:.2f} ≥ device threshold {self.device_score:.2f}",
+                 *device.lines(self.device_score, 0.0)],
                 now + self.ttl["device"]))
             enf.score_blocks().add(dev_t)
         return out
@@ -346,6 +355,29 @@ class Policy:
         learner (``Ensemble.trimmed``) to reach ``threshold`` too."""
         return (not self.trim or s.orgs_ever < self.release_min_orgs
                 or sc.broad_score() >= threshold)
+
+    def _reweigh_verdict(self, enf: Enforcement, s: Sighting, sc: Scored, terms: Terms,
+                         now: float) -> list[Decision]:
+        """A non-final verdict's global block, weighed again now that more organizations run
+        the file: the cost of a wrong block grew with them, and what the models and the
+        siblings say may have moved. Lifted when the verdict no longer clears the bar."""
+        enf.weighed_orgs = s.orgs_ever
+        source = enf.verdict_by or ""
+        if enf.current(GLOBAL, now) != "block":
+            enf.verdict_by = None
+            return []
+        basis = sc.broad_score() if self.trim else sc.score
+        weighed = Terms(logit(basis) + self.reliability.weight(source), terms.siblings,
+                        terms.vouching, s.orgs_ever)
+        if weighed.clears(self.trusted_block_score, self.cost.exposure_weight):
+            return []
+        enf.verdict_by = None
+        return [self._decide(enf, s.report.sha256, GLOBAL, "unblock", sc, now,
+                             s.report.report_id,
+                             [f"{source} verdict malicious no longer outweighs the cost of "
+                              f"blocking a file {s.orgs_ever} orgs run",
+                              *weighed.lines(self.trusted_block_score,
+                                             self.cost.exposure_weight)], None)]
 
     def _lift_first_sight(self, enf: Enforcement, sha: str, sc: Scored, now: float,
                           trigger: str, orgs: int) -> list[Decision]:
@@ -394,14 +426,17 @@ class Policy:
                     _, exp = enf.active[GLOBAL]
                     if exp is None or exp >= now + self.trusted_ttl / 2:
                         return []
+                # a final source's block stands; another's is weighed again as the file spreads
+                enf.verdict_by = None if self.reliability.final(fb.source) else fb.source
+                enf.weighed_orgs = orgs
+                enf.score_blocks().discard(GLOBAL)
                 return [self._decide(enf, sha, GLOBAL, "block", sc, now, fb.feedback_id,
                                      [f"{fb.source} verdict malicious",
                                       f"malice probability {post:.2f} with the verdict",
                                       *terms.lines(self.trusted_block_score,
                                                    self.cost.exposure_weight)],
                                      now + self.trusted_ttl)]
-            post = self.posterior(self._basis(sc, fb), fb)
-            if post >= self.trusted_unblock_score:
+            if not self._lifts(sc, fb, lineage):
                 return []   # a benign verdict against overwhelming evidence: blocks stay
             enf.label = fb.verdict
             out = []
@@ -440,7 +475,16 @@ class Policy:
             terms = self._verdict_terms(sc, fb, lineage, allowers, orgs)
             return (terms.clears(self.trusted_block_score, self.cost.exposure_weight)
                     and not self._vouched(fb, signer))
-        return self.posterior(self._basis(sc, fb), fb) < self.trusted_unblock_score
+        return self._lifts(sc, fb, lineage)
+
+    def _lifts(self, sc: Scored, fb: Feedback, lineage: str | None) -> bool:
+        """Does a trusted "benign" lift the file's blocks: the odds with it, the siblings'
+        record included (a campaign's next wave is not cleared by one sandbox slip), below
+        ``trusted_unblock_score``? Tenants' vouching never counts here: it lifts nothing."""
+        terms = self.terms(self.posterior(self._basis(sc, fb), fb), lineage, (), [], 1)
+        if self.reliability.final(fb.source):
+            terms.siblings = 0.0   # the analyst is final
+        return terms.evidence < logit(self.trusted_unblock_score)
 
     def _verdict_terms(self, sc: Scored, fb: Feedback, lineage: str | None,
                        allowers: tuple[str, ...], orgs: int) -> Terms:

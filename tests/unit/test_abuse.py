@@ -107,7 +107,7 @@ def test_evidence_from_several_tenants_still_blocks_globally() -> None:
 
 def test_lone_accuser_rule_at_policy_level() -> None:
     p, e = Policy(CFG), Enforcement()
-    sc = Scored(0.99, {"prior": 0.99}, "ens-50")
+    sc = Scored(0.999, {"prior": 0.999}, "ens-50")   # clears the cost bar of a 5-org file
     evil = poison(1, T0)[0]
     out = p.on_sighting(e, Sighting(evil, {}, [1, 1, 5], 5, 0.0, ["evil"]), sc)
     assert [(d.scope, d.org_id) for d in out] == [("org", "evil")]
@@ -144,7 +144,7 @@ def test_trusted_organizations_corroborate_sooner() -> None:
 def test_model_only_scores_never_block_globally() -> None:
     """No accusing report at all (the learners' own judgement): the org, not everyone."""
     p, e = Policy(CFG), Enforcement()
-    sc = Scored(0.95, {"logreg": 0.95}, "ens-30")
+    sc = Scored(0.99, {"logreg": 0.99}, "ens-30")
     out = p.on_sighting(e, Sighting(report(H, org="o1"), {}, [3, 3, 3], 3, 0.0), sc)
     assert {(d.scope, d.org_id) for d in out} == {("org", "o1")}
 

@@ -167,13 +167,13 @@ def doubted(score, trimmed):
 def test_no_single_learner_blocks_a_widespread_file_across_an_org():
     widespread = CFG.policy.release_min_orgs
     p, e = Policy(CFG), Enforcement()
-    assert p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.99, 0.3)) == []
+    assert p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.999, 0.3)) == []
     # the rest of the models agree: blocked
-    (d,) = p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.99, 0.9))
+    (d,) = p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.999, 0.9))
     assert (d.action, d.scope) == ("block", "org")
     # a file still confined to a few orgs (where campaigns start) goes by the full score
     p, e = Policy(CFG), Enforcement()
-    (d,) = p.on_sighting(e, sighting(report(H), ever=3), doubted(0.95, 0.3))
+    (d,) = p.on_sighting(e, sighting(report(H), ever=3), doubted(0.99, 0.3))
     assert (d.action, d.scope) == ("block", "org")
 
 
@@ -300,3 +300,35 @@ def test_siblings_condemned_by_trusted_verdicts_block_the_next_wave_at_first_sig
     for i in range(6):
         q.lineage.learn(key, sha(0x800 + i), malicious=False)
     assert [d.scope for d in q.on_sighting(Enforcement(), s, scored(0.9))] == ["device"]
+
+
+def test_a_sandbox_block_is_weighed_again_as_the_file_spreads():
+    """A sandbox "malicious" on a file one org ran: blocked for everyone. Once ten and more
+    orgs run it and the models call it clean, the cost of a wrong block outweighs the
+    verdict and it is lifted; an analyst's block is final."""
+    p, e = Policy(CFG), Enforcement()
+    (g,) = p.on_verdict(e, feedback(H, "malicious", "sandbox"), scored(0.5), orgs=1)
+    assert (g.action, g.scope) == ("block", "global")
+    few = sighting(report(H, org="org-5", ts=T0 + 10), ever=5)
+    assert p.on_sighting(e, few, scored(0.05)) == []          # a campaign's first orgs
+    many = sighting(report(H, org="org-40", ts=T0 + 20), ever=40)
+    (u,) = p.on_sighting(e, many, scored(0.05))
+    assert (u.action, u.scope) == ("unblock", "global")
+    assert u.reasons[0] == ("sandbox verdict malicious no longer outweighs the cost of "
+                            "blocking a file 40 orgs run")
+    q, f = Policy(CFG), Enforcement()
+    q.on_verdict(f, feedback(H, "malicious", "analyst"), scored(0.5), orgs=1)
+    assert q.on_sighting(f, many, scored(0.05)) == []
+
+
+def test_a_sandbox_benign_does_not_clear_a_file_whose_siblings_were_condemned():
+    from rapidloop.operators.lineage import lineage_key
+    key = lineage_key("invoice_1.exe", None, "pe")
+    p, e = Policy(CFG), Enforcement()
+    p.on_verdict(e, feedback(H, "malicious", "analyst"), scored(0.9))
+    fb = feedback(H, "benign", "sandbox", ts=T0 + 5)
+    assert p.accepts(scored(0.5), fb, lineage=key)           # nothing known of siblings
+    for i in range(5):
+        p.lineage.learn(key, sha(0x600 + i), malicious=True)
+    assert not p.accepts(scored(0.5), fb, lineage=key)
+    assert p.on_verdict(e, fb, scored(0.5), lineage=key) == []
