@@ -14,13 +14,13 @@ is the *bar*: each scope's threshold (``policy.*_block_score``) for a file
 seen in one organization, raised by ``exposure_weight`` per unit of
 ln(organizations that run the file): a global block of a file installed in
 40 organizations breaks 40 organizations if it is wrong, and a campaign's
-hash is in a handful when it is stopped. Across one organization the cost is
-that organization's devices, but the same term holds: software that 40
-organizations run is software, and its scary behaviours are what it does
-(a backup agent encrypts, an admin script moves laterally). A device block
-breaks one device, and its bar is its threshold alone. The same bar applies whatever
-raised the evidence, a sandbox verdict included, so one wrong automated
-verdict on a popular program is not enforced for everyone.
+hash is in a handful when it is stopped. Across one organization, or on one
+device, what a block breaks is smaller, but the same term holds as evidence:
+software that 40 organizations run is software, and its scary behaviours are
+what it does (a backup agent encrypts, an admin script moves laterally).
+The same bar applies whatever raised the evidence, a sandbox verdict
+included, so one wrong automated verdict on a popular program is not
+enforced for everyone.
 
 >>> t = Terms(score=logit(0.95), siblings=0.0, vouching=0.0, orgs=1)
 >>> t.clears(0.9, exposure_weight=1.0)
@@ -45,7 +45,7 @@ from .trust import OrgTrust
 class CostSettings:
     """``[policy]``'s expected-cost settings, read once."""
 
-    exposure_weight: float        # bar raised per ln(orgs) for an org or global block
+    exposure_weight: float        # bar raised per ln(orgs that run the file), every scope
     sibling_min_files: int        # judged siblings before the lineage speaks
     sibling_bound: float          # the most the lineage moves the log-odds
     vouch_weight: float           # log-odds per unit of a voucher's earned trust

@@ -334,17 +334,17 @@ class Policy:
             enf.score_blocks().add(org_t)
             return out
         strong = [b for b in r.behaviors if b in self.device_behaviors]
-        # a device block breaks one device: its own evidence rules, and siblings may only
-        # add suspicion (a masquerade under a cleared tool's name is still stopped there)
-        device = Terms(terms.score, max(0.0, terms.siblings), 0.0, 1)
-        if (strong and device.clears(self.device_score, 0.0)
+        # on the device itself, siblings may only add suspicion (a masquerade under a
+        # cleared tool's name is still stopped there)
+        device = Terms(terms.score, max(0.0, terms.siblings), 0.0, s.orgs_ever)
+        if (strong and device.clears(self.device_score, cost.exposure_weight)
                 and enf.current(dev_t, now) != "block"
                 and self._widespread_agree(s, sc, self.device_score)):
             out.append(self._decide(
                 enf, r.sha256, dev_t, "block", sc, now, r.report_id,
                 [f"{', '.join(strong)} observed on this device",
                  f"malice score {score:.2f} ≥ device threshold {self.device_score:.2f}",
-                 *device.lines(self.device_score, 0.0)],
+                 *device.lines(self.device_score, cost.exposure_weight)],
                 now + self.ttl["device"]))
             enf.score_blocks().add(dev_t)
         return out

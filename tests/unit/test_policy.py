@@ -239,11 +239,12 @@ def test_first_sight_blocks_everywhere_when_the_models_are_sure_and_the_org_is_t
 def test_a_widespread_file_is_not_blocked_on_a_device_on_one_learners_word():
     r = report(H, behaviors=("ransomware_encryption",))   # a backup agent, or ransomware
     many = sighting(r, ever=CFG.policy.release_min_orgs)
-    assert Policy(CFG).on_sighting(Enforcement(), many, doubted(0.6, 0.1)) == []
-    (d,) = Policy(CFG).on_sighting(Enforcement(), many, doubted(0.6, 0.55))
+    # (ten orgs run it: the device bar is logit 0.5 + 1.5 ln 10, a score of 0.97: cost)
+    assert Policy(CFG).on_sighting(Enforcement(), many, doubted(0.99, 0.1)) == []
+    (d,) = Policy(CFG).on_sighting(Enforcement(), many, doubted(0.99, 0.55))
     assert d.scope == "device"
-    (d,) = Policy(CFG).on_sighting(Enforcement(), sighting(r, ever=3), doubted(0.6, 0.1))
-    assert d.scope == "device"   # a few orgs: where campaigns start, the full score decides
+    (d,) = Policy(CFG).on_sighting(Enforcement(), sighting(r, ever=1), doubted(0.6, 0.1))
+    assert d.scope == "device"   # one org: where campaigns start, the full score decides
 
 
 def test_a_vouched_publisher_is_blocked_on_its_devices_not_across_orgs_on_a_guess():
