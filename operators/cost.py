@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .stacking import logit
 from .trust import OrgTrust
@@ -69,10 +70,12 @@ class Terms:
     def bar(self, threshold: float, exposure_weight: float) -> float:
         """log(cost / value) of a block whose threshold for a one-organization file is
         ``threshold``."""
-        return logit(threshold) + exposure_weight * math.log(max(1, self.orgs))
+        orgs = self.orgs
+        return _logit_of(threshold) + (exposure_weight * math.log(orgs) if orgs > 1 else 0.0)
 
     def clears(self, threshold: float, exposure_weight: float) -> bool:
-        return self.evidence >= self.bar(threshold, exposure_weight)
+        return self.score + self.siblings - self.vouching >= self.bar(threshold,
+                                                                       exposure_weight)
 
     def probability(self) -> float:
         """The evidence as P(malicious)."""
@@ -90,6 +93,12 @@ class Terms:
         where = f"seen in {self.orgs} orgs" if exposure_weight else "one device"
         return [f"expected cost: {' '.join(parts)} = {self.evidence:+.1f} vs bar {bar:+.1f}"
                 f" ({where})"]
+
+
+@lru_cache(maxsize=64)
+def _logit_of(threshold: float) -> float:
+    """A threshold's log-odds (the few configured thresholds, computed once)."""
+    return logit(threshold)
 
 
 def vouching(trust: OrgTrust, orgs: Iterable[str], exclude: Iterable[str],

@@ -218,7 +218,8 @@ class Policy:
         c = self.cost
         return Terms(logit(score),
                      sibling_log_odds(self.lineage, lineage, c.sibling_min_files,
-                                      c.sibling_bound),
+                                      c.sibling_bound)
+                     if lineage in self.lineage.counts else 0.0,
                      vouching(self.vouchers, allowers, accusers, c.vouch_weight,
                               c.vouch_bound) if allowers else 0.0,
                      orgs)
@@ -249,7 +250,6 @@ class Policy:
                     return lifted
 
         terms = self.terms(score, s.lineage, s.allowers, accusers, s.orgs_ever)
-        own = Terms(terms.score, terms.siblings, 0.0, s.orgs_ever)   # the org's own view
         cost = self.cost
         prevalent_signed = s.signed and s.orgs_ever >= self.prevalent_orgs
         # a publisher the verdicts keep clearing: the models' guess blocks its devices only
@@ -263,8 +263,8 @@ class Policy:
                  f" and cleared by {clean}", *sc.explain()[:2]],
                 now + self.ttl["global"]))
             enf.score_blocks().add(GLOBAL)
-        if (terms.clears(self.global_score, cost.exposure_weight)
-                and len(accusers) >= self.global_min_orgs
+        if (len(accusers) >= self.global_min_orgs
+                and terms.clears(self.global_score, cost.exposure_weight)
                 and sc.calibrated and not prevalent_signed and not vouched
                 and enf.current(GLOBAL, now) != "block"
                 and (not self.trim or sc.broad_score() >= self.global_trimmed_score)):
@@ -323,6 +323,7 @@ class Policy:
             return out
         if lone_accuser and accusers[0] != r.org_id:
             return out   # another tenant's claims alone never block this org's devices
+        own = Terms(terms.score, terms.siblings, 0.0, s.orgs_ever)   # the org's own view
         if (own.clears(self.org_score, cost.exposure_weight) and not vouched
                 and self._widespread_agree(s, sc, self.org_score)):
             out.append(self._decide(
