@@ -43,6 +43,7 @@ class Sighting:
     signer: str | None = None    # ...and its signer (for the signer's record of verdicts)
     lineage: str | None = None   # name pattern, signer and type (``operators.lineage``)
     allowers: tuple[str, ...] = ()   # orgs whose org_report called the file benign
+    parent: str | None = None    # the first file reported to have dropped or launched it
 
 
 @dataclass(slots=True)
@@ -154,7 +155,8 @@ class Correlator:
                 out.append((idx, Sighting(ev, feats, orgs, state.orgs.ever, arrived, accusers,
                                           signed, signer,
                                           lineage_key(state.name, signer, state.ftype),
-                                          state.allowers)))
+                                          state.allowers,
+                                          state.parents[0] if state.parents else None)))
                 n = state.since_label
                 if n and n & (n - 1) == 0 and n <= self.lesson_max:
                     # The labelled file as it looks now teaches every replica (lessons).

@@ -47,6 +47,7 @@ class CostSettings:
     """``[policy]``'s expected-cost settings, read once."""
 
     exposure_weight: float        # bar raised per ln(orgs that run the file), every scope
+    parent_condemned: float       # siblings' term of a file whose parent trusted verdicts condemned
     sibling_min_files: int        # judged siblings before the lineage speaks
     sibling_bound: float          # the most the lineage moves the log-odds
     vouch_weight: float           # log-odds per unit of a voucher's earned trust

@@ -6,7 +6,8 @@ nothing each time. What carries over is the lineage: the name pattern it is
 distributed under (digits masked: ``invoice_4821.exe`` and
 ``invoice_77.exe`` are one pattern), its signer (or none) and its type. The
 next wave of ``Rechnung_#.pdf.exe`` (unsigned, PE) is suspect on its first
-sighting because its elder siblings were condemned; the next build of an
+sighting because its elder siblings were condemned, and so is a file whose
+parent (the file reported to have dropped or launched it) was condemned; the next build of an
 unsigned remote-admin tool whose builds the sandbox kept clearing is not
 blocked for everyone on one scary report.
 
@@ -56,6 +57,12 @@ class LineageRecord(SignerRecord):
 
     def __init__(self, max_files: int) -> None:
         super().__init__(vouch_clean=0, max_files=max_files)
+
+    def condemned(self, sha256: str) -> bool:
+        """Is the file's own latest trusted verdict "malicious" (a dropper's children are
+        its payloads)?"""
+        judged = self.files.get(sha256)
+        return judged is not None and judged[1]
 
 
 def sibling_log_odds(record: SignerRecord, key: str | None, min_files: int,

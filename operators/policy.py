@@ -211,15 +211,19 @@ class Policy:
         self.lineage = lineage if lineage is not None else new_lineage(cfg)
         self.vouchers = vouchers if vouchers is not None else new_trust(cfg)
         self.cost = cost_settings(cfg)
+        # the lowest bar of any block: a score this far below it decides nothing
+        self._floor = min(logit(t) for t in (self.device_score, self.org_score,
+                                             self.global_score, self.trusted_block_score))
 
     def terms(self, score: float, lineage: str | None, allowers: tuple[str, ...],
-              accusers: list[str], orgs: int) -> Terms:
+              accusers: list[str], orgs: int, parent: str | None = None) -> Terms:
         """The expected-cost terms of a block for others (``operators.cost``)."""
         c = self.cost
-        return Terms(logit(score),
-                     sibling_log_odds(self.lineage, lineage, c.sibling_min_files,
-                                      c.sibling_bound)
-                     if lineage in self.lineage.counts else 0.0,
+        kin = (sibling_log_odds(self.lineage, lineage, c.sibling_min_files, c.sibling_bound)
+               if lineage in self.lineage.counts else 0.0)
+        if parent is not None and self.lineage.condemned(parent):
+            kin = min(c.sibling_bound, kin + c.parent_condemned)
+        return Terms(logit(score), kin,
                      vouching(self.vouchers, allowers, accusers, c.vouch_weight,
                               c.vouch_bound) if allowers else 0.0,
                      orgs)
@@ -249,11 +253,6 @@ class Policy:
                 if lifted:
                     return lifted
 
-        terms = self.terms(score, s.lineage, s.allowers, accusers, s.orgs_ever)
-        cost = self.cost
-        prevalent_signed = s.signed and s.orgs_ever >= self.prevalent_orgs
-        # a publisher the verdicts keep clearing: the models' guess blocks its devices only
-        vouched = s.signed and self.signers.vouches(s.signer)
         if (self.signer_condemn and s.signed and enf.current(GLOBAL, now) != "block"
                 and self.signers.condemns(s.signer, self.signer_condemn)):
             clean, condemned = self.signers.record(s.signer)
@@ -263,6 +262,13 @@ class Policy:
                  f" and cleared by {clean}", *sc.explain()[:2]],
                 now + self.ttl["global"]))
             enf.score_blocks().add(GLOBAL)
+        cost = self.cost
+        if enf.verdict_by is None and logit(score) + cost.sibling_bound < self._floor:
+            return out   # no term can lift this score over any bar: nothing to weigh
+        terms = self.terms(score, s.lineage, s.allowers, accusers, s.orgs_ever, s.parent)
+        prevalent_signed = s.signed and s.orgs_ever >= self.prevalent_orgs
+        # a publisher the verdicts keep clearing: the models' guess blocks its devices only
+        vouched = s.signed and self.signers.vouches(s.signer)
         if (len(accusers) >= self.global_min_orgs
                 and terms.clears(self.global_score, cost.exposure_weight)
                 and sc.calibrated and not prevalent_signed and not vouched
@@ -565,7 +571,8 @@ def new_lineage(cfg: Config) -> LineageRecord:
 def cost_settings(cfg: Config) -> CostSettings:
     """``[policy]``'s expected-cost settings (``operators.cost``)."""
     p = cfg.policy
-    return CostSettings(float(p.exposure_weight), int(p.sibling_min_files), float(p.sibling_bound),
+    return CostSettings(float(p.exposure_weight), float(p.parent_condemned),
+                        int(p.sibling_min_files), float(p.sibling_bound),
                         float(p.vouch_weight), float(p.vouch_bound), float(p.sibling_block))
 
 

@@ -97,3 +97,15 @@ def test_analysts_overturning_the_sandbox_lower_its_weight_on_every_replica() ->
     decider2, _ = run([named(sha(1), "a.exe"), feedback(sha(1), "malicious", "sandbox"),
                        feedback(sha(1), "benign", "org_report", org="org-1", ts=T0 + 9)])
     assert decider2.reliability is not None and decider2.reliability.record == {}
+
+
+def test_a_payload_inherits_its_condemned_droppers_verdict() -> None:
+    """A file reported as dropped by a file trusted verdicts condemned starts suspect."""
+    from rapidloop.operators.policy import Policy
+    p = Policy(CFG)
+    p.lineage.learn("script|-|update_#.js", sha(0xD1), malicious=True)
+    assert p.terms(0.5, None, (), [], 1, parent=sha(0xD1)).siblings == (
+        CFG.policy.parent_condemned)
+    assert p.terms(0.5, None, (), [], 1, parent=sha(0xD2)).siblings == 0.0
+    p.lineage.learn("script|-|update_#.js", sha(0xD1), malicious=False)   # cleared after all
+    assert p.terms(0.5, None, (), [], 1, parent=sha(0xD1)).siblings == 0.0
