@@ -1,5 +1,13 @@
 """The policy: scores and correlation in, contract Decisions out.
 
+Every block is an expected-cost decision (``operators.cost``): its evidence
+(the score's log-odds, plus the siblings' record, minus earned vouching)
+must reach its bar (the scope's threshold below, raised by
+``exposure_weight`` per ln of the organizations that run the file). "A score
+of at least X" below means that inequality with X as the threshold; the
+rules add the conditions that are not costs (who accuses, whose trust, which
+learner carries the score).
+
 Rules, from the narrowest evidence to the broadest:
 
 * **device** — strong evidence on the reporting device itself (a behaviour in
