@@ -286,7 +286,7 @@ class Policy:
             if corroboration >= self.global_min_corroboration:
                 out.append(self._decide(
                     enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
-                    [f"malice score {score:.2f} ≥ global threshold {self.global_score:.2f}",
+                    [f"malice score {score:.2f}, global threshold {self.global_score:.2f}",
                      f"accused by {len(accusers)} orgs within "
                      f"{_fmt_window(self.global_window)} (trust {corroboration:.2f})",
                      *terms.lines(self.global_score, cost.exposure_weight),
@@ -301,7 +301,7 @@ class Policy:
                 and self.trust.trust(r.org_id) >= self.first_sight_min_trust):
             out.append(self._decide(
                 enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
-                [f"malice score {score:.2f} ≥ global threshold {self.global_score:.2f}",
+                [f"malice score {score:.2f}, global threshold {self.global_score:.2f}",
                  f"{sc.broad_score():.2f} without its most eager learner",
                  "not yet seen in any other organization",
                  *terms.lines(self.global_score, cost.exposure_weight), *sc.explain()[:2]],
@@ -342,7 +342,7 @@ class Policy:
                 and self._widespread_agree(s, sc, self.org_score)):
             out.append(self._decide(
                 enf, r.sha256, org_t, "block", sc, now, r.report_id,
-                [f"malice score {score:.2f} ≥ org threshold {self.org_score:.2f}",
+                [f"malice score {score:.2f}, org threshold {self.org_score:.2f}",
                  f"reported by device {r.device_id} in this org",
                  *own.lines(self.org_score, cost.exposure_weight), *sc.explain()[:2]],
                 now + self.ttl["org"]))
@@ -358,7 +358,7 @@ class Policy:
             out.append(self._decide(
                 enf, r.sha256, dev_t, "block", sc, now, r.report_id,
                 [f"{', '.join(strong)} observed on this device",
-                 f"malice score {score:.2f} ≥ device threshold {self.device_score:.2f}",
+                 f"malice score {score:.2f}, device threshold {self.device_score:.2f}",
                  *device.lines(self.device_score, cost.exposure_weight)],
                 now + self.ttl["device"]))
             enf.score_blocks().add(dev_t)
