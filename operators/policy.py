@@ -451,15 +451,18 @@ class Policy:
                                       *terms.lines(self.trusted_block_score,
                                                    self.cost.exposure_weight)],
                                      now + self.trusted_ttl)]
-            if not self._lifts(sc, fb, lineage):
+            weighed = self._benign_terms(sc, fb, lineage)
+            if weighed.evidence >= logit(self.trusted_unblock_score):
                 return []   # a benign verdict against overwhelming evidence: blocks stay
             enf.label = fb.verdict
+            why = [f"{fb.source} verdict benign",
+                   f"malice probability {weighed.probability():.2f} with the verdict"
+                   f" (lifted below {self.trusted_unblock_score:.2f})"]
             out = []
             for target in sorted(enf.active, key=_target_order):
                 if enf.current(target, now) == "block":
                     out.append(self._decide(enf, sha, target, "unblock", sc, now,
-                                            fb.feedback_id, [f"{fb.source} verdict benign"],
-                                            None))
+                                            fb.feedback_id, why, None))
             return out
         # org_report: one tenant's word, acting for that tenant only.
         org = fb.org_id
@@ -490,16 +493,18 @@ class Policy:
             terms = self._verdict_terms(sc, fb, lineage, allowers, orgs)
             return (terms.clears(self.trusted_block_score, self.cost.exposure_weight)
                     and not self._vouched(fb, signer))
-        return self._lifts(sc, fb, lineage)
+        return (self._benign_terms(sc, fb, lineage).evidence
+                < logit(self.trusted_unblock_score))
 
-    def _lifts(self, sc: Scored, fb: Feedback, lineage: str | None) -> bool:
-        """Does a trusted "benign" lift the file's blocks: the odds with it, the siblings'
-        record included (a campaign's next wave is not cleared by one sandbox slip), below
-        ``trusted_unblock_score``? Tenants' vouching never counts here: it lifts nothing."""
+    def _benign_terms(self, sc: Scored, fb: Feedback, lineage: str | None) -> Terms:
+        """A trusted "benign" as terms: it lifts the file's blocks when the odds with it, the
+        siblings' record included (a campaign's next wave is not cleared by one sandbox
+        slip), fall below ``trusted_unblock_score``. Tenants' vouching never counts here:
+        it lifts nothing."""
         terms = self.terms(self.posterior(self._basis(sc, fb), fb), lineage, (), [], 1)
         if self.reliability.final(fb.source):
             terms.siblings = 0.0   # the analyst is final
-        return terms.evidence < logit(self.trusted_unblock_score)
+        return terms
 
     def _verdict_terms(self, sc: Scored, fb: Feedback, lineage: str | None,
                        allowers: tuple[str, ...], orgs: int) -> Terms:
