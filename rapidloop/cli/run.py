@@ -453,6 +453,12 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     t0 = time.perf_counter()
     interrupted = False
     failure: Exception | None = None
+    alone = not clustered and not args.cluster_child
+    previous_term = None
+    if alone:
+        # A single process stops the same way on SIGTERM (a service manager, a pod) as on
+        # Ctrl-C: Bytewax's interrupt ends the flow, recovery keeps the last closed epoch.
+        previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         cli_main(flow, workers_per_process=args.workers,
                  process_id=index if clustered else None,
@@ -460,16 +466,21 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
                  epoch_interval=timedelta(seconds=cfg.stream.epoch_interval_s),
                  recovery_config=recovery.config if recovery is not None else None)
     except KeyboardInterrupt:
-        if not args.cluster_child:
+        if not (args.cluster_child or alone):
             raise
-        interrupted = True   # the supervisor asked: still report what was done
+        interrupted = True   # asked to stop: still report what was done
     except Exception as exc:
-        # A sink that could not deliver stopped the flow before its epoch was committed:
-        # say so in one line (a restart emits that epoch again), not with a traceback.
-        failure = delivery_failure(exc)
-        if failure is None:
-            raise
+        if _by_signal(exc) and (args.cluster_child or alone):
+            interrupted = True   # Bytewax wraps the interrupt: "signal received"
+        else:
+            # A sink that could not deliver stopped the flow before its epoch was committed:
+            # say so in one line (a restart emits that epoch again), not with a traceback.
+            failure = delivery_failure(exc)
+            if failure is None:
+                raise
     finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
         if recovery is not None:
             recovery.close()
         reporter.stop()
@@ -493,12 +504,26 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
         print(STATS_PREFIX + json.dumps(_stats_dict(stats, elapsed, lost, interrupted)),
               file=sys.stderr, flush=True)
         return 130 if interrupted else (1 if lost else 0)
-    print(f"rapidloop run: {summary_line(stats, elapsed)}", file=sys.stderr)
+    print(f"rapidloop run: {summary_line(stats, elapsed)}"
+          f"{' (stopped by a signal)' if interrupted else ''}", file=sys.stderr)
     if clustered:
         print(f"rapidloop run: "
               f"{_spread_line(index, len(addresses), _stats_dict(stats, elapsed, lost, False))}",
               file=sys.stderr)
     return 1 if lost else 0
+
+
+def _by_signal(exc: BaseException) -> bool:
+    """Did the flow stop because the process was interrupted (Bytewax re-raises the
+    ``KeyboardInterrupt`` as the cause of its own runtime error)?"""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 # ------------------------------------------------------------- local cluster

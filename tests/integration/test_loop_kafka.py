@@ -118,3 +118,28 @@ def test_unreachable_broker_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, lines
     assert lines[0].startswith("rapidloop run: ") and "127.0.0.1" in lines[0], lines
     assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_single_process_stops_on_a_signal_with_its_summary(
+        broker: str, kafka_topics: TopicMaker, tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM (a service manager, a pod) and Ctrl-C end a single-process run alike: the
+    summary line, exit 0; the recovery state keeps the last closed epoch."""
+    rep, fb, dec, dlq = kafka_topics("reports", "feedback", "decisions", "deadletter")
+    cfg = config_file(tmp_path, {"reports_topic": rep, "feedback_topic": fb,
+                                 "decisions_topic": dec, "deadletter_topic": dlq})
+    produce(broker, rep, keyed(scenario.reports()))
+    job = subprocess.Popen(
+        [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", broker, "--config", cfg,
+         "--progress", "0", "--recovery-dir", str(tmp_path / "recovery")],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(broker, dec, lambda ds: len(ds) > 0)
+        job.send_signal(sig)
+        _, err = job.communicate(timeout=30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("rapidloop run: ") and last.endswith("(stopped by a signal)"), last
