@@ -27,12 +27,12 @@ from typing import Any
 
 import orjson
 
+from rapidloop.active import in_force
 from rapidloop.schemas.timefmt import format_ts, parse_ts_or_none
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _TRUSTED = ("sandbox", "analyst")
-_ACTIVE = ("block", "allow")
 # an id boundary: ids are made of these characters
 _ID_CHARS = r"A-Za-z0-9_.:@-"
 
@@ -170,23 +170,6 @@ def _unique_reports(reports: list[dict[str, Any]]) -> list[tuple[dict[str, Any],
         seen.add(rid)
         out.append((r, dup))
     return out
-
-
-def in_force(decisions: list[dict[str, Any]], at: float) -> list[dict[str, Any]]:
-    """The block/allow decisions still active at ``at``: last per target, not expired."""
-    last: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for d in decisions:
-        t = parse_ts_or_none(d.get("event_ts"))
-        if t is None or t > at:
-            continue
-        last[(d.get("scope"), d.get("org_id"), d.get("device_id"))] = d
-    active = []
-    for d in last.values():
-        expires = parse_ts_or_none(d.get("expires_at"))
-        if d.get("action") in _ACTIVE and (expires is None or expires > at):
-            active.append(d)
-    order = {"global": 0, "org": 1, "device": 2}
-    return sorted(active, key=lambda d: (order.get(d.get("scope"), 3), target(d)))
 
 
 def _counted(counter: Counter[str]) -> str:
