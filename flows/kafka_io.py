@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -318,20 +318,29 @@ class DeliveryError(RuntimeError):
     """A message could not be delivered: raised so that its epoch is never committed."""
 
 
+E = TypeVar("E", bound=BaseException)
+
+
+def find_cause(exc: BaseException, kind: type[E]) -> E | None:
+    """The ``kind`` exception behind ``exc`` (itself, its cause, its cause's...): Bytewax
+    wraps what the flow raised, an interrupt included, in its own runtime error."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, kind):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def delivery_failure(exc: BaseException) -> DeliveryError | None:
     """The sink's :class:`DeliveryError` behind what ``cli_main`` raised, if that was it.
 
     Bytewax wraps an exception from ``write_batch`` in a ``BytewaxRuntimeError``
     ("error writing output batch"); the job's one error line should be ours.
     """
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, DeliveryError):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
+    return find_cause(exc, DeliveryError)
 
 
 # The topic refuses this one message, whatever the broker's health: retrying it as it is

@@ -396,6 +396,7 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
         KafkaBatchSource,
         delivery_failure,
         delivery_stats,
+        find_cause,
         reset_delivery_stats,
     )
     from rapidloop.progress import Reporter, summary_line
@@ -470,7 +471,7 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
             raise
         interrupted = True   # asked to stop: still report what was done
     except Exception as exc:
-        if _by_signal(exc) and (args.cluster_child or alone):
+        if find_cause(exc, KeyboardInterrupt) and (args.cluster_child or alone):
             interrupted = True   # Bytewax wraps the interrupt: "signal received"
         else:
             # A sink that could not deliver stopped the flow before its epoch was committed:
@@ -511,19 +512,6 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
               f"{_spread_line(index, len(addresses), _stats_dict(stats, elapsed, lost, False))}",
               file=sys.stderr)
     return 1 if lost else 0
-
-
-def _by_signal(exc: BaseException) -> bool:
-    """Did the flow stop because the process was interrupted (Bytewax re-raises the
-    ``KeyboardInterrupt`` as the cause of its own runtime error)?"""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
 
 
 # ------------------------------------------------------------- local cluster
