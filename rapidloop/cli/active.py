@@ -2,13 +2,17 @@
 
 The operator's view by default; ``--org`` gives one tenant's (global decisions
 and its own, nothing of any other tenant). ``--at`` defaults to the latest
-``event_ts`` in the file. The rule is ``rapidloop.active``.
+``event_ts`` in the file, or to now with ``--from-kafka`` (which reads the
+decisions topic from its beginning to its end, assigned, nothing committed).
+The rule is ``rapidloop.active``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from typing import Any
 
 import orjson
 
@@ -20,8 +24,15 @@ from rapidloop.schemas.timefmt import parse_ts_or_none
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("active", help="the decisions in force at one moment",
                        description=__doc__.splitlines()[0])
-    p.add_argument("--decisions", required=True, metavar="FILE",
-                   help="decisions JSONL (.gz ok): a replay's output or a capture's")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--decisions", metavar="FILE",
+                     help="decisions JSONL (.gz ok): a replay's output or a capture's")
+    src.add_argument("--from-kafka", action="store_true",
+                     help="read the decisions topic (kafka.decisions_topic) from its beginning")
+    p.add_argument("--brokers", help="with --from-kafka: bootstrap servers (default: config)")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="with --from-kafka: give up after this long without news")
     p.add_argument("--org", metavar="ORG", help="that tenant's view")
     p.add_argument("--at", metavar="RFC3339",
                    help="the moment (default: the latest event_ts in the file)")
@@ -29,30 +40,90 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rapidloop.capture import iter_values
-
-    decisions = []
-    try:
-        for n, line in enumerate(iter_values(args.decisions), 1):
-            try:
-                d = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise CliError(f"{args.decisions} line {n}: not JSON") from None
-            if not isinstance(d, dict):
-                raise CliError(f"{args.decisions} line {n}: not a decision object")
-            decisions.append(d)
-    except OSError as exc:
-        raise CliError(f"cannot read {args.decisions}: {exc.strerror or exc}") from None
+    if args.from_kafka:
+        decisions = _from_kafka(args)
+        default_at: float | None = time.time()
+    else:
+        decisions = _from_file(args.decisions)
+        default_at = latest_event_ts(decisions)
     if args.at is not None:
         at = parse_ts_or_none(args.at)
         if at is None:
             raise CliError(f"--at {args.at!r} is not an RFC 3339 time")
+    elif default_at is None:
+        return 0   # no decision: nothing in force
     else:
-        at = latest_event_ts(decisions)
-        if at is None:
-            return 0   # no decision: nothing in force
+        at = default_at
     out = sys.stdout.buffer
     for d in in_force(decisions, at, args.org):
         out.write(orjson.dumps(d) + b"\n")
     out.flush()
     return 0
+
+
+def _from_file(path: str) -> list[dict[str, Any]]:
+    from rapidloop.capture import iter_values
+
+    decisions = []
+    try:
+        for n, line in enumerate(iter_values(path), 1):
+            try:
+                d = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise CliError(f"{path} line {n}: not JSON") from None
+            if not isinstance(d, dict):
+                raise CliError(f"{path} line {n}: not a decision object")
+            decisions.append(d)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decisions
+
+
+def _from_kafka(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every decision on the topic, from the beginning of each partition to its end."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    from rapidloop.config import load_config
+    from rapidloop.kafka import (
+        BrokerUnavailable,
+        client_config,
+        describe_error,
+        quiet,
+        topic_partitions,
+    )
+
+    cfg = load_config(args.config)
+    topic = cfg.kafka.decisions_topic
+    conf = client_config(cfg, args.brokers)
+    try:
+        parts = topic_partitions(conf, [topic], args.timeout)
+    except BrokerUnavailable as exc:
+        raise CliError(str(exc)) from None
+    consumer = Consumer({**quiet(conf), "group.id": "rapidloop-no-commits",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    pending = set(parts)
+    decisions: list[dict[str, Any]] = []
+    try:
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+        deadline = time.monotonic() + args.timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise CliError(f"no news from {topic} for {args.timeout:g}s; "
+                               f"{len(pending)} partition(s) not read to their end")
+            for m in consumer.consume(1000, 0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard((m.topic(), m.partition()))
+                        continue
+                    raise CliError(f"{topic}: {describe_error(err)}")
+                deadline = time.monotonic() + args.timeout
+                try:
+                    d = orjson.loads(m.value() or b"null")
+                except orjson.JSONDecodeError:
+                    continue   # not a decision: nothing it could put in force
+                if isinstance(d, dict):
+                    decisions.append(d)
+    finally:
+        consumer.close()
+    return decisions

@@ -143,3 +143,37 @@ def test_a_single_process_stops_on_a_signal_with_its_summary(
     assert job.returncode == 0, err[-2000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("rapidloop run: ") and last.endswith("(stopped by a signal)"), last
+
+
+def test_active_from_kafka_equals_active_from_the_same_decisions_in_a_file(
+        broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
+    rep, fb, dec, dlq = kafka_topics("reports", "feedback", "decisions", "deadletter")
+    cfg = config_file(tmp_path, {"reports_topic": rep, "feedback_topic": fb,
+                                 "decisions_topic": dec, "deadletter_topic": dlq})
+
+    def d(sha: str, scope: str, action: str, ts: str, org: str | None = None) -> bytes:
+        return orjson.dumps({"decision_id": f"{sha}{scope}{org}{action}", "sha256": sha,
+                             "action": action, "scope": scope, "org_id": org,
+                             "device_id": None, "score": 0.9, "classifiers": {},
+                             "reasons": ["r"], "model_version": "m", "event_ts": ts,
+                             "decided_at": ts, "expires_at": None})
+
+    a, b = "a" * 64, "b" * 64
+    values = [d(a, "global", "block", "2026-11-28T09:00:00.000Z"),
+              d(b, "org", "block", "2026-11-28T09:10:00.000Z", "o2"),
+              d(a, "org", "allow", "2026-11-28T09:20:00.000Z", "o1"),
+              d(b, "org", "unblock", "2026-11-28T09:30:00.000Z", "o2")]
+    produce(broker, dec, keyed(values))
+    path = tmp_path / "decisions.jsonl"
+    path.write_bytes(b"".join(v + b"\n" for v in values))
+    for view in ([], ["--org", "o1"], ["--org", "o2"]):
+        live = subprocess.run(
+            [sys.executable, "-m", "rapidloop.cli", "active", "--from-kafka", "--brokers",
+             broker, "--config", cfg, *view], cwd=ROOT, capture_output=True, timeout=60)
+        filed = subprocess.run(
+            [sys.executable, "-m", "rapidloop.cli", "active", "--decisions", str(path), *view],
+            cwd=ROOT, capture_output=True, timeout=60)
+        assert live.returncode == 0, live.stderr.decode()[-2000:]
+        assert live.stdout == filed.stdout and live.stdout, view
+    got = [orjson.loads(x) for x in live.stdout.splitlines()]   # o2's view: the global block
+    assert [(x["sha256"], x["scope"]) for x in got] == [(a, "global")]
