@@ -93,12 +93,18 @@ def test_live_loop_blocks_unblocks_allows_and_dead_letters(
             pytest.fail("rapidloop run did not stop on SIGINT")
 
 
-def test_run_exits_at_end_of_input(broker: str, kafka_topics: TopicMaker,
-                                   tmp_path: Path) -> None:
+def preloaded(broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> tuple[str, str]:
+    """Fresh contract topics with the scenario's reports in them: (decisions topic, config)."""
     rep, fb, dec, dlq = kafka_topics("reports", "feedback", "decisions", "deadletter")
     cfg = config_file(tmp_path, {"reports_topic": rep, "feedback_topic": fb,
                                  "decisions_topic": dec, "deadletter_topic": dlq})
     produce(broker, rep, keyed(scenario.reports()))
+    return dec, cfg
+
+
+def test_run_exits_at_end_of_input(broker: str, kafka_topics: TopicMaker,
+                                   tmp_path: Path) -> None:
+    dec, cfg = preloaded(broker, kafka_topics, tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", broker, "--config", cfg,
          "--exit-at-end", "--progress", "0"], cwd=ROOT, capture_output=True, timeout=120)
@@ -125,10 +131,7 @@ def test_a_single_process_stops_on_a_signal_with_its_summary(
         broker: str, kafka_topics: TopicMaker, tmp_path: Path, sig: signal.Signals) -> None:
     """SIGTERM (a service manager, a pod) and Ctrl-C end a single-process run alike: the
     summary line, exit 0; the recovery state keeps the last closed epoch."""
-    rep, fb, dec, dlq = kafka_topics("reports", "feedback", "decisions", "deadletter")
-    cfg = config_file(tmp_path, {"reports_topic": rep, "feedback_topic": fb,
-                                 "decisions_topic": dec, "deadletter_topic": dlq})
-    produce(broker, rep, keyed(scenario.reports()))
+    dec, cfg = preloaded(broker, kafka_topics, tmp_path)
     job = subprocess.Popen(
         [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", broker, "--config", cfg,
          "--progress", "0", "--recovery-dir", str(tmp_path / "recovery")],
