@@ -12,6 +12,7 @@ that tenant's own org and device decisions, nothing of any other tenant, and
 a global decision is left out where the tenant's own org decision on the same
 file is in force (the most specific wins for every one of its devices).
 
+>>> from rapidloop.schemas.timefmt import parse_ts
 >>> ds = [
 ...   {"sha256": "a", "scope": "global", "org_id": None, "device_id": None,
 ...    "action": "block", "event_ts": "2026-11-28T00:00:00Z", "expires_at": None},
@@ -33,9 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from rapidloop.schemas.timefmt import parse_ts, parse_ts_or_none
-
-__all__ = ["in_force", "latest_event_ts", "parse_ts"]
+from rapidloop.schemas.timefmt import parse_ts_or_none
 
 _SCOPE_ORDER = {"global": 0, "org": 1, "device": 2}
 
