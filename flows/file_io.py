@@ -15,14 +15,13 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from rapidloop.operators.eventtime import DEFAULT_MAX_JUMP_S, merge_time
 from rapidloop.schemas.model import RawMessage
-from rapidloop.schemas.timefmt import parse_ts
 
 
 def open_lines(path: str) -> IO[bytes]:
@@ -32,37 +31,17 @@ def open_lines(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
-DEFAULT_MAX_JUMP_S = 86400.0
-# Lines dated before this (the default ``limits.min_ts``) are rejected by the parser;
-# in the merge they keep their place instead of dragging the file's clock back.
-OLDEST_PLAUSIBLE_TS = parse_ts("2000-01-01T00:00:00Z")
-
-
 def _timed_lines(path: str, name: str, order: int, max_jump: float = DEFAULT_MAX_JUMP_S
                  ) -> Iterator[tuple[float, int, int, RawMessage]]:
-    """Lines with the event time they merge at.
-
-    An unreadable time, one more than ``max_jump`` past the file's last
-    readable time, or one before ``OLDEST_PLAUSIBLE_TS`` keeps the line's
-    place in the file: one bad line must neither hold back the rest of its
-    file in the merge nor pull the rest ahead of the other files. The parser
-    judges it.
-    """
+    """Lines with the event time they merge at (:func:`merge_time`: a line whose time
+    cannot be used keeps its place in the file; the parser judges it)."""
     last = float("-inf")
     with open_lines(path) as f:
         for n, line in enumerate(f, 1):
             line = line.rstrip(b"\r\n")
             if not line.strip():
                 continue
-            try:
-                obj: Any = orjson.loads(line)
-                ts = parse_ts(obj["ts"])
-                if ts < OLDEST_PLAUSIBLE_TS or (last != float("-inf") and ts > last + max_jump):
-                    ts = last
-                else:
-                    last = ts
-            except Exception:
-                ts = last
+            ts, last = merge_time(line, last, max_jump)
             yield (ts, order, n, RawMessage(name, line, None, None, n))
 
 

@@ -59,6 +59,7 @@ from rapidloop.kafka import (
     require_topics,
     topic_partitions,
 )
+from rapidloop.operators.eventtime import EventTimeMerge
 from rapidloop.schemas.model import DeadLetter, RawMessage
 from rapidloop.schemas.wire import RAW_TEXT_CAP, encode_dead_letter
 
@@ -262,6 +263,179 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
         start = resume_state if resume_state is not None else _STARTS[self.starting_offset]
         return _KafkaPartition(self.conf, topic, int(idx), start, self.batch_size, self.tail,
                                self.poll_timeout_s, self.idle_s)
+
+
+class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]],
+                                                    dict[str, Any]]):
+    """Every partition of the input topics through one consumer and one event-time merge."""
+
+    def __init__(self, conf: dict[str, Any], parts: list[tuple[str, int]],
+                 resume: dict[str, Any] | None, start: int, batch_size: int, tail: bool,
+                 idle_s: float, idle_partition_s: float, buffer_cap: int) -> None:
+        names = [f"{t}#{p}" for t, p in parts]
+        known = (resume or {}).get("next", {})
+        # A partition the resume state does not know appeared since: all of it is new.
+        starts = {n: int(known.get(n, OFFSET_BEGINNING if resume else start)) for n in names}
+        self.merge: EventTimeMerge[RawMessage] = EventTimeMerge(
+            {n: i for i, n in enumerate(names)}, starts, idle_partition_s)
+        self.seq = int((resume or {}).get("seq", 0))
+        self.batch_size = batch_size
+        self.tail = tail
+        self.idle = timedelta(seconds=idle_s)
+        self.buffer_cap = buffer_cap
+        self.tps = {n: TopicPartition(t, p) for n, (t, p) in zip(names, parts, strict=True)}
+        self.paused: set[str] = set()
+        self.awake: datetime | None = None
+        self._log = _RateLimitedLog()
+        self._waited: float | None = None
+        consumer_conf = quiet(conf)
+        consumer_conf.setdefault("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
+        consumer_conf.setdefault("auto.offset.reset", "earliest")
+        consumer_conf.update({
+            "group.id": consumer_conf.get("group.id", UNUSED_GROUP),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,      # "caught up" is what lets the merge go on
+            "error_cb": self._on_error,
+        })
+        self.consumer = Consumer(consumer_conf)
+        self.consumer.assign([TopicPartition(t, p, starts[n])
+                              for n, (t, p) in zip(names, parts, strict=True)])
+
+    def _on_error(self, err: KafkaError) -> None:
+        self._log(err.code(), logging.WARNING, f"kafka source: {describe_error(err)}")
+
+    def _read(self) -> None:
+        merge = self.merge
+        msgs = self.consumer.consume(self.batch_size, 0)
+        for msg in msgs:
+            err = msg.error()
+            topic, partition = msg.topic(), msg.partition()
+            name = f"{topic}#{partition}"
+            if err is None:
+                value = msg.value()
+                merge.add(name, msg.offset(), None,
+                          RawMessage(topic, value, msg.key(), partition, msg.offset()), value)
+                continue
+            if err.code() == KafkaError._PARTITION_EOF:
+                if name in merge.buffers:
+                    merge.caught_up(name)
+                continue
+            if err.fatal():
+                raise RuntimeError(f"fatal Kafka error on {name}: {describe_error(err)}")
+            raw = to_raw(msg, topic, partition)
+            if raw is not None and name in merge.buffers:
+                self._log(err.code(), logging.ERROR,
+                          f"kafka source {name}: unreadable message at offset {raw.offset}: "
+                          f"{describe_error(err)} (dead-lettered)")
+                merge.add(name, raw.offset, None, raw)   # type: ignore[arg-type]
+            else:
+                self._log(err.code(), logging.WARNING,
+                          f"kafka source {name}: {describe_error(err)}")
+        for msg in reversed(msgs):
+            if msg.error() is None:
+                ts_type, ts = msg.timestamp()
+                if ts_type != TIMESTAMP_NOT_AVAILABLE and ts / 1e3 > STATS.newest_produce_ts:
+                    STATS.newest_produce_ts = ts / 1e3
+                break
+
+    def _pace_fetching(self) -> None:
+        """Pause partitions far ahead of the one the merge waits for; resume them after."""
+        merge, cap = self.merge, self.buffer_cap
+        stop = [n for n in merge.buffers if n not in self.paused and merge.buffered(n) >= cap]
+        go = [n for n in self.paused if merge.buffered(n) < cap // 2]
+        if stop:
+            self.consumer.pause([self.tps[n] for n in stop])
+            self.paused.update(stop)
+        if go:
+            self.consumer.resume([self.tps[n] for n in go])
+            self.paused.difference_update(go)
+
+    def next_batch(self) -> list[tuple[int, list[RawMessage]]]:
+        self._read()
+        self._pace_fetching()
+        now = time.monotonic()
+        out = self.merge.release(self.batch_size, now)
+        if out:
+            self._waited = None
+            self.awake = None
+            seq = self.seq
+            self.seq += 1
+            return [(seq, out)]
+        if not self.tail and self.merge.drained():
+            raise StopIteration
+        waiting = self.merge.waiting_for(now)
+        if waiting and self.merge.heads:
+            self._waited = self._waited or now
+            if now - self._waited > _ERROR_LOG_INTERVAL_S:
+                self._log("waiting", logging.WARNING,
+                          f"kafka source: input held for {now - self._waited:.0f}s waiting "
+                          f"for {', '.join(sorted(waiting))} (nothing fetched, not at its "
+                          "end); passed over after stream.idle_partition_s")
+        self.awake = datetime.now(UTC) + self.idle
+        return []
+
+    def next_awake(self) -> datetime | None:
+        return self.awake
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"seq": self.seq, "next": self.merge.resume_offsets()}
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[RawMessage]], dict[str, Any]]):
+    """Kafka topics as one event-time-ordered, numbered batch stream (one Bytewax partition).
+
+    The live counterpart of ``MergedFileSource``: every partition of
+    ``topics`` is read by one consumer and released in event-time order
+    (:class:`rapidloop.operators.eventtime.EventTimeMerge`), in batches
+    numbered so the dataflow processes them in sequence however work is
+    spread. The resume state is each partition's first message not yet
+    released plus the batch number, so a resumed job reads on in the same
+    order. ``tail=False`` ends once every partition is caught up and drained.
+    """
+
+    def __init__(self, conf: dict[str, Any], topics: list[str], batch_size: int, tail: bool,
+                 starting_offset: str = "beginning", *, idle_s: float = 0.01,
+                 idle_partition_s: float = 5.0, buffer_cap: int = 20000,
+                 metadata_timeout_s: float = 10.0) -> None:
+        if starting_offset not in _STARTS:
+            raise ValueError(f"starting_offset must be 'beginning' or 'end', "
+                             f"not {starting_offset!r}")
+        if batch_size < 1 or buffer_cap < 1:
+            raise ValueError("batch_size and buffer_cap must be at least 1")
+        self.conf = dict(conf)
+        self.topics = list(topics)
+        self.batch_size = batch_size
+        self.tail = tail
+        self.starting_offset = starting_offset
+        self.idle_s = idle_s
+        self.idle_partition_s = idle_partition_s
+        self.buffer_cap = buffer_cap
+        self.metadata_timeout_s = metadata_timeout_s
+
+    def list_parts(self) -> list[str]:
+        return ["merged"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: dict[str, Any] | None
+                   ) -> _MergedKafkaPartition:
+        try:
+            parts = topic_partitions(self.conf, self.topics, self.metadata_timeout_s)
+        except BrokerUnavailable as exc:
+            raise RuntimeError(str(exc)) from None
+        order = {t: i for i, t in enumerate(self.topics)}
+        parts = sorted(parts, key=lambda tp: (order[tp[0]], tp[1]))
+        if resume_state is not None:
+            gone = set(resume_state.get("next", {})) - {f"{t}#{p}" for t, p in parts}
+            if gone:
+                raise ValueError(f"resume state for {sorted(gone)}, which this source does "
+                                 f"not read ({self.topics}): topics cannot change across a "
+                                 "resume")
+        return _MergedKafkaPartition(self.conf, parts, resume_state,
+                                     _STARTS[self.starting_offset], self.batch_size, self.tail,
+                                     self.idle_s, self.idle_partition_s, self.buffer_cap)
 
 
 @dataclass

@@ -41,7 +41,9 @@ from rapidloop.config import Config
 MANIFEST = "rapidloop-recovery.json"
 # 2: decide state holds the siblings' record, vouching and verdict reliability, and file
 # state the name, vouchers and verdicts they learn from; a format-1 directory is refused.
-FORMAT = 2
+# 3: the input is one event-time merge of every partition ("input_order"), whose resume
+# state is per merge, not per partition.
+FORMAT = 3
 
 
 class RecoveryError(RuntimeError):
@@ -78,6 +80,7 @@ def identity(cfg: Config, topic_ids: dict[str, str | None], flow_id: str = "rapi
         "feedback_topic": k.feedback_topic,
         "feedback_topic_id": topic_ids.get(k.feedback_topic),
         "shards": int(cfg.stream.shards),
+        "input_order": str(cfg.stream.input_order),
         "replicas": replicas if replicas is not None else max(1, int(cfg.stream.replicas)),
     }
 

@@ -124,6 +124,9 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+INPUT_ORDERS = ("event_time", "arrival")
+
+
 def load_config(path: str | os.PathLike[str] | None = None,
                 env: Mapping[str, str] | None = None) -> Config:
     """Defaults, then the file at ``path`` (if any), then environment overrides."""
@@ -144,4 +147,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
         raise ConfigError("stream.shards must be at least 1")
     if values["stream"]["replicas"] < 0:
         raise ConfigError("stream.replicas must be 0 (one per worker) or more")
+    if values["stream"]["input_order"] not in INPUT_ORDERS:
+        raise ConfigError(f"stream.input_order must be one of {', '.join(INPUT_ORDERS)}, "
+                          f"not {values['stream']['input_order']!r}")
+    if values["stream"]["idle_partition_s"] < 0 or values["stream"]["merge_buffer"] < 1:
+        raise ConfigError("stream.idle_partition_s must be ≥ 0 and stream.merge_buffer ≥ 1")
     return Config(values)

@@ -370,8 +370,8 @@ def _warn_uneven(cfg: Config, conf: dict[str, Any], workers: int) -> None:
     """
     from rapidloop.kafka import topic_partitions
 
-    if workers < 2:
-        return
+    if workers < 2 or cfg.stream.input_order == "event_time":
+        return    # one merged source reads all input: nothing to spread
     k = cfg.kafka
     try:
         parts = topic_partitions(conf, [k.reports_topic, k.feedback_topic],
@@ -394,6 +394,7 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     from rapidloop.flows.kafka_io import (
         KafkaBatchSink,
         KafkaBatchSource,
+        KafkaMergedSource,
         delivery_failure,
         delivery_stats,
         find_cause,
@@ -415,13 +416,19 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     recovery = _recovery(args, cfg, conf, replicas)
     start = "end" if args.from_end else "beginning"
     tail = not args.exit_at_end
-    source = _tracking_source(KafkaBatchSource)
     BUILT_PARTS.clear()
+    if cfg.stream.input_order == "event_time":
+        merged = _tracking_source(KafkaMergedSource)(
+            conf, [k.reports_topic, k.feedback_topic], k.consume_batch, tail, start,
+            idle_partition_s=float(cfg.stream.idle_partition_s),
+            buffer_cap=int(cfg.stream.merge_buffer))
+        sources: list[tuple[str, Any]] = [("input", merged)]
+    else:
+        source = _tracking_source(KafkaBatchSource)
+        sources = [("reports", source(conf, [k.reports_topic], k.consume_batch, tail, start)),
+                   ("feedback", source(conf, [k.feedback_topic], k.consume_batch, tail, start))]
     io = Connectors(
-        sources=[
-            ("reports", source(conf, [k.reports_topic], k.consume_batch, tail, start)),
-            ("feedback", source(conf, [k.feedback_topic], k.consume_batch, tail, start)),
-        ],
+        sources=sources,
         kinds={k.reports_topic: REPORT, k.feedback_topic: FEEDBACK},
         decisions=KafkaBatchSink(conf, k.decisions_topic, retries=k.delivery_retries,
                                  undeliverable_topic=k.deadletter_topic),

@@ -1,16 +1,13 @@
 """Crash recovery of `rapidloop run`: kill -9 it, restart it, lose nothing, invent nothing.
 
-A simulated fleet's reports go to a topic; one uninterrupted run writes its
-decisions to one topic, and a run with a recovery directory, SIGKILLed at
-three seeded random points and restarted each time, writes to another. The
-distinct decisions (by ``decision_id``, with their content but ``decided_at``)
-must be the same set; the crashed run's topic may hold repeats (at-least-once)
-but a repeat must be identical to the first copy.
-
-Only reports are fed: in live mode the interleaving of the reports and
-feedback topics is up to timing, so verdicts could land before or after a
-report from one run to the next. Reports alone decide deterministically
-given each partition's order (a file's reports all share a partition).
+A simulated fleet's reports and verdicts go to the input topics, pre-loaded:
+two uninterrupted runs write their decisions to two topics, and a run with a
+recovery directory, SIGKILLed at three seeded random points and restarted
+each time, writes to a third. The job merges both topics by event time, so
+the uninterrupted runs must agree exactly, and the crashed run must end with
+the same distinct decisions (by ``decision_id``, with their content but
+``decided_at``): nothing lost, nothing only a killed attempt emitted (a
+phantom), a repeat (at-least-once) identical to the first copy.
 """
 
 from __future__ import annotations
@@ -46,6 +43,9 @@ def _env(topics: dict[str, str], **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAPIDLOOP_")}
     env.update({f"RAPIDLOOP_KAFKA__{k.upper()}_TOPIC": v for k, v in topics.items()})
     env["RAPIDLOOP_STREAM__EPOCH_INTERVAL_S"] = "0.2"   # many epochs, so many snapshots
+    # Small fetches: read in arrival order (stream.input_order = "arrival"), two runs over
+    # these topics then differ (1,107 vs 425 decisions, measured), so the merge is tested.
+    env["RAPIDLOOP_KAFKA__CONSUME_BATCH"] = "200"
     env.update(extra)
     return env
 
@@ -108,6 +108,16 @@ def _decisions(broker: str, topic: str) -> tuple[int, dict[str, dict[str, Any]]]
     return n, out
 
 
+def _last_per_target(broker: str, topic: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """What an enforcement point ends with: the last decision per target, in topic order."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for _, _, value in read_all(broker, topic, timeout=30):
+        d = orjson.loads(value)
+        del d["decided_at"]
+        out[(d["sha256"], d["scope"], d.get("org_id"), d.get("device_id"))] = d
+    return out
+
+
 def _dead_letters(broker: str, topic: str) -> set[tuple[Any, ...]]:
     return {(d["topic"], d["partition"], d["offset"], d["error"])
             for d in (orjson.loads(v) for _, _, v in read_all(broker, topic, timeout=30))}
@@ -116,21 +126,25 @@ def _dead_letters(broker: str, topic: str) -> set[tuple[Any, ...]]:
 @pytest.mark.integration
 def test_kill_9_and_restart_loses_and_invents_no_decision(
         broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
-    rep, fb, unused_fb, dec_a, dlq_a, dec_b, dlq_b = kafka_topics(
-        "reports", "feedback", "sim-feedback", "dec-a", "dlq-a", "dec-b", "dlq-b")
-    # The simulator's verdicts go to a topic the job does not read (see the docstring).
+    rep, fb, dec_a, dlq_a, dec_b, dlq_b, dec_c, dlq_c = kafka_topics(
+        "reports", "feedback", "dec-a", "dlq-a", "dec-b", "dlq-b", "dec-c", "dlq-c")
     sim = subprocess.run(
         [sys.executable, "-m", "rapidloop.cli", "simulate", "--kafka", "--brokers", broker,
          "--rate", "0", "--reports", str(REPORTS), "--seed", str(SEED), "--start", START,
          "--progress", "0"],
-        cwd=ROOT, env=_env({"reports": rep, "feedback": unused_fb}), capture_output=True,
+        cwd=ROOT, env=_env({"reports": rep, "feedback": fb}), capture_output=True,
         text=True, timeout=60)
     assert sim.returncode == 0, sim.stderr
 
     plain = _finish(_job(broker, _env({"reports": rep, "feedback": fb, "decisions": dec_a,
                                        "deadletter": dlq_a}), "--no-recovery",
                          "--progress", "0"))
-    assert _messages_read(plain) == REPORTS
+    total = _messages_read(plain)
+    assert total > REPORTS                  # reports and verdicts
+    again = _finish(_job(broker, _env({"reports": rep, "feedback": fb, "decisions": dec_c,
+                                       "deadletter": dlq_c}), "--no-recovery",
+                         "--progress", "0"))
+    assert _messages_read(again) == total
 
     env = _env({"reports": rep, "feedback": fb, "decisions": dec_b, "deadletter": dlq_b})
     recovery = tmp_path / "recovery"
@@ -140,23 +154,27 @@ def test_kill_9_and_restart_loses_and_invents_no_decision(
         # Past the first few epochs of the run (so snapshots were taken) but early enough
         # to land mid-run however little the previous runs had snapshotted.
         job = _job(broker, env, "--recovery-dir", str(recovery), "--progress", "0.05")
-        killed_at.append(_kill_after(job, int(REPORTS * rng.uniform(0.2, 0.3))))
+        killed_at.append(_kill_after(job, int(total * rng.uniform(0.2, 0.3))))
         assert (recovery / MANIFEST).is_file(), f"no recovery state after kill {i + 1}"
     last = _finish(_job(broker, env, "--recovery-dir", str(recovery), "--progress", "0"))
     assert f"recovery state resumed from {recovery}" in last
     resumed_reads = _messages_read(last)
-    assert resumed_reads < REPORTS, \
+    assert resumed_reads < total, \
         f"the restart read {resumed_reads} messages: it did not resume from a snapshot"
 
     n_a, want = _decisions(broker, dec_a)
-    n_b, got = _decisions(broker, dec_b)
+    n_c, twin = _decisions(broker, dec_c)
     assert n_a == len(want) > 200            # the uninterrupted run emits each decision once
+    assert twin == want and n_c == n_a, "two uninterrupted runs over the same topics differ"
+    assert _dead_letters(broker, dlq_c) == _dead_letters(broker, dlq_a)
+    n_b, got = _decisions(broker, dec_b)
     assert set(got) == set(want), (f"lost {len(set(want) - set(got))}, "
                                    f"new {len(set(got) - set(want))} decisions")
     assert got == want
+    assert _last_per_target(broker, dec_b) == _last_per_target(broker, dec_a)
     assert _dead_letters(broker, dlq_b) == _dead_letters(broker, dlq_a)
     print(f"killed after {killed_at} events; the last restart read {resumed_reads} of "
-          f"{REPORTS}; {len(want)} distinct decisions, {n_b - len(got)} repeated after resumes")
+          f"{total}; {len(want)} distinct decisions, {n_b - len(got)} repeated after resumes")
 
 
 @pytest.mark.integration
