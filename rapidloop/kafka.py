@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -112,6 +114,60 @@ def cluster_metadata(conf: dict[str, Any], timeout: float) -> ClusterMetadata:
 def _metadata(cfg: Config, brokers: str | None) -> ClusterMetadata:
     conf = client_config(cfg, brokers, **{"socket.connection.setup.timeout.ms": 5000})
     return cluster_metadata(conf, cfg.kafka.connect_timeout_s)
+
+
+class BrokerWatch:
+    """Calls ``on_dead`` once the cluster has not answered for ``timeout_s``.
+
+    A job whose broker is gone cannot decide anything, yet neither Bytewax
+    nor librdkafka gives up soon: the sink waits out ``message.timeout.ms``
+    per attempt (minutes), and a job with nothing to deliver waits forever.
+    A thread asks the cluster for metadata every few seconds (what any
+    client's first request is, so it answers whenever the job could work);
+    after ``timeout_s`` of failed asks it calls ``on_dead`` with one line.
+
+    >>> watch = BrokerWatch({"bootstrap.servers": "127.0.0.1:1"}, 0.0, print)
+    >>> watch.start(); watch.stop()    # timeout 0: never started, nothing printed
+    """
+
+    def __init__(self, conf: dict[str, Any], timeout_s: float,
+                 on_dead: Callable[[str], None]) -> None:
+        self.conf = conf
+        self.timeout_s = timeout_s
+        self.probe_s = max(0.5, min(5.0, timeout_s / 4))
+        self.on_dead = on_dead
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.timeout_s > 0:
+            self._thread = threading.Thread(target=self._watch, name="broker-watch",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.probe_s + 1)
+
+    def _watch(self) -> None:
+        conf = quiet(self.conf)
+        conf["socket.connection.setup.timeout.ms"] = max(1000, int(self.probe_s * 1000))
+        client = AdminClient(conf)
+        answered = time.monotonic()
+        while not self._stop.wait(self.probe_s):
+            try:
+                client.list_topics(timeout=self.probe_s)
+                answered = time.monotonic()
+                continue
+            except KafkaException:
+                pass
+            silent = time.monotonic() - answered
+            if silent >= self.timeout_s and not self._stop.is_set():
+                self.on_dead(f"the Kafka cluster at {conf.get('bootstrap.servers')} has not "
+                             f"answered for {silent:.0f}s (kafka.broker_timeout_s = "
+                             f"{self.timeout_s:g}); stopping")
+                return
 
 
 def list_topics(cfg: Config, brokers: str | None = None) -> set[str]:

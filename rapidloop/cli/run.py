@@ -54,7 +54,7 @@ from typing import IO, Any
 from rapidloop import jobstats
 from rapidloop.cli import CliError
 from rapidloop.config import Config, load_config
-from rapidloop.kafka import BrokerUnavailable, client_config
+from rapidloop.kafka import BrokerUnavailable, BrokerWatch, client_config
 from rapidloop.operators.allowlist import AllowListError
 from rapidloop.schemas.intake import FEEDBACK, REPORT
 
@@ -387,6 +387,21 @@ def _warn_uneven(cfg: Config, conf: dict[str, Any], workers: int) -> None:
                   f"partitions would spread the input evenly", file=sys.stderr, flush=True)
 
 
+def _broker_dead(why: str) -> None:
+    """The cluster is gone: one line and exit 2, now.
+
+    Bytewax offers no way to stop a flow from outside, and the flow may be
+    blocked in a sink waiting for acknowledgements that cannot come; the
+    recovery state is whole at every epoch close (SQLite transactions), so
+    leaving at once loses only the epoch in flight, which a restart emits
+    again.
+    """
+    sys.stderr.write(f"rapidloop run: {why} (exit 2; with recovery on, run again once it "
+                     "is back and the job goes on from its last snapshot)\n")
+    sys.stderr.flush()
+    os._exit(2)
+
+
 def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     from bytewax.run import cli_main
 
@@ -458,6 +473,8 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
           f"{brokers} ({'until drained' if args.exit_at_end else 'Ctrl-C to stop'}; {state})",
           file=sys.stderr, flush=True)
     reporter.start()
+    watch = BrokerWatch(conf, float(k.broker_timeout_s), _broker_dead)
+    watch.start()
     t0 = time.perf_counter()
     interrupted = False
     failure: Exception | None = None
@@ -489,6 +506,7 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
+        watch.stop()
         if recovery is not None:
             recovery.close()
         reporter.stop()

@@ -8,6 +8,9 @@
   line and a non-zero exit; the restart emits it: the broker is stopped for
   longer than the delivery timeout mid-run, and the union of the two runs'
   decisions is exactly an undisturbed run's.
+* The broker is killed (SIGKILL) mid-run, and killed while the job is idle:
+  either way the job stops within ``kafka.broker_timeout_s`` (plus one
+  probe), with one line naming the cluster and exit 2.
 * A decision the topic refuses by itself (too large) is dead-lettered with
   an "undeliverable" error and the run goes on, exiting 1 at the end.
 * Thousands of malformed and adversarial lines mixed into a replay: it exits
@@ -294,6 +297,71 @@ def test_decision_too_large_for_the_topic_is_dead_lettered_and_the_run_goes_on(
     assert dead["raw"].startswith('{"decision_id":"') and "[truncated: " in dead["raw"]
 
 
+# ------------------------------------------------------------------ broker killed
+
+BROKER_TIMEOUT_S = 6.0
+
+
+@pytest.mark.parametrize("when", ["mid-run", "idle"])
+def test_a_dead_broker_stops_the_run_within_its_timeout(tmp_path: Path, when: str) -> None:
+    port = free_port()
+    broker = _start_tansu(port, tmp_path / "tansu.log")
+    brokers = f"127.0.0.1:{port}"
+    n = 30_000 if when == "mid-run" else 2_000
+    try:
+        rep, fb, dec, dlq = create_topics(brokers, "dead", ["reports", "feedback", "dec", "dlq"])
+        sim = subprocess.run(
+            [sys.executable, "-m", "rapidloop.cli", "simulate", "--kafka", "--brokers", brokers,
+             "--rate", "0", "--reports", str(n), "--seed", "5", "--start", START,
+             "--progress", "0"], cwd=ROOT, env=_env({"reports": rep, "feedback": fb}),
+            capture_output=True, text=True, timeout=60)
+        assert sim.returncode == 0, sim.stderr
+        env = _env({"reports": rep, "feedback": fb, "decisions": dec, "deadletter": dlq},
+                   RAPIDLOOP_KAFKA__BROKER_TIMEOUT_S=str(BROKER_TIMEOUT_S))
+        job = subprocess.Popen(   # live: no --exit-at-end, so "idle" means waiting for input
+            [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", brokers,
+             "--no-recovery", "--progress", "0.2"], cwd=ROOT, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+        assert job.stderr is not None
+        lines: list[str] = []
+        want = n // 4 if when == "mid-run" else n
+        for line in job.stderr:
+            lines.append(line)
+            m = re.match(r"events ([\d,]+) ", line)
+            if m and int(m.group(1).replace(",", "")) >= want:
+                break
+        else:
+            pytest.fail(f"the job ended before reading {want} events:\n{''.join(lines)[-2000:]}")
+        if when == "idle":
+            time.sleep(2.0)           # everything read and decided: nothing waits to go out
+        broker.kill()
+        broker.wait(10)
+        t0 = time.monotonic()
+        try:
+            rest = job.communicate(timeout=BROKER_TIMEOUT_S + 60)[1]
+        finally:
+            if job.poll() is None:
+                job.kill()
+                job.wait(10)
+        took = time.monotonic() - t0
+        err = "".join(lines) + rest
+        assert job.returncode == 2, err[-3000:]
+        # the timeout, one probe interval to notice, and a few seconds of a loaded machine
+        assert took < BROKER_TIMEOUT_S + 15, f"exited {took:.0f}s after the broker died"
+        dead = [ln for ln in err.splitlines() if "has not answered" in ln]
+        assert len(dead) == 1 and dead[0].startswith("rapidloop run: the Kafka cluster at "
+                                                     f"{brokers} has not answered"), err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        waiting = [ln for ln in err.splitlines() if not re.match(r"events [\d,]+ ", ln)
+                   and ln.strip() and ln not in dead]
+        assert len(waiting) <= 12, "\n".join(waiting)
+        print(f"{when}: exit 2 {took:.1f}s after the broker died; "
+              f"{len(waiting)} other line(s) meanwhile")
+    finally:
+        _stop(broker)
+
+
 def _committed_reads(recovery: Path) -> int:
     """Input offsets in the last snapshot the job could resume from (Bytewax's SQLite)."""
     db = recovery / "part-0.sqlite3"
@@ -304,13 +372,14 @@ def _committed_reads(recovery: Path) -> int:
             rows = c.execute(
                 "SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ? "
                 "AND snap_epoch < (SELECT MAX(worker_frontier) FROM fronts WHERE ex_num = "
-                "(SELECT MAX(ex_num) FROM exs))", ("rapidloop.reports",)).fetchall()
+                "(SELECT MAX(ex_num) FROM exs))", ("rapidloop.input",)).fetchall()
         except sqlite3.OperationalError:   # tables not made yet, or busy
             return 0
     latest: dict[str, tuple[int, int]] = {}
-    for key, epoch, blob in rows:
+    for key, epoch, blob in rows:   # the event-time merge: {"seq", "next": {part: offset}}
         if blob is not None and epoch >= latest.get(key, (-1, 0))[0]:
-            latest[key] = (epoch, max(0, pickle.loads(blob)))
+            state = pickle.loads(blob)
+            latest[key] = (epoch, sum(max(0, o) for o in state["next"].values()))
     return sum(offset for _, offset in latest.values())
 
 
