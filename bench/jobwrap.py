@@ -35,12 +35,7 @@ _marks: dict[str, float | None] = {"first_poll": None, "first_consume": None,
                                    "last_decide": None}
 
 
-def _patch_sources(ready_file: Path | None) -> bool:
-    try:
-        from rapidloop.flows import kafka_io
-        part = kafka_io._KafkaPartition
-    except (ImportError, AttributeError):
-        return False
+def _patch_one(part: Any, ready_file: Path | None) -> None:
     original = part.next_batch
 
     def next_batch(self: Any) -> Any:
@@ -53,7 +48,17 @@ def _patch_sources(ready_file: Path | None) -> bool:
             _marks["first_consume"] = time.time()
         return batch
 
-    part.next_batch = next_batch  # type: ignore[method-assign]
+    part.next_batch = next_batch
+
+
+def _patch_sources(ready_file: Path | None) -> bool:
+    try:
+        from rapidloop.flows import kafka_io
+        parts = [kafka_io._KafkaPartition, kafka_io._MergedKafkaPartition]
+    except (ImportError, AttributeError):
+        return False
+    for part in parts:
+        _patch_one(part, ready_file)
     try:
         from rapidloop.flows import steps
         decide = steps.DecideLogic.on_batch

@@ -81,11 +81,16 @@ def job_env(topics: Topics, work: Path, tag: str) -> dict[str, str]:
     return rapidloop_env({**topics.env(), "RAPIDLOOP_RECOVERY__DIR": json.dumps(str(rec))})
 
 
-def run_job(brokers: str, topics: Topics, work: Path, tag: str) -> dict[str, Any]:
-    """One ``rapidloop run --exit-at-end`` over pre-loaded topics; its figures."""
+def run_job(brokers: str, topics: Topics, work: Path, tag: str,
+            settings: dict[str, str] | None = None) -> dict[str, Any]:
+    """One ``rapidloop run --exit-at-end`` over pre-loaded topics; its figures.
+
+    ``settings``: RAPIDLOOP_* overrides for this run only (e.g. the input order).
+    """
     marks = work / f"job-{tag}.json"
     proc = run_cli([PYTHON, "-m", "bench.jobwrap", str(marks), "run", "--brokers", brokers,
-                    "--exit-at-end", "--progress", "0"], job_env(topics, work, tag), ROOT)
+                    "--exit-at-end", "--progress", "0"],
+                   {**job_env(topics, work, tag), **(settings or {})}, ROOT)
     summary = parse_summary(proc.stderr)
     m = json.loads(marks.read_text())
     decisions = read_topic(brokers, topics.decisions)
@@ -200,11 +205,16 @@ def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
     create_topics(brokers, topics, ROOT)
     log(f"throughput: pre-loading {SIZES['throughput_reports']:,} reports")
     log(simulate_kafka(brokers, topics, SIZES["throughput_reports"], 0))
-    jobs, clusters, bases, ratios = [], [], [], []
+    jobs, clusters, bases, ratios, arrivals = [], [], [], [], []
     for i in range(SIZES["throughput_runs"]):
         out = topics.with_outputs(f"tput{i}")
         create_topics(brokers, out, ROOT)
         job = run_job(brokers, out, work, f"tput{i}")
+        out_a = topics.with_outputs(f"tput{i}a")
+        create_topics(brokers, out_a, ROOT)
+        arrival = run_job(brokers, out_a, work, f"tput{i}a",
+                          {"RAPIDLOOP_STREAM__INPUT_ORDER": "arrival"})
+        arrivals.append(arrival)
         out2 = topics.with_outputs(f"tput{i}c2")
         create_topics(brokers, out2, ROOT)
         cluster = run_cluster_job(brokers, out2, work, f"tput{i}c2")
@@ -217,7 +227,8 @@ def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
             f"{job['summary']['rate']:,.0f}/s), 2-process cluster {cluster['rate']:,.0f}/s "
             f"(messages per process {[p.get('messages') for p in cluster['per_process']]}, "
             f"cpu {[p.get('cpu_s') for p in cluster['per_process']]} s), baseline "
-            f"{base['rate']:,.0f}/s, ratio {ratios[-1]:.2f}, peak RSS {job['maxrss_mib']:.0f} MiB")
+            f"{base['rate']:,.0f}/s, ratio {ratios[-1]:.2f}, peak RSS {job['maxrss_mib']:.0f} MiB; "
+            f"in arrival order {arrival['rate']:,.0f}/s")
     cluster_rate = median([c["rate"] for c in clusters])
     return {
         "messages": jobs[0]["summary"]["messages"],
@@ -225,6 +236,9 @@ def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
         "job_summary_rate_median": median([j["summary"]["rate"] for j in jobs]),
         "baseline_rate_median": median([b["rate"] for b in bases]),
         "ratio_median": median(ratios),
+        "arrival_order_rate_median": median([a["rate"] for a in arrivals]),
+        "event_time_vs_arrival_median": median([j["rate"] / a["rate"]
+                                                for j, a in zip(jobs, arrivals, strict=True)]),
         "job_peak_rss_mib_median": median([j["maxrss_mib"] for j in jobs]),
         "runs": [{"job": j, "cluster": c, "baseline": b}
                  for j, c, b in zip(jobs, clusters, bases, strict=True)],
@@ -379,6 +393,9 @@ def table(r: dict[str, Any]) -> str:
     rows = [
         ("full job, 1 process (events/s, first consume → end of work)",
          _fmt(t["job_rate_median"]), ""),
+        ("same, input read in arrival order (`stream.input_order`)",
+         _fmt(t["arrival_order_rate_median"]),
+         f"event-time merge × {t['event_time_vs_arrival_median']:.2f} of it"),
         ("full job, 1 process, own summary incl. start-up (events/s)",
          _fmt(t["job_summary_rate_median"]), ""),
         ("full job, 2-process cluster (events/s, same method)",

@@ -265,6 +265,9 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
                                self.poll_timeout_s, self.idle_s)
 
 
+_FILL_READS = 8   # consume calls at most per merged batch
+
+
 class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]],
                                                     dict[str, Any]]):
     """Every partition of the input topics through one consumer and one event-time merge."""
@@ -305,7 +308,8 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]]
     def _on_error(self, err: KafkaError) -> None:
         self._log(err.code(), logging.WARNING, f"kafka source: {describe_error(err)}")
 
-    def _read(self) -> None:
+    def _read(self) -> int:
+        """Hand what the client has fetched to the merge; how many messages and events."""
         merge = self.merge
         msgs = self.consumer.consume(self.batch_size, 0)
         for msg in msgs:
@@ -338,6 +342,7 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]]
                 if ts_type != TIMESTAMP_NOT_AVAILABLE and ts / 1e3 > STATS.newest_produce_ts:
                     STATS.newest_produce_ts = ts / 1e3
                 break
+        return len(msgs)
 
     def _pace_fetching(self) -> None:
         """Pause partitions far ahead of the one the merge waits for; resume them after."""
@@ -352,10 +357,16 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]]
             self.paused.difference_update(go)
 
     def next_batch(self) -> list[tuple[int, list[RawMessage]]]:
-        self._read()
-        self._pace_fetching()
-        now = time.monotonic()
-        out = self.merge.release(self.batch_size, now)
+        # A batch is a unit downstream (a barrier across shards): fill it while the client
+        # has more fetched, rather than hand on every few messages the merge could release.
+        out: list[RawMessage] = []
+        for _ in range(_FILL_READS):
+            read = self._read()
+            self._pace_fetching()
+            now = time.monotonic()
+            out += self.merge.release(self.batch_size - len(out), now)
+            if len(out) >= self.batch_size or not read:
+                break
         if out:
             self._waited = None
             self.awake = None
