@@ -95,6 +95,7 @@ class Enforcement:
     first_sight: bool = False   # the global block rests on one organization's sighting
     verdict_by: str | None = None   # the global block rests on this source's "malicious"...
     weighed_orgs: int = 0           # ...last weighed against this many orgs (operators.cost)
+    score_weighed_orgs: int = 0     # org score blocks last weighed at this many orgs
 
     def score_blocks(self) -> set[Target]:
         """Targets blocked by correlation (the score), which new evidence may release."""
@@ -195,6 +196,7 @@ class Policy:
         self.org_score = p.org_block_score
         self.release_score = float(p.release_score)
         self.release_min_orgs = int(p.release_min_orgs)
+        self.reweigh_min_orgs = int(p.reweigh_min_orgs)
         self.trim = bool(p.trim_eager_learner)
         self.global_trimmed_score = float(p.global_trimmed_score)
         self.global_score = p.global_block_score
@@ -329,6 +331,14 @@ class Policy:
             if lifted:
                 return lifted
 
+        if (self.reweigh_min_orgs and enf.label is None
+                and s.orgs_ever >= self.reweigh_min_orgs
+                and s.orgs_ever > enf.score_weighed_orgs and enf.score_blocks()
+                and enf.current(GLOBAL, now) != "block"):   # the fleet's block covers them
+            lifted = self._reweigh_score_blocks(enf, s, sc, terms, now)
+            if lifted:
+                return out + lifted
+
         org_action = enf.current(org_t, now)
         if org_action == "allow":
             return out   # the tenant's own override: correlation never blocks its devices
@@ -393,6 +403,42 @@ class Policy:
                               f"blocking a file {s.orgs_ever} orgs run",
                               *weighed.lines(self.trusted_block_score,
                                              self.cost.exposure_weight)], None)]
+
+    def _reweigh_score_blocks(self, enf: Enforcement, s: Sighting, sc: Scored,
+                              terms: Terms, now: float) -> list[Decision]:
+        """Org blocks the score placed, weighed again as the file spreads.
+
+        Each was placed when its evidence cleared the bar of the organizations
+        that ran the file then. A file now run in ``reweigh_min_orgs`` or more
+        is widespread software unless the evidence keeps up with the bar,
+        which rises with every organization: what no longer clears it is
+        lifted, with the line that says why, the same inequality that would
+        refuse the block today. Not while the file's kin stand condemned by
+        trusted verdicts (siblings > 0): then its spread is a campaign's, and a
+        wave reaching its twentieth organization is no reason to let it in where it
+        was stopped. Nor under a global block, which covers them. Device
+        blocks stay (they rest on a behaviour seen on that very device, and
+        lapse with their TTL); global blocks have their own rules (first
+        sight, verdicts, release).
+        """
+        enf.score_weighed_orgs = s.orgs_ever
+        w = self.cost.exposure_weight
+        weighed = Terms(terms.score, terms.siblings, 0.0, s.orgs_ever)  # each org's own view
+        if terms.siblings > 0 or weighed.clears(self.org_score, w):
+            return []   # kin of condemned files: its spread is a campaign's, not software's
+        out: list[Decision] = []
+        blocks = enf.score_blocks()
+        for target in sorted(blocks, key=_target_order):
+            if target[0] != "org":
+                continue
+            blocks.discard(target)
+            if enf.current(target, now) == "block":
+                out.append(self._decide(
+                    enf, s.report.sha256, target, "unblock", sc, now, s.report.report_id,
+                    [f"malice score {sc.score:.2f} no longer outweighs the cost of blocking "
+                     f"a file {s.orgs_ever} orgs run", *weighed.lines(self.org_score, w)],
+                    None))
+        return out
 
     def _lift_first_sight(self, enf: Enforcement, sha: str, sc: Scored, now: float,
                           trigger: str, orgs: int) -> list[Decision]:

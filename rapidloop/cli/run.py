@@ -354,7 +354,9 @@ def _spread_line(index: int, count: int, d: dict[str, Any]) -> str:
     shards = sorted(d["tracked_files"])
     files = sum(d["tracked_files"].values())
     decisions = sum(x[2] for x in d["decisions"])
-    return (f"process {index} of {count}: read {', '.join(d['parts']) or 'no partition'} "
+    parts = ["every input partition (event-time merge)" if p == "merged" else p
+             for p in d["parts"]]
+    return (f"process {index} of {count}: read {', '.join(parts) or 'no partition'} "
             f"({n:,} messages); shards {', '.join(shards) or 'none'} ({files:,} files); "
             f"decisions {decisions:,}; cpu {d.get('cpu_s', 0.0):.1f}s")
 

@@ -333,3 +333,27 @@ def test_a_sandbox_benign_does_not_clear_a_file_whose_siblings_were_condemned():
         p.lineage.learn(key, sha(0x600 + i), malicious=True)
     assert not p.accepts(scored(0.5), fb, lineage=key)
     assert p.on_verdict(e, fb, scored(0.5), lineage=key) == []
+
+
+def test_an_org_block_is_weighed_again_as_the_file_spreads():
+    """Blocked in its first org at 0.97, the file turns out to run in 40: the org block is
+    lifted with the line that says why; a device block placed on what that device saw stays."""
+    p, e = Policy(CFG), Enforcement()
+    r = report(H, org="org-1", behaviors=("process_injection",))
+    (d,) = p.on_sighting(e, sighting(r), scored(0.97))
+    assert (d.action, d.scope) == ("block", "org")
+    e.scored.add(("device", "org-1", "dev-x"))      # as if a device block stood too
+    e.active[("device", "org-1", "dev-x")] = ("block", None)
+    later = report(H, org="org-9", ts=T0 + 60)
+    (u,) = p.on_sighting(e, sighting(later, orgs=(40, 40, 40), ever=40), scored(0.97))
+    assert (u.action, u.scope, u.org_id) == ("unblock", "org", "org-1")
+    assert u.reasons[0] == "malice score 0.97 no longer outweighs the cost of blocking a file " \
+                           "40 orgs run"
+    assert u.reasons[1].startswith("expected cost: log-odds +3.5 = +3.5 vs bar +7.3")
+    assert e.current(("device", "org-1", "dev-x"), T0 + 60) == "block"
+    # evidence that keeps up with the bar keeps the block
+    p, e = Policy(CFG), Enforcement()
+    p.on_sighting(e, sighting(r), scored(0.97))
+    out = p.on_sighting(e, sighting(later, orgs=(25, 25, 25), ever=25), scored(0.9999))
+    assert [(d.action, d.org_id) for d in out] == [("block", "org-9")]   # and org-9's own
+    assert e.current(("org", "org-1", None), T0 + 60) == "block"
