@@ -24,6 +24,12 @@ from rapidloop.schemas.timefmt import parse_ts_or_none
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("active", help="the decisions in force at one moment",
                        description=__doc__.splitlines()[0])
+    add_view_args(p)
+    p.set_defaults(func=run)
+
+
+def add_view_args(p: argparse.ArgumentParser) -> None:
+    """Where the decisions come from and which view of them (shared with ``export``)."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--decisions", metavar="FILE",
                      help="decisions JSONL (.gz ok): a replay's output or a capture's")
@@ -36,10 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--org", metavar="ORG", help="that tenant's view")
     p.add_argument("--at", metavar="RFC3339",
                    help="the moment (default: the latest event_ts in the file)")
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def view(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float | None]:
+    """(the decisions in force in the asked view, the moment), or ([], None) if none."""
     if args.from_kafka:
         decisions = _from_kafka(args)
         default_at: float | None = time.time()
@@ -51,11 +57,16 @@ def run(args: argparse.Namespace) -> int:
         if at is None:
             raise CliError(f"--at {args.at!r} is not an RFC 3339 time")
     elif default_at is None:
-        return 0   # no decision: nothing in force
+        return [], None   # no decision: nothing in force
     else:
         at = default_at
+    return in_force(decisions, at, args.org), at
+
+
+def run(args: argparse.Namespace) -> int:
+    active, _ = view(args)
     out = sys.stdout.buffer
-    for d in in_force(decisions, at, args.org):
+    for d in active:
         out.write(orjson.dumps(d) + b"\n")
     out.flush()
     return 0
