@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import os
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,18 +33,60 @@ def open_lines(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
+class InputFileError(RuntimeError):
+    """An input file that cannot be read to its end (truncated, not gzip, unreadable).
+
+    A bad *line* is a dead letter; a file that stops making sense stops the
+    run, with one line naming the file and how far it got.
+    """
+
+    def __init__(self, path: str, lines: int, why: str) -> None:
+        super().__init__(f"{path}: {why} (after {lines:,} line(s))")
+        self.path = path
+        self.lines = lines
+
+
+def check_readable(path: str, chunk: int = 1 << 16) -> int:
+    """Read ``path`` to its end (gunzipping ``.gz``); its line count, or InputFileError.
+
+    Run before a replay, so that a truncated or corrupt file stops it with one
+    line before anything is decided, instead of in the middle of the flow.
+    About 0.1 s per 10 MB of gzip on these machines.
+    """
+    lines = 0
+    try:
+        with open_lines(path) as f:
+            while block := f.read(chunk):
+                lines += block.count(b"\n")
+    except EOFError:
+        raise InputFileError(path, lines, "truncated: the compressed stream ends early") from None
+    except gzip.BadGzipFile as exc:
+        raise InputFileError(path, lines, f"not a gzip file ({exc})") from None
+    except (zlib.error, OSError) as exc:
+        raise InputFileError(path, lines, f"unreadable: {exc}") from None
+    return lines
+
+
 def _timed_lines(path: str, name: str, order: int, max_jump: float = DEFAULT_MAX_JUMP_S
                  ) -> Iterator[tuple[float, int, int, RawMessage]]:
     """Lines with the event time they merge at (:func:`merge_time`: a line whose time
     cannot be used keeps its place in the file; the parser judges it)."""
     last = float("-inf")
-    with open_lines(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            ts, last = merge_time(line, last, max_jump)
-            yield (ts, order, n, RawMessage(name, line, None, None, n))
+    n = 0
+    try:
+        with open_lines(path) as f:
+            for n, line in enumerate(f, 1):
+                line = line.rstrip(b"\r\n")
+                if not line.strip():
+                    continue
+                ts, last = merge_time(line, last, max_jump)
+                yield (ts, order, n, RawMessage(name, line, None, None, n))
+    except EOFError:
+        raise InputFileError(path, n, "truncated: the compressed stream ends early") from None
+    except gzip.BadGzipFile as exc:
+        raise InputFileError(path, n, f"not a gzip file ({exc})") from None
+    except (zlib.error, OSError) as exc:
+        raise InputFileError(path, n, f"unreadable: {exc}") from None
 
 
 def merged_timed_lines(files: list[tuple[str, str]], max_jump: float = DEFAULT_MAX_JUMP_S
@@ -155,13 +199,25 @@ class _JsonlPartition(StatelessSinkPartition[list[tuple[bytes | None, bytes]]]):
 
 
 class JsonlSink(DynamicSink[list[tuple[bytes | None, bytes]]]):
-    """Appends message values as JSONL lines (the file is truncated when the sink is made)."""
+    """Message values as JSONL lines, written to ``PATH.partial`` until :meth:`commit`.
+
+    Only a run that ended well renames the file into place, so a file at
+    ``path`` is always complete; a failed run removes its partial file
+    (:meth:`discard`), and one killed outright leaves a name that says so.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.partial = f"{path}.partial"
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb"):
+        with open(self.partial, "wb"):
             pass
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _JsonlPartition:
-        return _JsonlPartition(self.path)
+        return _JsonlPartition(self.partial)
+
+    def commit(self) -> None:
+        os.replace(self.partial, self.path)
+
+    def discard(self) -> None:
+        Path(self.partial).unlink(missing_ok=True)

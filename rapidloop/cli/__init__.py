@@ -27,7 +27,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rapidloop import __version__
+
     parser = _Parser(prog="rapidloop", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"rapidloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"rapidloop.cli.{name}")

@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--world", required=True, metavar="DIR", help="from `rapidloop simulate --out`")
     p.add_argument("--config", metavar="FILE", help="TOML configuration to evaluate")
     p.add_argument("--png", metavar="FILE", help="chart (default: WORLD/evaluation.png)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when a target of [evaluate] is missed (a CI gate)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=run)
 
@@ -126,11 +128,13 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "decisions.jsonl"
         files = [(str(reports_path), str(reports_path)), (str(feedback_path), str(feedback_path))]
+        sink = JsonlSink(str(out))
         io = Connectors(sources=[("input", MergedFileSource(files, cfg.kafka.consume_batch))],
                         kinds={str(reports_path): REPORT, str(feedback_path): FEEDBACK},
-                        decisions=JsonlSink(str(out)))
+                        decisions=sink)
         jobstats.reset()
         run_main(build_flow(cfg, io))
+        sink.commit()
         decisions = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     replay_s = time.perf_counter() - t0
     reports, feedback = load_events(world, cfg)
@@ -154,4 +158,9 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).write_bytes(orjson.dumps(fig, option=orjson.OPT_SERIALIZE_NUMPY
                                                  | orjson.OPT_INDENT_2, default=str))
     sys.stdout.flush()
+    missed = [c for c in bars if not c.held]
+    if args.strict and missed:
+        print(f"rapidloop evaluate: {len(missed)} of {len(bars)} target(s) missed "
+              f"(--strict)", file=sys.stderr)
+        return 1
     return 0

@@ -185,12 +185,22 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
     from bytewax.testing import cluster_main, run_main
 
     from rapidloop.flows.dataflow import Connectors, build_flow
-    from rapidloop.flows.file_io import JsonlSink, MergedFileSource
+    from rapidloop.flows.file_io import (
+        InputFileError,
+        JsonlSink,
+        MergedFileSource,
+        check_readable,
+    )
+    from rapidloop.flows.kafka_io import find_cause
     from rapidloop.flows.placement import resolve_replicas
 
     for path, _ in files:
         if not Path(path).is_file():
             raise CliError(f"input file not found: {path}")
+        try:
+            check_readable(path)
+        except InputFileError as exc:
+            raise CliError(f"{exc} — stopped before replaying anything") from None
     if workers < 1:
         raise CliError("--workers must be at least 1")
     source = MergedFileSource(files, cfg.kafka.consume_batch, pace,
@@ -215,15 +225,25 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
         reporter = EtaReporter(stats, progress, sys.stderr,
                                total if exact else estimate_total(files), exact)
         reporter.start()
+    sinks = [s for s in (io.decisions, io.dead_letters) if isinstance(s, JsonlSink)]
     t0 = time.perf_counter()
     try:
         if workers == 1:
             run_main(flow, epoch_interval=None)
         else:
             cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    except Exception as exc:
+        for sink in sinks:
+            sink.discard()
+        bad = find_cause(exc, InputFileError)
+        if bad is None:
+            raise
+        raise CliError(f"{bad} — stopped; no output written") from None
     finally:
         if reporter is not None:
             reporter.stop()
+    for sink in sinks:
+        sink.commit()
     return stats, time.perf_counter() - t0
 
 
