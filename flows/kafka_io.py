@@ -125,7 +125,9 @@ FETCH_WAIT_MAX_MS = 10   # a default only: [kafka.client] "fetch.wait.max.ms" ov
 
 class _KafkaPartition(StatefulSourcePartition[list[RawMessage], int]):
     def __init__(self, conf: dict[str, Any], topic: str, partition: int, start: int,
-                 batch_size: int, tail: bool, poll_timeout_s: float, idle_s: float) -> None:
+                 batch_size: int, tail: bool, poll_timeout_s: float, idle_s: float,
+                 stop: threading.Event | None = None) -> None:
+        self.stop = stop
         self.topic = topic
         self.partition = partition
         self.batch_size = batch_size
@@ -157,7 +159,7 @@ class _KafkaPartition(StatefulSourcePartition[list[RawMessage], int]):
                   f"kafka source {self.topic}#{self.partition}: {describe_error(err)}")
 
     def next_batch(self) -> list[list[RawMessage]]:
-        if self.eof:
+        if self.eof or (self.stop is not None and self.stop.is_set()):
             raise StopIteration
         msgs = self.consumer.consume(self.batch_size, self.poll_timeout)
         batch: list[RawMessage] = []
@@ -228,11 +230,15 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
     call on a quiet partition (feedback is mostly quiet) would stall every
     other partition and operator on the same worker. An empty partition
     instead sleeps ``idle_s`` through ``next_awake``.
+
+    ``stop``: once set, every partition ends as at the end of input, so the
+    flow closes its last epoch, flushes its sinks and returns (a clean stop).
     """
 
     def __init__(self, conf: dict[str, Any], topics: list[str], batch_size: int, tail: bool,
                  starting_offset: str = "beginning", *, poll_timeout_s: float = 0.0,
-                 idle_s: float = 0.01, metadata_timeout_s: float = 10.0) -> None:
+                 idle_s: float = 0.01, metadata_timeout_s: float = 10.0,
+                 stop: threading.Event | None = None) -> None:
         if starting_offset not in _STARTS:
             raise ValueError(f"starting_offset must be 'beginning' or 'end', "
                              f"not {starting_offset!r}")
@@ -246,6 +252,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
         self.poll_timeout_s = poll_timeout_s
         self.idle_s = idle_s
         self.metadata_timeout_s = metadata_timeout_s
+        self.stop = stop
 
     def list_parts(self) -> list[str]:
         try:
@@ -262,7 +269,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
                              f"{self.topics}: topics cannot change across a resume")
         start = resume_state if resume_state is not None else _STARTS[self.starting_offset]
         return _KafkaPartition(self.conf, topic, int(idx), start, self.batch_size, self.tail,
-                               self.poll_timeout_s, self.idle_s)
+                               self.poll_timeout_s, self.idle_s, self.stop)
 
 
 _FILL_READS = 8   # consume calls at most per merged batch
@@ -274,7 +281,9 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]]
 
     def __init__(self, conf: dict[str, Any], parts: list[tuple[str, int]],
                  resume: dict[str, Any] | None, start: int, batch_size: int, tail: bool,
-                 idle_s: float, idle_partition_s: float, buffer_cap: int) -> None:
+                 idle_s: float, idle_partition_s: float, buffer_cap: int,
+                 stop: threading.Event | None = None) -> None:
+        self.stop = stop
         names = [f"{t}#{p}" for t, p in parts]
         known = (resume or {}).get("next", {})
         # A partition the resume state does not know appeared since: all of it is new.
@@ -357,6 +366,8 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]]
             self.paused.difference_update(go)
 
     def next_batch(self) -> list[tuple[int, list[RawMessage]]]:
+        if self.stop is not None and self.stop.is_set():
+            raise StopIteration   # asked to stop: what was not released is read next time
         # A batch is a unit downstream (a barrier across shards): fill it while the client
         # has more fetched, rather than hand on every few messages the merge could release.
         out: list[RawMessage] = []
@@ -411,7 +422,7 @@ class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[RawMessage]], dic
     def __init__(self, conf: dict[str, Any], topics: list[str], batch_size: int, tail: bool,
                  starting_offset: str = "beginning", *, idle_s: float = 0.01,
                  idle_partition_s: float = 5.0, buffer_cap: int = 20000,
-                 metadata_timeout_s: float = 10.0) -> None:
+                 metadata_timeout_s: float = 10.0, stop: threading.Event | None = None) -> None:
         if starting_offset not in _STARTS:
             raise ValueError(f"starting_offset must be 'beginning' or 'end', "
                              f"not {starting_offset!r}")
@@ -426,6 +437,7 @@ class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[RawMessage]], dic
         self.idle_partition_s = idle_partition_s
         self.buffer_cap = buffer_cap
         self.metadata_timeout_s = metadata_timeout_s
+        self.stop = stop
 
     def list_parts(self) -> list[str]:
         return ["merged"]
@@ -446,7 +458,8 @@ class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[RawMessage]], dic
                                  "resume")
         return _MergedKafkaPartition(self.conf, parts, resume_state,
                                      _STARTS[self.starting_offset], self.batch_size, self.tail,
-                                     self.idle_s, self.idle_partition_s, self.buffer_cap)
+                                     self.idle_s, self.idle_partition_s, self.buffer_cap,
+                                     self.stop)
 
 
 @dataclass

@@ -434,16 +434,22 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     start = "end" if args.from_end else "beginning"
     tail = not args.exit_at_end
     BUILT_PARTS.clear()
+    alone = not clustered and not args.cluster_child
+    # A single process stops on SIGTERM / SIGINT as at the end of input: its sources end, the
+    # last epoch closes (snapshot included), sinks flush, and the summary follows.
+    stop = threading.Event() if alone else None
     if cfg.stream.input_order == "event_time":
         merged = _tracking_source(KafkaMergedSource)(
             conf, [k.reports_topic, k.feedback_topic], k.consume_batch, tail, start,
             idle_partition_s=float(cfg.stream.idle_partition_s),
-            buffer_cap=int(cfg.stream.merge_buffer))
+            buffer_cap=int(cfg.stream.merge_buffer), stop=stop)
         sources: list[tuple[str, Any]] = [("input", merged)]
     else:
         source = _tracking_source(KafkaBatchSource)
-        sources = [("reports", source(conf, [k.reports_topic], k.consume_batch, tail, start)),
-                   ("feedback", source(conf, [k.feedback_topic], k.consume_batch, tail, start))]
+        sources = [("reports", source(conf, [k.reports_topic], k.consume_batch, tail, start,
+                                      stop=stop)),
+                   ("feedback", source(conf, [k.feedback_topic], k.consume_batch, tail,
+                                       start, stop=stop))]
     io = Connectors(
         sources=sources,
         kinds={k.reports_topic: REPORT, k.feedback_topic: FEEDBACK},
@@ -480,12 +486,16 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     t0 = time.perf_counter()
     interrupted = False
     failure: Exception | None = None
-    alone = not clustered and not args.cluster_child
-    previous_term = None
-    if alone:
-        # A single process stops the same way on SIGTERM (a service manager, a pod) as on
-        # Ctrl-C: Bytewax's interrupt ends the flow, recovery keeps the last closed epoch.
-        previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous: dict[int, Any] = {}
+    if stop is not None:
+        def on_signal(signum: int, _frame: Any) -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt   # a second signal: stop at once
+            stop.set()
+            print(f"rapidloop run: {signal.Signals(signum).name}: closing the epoch and "
+                  "stopping (again to stop at once)", file=sys.stderr, flush=True)
+        previous = {sig: signal.signal(sig, on_signal)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         cli_main(flow, workers_per_process=args.workers,
                  process_id=index if clustered else None,
@@ -506,8 +516,10 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
             if failure is None:
                 raise
     finally:
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if stop is not None and stop.is_set():
+            interrupted = True
         watch.stop()
         if recovery is not None:
             recovery.close()
