@@ -1,10 +1,12 @@
 """The rapidloop dataflow, top to bottom as in the README's diagram.
 
-    reports ─┐                          ┌─ dead letters ──────────────────▶ deadletter sink
+    reports ─┐                          ┌─ dead letters ─────────────▶ deadletter sink
              ├─▶ parse ─▶ split by shard ─▶ correlate ─▶ route ─▶ decide ─▶ decisions sink
-  feedback ─┘     (Unit)    (Piece/shard)  (file state)  (verdicts    (models, policy)
-                                                           to every
-                                                           replica)
+  feedback ─┘     (Unit)    (Piece/shard)  (file state)  (verdicts    (models,    │
+                                                           to every     policy)   │
+                                                           replica)               ▼
+                                                  active feed (in force per target,
+                                                  tombstones; when the topic exists) ─▶ active sink
 
 Logic lives in rapidloop.operators and rapidloop.schemas; this module only
 wires it. The same builder runs on Kafka (``rapidloop run``) and on files
@@ -38,6 +40,7 @@ class Connectors:
     kinds: dict[str, str]
     decisions: Sink
     dead_letters: Sink | None = None
+    active: Sink | None = None   # the compacted feed of decisions in force (operators.activefeed)
 
 
 def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
@@ -60,9 +63,19 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
                                    steps.correlate_builder(cfg, layout, recovery))
     routed = op.map("route", correlated, steps.unwrap)
     decided = op.stateful_batch("decide", routed, steps.decide_builder(cfg, allow, recovery))
-    op.output("decisions", op.map("encode", decided, steps.encode_decisions), io.decisions)
+    encoded = op.map("encode", decided, steps.encode_decisions)
+    op.output("decisions", encoded, io.decisions)
+    if io.active is not None:
+        feed = op.stateful_batch("active_feed", op.key_on("feed_key", encoded, _one_key),
+                                 steps.active_feed_builder(recovery))
+        op.output("active", op.map("feed_records", feed, steps.unwrap_feed), io.active)
     _freeze_startup_objects()
     return flow
+
+
+def _one_key(_: object) -> str:
+    """The feed is one sequence: every decision goes to the same (single) key."""
+    return "active"
 
 
 def _freeze_startup_objects() -> None:

@@ -81,6 +81,8 @@ def identity(cfg: Config, topic_ids: dict[str, str | None], flow_id: str = "rapi
         "feedback_topic_id": topic_ids.get(k.feedback_topic),
         "shards": int(cfg.stream.shards),
         "input_order": str(cfg.stream.input_order),
+        # the feed of decisions in force is whole only if fed from the state's start
+        "active_topic": k.active_topic if k.active_topic in topic_ids else None,
         "replicas": replicas if replicas is not None else max(1, int(cfg.stream.replicas)),
     }
 

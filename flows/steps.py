@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from bytewax.operators import StatefulBatchLogic
 
 from rapidloop.config import Config
 from rapidloop.jobstats import STATS
+from rapidloop.operators.activefeed import ActiveFeed
 from rapidloop.operators.allowlist import AllowList
 from rapidloop.operators.correlate import Correlator
 from rapidloop.operators.decide import Decider
@@ -28,7 +30,7 @@ from rapidloop.schemas.wire import encode_dead_letter, encode_decision
 
 from .placement import ReplicaLayout
 
-KV = tuple[bytes | None, bytes]
+KV = tuple[bytes | None, bytes | None]   # (key, value); a None value is a tombstone
 
 
 class Parse:
@@ -151,3 +153,33 @@ def encode_decisions(kv: tuple[str, list[Decision]]) -> list[KV]:
         counts[(d.action, d.scope)] += 1
         out.append((d.sha256.encode(), encode_decision(d)))
     return out
+
+
+class ActiveFeedLogic(StatefulBatchLogic[list[KV], list[KV], bytes | None]):
+    """Encoded decisions → the compacted feed's records (a tombstone's value is None)."""
+
+    def __init__(self, feed: ActiveFeed, recovery: bool) -> None:
+        self.feed = feed
+        self.recovery = recovery
+
+    def on_batch(self, batches: list[list[KV]]) -> tuple[list[list[KV]], bool]:
+        out: list[KV] = []
+        for batch in batches:
+            for _, value in batch:
+                d = orjson.loads(value)
+                for key, rec in self.feed.process([d]):
+                    out.append((key.encode(), value if rec is d else None))
+        return ([out] if out else []), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes | None:
+        return _snapshot(self.feed, self.recovery)
+
+
+def active_feed_builder(recovery: bool) -> Callable[[bytes | None], ActiveFeedLogic]:
+    def build(resume: bytes | None) -> ActiveFeedLogic:
+        return ActiveFeedLogic(pickle.loads(resume) if resume else ActiveFeed(), recovery)
+    return build
+
+
+def unwrap_feed(kv: tuple[str, list[KV]]) -> list[KV]:
+    return kv[1]

@@ -205,8 +205,29 @@ def topic_partitions(conf: dict[str, Any], topics: list[str],
 
 
 def topic_names(cfg: Config) -> list[str]:
+    """The topics ``rapidloop topics create`` makes: the contract's four and the feed."""
     k = cfg.kafka
-    return [k.reports_topic, k.feedback_topic, k.decisions_topic, k.deadletter_topic]
+    return [k.reports_topic, k.feedback_topic, k.decisions_topic, k.deadletter_topic,
+            k.active_topic]
+
+
+def topic_config(cfg: Config, name: str) -> dict[str, str]:
+    """The configs a topic is created with.
+
+    The decisions topic keeps its messages at least as long as the longest
+    block lasts (plus a week), so that replaying it from the beginning gives
+    every decision still in force; the active feed is compacted and keeps its
+    latest record per target for ever (tombstones for a day).
+    """
+    week = 7 * 86400 * 1000
+    if name == cfg.kafka.active_topic:
+        return {"cleanup.policy": "compact", "delete.retention.ms": "86400000"}
+    if name == cfg.kafka.decisions_topic:
+        p = cfg.policy
+        longest = max(float(p.device_block_ttl_s), float(p.org_block_ttl_s),
+                      float(p.global_block_ttl_s), float(p.trusted_block_ttl_s))
+        return {"retention.ms": str(int(longest * 1000) + week)}
+    return {"retention.ms": str(week)}
 
 
 def ensure_topics(cfg: Config, brokers: str | None = None, partitions: int | None = None,
@@ -225,7 +246,7 @@ def ensure_topics(cfg: Config, brokers: str | None = None, partitions: int | Non
     client = admin(cfg, brokers)  # keep a reference: a collected client cancels the futures
     futures = client.create_topics(
         [NewTopic(n, num_partitions=n_parts, replication_factor=replication_factor,
-                  config={"retention.ms": "604800000"}) for n in missing],
+                  config=topic_config(cfg, n)) for n in missing],
         operation_timeout=cfg.kafka.connect_timeout_s)
     for name, fut in futures.items():
         try:

@@ -176,7 +176,22 @@ def _topic_ids(cfg: Config, conf: dict[str, Any]) -> dict[str, str | None]:
     from rapidloop.flows.recovery import topic_ids
 
     k = cfg.kafka
-    return topic_ids(conf, [k.reports_topic, k.feedback_topic], k.connect_timeout_s)
+    ids = topic_ids(conf, [k.reports_topic, k.feedback_topic], k.connect_timeout_s)
+    if _feeds_active(cfg, conf):
+        ids[k.active_topic] = None   # fed: the recovery state must always have been
+    return ids
+
+
+def _feeds_active(cfg: Config, conf: dict[str, Any]) -> bool:
+    """Whether this job keeps the compacted feed of decisions in force: it does when the
+    topic exists (``rapidloop topics create`` makes it), from a recovery state's start."""
+    from rapidloop.kafka import cluster_metadata
+
+    k = cfg.kafka
+    try:
+        return k.active_topic in cluster_metadata(conf, k.connect_timeout_s).topics
+    except BrokerUnavailable:
+        return False
 
 
 def _prepare_whole(cfg: Config, directory: str, conf: dict[str, Any], replicas: int) -> Any:
@@ -434,6 +449,10 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     start = "end" if args.from_end else "beginning"
     tail = not args.exit_at_end
     BUILT_PARTS.clear()
+    feed = _feeds_active(cfg, conf)
+    if not feed and not args.cluster_child and (not clustered or index == 0):
+        print(f"rapidloop run: note: no topic {k.active_topic}: the feed of decisions in "
+              "force is not kept (`rapidloop topics create` makes it)", file=sys.stderr)
     alone = not clustered and not args.cluster_child
     # A single process stops on SIGTERM / SIGINT as at the end of input: its sources end, the
     # last epoch closes (snapshot included), sinks flush, and the summary follows.
@@ -456,6 +475,8 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
         decisions=KafkaBatchSink(conf, k.decisions_topic, retries=k.delivery_retries,
                                  undeliverable_topic=k.deadletter_topic),
         dead_letters=KafkaBatchSink(conf, k.deadletter_topic, retries=k.delivery_retries),
+        active=(KafkaBatchSink(conf, k.active_topic, retries=k.delivery_retries,
+                               undeliverable_topic=k.deadletter_topic) if feed else None),
     )
     try:
         flow = build_flow(cfg, io, recovery=recovery is not None, replicas=replicas)

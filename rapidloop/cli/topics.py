@@ -1,10 +1,10 @@
-"""`rapidloop topics create|list`: the contract's four topics on a Kafka cluster.
+"""`rapidloop topics create|list`: the contract's four topics and the feed on a Kafka cluster.
 
-``create`` makes whichever of the configured reports, feedback, decisions and
-dead-letter topics are missing (existing ones are left alone, so it is safe to
-run on every start); ``list`` shows the cluster's topics with their partition
-counts. An unreachable cluster is one line on stderr within
-``kafka.connect_timeout_s``.
+``create`` makes whichever of the configured reports, feedback, decisions,
+dead-letter and active-feed topics are missing (existing ones are left alone,
+so it is safe to run on every start; configs in ``rapidloop.kafka.topic_config``);
+``list`` shows the cluster's topics with their partition counts. An unreachable
+cluster is one line on stderr within ``kafka.connect_timeout_s``.
 """
 
 from __future__ import annotations

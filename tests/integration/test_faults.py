@@ -282,7 +282,9 @@ def test_decision_too_large_for_the_topic_is_dead_lettered_and_the_run_goes_on(
     done = subprocess.run(
         [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", broker, "--config", str(cfg),
          "--exit-at-end", "--no-recovery", "--progress", "0"], cwd=ROOT,
-        env=_env({"reports": rep, "feedback": fb, "decisions": dec, "deadletter": dlq}),
+        # no feed of decisions in force here (a topic that does not exist): one dead letter
+        env=_env({"reports": rep, "feedback": fb, "decisions": dec, "deadletter": dlq,
+                  "active": f"{dec}-no-feed"}),
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-3000:]
     assert re.search(rf"1 message\(s\) refused by {re.escape(dec)} were written to "

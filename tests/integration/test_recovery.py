@@ -26,9 +26,11 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from rapidloop.active import in_force, latest_event_ts
 from rapidloop.config import load_config
 from rapidloop.flows.recovery import MANIFEST, RecoveryError, prepare
 from rapidloop.kafka import quiet
+from rapidloop.operators.activefeed import target_key
 
 from ..conftest import ROOT, TopicMaker
 from .test_kafka_io import read_all
@@ -126,8 +128,8 @@ def _dead_letters(broker: str, topic: str) -> set[tuple[Any, ...]]:
 @pytest.mark.integration
 def test_kill_9_and_restart_loses_and_invents_no_decision(
         broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
-    rep, fb, dec_a, dlq_a, dec_b, dlq_b, dec_c, dlq_c = kafka_topics(
-        "reports", "feedback", "dec-a", "dlq-a", "dec-b", "dlq-b", "dec-c", "dlq-c")
+    rep, fb, dec_a, dlq_a, dec_b, dlq_b, dec_c, dlq_c, act_b = kafka_topics(
+        "reports", "feedback", "dec-a", "dlq-a", "dec-b", "dlq-b", "dec-c", "dlq-c", "act-b")
     sim = subprocess.run(
         [sys.executable, "-m", "rapidloop.cli", "simulate", "--kafka", "--brokers", broker,
          "--rate", "0", "--reports", str(REPORTS), "--seed", str(SEED), "--start", START,
@@ -146,7 +148,8 @@ def test_kill_9_and_restart_loses_and_invents_no_decision(
                          "--progress", "0"))
     assert _messages_read(again) == total
 
-    env = _env({"reports": rep, "feedback": fb, "decisions": dec_b, "deadletter": dlq_b})
+    env = _env({"reports": rep, "feedback": fb, "decisions": dec_b, "deadletter": dlq_b,
+                "active": act_b})
     recovery = tmp_path / "recovery"
     rng = random.Random(SEED)
     killed_at = []
@@ -172,6 +175,22 @@ def test_kill_9_and_restart_loses_and_invents_no_decision(
                                    f"new {len(set(got) - set(want))} decisions")
     assert got == want
     assert _last_per_target(broker, dec_b) == _last_per_target(broker, dec_a)
+    # the compacted feed, read from its start, is what `rapidloop active` says of the
+    # uninterrupted run's decisions at their newest event time
+    feed: dict[bytes | None, dict[str, Any]] = {}
+    for _, key, value in read_all(broker, act_b, timeout=30):
+        if value is None:
+            feed.pop(key, None)
+        else:
+            d = orjson.loads(value)
+            del d["decided_at"]
+            feed[key] = d
+    decisions = [orjson.loads(v) for _, _, v in read_all(broker, dec_a, timeout=30)]
+    for d in decisions:
+        del d["decided_at"]
+    expected = in_force(decisions, latest_event_ts(decisions) or 0.0)
+    assert sorted(feed.values(), key=target_key) == sorted(expected, key=target_key)
+    assert len(expected) > 100
     assert _dead_letters(broker, dlq_b) == _dead_letters(broker, dlq_a)
     print(f"killed after {killed_at} events; the last restart read {resumed_reads} of "
           f"{total}; {len(want)} distinct decisions, {n_b - len(got)} repeated after resumes")

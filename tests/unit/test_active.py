@@ -66,3 +66,34 @@ def test_the_command_prints_the_decisions_in_force(tmp_path, capsys) -> None:
     assert main(["active", "--decisions", str(path), "--at", "yesterday"]) == 2
     assert "not an RFC 3339 time" in capsys.readouterr().err
     assert main(["active", "--decisions", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_the_feed_keeps_one_record_per_target_and_tombstones_what_ends() -> None:
+    """Renewed blocks are not lapsed by their old expiry; an unblock and a lapse each leave a
+    tombstone; what the feed holds is what in_force says at its clock."""
+    from rapidloop.active import in_force
+    from rapidloop.operators.activefeed import ActiveFeed, target_key
+    from rapidloop.schemas.timefmt import parse_ts
+
+    def d(sha: str, scope: str, action: str, ts: str, exp: str | None = None,
+          org: str | None = None) -> dict:
+        return {"sha256": sha * 64, "scope": scope, "org_id": org, "device_id": None,
+                "action": action, "event_ts": ts, "expires_at": exp}
+
+    stream = [d("a", "org", "block", "2026-11-28T10:00:00Z", "2026-11-28T11:00:00Z", "o1"),
+              d("a", "org", "block", "2026-11-28T10:30:00Z", "2026-11-28T12:00:00Z", "o1"),
+              d("b", "global", "block", "2026-11-28T10:40:00Z"),
+              d("b", "global", "unblock", "2026-11-28T10:50:00Z"),
+              d("c", "org", "block", "2026-11-28T10:55:00Z", "2026-11-28T11:05:00Z", "o2"),
+              d("e", "org", "allow", "2026-11-28T11:30:00Z", None, "o3")]
+    feed, held = ActiveFeed(), {}
+    records = feed.process(stream)
+    for key, rec in records:
+        if rec is None:
+            held.pop(key, None)
+        else:
+            held[key] = rec
+    assert [k[:1] for k, rec in records if rec is None] == ["b", "c"]   # lifted, lapsed
+    want = in_force(stream, parse_ts("2026-11-28T11:30:00Z"))
+    assert sorted(held) == sorted(target_key(x) for x in want)
+    assert len(feed) == 2   # a's renewed block and e's allow

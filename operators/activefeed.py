@@ -1,0 +1,84 @@
+"""The feed of decisions in force: one record per target, a tombstone when it ends.
+
+An enforcement point that starts late cannot replay a month of decisions to
+learn what is in force. The feed is a compacted topic keyed by the target
+(sha256, scope, org, device): its latest record for a target is the decision
+in force there, and a tombstone (no value) when the decision was lifted or
+lapsed. Read from its beginning, keeping the last record per key, it holds
+exactly what ``rapidloop active`` computes from the whole decisions stream
+(``rapidloop.active.in_force``) at the feed's clock: the newest ``event_ts``
+among the decisions it has seen (event time, like every rule of the loop).
+
+>>> feed = ActiveFeed()
+>>> d = {"sha256": "ab", "scope": "org", "org_id": "o1", "device_id": None,
+...      "action": "block", "event_ts": "2026-11-28T10:00:00Z",
+...      "expires_at": "2026-11-28T11:00:00Z"}
+>>> [(k, v["action"]) for k, v in feed.process([d])]
+[('ab|org|o1|', 'block')]
+>>> later = {**d, "scope": "global", "org_id": None, "event_ts": "2026-11-28T12:00:00Z",
+...          "expires_at": None}
+>>> [(k, v and v["action"]) for k, v in feed.process([later])]
+[('ab|org|o1|', None), ('ab|global||', 'block')]
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from typing import Any
+
+from rapidloop.schemas.timefmt import parse_ts_or_none
+
+Record = tuple[str, dict[str, Any] | None]   # (target key, decision or None: a tombstone)
+IN_FORCE = frozenset({"block", "allow"})
+
+
+def target_key(d: dict[str, Any]) -> str:
+    """The feed's key: ``sha256|scope|org|device`` (empty for what does not apply)."""
+    return (f"{str(d.get('sha256', '')).lower()}|{d.get('scope')}|{d.get('org_id') or ''}|"
+            f"{d.get('device_id') or ''}")
+
+
+class ActiveFeed:
+    """What is in force per target, and the records that keep a compacted topic equal to it."""
+
+    def __init__(self) -> None:
+        self.clock = float("-inf")                      # newest event_ts seen
+        self.expires: dict[str, float | None] = {}      # target in force -> its expiry
+        self.lapses: list[tuple[float, str]] = []       # (expiry, target), may hold stale ones
+
+    def __len__(self) -> int:
+        return len(self.expires)
+
+    def process(self, decisions: Iterable[dict[str, Any]]) -> list[Record]:
+        """The records these decisions (in emission order) add to the feed."""
+        out: list[Record] = []
+        for d in decisions:
+            t = parse_ts_or_none(d.get("event_ts"))
+            if t is not None and t > self.clock:
+                self.clock = t
+                self._lapse(out)
+            key = target_key(d)
+            if d.get("action") in IN_FORCE:
+                exp = parse_ts_or_none(d.get("expires_at"))
+                if exp is not None and exp <= self.clock:     # already lapsed
+                    if key in self.expires:
+                        del self.expires[key]
+                        out.append((key, None))
+                    continue
+                self.expires[key] = exp
+                if exp is not None:
+                    heapq.heappush(self.lapses, (exp, key))
+                out.append((key, d))
+            elif key in self.expires:                   # unblock: lifted
+                del self.expires[key]
+                out.append((key, None))
+        return out
+
+    def _lapse(self, out: list[Record]) -> None:
+        lapses, clock = self.lapses, self.clock
+        while lapses and lapses[0][0] <= clock:
+            exp, key = heapq.heappop(lapses)
+            if key in self.expires and self.expires[key] == exp:   # not renewed since
+                del self.expires[key]
+                out.append((key, None))
