@@ -58,13 +58,18 @@ def check_readable(path: str, chunk: int = 1 << 16) -> int:
         with open_lines(path) as f:
             while block := f.read(chunk):
                 lines += block.count(b"\n")
-    except EOFError:
-        raise InputFileError(path, lines, "truncated: the compressed stream ends early") from None
-    except gzip.BadGzipFile as exc:
-        raise InputFileError(path, lines, f"not a gzip file ({exc})") from None
-    except (zlib.error, OSError) as exc:
-        raise InputFileError(path, lines, f"unreadable: {exc}") from None
+    except (EOFError, zlib.error, OSError) as exc:
+        raise _read_error(path, lines, exc) from None
     return lines
+
+
+def _read_error(path: str, lines: int, exc: BaseException) -> InputFileError:
+    """What went wrong with ``path``, in words, after ``lines`` lines."""
+    if isinstance(exc, EOFError):
+        return InputFileError(path, lines, "truncated: the compressed stream ends early")
+    if isinstance(exc, gzip.BadGzipFile):
+        return InputFileError(path, lines, f"not a gzip file ({exc})")
+    return InputFileError(path, lines, f"unreadable: {exc}")
 
 
 def _timed_lines(path: str, name: str, order: int, max_jump: float = DEFAULT_MAX_JUMP_S
@@ -81,12 +86,8 @@ def _timed_lines(path: str, name: str, order: int, max_jump: float = DEFAULT_MAX
                     continue
                 ts, last = merge_time(line, last, max_jump)
                 yield (ts, order, n, RawMessage(name, line, None, None, n))
-    except EOFError:
-        raise InputFileError(path, n, "truncated: the compressed stream ends early") from None
-    except gzip.BadGzipFile as exc:
-        raise InputFileError(path, n, f"not a gzip file ({exc})") from None
-    except (zlib.error, OSError) as exc:
-        raise InputFileError(path, n, f"unreadable: {exc}") from None
+    except (EOFError, zlib.error, OSError) as exc:
+        raise _read_error(path, n, exc) from None
 
 
 def merged_timed_lines(files: list[tuple[str, str]], max_jump: float = DEFAULT_MAX_JUMP_S

@@ -214,6 +214,14 @@ class _KafkaPartition(StatefulSourcePartition[list[RawMessage], int]):
         self.consumer.close()
 
 
+def _check_source_args(starting_offset: str, *sizes: int) -> None:
+    if starting_offset not in _STARTS:
+        raise ValueError(f"starting_offset must be 'beginning' or 'end', "
+                         f"not {starting_offset!r}")
+    if min(sizes) < 1:
+        raise ValueError("batch and buffer sizes must be at least 1")
+
+
 class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
     """Kafka topics as batches: each item is a ``list[RawMessage]`` from one consume call.
 
@@ -239,11 +247,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
                  starting_offset: str = "beginning", *, poll_timeout_s: float = 0.0,
                  idle_s: float = 0.01, metadata_timeout_s: float = 10.0,
                  stop: threading.Event | None = None) -> None:
-        if starting_offset not in _STARTS:
-            raise ValueError(f"starting_offset must be 'beginning' or 'end', "
-                             f"not {starting_offset!r}")
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        _check_source_args(starting_offset, batch_size)
         self.conf = dict(conf)
         self.topics = list(topics)
         self.batch_size = batch_size
@@ -423,11 +427,7 @@ class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[RawMessage]], dic
                  starting_offset: str = "beginning", *, idle_s: float = 0.01,
                  idle_partition_s: float = 5.0, buffer_cap: int = 20000,
                  metadata_timeout_s: float = 10.0, stop: threading.Event | None = None) -> None:
-        if starting_offset not in _STARTS:
-            raise ValueError(f"starting_offset must be 'beginning' or 'end', "
-                             f"not {starting_offset!r}")
-        if batch_size < 1 or buffer_cap < 1:
-            raise ValueError("batch_size and buffer_cap must be at least 1")
+        _check_source_args(starting_offset, batch_size, buffer_cap)
         self.conf = dict(conf)
         self.topics = list(topics)
         self.batch_size = batch_size
