@@ -597,6 +597,37 @@ def decision_to_dict(d: Decision) -> dict[str, Any]:
             "expires_at": format_ts(d.expires_at) if d.expires_at is not None else None}
 
 
+def decode_decision(value: bytes | dict[str, Any]) -> Decision:
+    """A contract Decision as the typed object (fields added later are ignored).
+
+    >>> d = Decision("id", "ab" * 32, "block", "global", None, None, 0.9, {}, ["r"], "m",
+    ...              1.7e9, None, 1.7e9)
+    >>> decode_decision(encode_decision(d)) == d
+    True
+    """
+    try:
+        obj = orjson.loads(value) if isinstance(value, bytes | bytearray) else value
+        if not isinstance(obj, dict):
+            raise InvalidMessage("type", "a decision is a JSON object")
+        expires = obj.get("expires_at")
+        decided = obj.get("decided_at")
+        return Decision(str(obj["decision_id"]), str(obj["sha256"]), str(obj["action"]),
+                        str(obj["scope"]), obj.get("org_id"), obj.get("device_id"),
+                        float(obj.get("score") or 0.0), dict(obj.get("classifiers") or {}),
+                        list(obj.get("reasons") or []), str(obj.get("model_version", "")),
+                        parse_ts(obj["event_ts"]),
+                        parse_ts(expires) if expires is not None else None,
+                        parse_ts(decided) if decided is not None else None)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage("json", f"not JSON: {exc}") from None
+    except KeyError as exc:
+        raise InvalidMessage("missing", f"a decision needs {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, InvalidMessage):
+            raise
+        raise InvalidMessage("type", f"not a decision: {exc}") from None
+
+
 def encode_decision(d: Decision) -> bytes:
     return orjson.dumps(decision_to_dict(d))
 
