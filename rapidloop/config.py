@@ -13,7 +13,9 @@ threshold must not silently fall back to the default.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
@@ -93,7 +95,10 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], path: str = "") ->
                 base[key] = value
             continue
         if key not in base:
-            raise ConfigError(f"unknown setting {where}")
+            close = difflib.get_close_matches(key, list(base), n=1)
+            hint = f" (did you mean {where.rsplit('.', 1)[0] + '.' if path else ''}{close[0]}?)" \
+                if close else ""
+            raise ConfigError(f"unknown setting {where}{hint}")
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: expected a table")
@@ -126,6 +131,58 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 
 INPUT_ORDERS = ("event_time", "arrival")
 
+# What each number may be. Probabilities (scores, shares, bars of quality) are in [0, 1];
+# sizes, counts and intervals the job divides by or allocates are > 0; the prior's weights
+# may be anything; every other number is >= 0. Two-number lists are ranges (low <= high).
+_PROBABILITY = re.compile(r"(_score|_share|label_noise|_protection|_collateral|"
+                          r"_before_third_org|_auc|_min_trust|verdict_reliability\.\w+)$")
+_POSITIVE = frozenset({
+    "kafka.partitions", "kafka.connect_timeout_s", "kafka.consume_batch", "stream.shards",
+    "stream.epoch_interval_s", "stream.merge_buffer", "recovery.partitions",
+    "limits.max_message_bytes", "limits.max_string_len", "limits.max_list_len",
+    "limits.max_verdicts", "limits.max_future_skew_s", "dedup.ids_per_shard",
+    "state.idle_ttl_s", "state.max_devices", "state.max_orgs", "state.max_parents",
+    "state.max_behaviors", "state.evidence_orgs", "state.max_accusers", "state.max_allowers",
+    "state.sweep_interval_s", "models.lesson_max", "models.tree_max_depth",
+    "models.tree_max_size_mib", "policy.global_window_s", "policy.device_block_ttl_s",
+    "policy.org_block_ttl_s", "policy.global_block_ttl_s", "policy.trusted_block_ttl_s",
+    "policy.reliability_prior_n", "policy.trust_prior_a", "policy.trust_prior_b",
+    "policy.trust_max_orgs", "policy.signer_max_files", "telemetry.export_interval_s",
+    "simulate.orgs", "simulate.benign_files", "simulate.duration_s", "simulate.reports"})
+_ANY_SIGN = ("models.prior_", "models.behavior_weights.")
+
+
+def _check_ranges(values: dict[str, Any], path: str = "") -> None:
+    """One line naming the key, the value and the allowed range, for the first that is off."""
+    for key, value in values.items():
+        where = f"{path}.{key}" if path else key
+        if isinstance(value, dict):
+            if tuple(where.split(".")[-2:]) not in FREEFORM:
+                _check_ranges(value, where)
+            continue
+        if where == "windows.sizes_s":
+            if not value or any(v <= 0 for v in value) or value != sorted(set(value)):
+                raise ConfigError(f"{where} = {value}: window lengths > 0, ascending")
+            continue
+        if isinstance(value, list) and len(value) == 2 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            if value[0] > value[1] or value[0] < 0:
+                raise ConfigError(f"{where} = {value}: a range [low, high] with "
+                                  "0 <= low <= high")
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if where.startswith(_ANY_SIGN):
+            continue
+        if _PROBABILITY.search(where):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{where} = {value}: must be in [0, 1]")
+        elif where in _POSITIVE:
+            if value <= 0:
+                raise ConfigError(f"{where} = {value}: must be > 0")
+        elif value < 0:
+            raise ConfigError(f"{where} = {value}: must be >= 0")
+
 
 def load_config(path: str | os.PathLike[str] | None = None,
                 env: Mapping[str, str] | None = None) -> Config:
@@ -147,6 +204,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         raise ConfigError("stream.shards must be at least 1")
     if values["stream"]["replicas"] < 0:
         raise ConfigError("stream.replicas must be 0 (one per worker) or more")
+    _check_ranges(values)
     if values["stream"]["input_order"] not in INPUT_ORDERS:
         raise ConfigError(f"stream.input_order must be one of {', '.join(INPUT_ORDERS)}, "
                           f"not {values['stream']['input_order']!r}")
