@@ -28,6 +28,11 @@ PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#e
 ACTION_COLOUR = {"block": "#222222", "unblock": "#2ca02c", "allow": "#1f77b4", "audit": "#999999"}
 W, H = 1100, 400
 LEFT, RIGHT, TOP, BOTTOM = 60, 20, 64, 60
+# Width of one character of the chart's 11px sans-serif text, above the real average
+# (about 6px for the labels' digits and lowercase in DejaVu Sans, a wide fallback), so
+# that labels placed with it stay inside the viewBox: the page has no script to measure
+# text, and text past the edge is clipped.
+CHAR_W = 6.8
 _TRUSTED = ("sandbox", "analyst")
 
 CSS = """
@@ -48,6 +53,22 @@ def _e(text: Any) -> str:
 
 def _short(t: float) -> str:
     return format_ts(t)[5:16].replace("T", " ")
+
+
+def _fit(x: float, text: str, anchor: str = "middle") -> str:
+    """The text-anchor that keeps ``text`` drawn at ``x`` inside the chart's width.
+
+    A label that would run past the right edge is anchored at its end instead (and past
+    the left edge at its start), so the last time label and a decision near the end of
+    the axis are not clipped by the viewBox.
+    """
+    width = len(text) * CHAR_W
+    left = {"start": x, "middle": x - width / 2, "end": x - width}[anchor]
+    if left + width > W:
+        return "end"
+    if left < 0:
+        return "start"
+    return anchor
 
 
 def render_html(story: Story, org: str | None = None, source: str = "") -> str:
@@ -133,7 +154,8 @@ def _chart(decisions: list[tuple[float, dict[str, Any]]],
                      f'text-anchor="end">{v:.2f}</text>')
     for i in range(5):
         t = t0 + (t1 - t0) * i / 4
-        parts.append(f'<text x="{x(t)}" y="{H - BOTTOM + 32}" text-anchor="middle">'
+        parts.append(f'<text x="{x(t)}" y="{H - BOTTOM + 32}" '
+                     f'text-anchor="{_fit(x(t), _short(t))}">'
                      f"{_e(_short(t))}</text>")
     parts.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{TOP + ph}" y2="{TOP + ph}" '
                  'stroke="#888"/>')
@@ -156,16 +178,12 @@ def _chart(decisions: list[tuple[float, dict[str, Any]]],
                      f"<title>{_e(tip)}</title></line>")
         label = scrub(f"{clean(d.get('action'), 10)} {clean(d.get('scope'), 10)}")
         ly = TOP - 4 - (i % 3) * 14   # staggered: close decisions stay readable
-        parts.append(f'<text x="{x(t) + 3}" y="{ly}" fill="{colour}">{_e(label)}</text>')
-    # feedback: diamonds at the top
-    for t, f in feedback:
-        cx, cy = x(t), TOP + 10
-        tip = scrub(f"feedback {clean(f.get('verdict'), 12)} from {clean(f.get('source'), 20)} "
-                    f"at {format_ts(t)}")
-        colour = "#b00020" if f.get("verdict") == "malicious" else "#2ca02c"
-        parts.append(f'<polygon points="{cx},{cy - 7} {cx + 7},{cy} {cx},{cy + 7} '
-                     f'{cx - 7},{cy}" fill="{colour}"><title>{_e(tip)}</title></polygon>')
-    # classifier series, then the ensemble on top
+        # right of its line, or left of it when that would run past the edge
+        anchor = _fit(x(t) + 3, label, "start")
+        lx = x(t) - 3 if anchor == "end" else x(t) + 3
+        parts.append(f'<text x="{lx}" y="{ly}" text-anchor="{anchor}" fill="{colour}">'
+                     f"{_e(label)}</text>")
+    # classifier series, then the ensemble on top of them
     names: list[str] = []
     for _, d in points:
         c = d.get("classifiers")
@@ -190,5 +208,16 @@ def _chart(decisions: list[tuple[float, dict[str, Any]]],
             parts.append(f'<circle cx="{x(t)}" cy="{y(v)}" r="{width + 1.5}" fill="{colour}">'
                          f"<title>{_e(clean(name, 30))} {v:.3f} at {format_ts(t)}</title>"
                          "</circle>")
+    # feedback: diamonds near the top, drawn last (SVG paints in document order) so a
+    # score near 1, the usual case once a file is blocked, does not hide the verdict;
+    # the white outline keeps the diamond apart from a line of the same colour crossing it
+    for t, f in feedback:
+        cx, cy = x(t), TOP + 10
+        tip = scrub(f"feedback {clean(f.get('verdict'), 12)} from {clean(f.get('source'), 20)} "
+                    f"at {format_ts(t)}")
+        colour = "#b00020" if f.get("verdict") == "malicious" else "#2ca02c"
+        parts.append(f'<polygon class="verdict" points="{cx},{cy - 7} {cx + 7},{cy} '
+                     f'{cx},{cy + 7} {cx - 7},{cy}" fill="{colour}" stroke="#ffffff" '
+                     f'stroke-width="1.5"><title>{_e(tip)}</title></polygon>')
     parts.append("</svg>")
     return "".join(parts)

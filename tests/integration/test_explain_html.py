@@ -79,6 +79,14 @@ def test_explain_tells_the_campaign_story_and_writes_a_page(story, tmp_path: Pat
     assert html.count("<polyline") >= 2
     assert not re.search(r"(?:src|href)\s*=|https?://|@import|url\(", html)
     assert "malicious from sandbox" in html and "block global" in html
+    # the sandbox verdict's diamond is painted after (over) the score lines, and the last
+    # time label is anchored at its end so the viewBox does not clip it
+    # (tests/unit/test_explain_html_chart.py checks the geometry in detail)
+    svg = html[html.index('<svg id="chart"'):html.index("</svg>")]
+    assert svg.rindex("<polyline") < svg.index("<polygon")
+    axis_labels = re.findall(r'<text x="([\d.]+)" y="\d+" text-anchor="(\w+)">'
+                             r"\d\d-\d\d \d\d:\d\d</text>", svg)
+    assert len(axis_labels) == 5 and axis_labels[-1][1] == "end", axis_labels
 
     # without --decisions the files are replayed on the spot, with the same story
     assert main(["explain", sha, "--from", str(world), "--no-timeline"]) == 0
