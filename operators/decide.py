@@ -57,6 +57,7 @@ class Decider:
         self.sweep_interval = float(cfg.state.sweep_interval_s)
         self.now = float("-inf")
         self.next_sweep = float("-inf")
+        self.fast = bool(cfg.stream.settled_fast_path)
         self.latencies: list[float] = []   # event-arrival → decision, seconds (drained by the flow)
 
     def _scored(self, features: dict[str, float], eager: bool = False) -> Scored:
@@ -81,6 +82,8 @@ class Decider:
                 if r.ts > self.now:
                     self.now = r.ts
                 enf = states.get(r.sha256)
+                if self.fast and self.policy.settled(enf, item):
+                    continue   # nothing the models say could change what is decided
                 fresh = enf is None
                 if enf is None:
                     enf = Enforcement()

@@ -239,6 +239,37 @@ class Policy:
                      orgs)
 
     # -- reports --------------------------------------------------------------
+    def settled(self, enf: Enforcement | None, s: Sighting) -> bool:
+        """Can this sighting decide nothing, whatever the models would say of it?
+
+        Then it is not scored: most reports are of files whose fate is settled
+        (popular software a trusted verdict cleared, a campaign hash an analyst
+        condemned and the fleet blocks), and scoring them is most of a report's
+        cost. Exactly the cases where ``on_sighting`` returns nothing without
+        reading the score: the allow-list; a trusted "benign"; a trusted
+        "malicious" whose global block is in force and will not be weighed
+        again at this exposure (a final source's, or a file not yet run by
+        more organizations than when it was last weighed). The bookkeeping
+        ``on_sighting`` does on the way is done here too, so the decisions are
+        the same with and without this path (``tests/unit/test_policy.py``).
+        """
+        r = s.report
+        if enf is None:
+            return self.allowlist.allows(r.sha256, r.file.signer)
+        label = enf.label
+        if label == "malicious":
+            now = r.ts
+            if enf.current(GLOBAL, now) != "block" or (
+                    enf.verdict_by is not None and s.orgs_ever > enf.weighed_orgs
+                    and s.orgs_ever >= self.release_min_orgs):
+                return False
+            if enf.on_first_sight() and len(s.accusers) >= self.global_min_orgs:
+                enf.first_sight = False   # as on_sighting: corroborated, it stands
+        elif label != "benign" and not self.allowlist.allows(r.sha256, r.file.signer):
+            return False
+        enf.last_event = max(enf.last_event, r.ts)
+        return True
+
     def on_sighting(self, enf: Enforcement, s: Sighting, sc: Scored) -> list[Decision]:
         r = s.report
         now = r.ts

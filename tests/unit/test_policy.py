@@ -357,3 +357,43 @@ def test_an_org_block_is_weighed_again_as_the_file_spreads():
     out = p.on_sighting(e, sighting(later, orgs=(25, 25, 25), ever=25), scored(0.9999))
     assert [(d.action, d.org_id) for d in out] == [("block", "org-9")]   # and org-9's own
     assert e.current(("org", "org-1", None), T0 + 60) == "block"
+
+
+def test_a_settled_sighting_decides_nothing_whatever_the_score():
+    """``Policy.settled`` lets the decider skip the models: wherever it says so, the full rule
+    decides nothing at any score and leaves the state as the fast path does."""
+    import copy
+    import random
+
+    rng = random.Random(7)
+    orgs = [f"org-{i}" for i in range(8)]
+    allow = AllowList(hashes={sha(0xA11)})
+    for trial in range(40):
+        p, e = Policy(CFG, allow), Enforcement()
+        h = sha(0xA11) if trial % 10 == 0 else sha(0x5E7 + trial)
+        ts, seen, settled = T0, set(), 0
+        for _ in range(60):
+            ts += rng.uniform(1, 4000)
+            if rng.random() < 0.15:
+                verdict = rng.choice(["malicious", "benign"])
+                source = rng.choice(["sandbox", "analyst"])
+                p.on_verdict(e, feedback(h, verdict, source, ts=ts), scored(rng.random()),
+                             orgs=len(seen))
+                continue
+            org = rng.choice(orgs)
+            seen.add(org)
+            s = sighting(report(h, org=org, ts=ts, behaviors=("ransomware_encryption",)),
+                         orgs=(len(seen),) * 3, ever=len(seen),
+                         accusers=rng.sample(sorted(seen), k=min(len(seen), 3)))
+            fast = copy.deepcopy(e)
+            if p.settled(fast, s):
+                settled += 1
+                for x in (0.0, 0.5, 0.999):
+                    slow = copy.deepcopy(e)
+                    assert p.on_sighting(slow, s, scored(x)) == []
+                    assert (slow.last_event, slow.on_first_sight(), slow.label) == (
+                        fast.last_event, fast.on_first_sight(), fast.label)
+                e = fast
+            else:
+                p.on_sighting(e, s, scored(rng.choice([0.05, 0.9, 0.999])))
+        assert trial % 10 or settled   # the allow-listed file is always settled
