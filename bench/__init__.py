@@ -1,4 +1,4 @@
-"""`make bench`: throughput, latency and memory figures for rapidloop.
+"""`make bench`: throughput, latency and memory figures for rapidloop, and where the time goes.
 
 Figures about speed come from here, never from timed assertions in tests: a
 test that fails when the machine is busy teaches nothing, while a benchmark

@@ -17,6 +17,14 @@ Phases (all on a private embedded broker on a free port, data in a temp dir):
    Kafka message timestamps.
 3. replay: ``rapidloop replay`` over a simulated file of 1M reports.
 4. memory: peak RSS of the job runs; bytes per tracked file (bench.memory).
+5. stages: where the time goes (bench.stages, in a process of its own): the
+   job's steps run in-process, single-threaded, without Bytewax, over a
+   simulated file world; each stage's µs per event (read, parse, shard,
+   correlate, and inside the decider score, learn, policy and the rest;
+   encode; freeing each batch) from timing wrappers patched onto the
+   operators' methods, their own calibrated cost subtracted, next to a plain
+   pass over the same data with nothing wrapped. Printed as a second table
+   after the main one.
 
 ``BENCH_QUICK=1`` shrinks every size for a smoke run of a minute or two.
 """
@@ -57,6 +65,7 @@ from .common import (
     run_cli,
     stop_process,
 )
+from .stages import stage_table
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 SIZES: dict[str, Any] = {
@@ -70,6 +79,8 @@ SIZES: dict[str, Any] = {
     "replay_runs": 1 if QUICK else 2,
     "memory_files": 100_000 if QUICK else 1_000_000,
     "decider_files": 5_000 if QUICK else 20_000,
+    "stages_reports": 20_000 if QUICK else 200_000,
+    "stages_runs": 1 if QUICK else 3,
     "seed": 7,
 }
 TARGETS = {"throughput_ratio": 0.5, "latency_p99_ms": 250.0, "bytes_per_file": 1024.0}
@@ -417,6 +428,20 @@ def phase_memory() -> dict[str, Any]:
     return res
 
 
+def phase_stages() -> dict[str, Any]:
+    """µs per event of each stage of the job, in-process (bench.stages, its own process:
+    the timing wrappers it patches in never touch the harness)."""
+    n, runs = SIZES["stages_reports"], SIZES["stages_runs"]
+    log(f"stages: µs per event of each step, in-process over {n:,} simulated reports, "
+        f"{runs} run(s)")
+    proc = run_cli([PYTHON, "-m", "bench.stages", "--reports", str(n), "--runs", str(runs),
+                    "--seed", str(SIZES["seed"])], rapidloop_env(), ROOT, timeout=3600)
+    res = dict(json.loads(proc.stdout))
+    log(f"stages: total {res['total_us_per_event']:.1f} µs per event, in-process without "
+        f"wrappers {res['plain_us_per_event']:.1f} ({res['plain_events_per_s']:,.0f}/s)")
+    return res
+
+
 def _fmt(x: float, unit: str = "") -> str:
     return f"{x:,.0f}{unit}" if x == x else "n/a"  # x != x: NaN
 
@@ -496,14 +521,21 @@ def main() -> int:
                                                results["throughput"]["job_rate_median"])
         results["replay"] = phase_replay(work)
     results["memory"] = phase_memory()
+    results["stages"] = phase_stages()
     results["wall_s"] = time.time() - t0
     results["table"] = table(results)
+    results["stage_table"] = stage_table(results["stages"])
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2, default=str) + "\n")
     m = results["machine"]
     print(f"{m['cores']} cores, {m['cpu']}; calibration loop {m['calibration_s']:.3f}s; "
           f"commit {results.get('commit', '?')}{' (modified)' if results.get('dirty') else ''}")
     print(results["table"])
+    st = results["stages"]
+    print(f"\nWhere the time goes: µs per input event of each stage, in-process without "
+          f"Bytewax, {st['world']['messages']:,} events ({st['world']['reports']:,} "
+          f"reports), median of {st['runs']} run(s):\n")
+    print(results["stage_table"])
     print(f"\n(total {results['wall_s']:.0f}s; saved to {OUT.relative_to(ROOT)})")
     return 0
 
