@@ -148,7 +148,9 @@ _POSITIVE = frozenset({
     "policy.org_block_ttl_s", "policy.global_block_ttl_s", "policy.trusted_block_ttl_s",
     "policy.reliability_prior_n", "policy.trust_prior_a", "policy.trust_prior_b",
     "policy.trust_max_orgs", "policy.signer_max_files", "telemetry.export_interval_s",
-    "simulate.orgs", "simulate.benign_files", "simulate.duration_s", "simulate.reports"})
+    "simulate.orgs", "simulate.benign_files", "simulate.duration_s", "simulate.reports",
+    "serve.max_target_chars", "serve.request_timeout_s", "serve.page_rows",
+    "serve.no_expiry_duration_s", "serve.catch_up_timeout_s", "serve.poll_s", "serve.retry_s"})
 _ANY_SIGN = ("models.prior_", "models.behavior_weights.")
 
 

@@ -14,7 +14,7 @@ import sys
 from rapidloop.config import ConfigError
 
 SUBCOMMANDS = ("run", "replay", "capture", "explain", "simulate", "tail", "topics",
-               "evaluate", "active", "export")
+               "evaluate", "active", "export", "serve")
 
 
 class CliError(Exception):
