@@ -27,6 +27,13 @@ byte-identical files whatever order the broker delivered them in.
 ``rapidloop replay --capture`` feeds these files to the same
 ``MergedFileSource`` as any other replay.
 
+Nothing in the directory looks complete before it is: each file is written
+under ``.partial/`` and moved into place once whole, the manifest last, so a
+directory without ``manifest.json`` is not a capture (``read_manifest`` says
+so) and a file in it is never a truncated one. A capture that fails or is
+interrupted (Ctrl-C, SIGTERM) removes what it wrote; one killed outright
+leaves only ``.partial/``, a name that says what it is.
+
 A value that is not one line (JSON with line breaks) is rewritten compactly;
 a value that is not JSON and has line breaks has them escaped; a message
 with no value is written as ``null`` (the replay dead-letters it, as the
@@ -202,8 +209,10 @@ def capture(conf: dict[str, Any], topics: dict[str, str], since: float, until: f
     ``conf`` is librdkafka settings (``rapidloop.kafka.client_config``).
     Returns the manifest, also written to ``out_dir/manifest.json`` last, so
     a directory with a manifest is a complete capture. ``out_dir`` must not
-    exist or be empty. ``timeout_s`` bounds how long the capture waits
-    without news from the broker. Raises :class:`CaptureError`.
+    exist or be empty; it is made (and found writable) before the broker is
+    asked anything. ``timeout_s`` bounds how long the capture waits without
+    news from the broker. Raises :class:`CaptureError`; on any failure or
+    interruption, what it wrote is removed.
     """
     from confluent_kafka import (
         TIMESTAMP_NOT_AVAILABLE,
@@ -220,15 +229,22 @@ def capture(conf: dict[str, Any], topics: dict[str, str], since: float, until: f
         raise CaptureError(f"capture kinds must include reports and be among {KINDS}")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.is_dir() and [p.name for p in out.iterdir()] == [_PARTIAL]:
+            raise CaptureError(f"{out} holds an unfinished capture ({_PARTIAL}, no {MANIFEST}); "
+                               "delete it first")
         raise CaptureError(f"{out} already exists and is not an empty directory")
     kinds = [k for k in KINDS if k in topics]
     by_topic = {topics[k]: k for k in kinds}
     if len(by_topic) != len(kinds):
         raise CaptureError("each kind needs its own topic")
+    partial = out / _PARTIAL
+    created = not out.exists()
     try:
-        parts = topic_partitions(conf, [topics[k] for k in kinds], metadata_timeout_s)
-    except BrokerUnavailable as exc:
-        raise CaptureError(str(exc)) from None
+        partial.mkdir(parents=True)
+    except OSError as exc:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise CaptureError(f"cannot write {exc.filename or partial}: {exc.strerror}") from None
 
     errors: list[Any] = []
     consumer_conf = quiet(conf)
@@ -240,22 +256,24 @@ def capture(conf: dict[str, Any], topics: dict[str, str], since: float, until: f
         "auto.offset.reset": "earliest",
         "error_cb": errors.append,
     })
-    consumer = Consumer(consumer_conf)
+    consumer: Any = None
     since_ms, until_ms = int(since * 1000), int(until * 1000)
     stats = {k: TopicCapture(topics[k], FILES[k]) for k in kinds}
     ranges: dict[tuple[str, int], PartitionRange] = {}
     writers: dict[tuple[str, int], Any] = {}
-    partial = out / _PARTIAL
-    created = not out.exists()
     done = False
     try:
+        try:
+            parts = topic_partitions(conf, [topics[k] for k in kinds], metadata_timeout_s)
+        except BrokerUnavailable as exc:
+            raise CaptureError(str(exc)) from None
+        consumer = Consumer(consumer_conf)
         try:
             found = consumer.offsets_for_times(
                 [TopicPartition(t, p, since_ms) for t, p in parts], timeout=metadata_timeout_s)
         except KafkaException as exc:
             raise CaptureError(f"offsets-for-times lookup failed: "
                                f"{describe_error(exc.args[0])}") from None
-        partial.mkdir(parents=True, exist_ok=True)
         assign: list[Any] = []
         for tp in found:
             if tp.error is not None:
@@ -325,7 +343,7 @@ def capture(conf: dict[str, Any], topics: dict[str, str], since: float, until: f
         for kind in kinds:
             keys = sorted(k for k in ranges if k[0] == topics[kind])
             stats[kind].partitions = [ranges[k] for k in keys]
-            _merge_to(out / FILES[kind],
+            _merge_to(partial / FILES[kind],
                       [partial / f"{kind}-{p}.jsonl" for t, p in keys if (t, p) in writers],
                       TIME_FIELD[kind])
         manifest = {
@@ -338,16 +356,20 @@ def capture(conf: dict[str, Any], topics: dict[str, str], since: float, until: f
             "counts": {k: stats[k].count for k in kinds},
             "topics": {k: asdict(stats[k]) for k in kinds},
         }
-        shutil.rmtree(partial)
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        for kind in kinds:   # whole files into place, the manifest (what makes a capture) last
+            (partial / FILES[kind]).replace(out / FILES[kind])
+        (partial / MANIFEST).replace(out / MANIFEST)
         done = True
+        shutil.rmtree(partial, ignore_errors=True)
         return manifest
     except OSError as exc:
         raise CaptureError(f"cannot write {exc.filename or out}: {exc.strerror}") from None
     finally:
         for w in writers.values():
             w.close()
-        consumer.close()
+        if consumer is not None:
+            consumer.close()
         if not done:
             shutil.rmtree(out if created else partial, ignore_errors=True)
 

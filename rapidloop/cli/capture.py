@@ -6,12 +6,21 @@ group or committing anything, and writes a capture directory: compressed
 JSONL per topic and a ``manifest.json`` (topics, partitions, offset ranges,
 time range, counts). ``rapidloop replay --capture DIR`` re-runs it and
 ``rapidloop explain SHA256 --from DIR`` tells one file's story from it.
+
+A capture that fails (broker unreachable, directory not writable) says so in
+one line and exits 2; one interrupted (Ctrl-C, SIGTERM) says so and exits
+128 + the signal. Either way it leaves nothing that looks like a capture.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 from rapidloop.cli import CliError
 from rapidloop.config import load_config
@@ -55,8 +64,57 @@ def time_range(since: str, until: str) -> tuple[float, float]:
     return out[0], out[1]
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a capture; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Signals:
+    """What :func:`stop_on_signals` caught: the first signal's number (None: none yet)."""
+
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event | None = None) -> Iterator[Signals]:
+    """SIGTERM (a supervisor's stop, ``timeout``) and SIGINT raise :class:`Interrupted`,
+    so a capture or replay removes what it wrote instead of dying with it half-written.
+
+    With ``stop`` (code that cannot take an exception at any point, such as a
+    Bytewax flow), the first signal only sets it, for the code to stop on, and
+    a second one raises.
+    """
+    caught = Signals()
+
+    def handler(signum: int, frame: Any) -> None:
+        first = caught.signum is None
+        caught.signum = caught.signum or signum
+        if stop is None or not first:
+            raise Interrupted(caught.signum)
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:   # not the main thread (tests): leave signals alone
+        pass
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def capture_to(args: argparse.Namespace, out_dir: str, with_decisions: bool) -> dict:
-    """Run a capture from parsed ``--since/--until/--brokers/--config`` arguments."""
+    """Run a capture from parsed ``--since/--until/--brokers/--config`` arguments.
+
+    CliError on failure; :class:`Interrupted` on Ctrl-C or SIGTERM (nothing left
+    behind either way).
+    """
     from rapidloop.capture import CaptureError, capture
     from rapidloop.kafka import client_config
 
@@ -70,9 +128,10 @@ def capture_to(args: argparse.Namespace, out_dir: str, with_decisions: bool) -> 
     if timeout is not None and timeout <= 0:
         raise CliError(f"--timeout must be positive (got {timeout:g})")
     try:
-        return capture(client_config(cfg, args.brokers), topics, since, until, out_dir,
-                       timeout_s=timeout or k.connect_timeout_s,
-                       metadata_timeout_s=k.connect_timeout_s)
+        with stop_on_signals():
+            return capture(client_config(cfg, args.brokers), topics, since, until, out_dir,
+                           timeout_s=timeout or k.connect_timeout_s,
+                           metadata_timeout_s=k.connect_timeout_s)
     except CaptureError as exc:
         raise CliError(str(exc)) from None
 
@@ -80,6 +139,11 @@ def capture_to(args: argparse.Namespace, out_dir: str, with_decisions: bool) -> 
 def run(args: argparse.Namespace) -> int:
     from rapidloop.capture import summary
 
-    manifest = capture_to(args, args.out, args.decisions)
+    try:
+        manifest = capture_to(args, args.out, args.decisions)
+    except Interrupted as exc:
+        print(f"rapidloop capture: interrupted ({signal.Signals(exc.signum).name}); no capture "
+              f"written to {args.out}", file=sys.stderr)
+        return 128 + exc.signum
     print(f"captured {summary(manifest)} to {args.out}", file=sys.stderr)
     return 0

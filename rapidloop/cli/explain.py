@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rapidloop.cli import CliError
+from rapidloop.config import Config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +59,23 @@ def _lines(path: str) -> Iterable[bytes]:
     from rapidloop.capture import iter_values
 
     return iter_values(path)
+
+
+def _check_file(cfg: Config, path: str, kind: str, hint: str = "") -> None:
+    """A file the user named must read to its end and hold ``kind`` (decisions, reports,
+    verdicts): otherwise one line and a non-zero exit, not an empty story that looks like
+    "nothing happened to this file" (``check_content``)."""
+    from rapidloop.flows.file_io import InputFileError, check_content, check_readable
+    from rapidloop.schemas.wire import Limits
+
+    if not Path(path).is_file():
+        return   # the callers say "not found" in their own words
+    limits = Limits.from_config(cfg)
+    try:
+        check_readable(path)
+        check_content(path, kind, limits.max_message_bytes, limits)
+    except InputFileError as exc:
+        raise CliError(f"{exc}{hint if exc.found is not None else ''}") from None
 
 
 def _plain_inputs(directory: Path) -> dict[str, str] | None:
@@ -97,7 +115,10 @@ def _replayed(directory: str, config: str | None, tmp: str,
 
 def run(args: argparse.Namespace) -> int:
     from rapidloop.capture import CaptureError, read_manifest
+    from rapidloop.config import load_config
     from rapidloop.explain import normalise_sha256, render, select
+    from rapidloop.flows.file_io import DECISION
+    from rapidloop.schemas.intake import FEEDBACK, REPORT
 
     sha = normalise_sha256(args.sha256)
     if sha is None:
@@ -105,11 +126,16 @@ def run(args: argparse.Namespace) -> int:
     if args.org is not None and not args.org.strip():
         raise CliError("--org must not be empty")
     src = Path(args.source)
+    cfg = load_config(args.config)
+    if args.decisions:
+        _check_file(cfg, args.decisions, DECISION, " (--decisions takes a replay's output)")
     with tempfile.TemporaryDirectory(prefix="rapidloop-explain-") as tmp:
         try:
             plain = (_plain_inputs(src) if src.is_dir() and not (src / "manifest.json").exists()
                      else None)
             if plain is not None:
+                for kind, path in plain.items():
+                    _check_file(cfg, path, REPORT if kind == "reports" else FEEDBACK)
                 if args.decisions and args.replay:
                     raise CliError("--decisions and --replay are alternatives: give one")
                 if args.decisions:
@@ -157,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
             elif src.is_file():
                 if args.decisions or args.replay:
                     raise CliError("--decisions and --replay need --from a capture directory")
+                _check_file(cfg, str(src), DECISION, " (--from takes a replay's decisions, or a "
+                                                     "capture or input directory)")
                 story = select(sha, (), (), _lines(str(src)))
                 source = (f"replay output {src} (decisions only: give --from a capture "
                           "for the reports and feedback)")

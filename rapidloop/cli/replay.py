@@ -39,8 +39,10 @@ import gzip
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,13 +113,15 @@ def parse_pace(text: str | None) -> float | None:
     return float(m.group(1))
 
 
-def estimate_total(files: list[tuple[str, str]], sample: int = 2000) -> int | None:
+def estimate_total(files: list[tuple[str, str]], sample: int = 2000,
+                   max_bytes: int | None = None) -> int | None:
     """Roughly how many lines ``files`` hold, from their sizes, without reading them all.
 
     The uncompressed size (a plain file's size, a ``.gz``'s trailer) divided by
-    the mean length of the first ``sample`` lines. None if unknown.
+    the mean length of the first ``sample`` lines. None if unknown. ``max_bytes``:
+    lines longer than that are measured without being held (``read_lines``).
     """
-    from rapidloop.flows.file_io import open_lines
+    from rapidloop.flows.file_io import open_lines, read_lines
 
     total = 0
     for path, _ in files:
@@ -129,9 +133,8 @@ def estimate_total(files: list[tuple[str, str]], sample: int = 2000) -> int | No
                     size = int.from_bytes(f.read(4), "little")   # mod 2**32
             n = length = 0
             with open_lines(path) as f:
-                for line in f:
-                    n += 1
-                    length += len(line)
+                for n, line in read_lines(f, max_bytes):
+                    length += len(line) + 1
                     if n >= sample:
                         break
         except (OSError, EOFError, gzip.BadGzipFile):
@@ -171,79 +174,122 @@ class EtaReporter(Reporter):
         print(line, file=self.out, flush=True)
 
 
+def check_inputs(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str],
+                 given: dict[str, str] | None = None) -> None:
+    """Stop, in one line and before anything runs, on an input file that cannot be used.
+
+    Every file must read to its end (a truncated or corrupt ``.gz`` stops here,
+    not halfway through the decisions). Files the user named (``given``: path →
+    the option that named it) must also hold what they were given as
+    (``check_content``: not binary, UTF-8, lines within the message size limit,
+    reports as reports and verdicts as feedback). A capture's files are not
+    judged by content: they hold what the topics held, bad messages included,
+    and the replay dead-letters those exactly as the live job did. CliError.
+    """
+    from rapidloop.flows.file_io import DECISION, InputFileError, check_content, check_readable
+    from rapidloop.schemas.wire import Limits
+
+    options = given or {}
+    limits = Limits.from_config(cfg)
+    for path, topic in files:
+        if not Path(path).is_file():
+            raise CliError(f"input file not found: {path}")
+        try:
+            check_readable(path)
+            if path in options:
+                check_content(path, kinds[topic], limits.max_message_bytes, limits)
+        except InputFileError as exc:
+            hint = ""
+            if exc.found == DECISION:
+                hint = " (a replay's output? give its input)"
+            elif exc.found is not None:
+                hint = f" (given as {options[path]}: --reports and --feedback swapped?)"
+            raise CliError(f"{exc}{hint} — stopped before replaying anything") from None
+
+
 def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str],
                  output: str, dead_letters: str | None = None, workers: int = 1,
                  progress: float = 0.0, pace: float | None = None,
-                 total: int | None = None) -> tuple[jobstats.JobStats, float]:
+                 total: int | None = None, given: dict[str, str] | None = None
+                 ) -> tuple[jobstats.JobStats, float]:
     """Run the dataflow over ``files`` ((path, topic name) pairs) to JSONL; (stats, seconds).
 
     ``kinds`` maps each topic name to REPORT or FEEDBACK. ``pace``: release the
     input at that many times event time. ``total``: the number of input
     messages, if known (else estimated from the files for the progress line).
-    Raises CliError.
+    ``given``: the files the user named, by path, with the option that named
+    them (:func:`check_inputs`). The output appears only once the run ended
+    well (written under a ``.partial`` name until then, removed if it fails or
+    is interrupted). Raises CliError.
     """
+    check_inputs(cfg, files, kinds, given)   # before importing the engine: a bad file is quick
+
     from bytewax.testing import cluster_main, run_main
 
+    from rapidloop.cli.capture import Interrupted, stop_on_signals
     from rapidloop.flows.dataflow import Connectors, build_flow
-    from rapidloop.flows.file_io import (
-        InputFileError,
-        JsonlSink,
-        MergedFileSource,
-        check_readable,
-    )
+    from rapidloop.flows.file_io import InputFileError, JsonlSink, MergedFileSource
     from rapidloop.flows.kafka_io import find_cause
     from rapidloop.flows.placement import resolve_replicas
 
-    for path, _ in files:
-        if not Path(path).is_file():
-            raise CliError(f"input file not found: {path}")
-        try:
-            check_readable(path)
-        except InputFileError as exc:
-            raise CliError(f"{exc} — stopped before replaying anything") from None
     if workers < 1:
         raise CliError("--workers must be at least 1")
+    max_bytes = int(cfg.limits.max_message_bytes)
+    stop = threading.Event()
     source = MergedFileSource(files, cfg.kafka.consume_batch, pace,
-                              float(cfg.limits.max_future_skew_s))
+                              float(cfg.limits.max_future_skew_s), max_bytes, stop)
+    sinks: list[JsonlSink] = []   # each removes its partial file if the run does not end well
     try:
-        io = Connectors(
-            sources=[("input", source)],
-            kinds=kinds,
-            decisions=JsonlSink(output),
-            dead_letters=JsonlSink(dead_letters) if dead_letters else None,
-        )
-    except OSError as exc:
-        raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
-    try:
+        sinks.append(JsonlSink(output))
+        if dead_letters:
+            sinks.append(JsonlSink(dead_letters))
+        io = Connectors(sources=[("input", source)], kinds=kinds, decisions=sinks[0],
+                        dead_letters=sinks[1] if dead_letters else None)
         flow = build_flow(cfg, io, replicas=resolve_replicas(int(cfg.stream.replicas), workers))
-    except AllowListError as exc:
-        raise CliError(str(exc)) from None
+    except (OSError, AllowListError) as exc:
+        for sink in sinks:
+            sink.discard()
+        if isinstance(exc, AllowListError):
+            raise CliError(str(exc)) from None
+        raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
     stats = jobstats.reset()
     reporter: Reporter | None = None
     if progress > 0:
         exact = total is not None
         reporter = EtaReporter(stats, progress, sys.stderr,
-                               total if exact else estimate_total(files), exact)
+                               total if exact else estimate_total(files, max_bytes=max_bytes),
+                               exact)
         reporter.start()
-    sinks = [s for s in (io.decisions, io.dead_letters) if isinstance(s, JsonlSink)]
     t0 = time.perf_counter()
+    # Ctrl-C / SIGTERM end the source (`stop`) rather than raise inside the flow; either way
+    # the run is then incomplete and its output is discarded, not committed.
+    with stop_on_signals(stop) as signals:
+        try:
+            if workers == 1:
+                run_main(flow, epoch_interval=None)
+            else:
+                cluster_main(flow, [], 0, worker_count_per_proc=workers)
+            if stop.is_set():
+                raise Interrupted(signals.signum or signal.SIGINT)
+        except BaseException as exc:
+            for sink in sinks:
+                sink.discard()
+            if find_cause(exc, KeyboardInterrupt):
+                raise Interrupted(signals.signum or signal.SIGINT) from None
+            bad = find_cause(exc, InputFileError) if isinstance(exc, Exception) else None
+            if bad is None:
+                raise
+            raise CliError(f"{bad} — stopped; no output written") from None
+        finally:
+            if reporter is not None:
+                reporter.stop()
     try:
-        if workers == 1:
-            run_main(flow, epoch_interval=None)
-        else:
-            cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    except Exception as exc:
+        for sink in sinks:
+            sink.commit()
+    except OSError as exc:
         for sink in sinks:
             sink.discard()
-        bad = find_cause(exc, InputFileError)
-        if bad is None:
-            raise
-        raise CliError(f"{bad} — stopped; no output written") from None
-    finally:
-        if reporter is not None:
-            reporter.stop()
-    for sink in sinks:
-        sink.commit()
+        raise CliError(f"cannot write {exc.filename2 or exc.filename}: {exc.strerror}") from None
     return stats, time.perf_counter() - t0
 
 
@@ -306,17 +352,20 @@ def _check_compare(args: argparse.Namespace) -> None:
         raise CliError("give --output FILE (the decisions JSONL to write) or --output-topic")
 
 
-def _report_lines(files: list[tuple[str, str]], kinds: dict[str, str]) -> Iterator[bytes]:
-    from rapidloop.flows.file_io import open_lines
+def _report_lines(files: list[tuple[str, str]], kinds: dict[str, str],
+                  max_bytes: int | None = None) -> Iterator[bytes]:
+    """The report files' lines; one over ``max_bytes`` is never held whole (and never parses)."""
+    from rapidloop.flows.file_io import open_lines, read_lines
 
     for path, topic in files:
         if kinds.get(topic) == REPORT:
             with open_lines(path) as f:
-                yield from f
+                for _, line in read_lines(f, max_bytes):
+                    yield line
 
 
-def _what_if(args: argparse.Namespace, files: list[tuple[str, str]], kinds: dict[str, str],
-             output: str, tmp: str) -> None:
+def _what_if(args: argparse.Namespace, cfg: Config, files: list[tuple[str, str]],
+             kinds: dict[str, str], output: str, tmp: str) -> None:
     from rapidloop import whatif
     from rapidloop.flows.file_io import open_lines
 
@@ -335,8 +384,9 @@ def _what_if(args: argparse.Namespace, files: list[tuple[str, str]], kinds: dict
         path_b, label_b = output, f"this run with {args.config or 'default configuration'}"
     try:
         with open_lines(path_a) as fa, open_lines(path_b) as fb:
-            diff = whatif.compare(fa, fb, _report_lines(files, kinds), label_a, label_b,
-                                  top=args.top)
+            diff = whatif.compare(fa, fb, _report_lines(files, kinds,
+                                                        int(cfg.limits.max_message_bytes)),
+                                  label_a, label_b, top=args.top)
     except (OSError, EOFError) as exc:
         raise CliError(f"cannot read decisions: {exc}") from None
     text = (json.dumps(diff, indent=2) + "\n") if args.json else whatif.render(diff)
@@ -364,6 +414,27 @@ def _publish(args: argparse.Namespace, cfg: Config, output: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command: one line and a non-zero exit for anything that stops it (CliError),
+    and for Ctrl-C or SIGTERM too, which leave no output that looks complete."""
+    from rapidloop.cli.capture import stop_on_signals
+
+    stage = {"replayed": False}
+    try:
+        with stop_on_signals():
+            _run(args, stage)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        done = ("; no output written" if not stage["replayed"]
+                else f" after the replay ({args.output} is complete)" if args.output else "")
+        print(f"rapidloop replay: interrupted ({signal.Signals(signum).name}){done}",
+              file=sys.stderr)
+        return 128 + signum
+    return 0
+
+
+def _run(args: argparse.Namespace, stage: dict[str, bool]) -> None:
+    """``run`` without the signal handling; sets ``stage["replayed"]`` once the replay is
+    done (its output complete, whatever comes after)."""
     _check_sources(args)
     _check_compare(args)
     pace = parse_pace(args.pace)
@@ -375,14 +446,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         output = args.output or str(Path(tmp.name) / "decisions.jsonl")
         total = None
+        given: dict[str, str] = {}
         if args.reports:
             files = [(args.reports, args.reports)]
             kinds = {args.reports: REPORT}
+            given[args.reports] = "--reports"
             if args.feedback:
                 if args.feedback == args.reports:
                     raise CliError("--reports and --feedback must be different files")
                 files.append((args.feedback, args.feedback))
                 kinds[args.feedback] = FEEDBACK
+                given[args.feedback] = "--feedback"
         else:
             directory = args.capture
             if args.from_kafka:
@@ -398,14 +472,14 @@ def run(args: argparse.Namespace) -> int:
             files, kinds = capture_inputs(directory)
             total = _capture_total(directory)
         stats, elapsed = replay_files(cfg, files, kinds, output, args.dead_letters,
-                                      args.workers, args.progress, pace, total)
+                                      args.workers, args.progress, pace, total, given)
+        stage["replayed"] = True
         if not args.quiet:
             name = f" with {args.config} (A)" if args.compare_config and args.config else ""
             print(f"replayed{name} {summary_line(stats, elapsed)}", file=sys.stderr)
         if args.output_topic:
             _publish(args, cfg, output)
         if args.compare or args.compare_config:
-            _what_if(args, files, kinds, output, tmp.name)
+            _what_if(args, cfg, files, kinds, output, tmp.name)
     finally:
         tmp.cleanup()
-    return 0
