@@ -21,6 +21,7 @@ from __future__ import annotations
 from rapidloop.config import Config
 from rapidloop.schemas.model import Report
 
+from .features import PATH_KEY, behavior_key
 from .prior import Prior
 
 
@@ -40,9 +41,9 @@ class Accusation:
         if not r.behaviors and not r.verdicts:
             return False   # nothing claimed: the common case, decided without scoring
         f = r.file
-        own: dict[str, float] = {f"beh_{b}": 1.0 for b in r.behaviors}
+        own: dict[str, float] = {behavior_key(b): 1.0 for b in r.behaviors}
         own["verdict_max"] = max(r.verdicts.values(), default=0.0)
         own["signed"] = 1.0 if f.signed else 0.0
-        own[f"path_{f.path}"] = 1.0
+        own[PATH_KEY.get(f.path) or f"path_{f.path}"] = 1.0
         own["parent_flagged"] = parent_flagged
         return self.prior.score(own) >= self.threshold

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .features import behavior_key
+
 
 class OrgEvidence:
     """Who claimed what about one file, by organization; small and picklable."""
@@ -112,7 +114,7 @@ class OrgEvidence:
         if beh:
             for b, orgs in beh.items():
                 if len(orgs) < cap:
-                    features["beh_" + b] = len(orgs) / orgs_ever
+                    features[behavior_key(b)] = len(orgs) / orgs_ever
         top = self.top
         if len(top) == 2:
             second = top[1][0]

@@ -53,6 +53,21 @@ PREVALENCE_FEATURES: tuple[str, ...] = (
     "log_age_h", "log_reports",
 )
 
+BEHAVIOR_KEY: dict[str, str] = dict(zip(BEHAVIORS, BEHAVIOR_FEATURES, strict=True))
+TYPE_KEY: dict[str, str] = dict(zip(FILE_TYPES, TYPE_FEATURES, strict=True))
+PATH_KEY: dict[str, str] = dict(zip(FILE_PATHS, PATH_FEATURES, strict=True))
+
+
+def behavior_key(behavior: str) -> str:
+    """The feature of a behaviour: ``beh_<name>``. A name outside the contract's list (the
+    parser lets them through) gets the same form; no scorer has a weight for it.
+
+    >>> behavior_key("c2_beacon"), behavior_key("new_trick")
+    ('beh_c2_beacon', 'beh_new_trick')
+    """
+    return BEHAVIOR_KEY.get(behavior) or f"beh_{behavior}"
+
+
 FEATURE_NAMES: tuple[str, ...] = (
     *VERDICT_FEATURES,
     *BEHAVIOR_FEATURES,

@@ -21,17 +21,17 @@ from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
 
-from rapidloop.schemas.model import BEHAVIORS, FILE_PATHS, FILE_TYPES, Report
+from rapidloop.schemas.model import BEHAVIORS, Report
 
 from .distinct import SlidingDistinct
 from .evidence import OrgEvidence
-from .features import FEATURE_NAMES
+from .features import BEHAVIOR_KEY, FEATURE_NAMES, PATH_KEY, TYPE_KEY
 
 _KNOWN_BEHAVIORS = frozenset(BEHAVIORS)
-_BEH_KEYS = {b: f"beh_{b}" for b in BEHAVIORS}
+_BEH_KEYS = BEHAVIOR_KEY
 _ZEROS = dict.fromkeys(FEATURE_NAMES, 0.0)
-_TYPE_KEYS = {t: f"type_{t}" for t in FILE_TYPES}
-_PATH_KEYS = {p: f"path_{p}" for p in FILE_PATHS}
+_TYPE_KEYS = TYPE_KEY
+_PATH_KEYS = PATH_KEY
 _VERDICT_STRONG = 0.5   # a sensor verdict this high counts as that sensor flagging the file
 _SIZE_SCALE = 20.0      # log1p(bytes) / 20 keeps the size feature near [0, 1]
 _INF = math.inf
