@@ -16,6 +16,14 @@ garbage. The manifest is also locked (``flock``) for the
 life of the job, so two jobs cannot share one directory; the kernel drops
 the lock however the job dies, ``kill -9`` included.
 
+Tenants' own input topics (``[tenants] orgs``) are recorded too, with their
+ids. A tenant added since is accepted: its topics are new input, read from
+their beginning like a partition added to a topic, and the manifest then
+records them (onboarding a tenant must not cost the state). A tenant
+removed is refused: the state holds where its topics were read to, and the
+sources cannot resume without them (keep the org listed and revoke its
+WRITE ACL instead: its topics then stay quiet).
+
 The directory is created on first start, equivalent to
 ``python -m bytewax.recovery DIR N``, in a temporary sibling renamed into
 place at the end, so a crash during creation leaves nothing half-made.
@@ -36,7 +44,7 @@ from typing import IO, Any
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from rapidloop.config import Config
+from rapidloop.config import Config, tenant_topics
 
 MANIFEST = "rapidloop-recovery.json"
 # 2: decide state holds the siblings' record, vouching and verdict reliability, and file
@@ -84,6 +92,8 @@ def identity(cfg: Config, topic_ids: dict[str, str | None], flow_id: str = "rapi
         # the feed of decisions in force is whole only if fed from the state's start
         "active_topic": k.active_topic if k.active_topic in topic_ids else None,
         "replicas": replicas if replicas is not None else max(1, int(cfg.stream.replicas)),
+        # tenants' own input topics → their ids (see the module docstring)
+        "tenant_topics": {t: topic_ids.get(t) for _, *pair in tenant_topics(cfg) for t in pair},
     }
 
 
@@ -135,7 +145,53 @@ def _differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
                 and have.get(key.removesuffix("_id")) == topic):
             diffs.append(f"topic {topic} as it was before it was recreated "
                          f"(id {have[key]}, now {want[key]})")
+    had, now = _tenant_topics(have), want.get("tenant_topics", {})
+    gone = [t for t in had if t not in now]
+    if gone:
+        diffs.append(f"tenant topic(s) {', '.join(gone)} (now not read: keep their orgs in "
+                     "tenants.orgs and revoke the tenants' ACLs instead)")
+    for topic, tid in now.items():
+        if had.get(topic) and tid and had[topic] != tid:
+            diffs.append(f"topic {topic} as it was before it was recreated "
+                         f"(id {had[topic]}, now {tid})")
     return diffs
+
+
+def _tenant_topics(manifest: dict[str, Any]) -> dict[str, str | None]:
+    """The tenant topics a manifest records (none in one made before tenants existed)."""
+    value = manifest.get("tenant_topics")
+    return value if isinstance(value, dict) else {}
+
+
+def _record_added_tenants(path: Path, directory: Path, have: dict[str, Any],
+                          want: dict[str, Any], lock: IO[str]) -> IO[str]:
+    """Record tenant topics added since the manifest was written; the lock held after.
+
+    Written whole beside it and renamed into place (a crash leaves the old
+    manifest or the new one, never half of one). The lock is on the file, so
+    the new file is locked before the old lock goes: if another job took the
+    new one in between, it holds the directory and this one stops.
+    """
+    had = _tenant_topics(have)
+    added = {t: tid for t, tid in want.get("tenant_topics", {}).items() if t not in had}
+    if not added:
+        return lock
+    have["tenant_topics"] = {**had, **added}
+    tmp = path.with_name(f".{path.name}.new")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(have, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        lock.close()
+        raise RecoveryError(f"recovery dir {directory}: cannot record the new tenant topics "
+                            f"in {MANIFEST} ({exc.strerror or exc})") from None
+    try:
+        return _lock(path, directory)
+    finally:
+        lock.close()
 
 
 def _lock(path: Path, directory: Path) -> IO[str]:
@@ -219,5 +275,6 @@ def prepare(cfg: Config, directory: str | os.PathLike[str], ids: dict[str, str |
         lock.close()
         raise RecoveryError(f"recovery dir {directory} holds state of other input: made for "
                             f"{'; '.join(diffs)}; {reset}")
+    lock = _record_added_tenants(path, directory, have, want, lock)
     config = RecoveryConfig(directory, timedelta(seconds=float(rc.backup_interval_s)))
     return Recovery(directory, config, created, have, lock)

@@ -6,6 +6,18 @@ A capture is a directory an incident ticket can carry::
     reports.jsonl.gz       Report values, one per line
     feedback.jsonl.gz      Feedback values
     decisions.jsonl.gz     Decision values (only with ``decisions=True``)
+    reports.tenant.ORG.jsonl.gz, feedback.tenant.ORG.jsonl.gz
+                           each tenant's own input topics (``[tenants] orgs``)
+
+Tenants' topics are kept apart, one file per topic, because what a message
+may say depends on the topic it came in on (``schemas.intake``: a report on
+org-3's topic must be org-3's): the manifest records, for each file, its
+topic and the org the topic speaks for, and the rules the shared topics had
+(``tenants.shared_reports``, ``tenants.shared_feedback``), so a replay binds
+each file as the live job bound its topic and dead-letters exactly what the
+job dead-lettered, in the same order (:func:`replay_inputs`). A capture with
+tenant topics is format ``rapidloop-capture/2``, which a reader that would
+ignore them refuses; one without is ``rapidloop-capture/1``, as before.
 
 How it reads: plain consumers with ``assign()`` (no consumer-group join, no
 commits, ``enable.auto.commit=false``), so capturing never moves the live
@@ -49,7 +61,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,12 +69,16 @@ from typing import Any
 import orjson
 
 from rapidloop.kafka import BrokerUnavailable, describe_error, quiet, topic_partitions
+from rapidloop.schemas.intake import bind_topics
 from rapidloop.schemas.timefmt import format_ts, parse_ts
 
 FORMAT = "rapidloop-capture/1"
+FORMAT_TENANTS = "rapidloop-capture/2"   # /1 plus the tenants' own topics
+FORMATS = (FORMAT, FORMAT_TENANTS)
 MANIFEST = "manifest.json"
 KINDS = ("reports", "feedback", "decisions")
 FILES = {kind: f"{kind}.jsonl.gz" for kind in KINDS}
+TENANT_KINDS = ("reports", "feedback")
 TIME_FIELD = {"reports": "ts", "feedback": "ts", "decisions": "event_ts"}
 
 # librdkafka needs a group.id even for assign()-only consumers; nothing is committed under it.
@@ -137,8 +153,8 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
                            "capture has none)") from None
     except ValueError as exc:
         raise CaptureError(f"{path / MANIFEST} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CaptureError(f"{path / MANIFEST} is not a {FORMAT} manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
+        raise CaptureError(f"{path / MANIFEST} is not a {' or '.join(FORMATS)} manifest")
     topics = manifest.get("topics")
     if not isinstance(topics, dict) or "reports" not in topics:
         raise CaptureError(f"{path / MANIFEST} lists no reports topic")
@@ -147,15 +163,64 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
             raise CaptureError(f"{path / MANIFEST}: unknown entry {kind!r}")
         if not (path / str(entry.get("file"))).is_file():
             raise CaptureError(f"capture {path} is missing {entry.get('file')}")
+    for entry in _tenant_entries(manifest, path):
+        if not (path / str(entry.get("file"))).is_file():
+            raise CaptureError(f"capture {path} is missing {entry.get('file')}")
     return manifest
 
 
+def _tenant_entries(manifest: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The tenants' topics of a manifest (none before format /2), checked."""
+    tenants = manifest.get("tenants")
+    if tenants is None and manifest.get("format") == FORMAT:
+        return []
+    entries = tenants.get("topics") if isinstance(tenants, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and e.get("kind") in TENANT_KINDS
+            and isinstance(e.get("org"), str) and isinstance(e.get("topic"), str)
+            for e in entries):
+        raise CaptureError(f"{path / MANIFEST}: unreadable tenant topics")
+    return entries
+
+
 def capture_files(directory: str | Path) -> list[tuple[str, str, str]]:
-    """(kind, path, topic) of each captured topic, reports first (the order replay uses)."""
-    manifest = read_manifest(directory)
-    return [(kind, str(Path(directory) / manifest["topics"][kind]["file"]),
-             manifest["topics"][kind]["topic"])
-            for kind in KINDS if kind in manifest["topics"]]
+    """(kind, path, topic) of each captured topic in the order replay merges them (the live
+    job's tie order): reports, each tenant's reports, feedback, each tenant's feedback,
+    then decisions."""
+    path = Path(directory)
+    manifest = read_manifest(path)
+    shared, tenants = manifest["topics"], _tenant_entries(manifest, path)
+    out: list[tuple[str, str, str]] = []
+    for kind in KINDS:
+        if kind in shared:
+            out.append((kind, str(path / shared[kind]["file"]), shared[kind]["topic"]))
+        out += [(kind, str(path / e["file"]), e["topic"]) for e in tenants if e["kind"] == kind]
+    return out
+
+
+def replay_inputs(directory: str | Path) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """A capture as replay input: (path, topic) pairs in merge order, and topic → kind,
+    each tenant topic bound to its org and the shared ones under the rules they had live
+    (:func:`rapidloop.schemas.intake.bind_topics`), so the replay dead-letters what the
+    job did. CaptureError if it is not a capture."""
+    path = Path(directory)
+    manifest = read_manifest(path)
+    shared = manifest["topics"]
+    files = [(p, topic) for kind, p, topic in capture_files(path) if kind in TENANT_KINDS]
+    rules = manifest.get("tenants") or {}
+    own: dict[str, dict[str, str]] = {}
+    for e in _tenant_entries(manifest, path):
+        own.setdefault(e["org"], {})[e["kind"]] = e["topic"]
+    # A topic missing from the capture gets a name no file has; only the files' ones matter.
+    absent = "\0absent"
+    kinds = bind_topics(
+        shared.get("reports", {}).get("topic", absent + "-reports"),
+        shared.get("feedback", {}).get("topic", absent + "-feedback"),
+        [(org, t.get("reports", f"{absent}-{org}-r"), t.get("feedback", f"{absent}-{org}-f"))
+         for org, t in own.items()],
+        shared_reports=str(rules.get("shared_reports", "any")),
+        shared_feedback=str(rules.get("shared_feedback", "any")))
+    return files, {topic: kinds[topic] for _, topic in files}
 
 
 def iter_values(path: str | Path) -> Iterator[bytes]:
@@ -202,11 +267,16 @@ def _merge_to(out: Path, parts: list[Path], field_name: str) -> None:
 
 
 def capture(conf: dict[str, Any], topics: dict[str, str], since: float, until: float,
-            out_dir: str | Path, *, timeout_s: float = 10.0,
-            metadata_timeout_s: float = 10.0) -> dict[str, Any]:
+            out_dir: str | Path, *, tenants: Sequence[tuple[str, str, str]] = (),
+            shared_reports: str = "any", shared_feedback: str = "any",
+            timeout_s: float = 10.0, metadata_timeout_s: float = 10.0) -> dict[str, Any]:
     """Capture ``topics`` (kind → topic name) between ``since`` and ``until`` into ``out_dir``.
 
     ``conf`` is librdkafka settings (``rapidloop.kafka.client_config``).
+    ``tenants``: (org, reports topic, feedback topic) of each tenant with
+    topics of its own (``rapidloop.config.tenant_topics``), each captured to a
+    file of its own; ``shared_reports`` / ``shared_feedback``: the shared
+    topics' rules (``[tenants]``), recorded for the replay.
     Returns the manifest, also written to ``out_dir/manifest.json`` last, so
     a directory with a manifest is a complete capture. ``out_dir`` must not
     exist or be empty; it is made (and found writable) before the broker is
@@ -234,9 +304,17 @@ def capture(conf: dict[str, Any], topics: dict[str, str], since: float, until: f
                                "delete it first")
         raise CaptureError(f"{out} already exists and is not an empty directory")
     kinds = [k for k in KINDS if k in topics]
-    by_topic = {topics[k]: k for k in kinds}
-    if len(by_topic) != len(kinds):
-        raise CaptureError("each kind needs its own topic")
+    # One stream per topic, in the order replay merges them (capture_files): its name is
+    # its file's stem, "reports" or "reports.tenant.org-3".
+    streams: dict[str, tuple[str, str, str | None]] = {}   # name → (kind, topic, org)
+    for kind in kinds:
+        streams[kind] = (kind, topics[kind], None)
+        if kind in TENANT_KINDS:
+            for org, *pair in tenants:
+                streams[f"{kind}.tenant.{org}"] = (kind, pair[TENANT_KINDS.index(kind)], org)
+    by_topic = {topic: name for name, (_, topic, _) in streams.items()}
+    if len(by_topic) != len(streams):
+        raise CaptureError("each kind and each tenant needs its own topic")
     partial = out / _PARTIAL
     created = not out.exists()
     try:
@@ -258,13 +336,14 @@ def capture(conf: dict[str, Any], topics: dict[str, str], since: float, until: f
     })
     consumer: Any = None
     since_ms, until_ms = int(since * 1000), int(until * 1000)
-    stats = {k: TopicCapture(topics[k], FILES[k]) for k in kinds}
+    stats = {name: TopicCapture(topic, f"{name}.jsonl.gz")
+             for name, (_, topic, _) in streams.items()}
     ranges: dict[tuple[str, int], PartitionRange] = {}
     writers: dict[tuple[str, int], Any] = {}
     done = False
     try:
         try:
-            parts = topic_partitions(conf, [topics[k] for k in kinds], metadata_timeout_s)
+            parts = topic_partitions(conf, list(by_topic), metadata_timeout_s)
         except BrokerUnavailable as exc:
             raise CaptureError(str(exc)) from None
         consumer = Consumer(consumer_conf)
@@ -340,25 +419,35 @@ def capture(conf: dict[str, Any], topics: dict[str, str], since: float, until: f
                 consumer.pause(finished)
         for w in writers.values():
             w.close()
-        for kind in kinds:
-            keys = sorted(k for k in ranges if k[0] == topics[kind])
-            stats[kind].partitions = [ranges[k] for k in keys]
-            _merge_to(partial / FILES[kind],
-                      [partial / f"{kind}-{p}.jsonl" for t, p in keys if (t, p) in writers],
+        for name, (kind, topic, _) in streams.items():
+            keys = sorted(k for k in ranges if k[0] == topic)
+            stats[name].partitions = [ranges[k] for k in keys]
+            _merge_to(partial / stats[name].file,
+                      [partial / f"{name}-{p}.jsonl" for t, p in keys if (t, p) in writers],
                       TIME_FIELD[kind])
-        manifest = {
-            "format": FORMAT,
+        counts = {k: sum(stats[n].count for n, s in streams.items() if s[0] == k) for k in kinds}
+        manifest: dict[str, Any] = {
+            "format": FORMAT_TENANTS if tenants else FORMAT,
             "created_at": format_ts(time.time()),
             "brokers": conf.get("bootstrap.servers"),
             "since": format_ts(since),
             "until": format_ts(until),
             "time_basis": "Kafka message timestamps",
-            "counts": {k: stats[k].count for k in kinds},
+            "counts": counts,
             "topics": {k: asdict(stats[k]) for k in kinds},
         }
+        if tenants:
+            # What each tenant file's topic allows (the org it speaks for) and what the shared
+            # topics allowed: a replay binds its files as the live job bound the topics.
+            manifest["tenants"] = {
+                "shared_reports": shared_reports,
+                "shared_feedback": shared_feedback,
+                "topics": [{"org": org, "kind": kind, **asdict(stats[name])}
+                           for name, (kind, _, org) in streams.items() if org is not None],
+            }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        for kind in kinds:   # whole files into place, the manifest (what makes a capture) last
-            (partial / FILES[kind]).replace(out / FILES[kind])
+        for st in stats.values():   # whole files into place, then the manifest (what makes
+            (partial / st.file).replace(out / st.file)   # a capture) last
         (partial / MANIFEST).replace(out / MANIFEST)
         done = True
         shutil.rmtree(partial, ignore_errors=True)
@@ -375,7 +464,14 @@ def capture(conf: dict[str, Any], topics: dict[str, str], since: float, until: f
 
 
 def summary(manifest: dict[str, Any]) -> str:
-    """One line: what a capture holds."""
+    """One line: what a capture holds (and how much of it came in on tenants' own topics)."""
     counts = manifest.get("counts", {})
     parts = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    tenants = manifest.get("tenants")
+    if isinstance(tenants, dict) and isinstance(tenants.get("topics"), list):
+        entries = tenants["topics"]
+        orgs = {e.get("org") for e in entries if isinstance(e, dict)}
+        own = sum(e.get("count", 0) for e in entries if isinstance(e, dict))
+        parts += (f" ({own} of the reports and feedback on the own topics of {len(orgs)} "
+                  "tenant(s))")
     return f"{parts} from {manifest.get('since')} to {manifest.get('until')}"

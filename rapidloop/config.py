@@ -131,6 +131,57 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 
 INPUT_ORDERS = ("event_time", "arrival")
 
+# Tenants' own input topics ([tenants]): one fixed naming rule, so an ACL, a capture and a
+# recovery manifest can all name a tenant's topics from its org id alone.
+TENANT_ORG = re.compile(r"[A-Za-z0-9._-]+")
+SHARED_REPORTS = ("any", "unbound_only")
+SHARED_FEEDBACK = ("any", "unbound_only", "trusted_only")
+MAX_TOPIC_CHARS = 249     # Kafka's limit on a topic name
+
+
+def tenant_topic(topic: str, org: str) -> str:
+    """The tenant ``org``'s own counterpart of the shared input topic ``topic``."""
+    return f"{topic}.tenant.{org}"
+
+
+def tenant_topics(cfg: Config) -> list[tuple[str, str, str]]:
+    """(org, its reports topic, its feedback topic) for each org in ``tenants.orgs``, in order."""
+    k = cfg.kafka
+    return [(org, tenant_topic(k.reports_topic, org), tenant_topic(k.feedback_topic, org))
+            for org in cfg.tenants.orgs]
+
+
+def _check_tenants(values: dict[str, Any]) -> None:
+    """Org ids that cannot name a topic, twice the same, or a rule misspelt: one line.
+
+    Checked at load, not when the topics are made: a bad id would otherwise
+    surface as a missing topic at start, or a refused ACL, far from its cause.
+    Kafka cannot tell '.' from '_' in topic names (its metric names merge
+    them), so two ids differing only there could not both have topics.
+    """
+    t, k = values["tenants"], values["kafka"]
+    seen: dict[str, str] = {}
+    for org in t["orgs"]:
+        if not isinstance(org, str) or not TENANT_ORG.fullmatch(org):
+            raise ConfigError(f"tenants.orgs: {org!r} cannot be part of a Kafka topic name "
+                              "(letters, digits, '.', '_' and '-' only)")
+        clash = seen.get(org.replace(".", "_"))
+        if clash is not None:
+            same = "is listed twice" if clash == org else f"and {clash!r} differ only in '.' " \
+                "and '_', which Kafka topic names cannot tell apart"
+            raise ConfigError(f"tenants.orgs: {org!r} {same}")
+        seen[org.replace(".", "_")] = org
+        longest = max(k["reports_topic"], k["feedback_topic"], key=len)
+        if len(tenant_topic(longest, org)) > MAX_TOPIC_CHARS:
+            raise ConfigError(f"tenants.orgs: {org!r} makes the topic name "
+                              f"{tenant_topic(longest, org)[:40]}... longer than Kafka's "
+                              f"{MAX_TOPIC_CHARS} characters")
+    for key, allowed in (("shared_reports", SHARED_REPORTS),
+                         ("shared_feedback", SHARED_FEEDBACK)):
+        if t[key] not in allowed:
+            raise ConfigError(f"tenants.{key} must be one of {', '.join(allowed)}, "
+                              f"not {t[key]!r}")
+
 # What each number may be. Probabilities (scores, shares, bars of quality) are in [0, 1];
 # sizes, counts and intervals the job divides by or allocates are > 0; the prior's weights
 # may be anything; every other number is >= 0. Two-number lists are ranges (low <= high).
@@ -150,7 +201,8 @@ _POSITIVE = frozenset({
     "policy.trust_max_orgs", "policy.signer_max_files", "telemetry.export_interval_s",
     "simulate.orgs", "simulate.benign_files", "simulate.duration_s", "simulate.reports",
     "serve.max_target_chars", "serve.request_timeout_s", "serve.page_rows",
-    "serve.no_expiry_duration_s", "serve.catch_up_timeout_s", "serve.poll_s", "serve.retry_s"})
+    "serve.no_expiry_duration_s", "serve.catch_up_timeout_s", "serve.poll_s", "serve.retry_s",
+    "tenants.partitions"})
 _ANY_SIGN = ("models.prior_", "models.behavior_weights.")
 
 
@@ -212,4 +264,5 @@ def load_config(path: str | os.PathLike[str] | None = None,
                           f"not {values['stream']['input_order']!r}")
     if values["stream"]["idle_partition_s"] < 0 or values["stream"]["merge_buffer"] < 1:
         raise ConfigError("stream.idle_partition_s must be ≥ 0 and stream.merge_buffer ≥ 1")
+    _check_tenants(values)
     return Config(values)

@@ -1,11 +1,13 @@
 """`rapidloop capture`: the input topics (and decisions) between two times, for an incident.
 
-Reads reports and feedback (and, with ``--decisions``, the decisions topic)
-by Kafka timestamp from ``--since`` to ``--until`` without joining a consumer
+Reads reports and feedback, each tenant's own input topics included
+(``[tenants] orgs``), and, with ``--decisions``, the decisions topic, by
+Kafka timestamp from ``--since`` to ``--until`` without joining a consumer
 group or committing anything, and writes a capture directory: compressed
-JSONL per topic and a ``manifest.json`` (topics, partitions, offset ranges,
-time range, counts). ``rapidloop replay --capture DIR`` re-runs it and
-``rapidloop explain SHA256 --from DIR`` tells one file's story from it.
+JSONL per topic and a ``manifest.json`` (topics, the org each tenant topic
+speaks for, partitions, offset ranges, time range, counts).
+``rapidloop replay --capture DIR`` re-runs it and ``rapidloop explain SHA256
+--from DIR`` tells one file's story from it.
 
 A capture that fails (broker unreachable, directory not writable) says so in
 one line and exits 2; one interrupted (Ctrl-C, SIGTERM) says so and exits
@@ -116,6 +118,7 @@ def capture_to(args: argparse.Namespace, out_dir: str, with_decisions: bool) -> 
     behind either way).
     """
     from rapidloop.capture import CaptureError, capture
+    from rapidloop.config import tenant_topics
     from rapidloop.kafka import client_config
 
     since, until = time_range(args.since, args.until)
@@ -130,6 +133,9 @@ def capture_to(args: argparse.Namespace, out_dir: str, with_decisions: bool) -> 
     try:
         with stop_on_signals():
             return capture(client_config(cfg, args.brokers), topics, since, until, out_dir,
+                           tenants=tenant_topics(cfg),
+                           shared_reports=cfg.tenants.shared_reports,
+                           shared_feedback=cfg.tenants.shared_feedback,
                            timeout_s=timeout or k.connect_timeout_s,
                            metadata_timeout_s=k.connect_timeout_s)
     except CaptureError as exc:

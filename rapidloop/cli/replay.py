@@ -294,16 +294,14 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
 
 
 def capture_inputs(directory: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """The replay inputs of a capture: (path, topic) pairs and topic → kind (no decisions)."""
-    from rapidloop.capture import CaptureError, capture_files
+    """The replay inputs of a capture: (path, topic) pairs and topic → kind (no decisions),
+    tenants' topics bound to their orgs as the live job bound them."""
+    from rapidloop.capture import CaptureError, replay_inputs
 
     try:
-        found = capture_files(directory)
+        return replay_inputs(directory)
     except CaptureError as exc:
         raise CliError(str(exc)) from None
-    kind_of = {"reports": REPORT, "feedback": FEEDBACK}
-    files = [(path, topic) for kind, path, topic in found if kind in kind_of]
-    return files, {topic: kind_of[kind] for kind, _, topic in found if kind in kind_of}
 
 
 def _check_sources(args: argparse.Namespace) -> None:

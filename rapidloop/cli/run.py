@@ -56,7 +56,7 @@ from rapidloop.cli import CliError
 from rapidloop.config import Config, load_config
 from rapidloop.kafka import BrokerUnavailable, BrokerWatch, client_config
 from rapidloop.operators.allowlist import AllowListError
-from rapidloop.schemas.intake import FEEDBACK, REPORT
+from rapidloop.schemas.intake import FEEDBACK, REPORT, input_kinds
 
 STATS_PREFIX = "rapidloop-cluster-stats "
 """A child of ``--processes`` ends with this line on stderr (JSON): the supervisor adds
@@ -146,15 +146,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_kafka(cfg: Config, args: argparse.Namespace) -> str:
-    """The bootstrap servers, once the cluster and the four topics answered (one clear line
-    within ``kafka.connect_timeout_s`` otherwise, never a hang)."""
+    """The bootstrap servers, once the cluster and the four topics (and each tenant's two
+    input topics) answered (one clear line within ``kafka.connect_timeout_s`` otherwise,
+    never a hang)."""
     from rapidloop.flows.kafka_io import preflight
 
     brokers: str = args.brokers or cfg.kafka.brokers
     k = cfg.kafka
     try:
-        preflight(cfg, brokers, [k.reports_topic, k.feedback_topic, k.decisions_topic,
-                                 k.deadletter_topic])
+        preflight(cfg, brokers, [*input_kinds(cfg), k.decisions_topic, k.deadletter_topic])
     except BrokerUnavailable as exc:
         raise CliError(str(exc)) from None
     return brokers
@@ -172,11 +172,12 @@ class _Recovery:
 
 
 def _topic_ids(cfg: Config, conf: dict[str, Any]) -> dict[str, str | None]:
-    """The input topics' ids, which the recovery manifest records to catch a recreated topic."""
+    """The input topics' ids (tenants' included), which the recovery manifest records to
+    catch a recreated topic."""
     from rapidloop.flows.recovery import topic_ids
 
     k = cfg.kafka
-    ids = topic_ids(conf, [k.reports_topic, k.feedback_topic], k.connect_timeout_s)
+    ids = topic_ids(conf, list(input_kinds(cfg)), k.connect_timeout_s)
     if _feeds_active(cfg, conf):
         ids[k.active_topic] = None   # fed: the recovery state must always have been
     return ids
@@ -390,16 +391,18 @@ def _warn_uneven(cfg: Config, conf: dict[str, Any], workers: int) -> None:
     if workers < 2 or cfg.stream.input_order == "event_time":
         return    # one merged source reads all input: nothing to spread
     k = cfg.kafka
+    kinds = input_kinds(cfg)
     try:
-        parts = topic_partitions(conf, [k.reports_topic, k.feedback_topic],
-                                 k.connect_timeout_s)
+        parts = topic_partitions(conf, list(kinds), k.connect_timeout_s)
     except BrokerUnavailable:
         return   # preflight has just passed; the job itself will say what is wrong
-    for topic in (k.reports_topic, k.feedback_topic):
-        n = sum(1 for t, _ in parts if t == topic)
+    for kind in (REPORT, FEEDBACK):   # one input step each, tenants' topics included
+        step = [t for t, kd in kinds.items() if kd == kind]
+        n = sum(1 for t, _ in parts if t in step)
         if n % workers:
             split = " + ".join(str(n // workers + (w < n % workers)) for w in range(workers))
-            print(f"rapidloop run: note: the {n} partition(s) of {topic} go {split} to "
+            what = step[0] + (f" and {len(step) - 1} tenant topic(s)" if len(step) > 1 else "")
+            print(f"rapidloop run: note: the {n} partition(s) of {what} go {split} to "
                   f"the {workers} workers (lowest index first): a multiple of {workers} "
                   f"partitions would spread the input evenly", file=sys.stderr, flush=True)
 
@@ -457,21 +460,24 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     # A single process stops on SIGTERM / SIGINT as at the end of input: its sources end, the
     # last epoch closes (snapshot included), sinks flush, and the summary follows.
     stop = threading.Event() if alone else None
+    # The shared topics and each tenant's own, each bound to the org it speaks for; listed
+    # in the merge's tie order, which a capture's replay shares (schemas.intake.bind_topics).
+    kinds = input_kinds(cfg)
     if cfg.stream.input_order == "event_time":
         merged = _tracking_source(KafkaMergedSource)(
-            conf, [k.reports_topic, k.feedback_topic], k.consume_batch, tail, start,
+            conf, list(kinds), k.consume_batch, tail, start,
             idle_partition_s=float(cfg.stream.idle_partition_s),
             buffer_cap=int(cfg.stream.merge_buffer), stop=stop)
         sources: list[tuple[str, Any]] = [("input", merged)]
     else:
         source = _tracking_source(KafkaBatchSource)
-        sources = [("reports", source(conf, [k.reports_topic], k.consume_batch, tail, start,
-                                      stop=stop)),
-                   ("feedback", source(conf, [k.feedback_topic], k.consume_batch, tail,
-                                       start, stop=stop))]
+        sources = [("reports", source(conf, [t for t, kd in kinds.items() if kd == REPORT],
+                                      k.consume_batch, tail, start, stop=stop)),
+                   ("feedback", source(conf, [t for t, kd in kinds.items() if kd == FEEDBACK],
+                                       k.consume_batch, tail, start, stop=stop))]
     io = Connectors(
         sources=sources,
-        kinds={k.reports_topic: REPORT, k.feedback_topic: FEEDBACK},
+        kinds=kinds,
         decisions=KafkaBatchSink(conf, k.decisions_topic, retries=k.delivery_retries,
                                  undeliverable_topic=k.deadletter_topic),
         dead_letters=KafkaBatchSink(conf, k.deadletter_topic, retries=k.delivery_retries),
@@ -498,7 +504,9 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     state = "no recovery state" if recovery is None else recovery.description
     where = (f"process {index} of {len(addresses)} ({addresses[index]}), "
              if clustered else "")
-    print(f"rapidloop run: {where}consuming {k.reports_topic}, {k.feedback_topic} from "
+    tenants = len(cfg.tenants.orgs)
+    own = f" and the own topics of {tenants} tenant(s)" if tenants else ""
+    print(f"rapidloop run: {where}consuming {k.reports_topic}, {k.feedback_topic}{own} from "
           f"{brokers} ({'until drained' if args.exit_at_end else 'Ctrl-C to stop'}; {state})",
           file=sys.stderr, flush=True)
     reporter.start()

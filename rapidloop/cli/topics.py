@@ -1,8 +1,11 @@
 """`rapidloop topics create|list`: the contract's four topics and the feed on a Kafka cluster.
 
 ``create`` makes whichever of the configured reports, feedback, decisions,
-dead-letter and active-feed topics are missing (existing ones are left alone,
-so it is safe to run on every start; configs in ``rapidloop.kafka.topic_config``);
+dead-letter and active-feed topics are missing, and each tenant's own two
+input topics (``[tenants] orgs``, ``tenants.partitions`` partitions each:
+one tenant's volume rarely needs more, and every partition is one more for
+the job's single merging consumer to follow). Existing ones are left alone,
+so it is safe to run on every start; configs in ``rapidloop.kafka.topic_config``.
 ``list`` shows the cluster's topics with their partition counts. An unreachable
 cluster is one line on stderr within ``kafka.connect_timeout_s``.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from rapidloop.cli import CliError
-from rapidloop.config import Config, load_config
+from rapidloop.config import Config, load_config, tenant_topics
 from rapidloop.kafka import BrokerUnavailable, describe_topics, ensure_topics, topic_names
 
 
@@ -25,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--config", metavar="FILE", help="TOML configuration")
     create = actions.add_parser("create", parents=[common], help="create the missing topics")
     create.add_argument("--partitions", type=int, metavar="N",
-                        help="partitions per topic (default: kafka.partitions from config)")
+                        help="partitions per topic (default: kafka.partitions from config; "
+                             "tenants' topics: tenants.partitions)")
     create.add_argument("--replication-factor", type=int, default=1, metavar="N",
                         help="replicas per partition (default 1; use 3 on a production cluster)")
     lst = actions.add_parser("list", parents=[common], help="list topics and partition counts")
@@ -54,6 +58,14 @@ def _create(cfg: Config, brokers: str, args: argparse.Namespace) -> int:
     created = ensure_topics(cfg, brokers, partitions, names, args.replication_factor)
     for name in created:
         print(f"created {name} ({partitions} partitions)")
+    own = [t for _, *pair in tenant_topics(cfg) for t in pair]
+    if own:
+        few = int(cfg.tenants.partitions)
+        made = ensure_topics(cfg, brokers, few, own, args.replication_factor)
+        for name in made:
+            print(f"created {name} ({few} partition{'s' if few != 1 else ''})")
+        created += made
+        names += own
     if len(created) < len(names):
         existing = [n for n in names if n not in created]
         print(f"already there: {', '.join(existing)}")
