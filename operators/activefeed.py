@@ -8,6 +8,13 @@ lapsed. Read from its beginning, keeping the last record per key, it holds
 exactly what ``rapidloop active`` computes from the whole decisions stream
 (``rapidloop.active.in_force``) at the feed's clock: the newest ``event_ts``
 among the decisions it has seen (event time, like every rule of the loop).
+The rule is ``rapidloop.enforcement``'s, in force at the clock: a decision
+made at the clock's time is in force, one expiring at it has lapsed.
+
+One difference is by design: the feed follows the stream, so a target's
+record is its last decision *emitted*, where ``in_force`` takes the newest by
+``event_ts``; the two differ only if the job emitted decisions on one target
+out of event-time order.
 
 >>> feed = ActiveFeed()
 >>> d = {"sha256": "ab", "scope": "org", "org_id": "o1", "device_id": None,
@@ -27,16 +34,15 @@ import heapq
 from collections.abc import Iterable
 from typing import Any
 
-from rapidloop.schemas.timefmt import parse_ts_or_none
+from rapidloop.enforcement import ENFORCING, lapsed
+from rapidloop.schemas.wire import DecisionRecord, read_decision
 
 Record = tuple[str, dict[str, Any] | None]   # (target key, decision or None: a tombstone)
-IN_FORCE = frozenset({"block", "allow"})
 
 
-def target_key(d: dict[str, Any]) -> str:
+def target_key(d: DecisionRecord) -> str:
     """The feed's key: ``sha256|scope|org|device`` (empty for what does not apply)."""
-    return (f"{str(d.get('sha256', '')).lower()}|{d.get('scope')}|{d.get('org_id') or ''}|"
-            f"{d.get('device_id') or ''}")
+    return f"{d.sha256}|{d.scope}|{d.org_id or ''}|{d.device_id or ''}"
 
 
 class ActiveFeed:
@@ -51,17 +57,19 @@ class ActiveFeed:
         return len(self.expires)
 
     def process(self, decisions: Iterable[dict[str, Any]]) -> list[Record]:
-        """The records these decisions (in emission order) add to the feed."""
+        """The records these decisions (contract objects, in emission order) add to the feed;
+        a record's value is the very object passed in."""
         out: list[Record] = []
-        for d in decisions:
-            t = parse_ts_or_none(d.get("event_ts"))
+        for obj in decisions:
+            d = read_decision(obj)
+            t = d.event_ts
             if t is not None and t > self.clock:
                 self.clock = t
                 self._lapse(out)
             key = target_key(d)
-            if d.get("action") in IN_FORCE:
-                exp = parse_ts_or_none(d.get("expires_at"))
-                if exp is not None and exp <= self.clock:     # already lapsed
+            if d.action in ENFORCING:
+                exp = d.expires_at
+                if lapsed(exp, self.clock):                 # already lapsed
                     if key in self.expires:
                         del self.expires[key]
                         out.append((key, None))
@@ -69,7 +77,7 @@ class ActiveFeed:
                 self.expires[key] = exp
                 if exp is not None:
                     heapq.heappush(self.lapses, (exp, key))
-                out.append((key, d))
+                out.append((key, obj))
             elif key in self.expires:                   # unblock: lifted
                 del self.expires[key]
                 out.append((key, None))
@@ -77,7 +85,7 @@ class ActiveFeed:
 
     def _lapse(self, out: list[Record]) -> None:
         lapses, clock = self.lapses, self.clock
-        while lapses and lapses[0][0] <= clock:
+        while lapses and lapsed(lapses[0][0], clock):
             exp, key = heapq.heappop(lapses)
             if key in self.expires and self.expires[key] == exp:   # not renewed since
                 del self.expires[key]

@@ -45,7 +45,14 @@ from rapidloop.config import Config, load_config
 from rapidloop.kafka import BrokerUnavailable, client_config, describe_error, quiet
 from rapidloop.kafka import topic_partitions as _partitions
 from rapidloop.schemas.model import Decision
-from rapidloop.schemas.wire import InvalidMessage, Limits, WireParser, decode_decision
+from rapidloop.schemas.wire import (
+    DecisionRecord,
+    InvalidMessage,
+    Limits,
+    WireParser,
+    decode_decision,
+    read_decision,
+)
 
 __all__ = ["ActiveView", "Gateway", "InvalidMessage"]
 
@@ -110,7 +117,7 @@ class ActiveView:
         self.consumer = Consumer({**quiet(conf), "group.id": "rapidloop-no-commits",
                                   "enable.auto.commit": False, "enable.partition.eof": True})
         self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self.parts])
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, DecisionRecord] = {}   # target key -> the decision in force
         self.clock = float("-inf")   # the newest event time seen
 
     def poll(self, timeout: float = 1.0) -> list[tuple[str, Decision | None]]:
@@ -133,10 +140,10 @@ class ActiveView:
                 self.records.pop(key, None)
                 changes.append((key, None))
                 continue
-            d = orjson.loads(value)
-            decision = decode_decision(d)
+            record = read_decision(value)
+            decision = decode_decision(record.raw)   # the typed Decision; a bad record raises
             self.clock = max(self.clock, decision.event_ts)
-            self.records[key] = d
+            self.records[key] = record
             changes.append((key, decision))
         return changes, ended
 
@@ -156,7 +163,7 @@ class ActiveView:
     def in_force(self, at: float | None = None) -> list[Decision]:
         """The decisions in force at ``at`` (default: the newest event time seen), typed."""
         when = self.clock if at is None else at
-        return [decode_decision(d) for d in in_force(self.records.values(), when, self.org)]
+        return [decode_decision(d.raw) for d in in_force(self.records.values(), when, self.org)]
 
     def close(self) -> None:
         self.consumer.close()

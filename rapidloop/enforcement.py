@@ -1,75 +1,129 @@
-"""What decisions enforce over event time: the contract's rule, for the tools that judge them.
+"""What decisions enforce over event time: the contract's rule, once, for every tool.
 
 A decision's target is (sha256, scope, org, device); a ``block`` or ``allow``
-is active from its ``event_ts`` until the next decision for the same target or
-its ``expires_at``; for a device the most specific active decision wins
-(device, then org, then global). Evaluation and what-if both ask "was this
-sighting covered by a block when it happened?", and must answer it the same
-way, so the rule lives here once. A decision applies to sightings strictly
-after its ``event_ts``: the report that triggered a block was not protected
-by it.
+is in force from its ``event_ts`` until the next decision for the same target
+(``unblock`` and ``audit`` end it) or its ``expires_at``; for a device the
+most specific decision in force wins (device, then org, then global).
+Evaluation, what-if, ``rapidloop active``, export, serve, the client and
+explain all ask this, so it is answered here, by :class:`Timeline`, and
+nowhere else on the tools' side (the job keeps its own state,
+``operators.policy.Enforcement``, by the same rule).
 
->>> d = [{"sha256": "a", "scope": "global", "org_id": None, "device_id": None,
+The one thing the callers differ on is the moment itself, so every query
+says which it means (``inclusive``, never defaulted):
+
+* **coverage of a sighting at t** (``inclusive=False``; evaluation's
+  protection and collateral, what-if's sightings): decisions strictly before
+  ``t``. The report that triggered a block was not protected by it.
+* **in force at t** (``inclusive=True``; ``rapidloop active``, export, serve,
+  the client, explain's "in force" line): decisions at ``t`` included, as an
+  enforcement point holds them once it has applied everything up to ``t``.
+
+Expiry is the same in both: a decision whose ``expires_at <= t`` has lapsed
+at ``t`` (:func:`lapsed`, as ``Enforcement.current`` in the job). Of several
+decisions on one target at the same event time, the one emitted last (later
+in the input) wins.
+
+>>> from rapidloop.schemas.wire import read_decision
+>>> from rapidloop.schemas.timefmt import parse_ts
+>>> d = [read_decision(x) for x in (
+...      {"sha256": "a", "scope": "global", "org_id": None, "device_id": None,
 ...       "action": "block", "event_ts": "2026-11-28T00:00:00Z", "expires_at": None},
 ...      {"sha256": "a", "scope": "org", "org_id": "o1", "device_id": None,
-...       "action": "allow", "event_ts": "2026-11-28T00:01:00Z", "expires_at": None}]
+...       "action": "allow", "event_ts": "2026-11-28T00:01:00Z", "expires_at": None})]
 >>> t = Timeline(d)
->>> from rapidloop.schemas.timefmt import parse_ts
 >>> noon = parse_ts("2026-11-28T12:00:00Z")
->>> t.action_at("a", "o1", "o1/d", noon), t.action_at("a", "o2", "o2/d", noon)
+>>> t.action_at("a", "o1", "o1/d", noon, inclusive=False), t.action_at("a", "o2", "o2/d", noon,
+...                                                                    inclusive=False)
 ('allow', 'block')
+>>> first = parse_ts("2026-11-28T00:00:00Z")   # the global block's own moment
+>>> t.blocked("a", "o2", "o2/d", first, inclusive=False), t.blocked("a", "o2", "o2/d", first,
+...                                                                 inclusive=True)
+(False, True)
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
-from rapidloop.schemas.timefmt import parse_ts_or_none
+from rapidloop.schemas.wire import DecisionRecord, Target
 
-Target = tuple[str, str, str | None, str | None]   # (sha256, scope, org_id, device_id)
+__all__ = ["ENFORCING", "Target", "Timeline", "lapsed"]
+
+ENFORCING = frozenset({"block", "allow"})   # what puts a target under a rule; the rest end it
 
 
-def target_of(d: dict[str, Any]) -> Target:
-    return (str(d.get("sha256", "")).lower(), str(d.get("scope")), d.get("org_id"),
-            d.get("device_id"))
+def lapsed(expires_at: float | None, t: float) -> bool:
+    """Has a decision expiring at ``expires_at`` (None: never) lapsed at ``t``? At its
+    expiry it has: ``expires_at <= t``.
+
+    >>> lapsed(10.0, 10.0), lapsed(10.0, 9.999), lapsed(None, 1e12)
+    (True, False, False)
+    """
+    return expires_at is not None and expires_at <= t
+
+
+def enforces(d: DecisionRecord | None, t: float) -> bool:
+    """Does ``d``, the newest decision on its target, still put that target under a rule
+    at ``t`` (a ``block`` or ``allow`` not lapsed)?"""
+    return d is not None and d.action in ENFORCING and not lapsed(d.expires_at, t)
 
 
 class Timeline:
-    """Every target's decisions in event-time order, queryable at any time."""
+    """Every target's decisions in event-time order, queryable at any moment.
 
-    def __init__(self, decisions: Iterable[dict[str, Any]]) -> None:
-        per: dict[Target, list[tuple[float, str, float | None]]] = defaultdict(list)
+    Decisions without a readable ``event_ts`` are left out (they cannot be placed).
+    """
+
+    def __init__(self, decisions: Iterable[DecisionRecord]) -> None:
+        rows: dict[Target, list[DecisionRecord]] = {}
         for d in decisions:
-            t = parse_ts_or_none(d.get("event_ts"))
-            if t is not None:
-                per[target_of(d)].append(
-                    (t, str(d.get("action")), parse_ts_or_none(d.get("expires_at"))))
-        self._rows = {k: sorted(v, key=lambda x: x[0]) for k, v in per.items()}
-        self._times = {k: [x[0] for x in v] for k, v in self._rows.items()}
+            if d.event_ts is not None:
+                rows.setdefault(d.target, []).append(d)
+        for r in rows.values():
+            r.sort(key=_event_ts)   # stable: the same time keeps the input's order
+        self._rows = rows
+        self._times = {k: [_event_ts(d) for d in r] for k, r in rows.items()}
 
-    def _active(self, key: Target, t: float) -> str | None:
-        rows = self._rows.get(key)
-        if not rows:
+    def last(self, target: Target, t: float, *, inclusive: bool) -> DecisionRecord | None:
+        """The newest decision on ``target`` made before ``t`` (or at ``t``, ``inclusive``);
+        of several made at the same time, the last emitted."""
+        times = self._times.get(target)
+        if times is None:
             return None
-        i = bisect.bisect_left(self._times[key], t) - 1   # decided strictly before t
-        if i < 0:
-            return None
-        _, action, expires = rows[i]
-        if action in ("block", "allow") and (expires is None or expires > t):
-            return action
-        return None
+        i = (bisect.bisect_right if inclusive else bisect.bisect_left)(times, t) - 1
+        return self._rows[target][i] if i >= 0 else None
 
-    def action_at(self, sha: str, org: str | None, device: str | None, t: float) -> str | None:
+    def in_force(self, target: Target, t: float, *, inclusive: bool) -> DecisionRecord | None:
+        """The ``block`` or ``allow`` in force on ``target`` at ``t``, or None."""
+        d = self.last(target, t, inclusive=inclusive)
+        return d if enforces(d, t) else None
+
+    def all_in_force(self, t: float, *, inclusive: bool) -> list[DecisionRecord]:
+        """The decision in force on every target that has one at ``t`` (targets in the order
+        they first appear in the input)."""
+        out = []
+        for target in self._rows:
+            d = self.in_force(target, t, inclusive=inclusive)
+            if d is not None:
+                out.append(d)
+        return out
+
+    def action_at(self, sha: str, org: str | None, device: str | None, t: float, *,
+                  inclusive: bool) -> str | None:
         """The action in force for this device at ``t`` (most specific wins), or None."""
-        for key in ((sha, "device", org, device), (sha, "org", org, None),
-                    (sha, "global", None, None)):
-            action = self._active(key, t)
-            if action is not None:
-                return action
+        for target in ((sha, "device", org, device), (sha, "org", org, None),
+                       (sha, "global", None, None)):
+            d = self.in_force(target, t, inclusive=inclusive)
+            if d is not None:
+                return d.action
         return None
 
-    def blocked(self, sha: str, org: str | None, device: str | None, t: float) -> bool:
-        return self.action_at(sha, org, device, t) == "block"
+    def blocked(self, sha: str, org: str | None, device: str | None, t: float, *,
+                inclusive: bool) -> bool:
+        return self.action_at(sha, org, device, t, inclusive=inclusive) == "block"
+
+
+def _event_ts(d: DecisionRecord) -> float:
+    return d.event_ts if d.event_ts is not None else float("-inf")   # placed ones only

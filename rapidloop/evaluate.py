@@ -34,7 +34,7 @@ import gzip
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,13 @@ from rapidloop.enforcement import Timeline
 from rapidloop.modelwalk import walk
 from rapidloop.operators.correlate import Verdict
 from rapidloop.schemas.model import Feedback, Report
-from rapidloop.schemas.timefmt import parse_ts
-from rapidloop.schemas.wire import InvalidMessage, Limits, WireParser
+from rapidloop.schemas.wire import (
+    DecisionRecord,
+    InvalidMessage,
+    Limits,
+    WireParser,
+    read_decision,
+)
 
 
 def read_jsonl(path: Path) -> Iterator[bytes]:
@@ -133,7 +138,14 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
-                    decisions: list[dict[str, Any]], world_meta: dict[str, Any]) -> Result:
+                    decisions: Iterable[DecisionRecord | dict[str, Any] | bytes],
+                    world_meta: dict[str, Any]) -> Result:
+    """The figures of a replay's ``decisions`` over the world's ``reports`` and ``truth``.
+
+    Every decision must say what it is about (``read_decision(strict=True)``): a
+    decision without its file, action, scope or event time is an error, named.
+    """
+    decisions = [read_decision(d, strict=True) for d in decisions]   # each with an event_ts
     res = Result()
     timeline = Timeline(decisions)
     first_report: dict[str, float] = {}
@@ -147,21 +159,22 @@ def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
     # collateral are measured on the honest tenants' sightings.
     rogue_orgs = set((world_meta.get("rogues") or {}).get("orgs", []))
     for d in decisions:
-        if d["action"] != "block":
+        if d.action != "block":
             continue
-        label = truth.get(d["sha256"], {}).get("label")
+        sha = d.sha256
+        label = truth.get(sha, {}).get("label")
         if label == "malicious":
-            malicious_blocked.add(d["sha256"])
-        if d["scope"] == "global":
-            t = parse_ts(d["event_ts"])
-            first_global[d["sha256"]] = min(t, first_global.get(d["sha256"], t))
+            malicious_blocked.add(sha)
+        if d.scope == "global":
+            t = d.event_ts
+            first_global[sha] = min(t, first_global.get(sha, t))
             if label == "benign":
-                benign_global.add(d["sha256"])
-        elif label == "benign" and d.get("org_id") not in rogue_orgs:
-            if d["scope"] == "org":
-                benign_org.add(d["sha256"])
-            elif d["scope"] == "device":
-                benign_device.add(d["sha256"])
+                benign_global.add(sha)
+        elif label == "benign" and d.org_id not in rogue_orgs:
+            if d.scope == "org":
+                benign_org.add(sha)
+            elif d.scope == "device":
+                benign_device.add(sha)
     hourly: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # mal, mal_cov, ben, ben_cov
     t0 = reports[0].ts if reports else 0.0
     covered_mal = covered_ben = 0
@@ -178,7 +191,7 @@ def score_decisions(reports: list[Report], truth: dict[str, dict[str, Any]],
                 third_org[r.sha256] = r.ts
         seen_before = r.sha256 in first_report
         first_report.setdefault(r.sha256, r.ts)
-        covered = timeline.blocked(r.sha256, r.org_id, r.device_id, r.ts)
+        covered = timeline.blocked(r.sha256, r.org_id, r.device_id, r.ts, inclusive=False)
         h = hourly[int((r.ts - t0) // 3600)]
         if t["label"] == "malicious":
             if seen_before:
@@ -291,7 +304,7 @@ def _first_said(reports: list[Report], rogue: dict[str, Any]) -> dict[str, float
 
 
 def _score_poisoning(res: Result, rogue: dict[str, Any], truth: dict[str, dict[str, Any]],
-                     decisions: list[dict[str, Any]], said: dict[str, float]) -> None:
+                     decisions: list[DecisionRecord], said: dict[str, float]) -> None:
     """What the rogue tenants achieved outside their own orgs.
 
     A decision "reaches beyond the rogues" when its scope is global, or it is
@@ -311,18 +324,18 @@ def _score_poisoning(res: Result, rogue: dict[str, Any], truth: dict[str, dict[s
     res.rogue_reports = int(rogue.get("reports", 0))
     res.rogue_feedback = int(rogue.get("feedback", 0))
 
-    def beyond(d: dict[str, Any]) -> bool:
-        return d.get("scope") == "global" or d.get("org_id") not in rogue_orgs
+    def beyond(d: DecisionRecord) -> bool:
+        return d.scope == "global" or d.org_id not in rogue_orgs
 
     poisoned_global: set[str] = set()
     poisoned_local: set[str] = set()
     unblocked_whitewashed: set[str] = set()
     unblocked_any: set[str] = set()
     for d in decisions:
-        sha, action = d["sha256"], d["action"]
-        after = sha in said and parse_ts(d["event_ts"]) >= said[sha]
+        sha, action = d.sha256, d.action
+        after = sha in said and d.event_ts >= said[sha]
         if action == "block" and sha in targets and beyond(d) and after:
-            (poisoned_global if d.get("scope") == "global" else poisoned_local).add(sha)
+            (poisoned_global if d.scope == "global" else poisoned_local).add(sha)
         elif action in ("unblock", "allow") and beyond(d) \
                 and truth.get(sha, {}).get("label") == "malicious":
             unblocked_any.add(sha)

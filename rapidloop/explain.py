@@ -1,8 +1,11 @@
 """The story of one file: reports, feedback and decisions on one timeline, as text.
 
-Plain functions over contract dicts (Report, Feedback, Decision), no Kafka,
-no Bytewax: :func:`select` picks one sha256's messages out of any iterables
-(dicts or raw JSONL lines), :func:`render` writes the story.
+Plain functions over contract messages (Report and Feedback dicts,
+Decisions read once into ``rapidloop.schemas.wire.DecisionRecord``), no
+Kafka, no Bytewax: :func:`select` picks one sha256's messages out of any
+iterables (dicts or raw JSONL lines; decisions also as records), :func:`render`
+writes the story. Decisions files of any release are read: a field a
+decision lacks shows as ``?`` or is left out.
 
 Classifier scores come from the decisions' ``classifiers`` field: each row
 is the ensemble and every classifier at the moment a decision was made (a
@@ -23,12 +26,14 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import orjson
 
-from rapidloop.active import in_force
+from rapidloop.active import in_force, in_view
 from rapidloop.schemas.timefmt import format_ts, parse_ts_or_none
+from rapidloop.schemas.wire import DecisionRecord, InvalidMessage, read_decision
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -56,7 +61,7 @@ class Story:
     sha256: str
     reports: list[dict[str, Any]] = field(default_factory=list)
     feedback: list[dict[str, Any]] = field(default_factory=list)
-    decisions: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[DecisionRecord] = field(default_factory=list)   # each with its event_ts
     untimed: int = 0      # messages for this file without a readable time (not shown)
     # the models' score at each report (rapidloop.modelwalk.score_history), if computed
     scores: list[dict[str, Any]] = field(default_factory=list)
@@ -88,17 +93,39 @@ def _pick(sha: str, items: Iterable[dict[str, Any] | bytes], time_field: str,
     return out
 
 
+def _pick_decisions(sha: str, items: Iterable[DecisionRecord | dict[str, Any] | bytes],
+                    story: Story) -> list[DecisionRecord]:
+    needle = sha.encode()
+    out: list[DecisionRecord] = []
+    for item in items:
+        if isinstance(item, bytes | bytearray) and needle not in item.lower():
+            continue   # cheap: most lines are other files
+        try:
+            d = read_decision(item)
+        except InvalidMessage:
+            continue
+        if d.sha256 != sha:
+            continue
+        if d.event_ts is None:
+            story.untimed += 1
+            continue
+        out.append(d)
+    out.sort(key=attrgetter("event_ts"))   # stable: same-time decisions keep their order
+    return out
+
+
 def select(sha256: str, reports: Iterable[dict[str, Any] | bytes],
            feedback: Iterable[dict[str, Any] | bytes] = (),
-           decisions: Iterable[dict[str, Any] | bytes] = ()) -> Story:
-    """The messages about ``sha256`` (any case) from each source (dicts or JSONL lines)."""
+           decisions: Iterable[DecisionRecord | dict[str, Any] | bytes] = ()) -> Story:
+    """The messages about ``sha256`` (any case) from each source (dicts or JSONL lines;
+    decisions also as records)."""
     sha = normalise_sha256(sha256)
     if sha is None:
         raise ValueError(f"not a sha256 (64 hex digits): {clean(sha256, 70)!r}")
     story = Story(sha)
     story.reports = [d for _, d in _pick(sha, reports, "ts", story)]
     story.feedback = [d for _, d in _pick(sha, feedback, "ts", story)]
-    story.decisions = [d for _, d in _pick(sha, decisions, "event_ts", story)]
+    story.decisions = _pick_decisions(sha, decisions, story)
     return story
 
 
@@ -109,33 +136,38 @@ def _ts(value: Any) -> str:
     return format_ts(t) if t is not None else clean(value, 30)
 
 
+def _expiry(d: DecisionRecord) -> str:
+    """When ``d`` lapses, as text ("" if never)."""
+    if d.expires_at is not None:
+        return format_ts(d.expires_at)
+    return clean(d.expires_at_text, 30) if d.expires_at_text else ""
+
+
 def _num(value: Any, digits: int = 3) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return f"{value:.{digits}f}"
     return "?"
 
 
-def target(d: dict[str, Any]) -> str:
+def target(d: DecisionRecord) -> str:
     """Where a decision applies: ``global``, ``org ORG`` or ``device ORG/DEVICE``."""
-    scope = d.get("scope")
+    scope = d.scope
     if scope == "global":
         return "global"
     if scope == "org":
-        return f"org {clean(d.get('org_id'), 40)}"
+        return f"org {clean(d.org_id, 40)}"
     if scope == "device":
-        return f"device {clean(d.get('org_id'), 40)}/{clean(d.get('device_id'), 40)}"
+        return f"device {clean(d.org_id, 40)}/{clean(d.device_id, 40)}"
     return clean(scope or "?", 20)
 
 
-def _decision_line(d: dict[str, Any]) -> str:
-    reasons = d.get("reasons")
-    why = ("; ".join(clean(r, 120) for r in reasons) if isinstance(reasons, list) and reasons
-           else "(no reason given)")
-    line = (f"DECISION {clean(d.get('action') or '?', 10).upper():<7} {target(d)}  "
-            f"score {_num(d.get('score'))}  {why}")
-    expires = d.get("expires_at")
+def _decision_line(d: DecisionRecord) -> str:
+    why = "; ".join(clean(r, 120) for r in d.reasons) or "(no reason given)"
+    line = (f"DECISION {clean(d.action or '?', 10).upper():<7} {target(d)}  "
+            f"score {_num(d.score)}  {why}")
+    expires = _expiry(d)
     if expires:
-        line += f"  (until {_ts(expires)})"
+        line += f"  (until {expires})"
     return line
 
 
@@ -215,33 +247,35 @@ def _report_score_table(scores: list[dict[str, Any]]) -> list[str]:
     if len(scores) > MAX_SCORE_ROWS:
         step = (len(scores) - 1) / (MAX_SCORE_ROWS - 1)
         scores = [scores[round(i * step)] for i in range(MAX_SCORE_ROWS)]
-    return _score_table(scores, "ts", lambda s: f"report {clean(s.get('org_id'), 40)} "
-                                                f"{clean(s.get('device_id'), 40)}")
+    return _score_table([
+        (_ts(s.get("ts")), s.get("score"),
+         s.get("classifiers") if isinstance(s.get("classifiers"), dict) else {},
+         f"report {clean(s.get('org_id'), 40)} {clean(s.get('device_id'), 40)}")
+        for s in scores])
 
 
-def _decision_tail(d: dict[str, Any]) -> str:
-    return f"{clean(d.get('action') or '?', 10)} {target(d)}"
+def _decision_score_table(decisions: list[DecisionRecord]) -> list[str]:
+    return _score_table([(format_ts(d.event_ts), d.score, d.classifiers,
+                          f"{clean(d.action or '?', 10)} {target(d)}") for d in decisions])
 
 
-def _score_table(decisions: list[dict[str, Any]], time_key: str = "event_ts",
-                 tail: Callable[[dict[str, Any]], str] = _decision_tail) -> list[str]:
+ScoreRow = tuple[str, Any, dict[str, Any], str]   # (time, score, classifiers, what), as shown
+
+
+def _score_table(rows: list[ScoreRow]) -> list[str]:
     names: list[str] = []
-    for d in decisions:
-        c = d.get("classifiers")
-        if isinstance(c, dict):
-            names.extend(k for k in c if k not in names)
+    for _, _, c, _ in rows:
+        names.extend(k for k in c if k not in names)
     names = names[:8]
     widths = [max(6, min(len(clean(n, 12)), 12)) for n in names]
     head = f"  {'event time':<24}  {'score':>6}  " + "  ".join(
         f"{clean(n, 12):>{w}}" for n, w in zip(names, widths, strict=True))
-    rows = [head.rstrip()]
-    for d in decisions:
-        c = d.get("classifiers") if isinstance(d.get("classifiers"), dict) else {}
+    out = [head.rstrip()]
+    for when, score, c, what in rows:
         cells = "  ".join(f"{_num(c.get(n)) if n in c else '-':>{w}}"
                           for n, w in zip(names, widths, strict=True))
-        rows.append(f"  {_ts(d.get(time_key)):<24}  {_num(d.get('score')):>6}  {cells}  "
-                    f"{tail(d)}")
-    return rows
+        out.append(f"  {when:<24}  {_num(score):>6}  {cells}  {what}")
+    return out
 
 
 class _Scrubber:
@@ -271,9 +305,6 @@ def render(story: Story, org: str | None = None, source: str = "",
     """
     reports = _unique_reports(story.reports)
     own = (lambda x: x.get("org_id") == org) if org is not None else (lambda x: True)
-
-    def visible_decision(d: dict[str, Any]) -> bool:
-        return org is None or d.get("scope") == "global" or d.get("org_id") == org
 
     def visible_feedback(f: dict[str, Any]) -> bool:
         return org is None or f.get("source") in _TRUSTED or f.get("org_id") == org
@@ -322,23 +353,21 @@ def render(story: Story, org: str | None = None, source: str = "",
     if hidden_fb:
         fb_text += f"; {hidden_fb} org report(s) from other organizations"
     out.append(f"  feedback    {fb_text}")
-    shown_dec = [d for d in story.decisions if visible_decision(d)]
+    shown_dec = [d for d in story.decisions if in_view(d, org)]
     hidden_dec = len(story.decisions) - len(shown_dec)
-    kinds = Counter(f"{clean(d.get('action'), 10)}/{clean(d.get('scope'), 10)}"
-                    for d in shown_dec)
+    kinds = Counter(f"{clean(d.action, 10)}/{clean(d.scope, 10)}" for d in shown_dec)
     dec_text = f"{len(shown_dec)}" + (f": {_counted(kinds)}" if kinds else "")
     if hidden_dec:
         dec_text += f"; {hidden_dec} for other organizations"
     out.append(f"  decisions   {dec_text}")
     times = [t for t in (parse_ts_or_none(x.get("ts")) for x in story.reports + story.feedback)
              if t is not None]
-    times += [t for t in (parse_ts_or_none(d.get("event_ts")) for d in story.decisions)
-              if t is not None]
+    times += [d.event_ts for d in story.decisions]
     if times:
         last = max(times)
         active = in_force(shown_dec, last)
-        text = "; ".join(f"{clean(d.get('action'), 10)} {target(d)}"
-                         + (f" until {_ts(d.get('expires_at'))}" if d.get("expires_at") else "")
+        text = "; ".join(f"{clean(d.action, 10)} {target(d)}"
+                         + (f" until {until}" if (until := _expiry(d)) else "")
                          for d in active) or "nothing"
         out.append(f"  in force    at {format_ts(last)} (the last event): {text}")
     if story.untimed:
@@ -348,7 +377,7 @@ def render(story: Story, org: str | None = None, source: str = "",
 
     # --- scores
     out.append("Classifier scores (each decision's `classifiers`: the models at that moment)")
-    out.extend(_score_table(shown_dec) if shown_dec else ["  (no decision)"])
+    out.extend(_decision_score_table(shown_dec) if shown_dec else ["  (no decision)"])
     shown_scores = [x for x in story.scores if org is None or x.get("org_id") == org]
     if shown_scores:
         out.append("")
@@ -378,9 +407,9 @@ def render(story: Story, org: str | None = None, source: str = "",
                 "feedback " + _feedback_text(f, org is None or f.get("org_id") == org)
                 if vis else str(f.get("org_id")))
         for i, d in enumerate(story.decisions):
-            vis = visible_decision(d)
-            add(parse_ts_or_none(d.get("event_ts")), 1, i, None if vis else "d",
-                _decision_line(d) if vis else str(d.get("org_id")))
+            vis = in_view(d, org)
+            add(d.event_ts, 1, i, None if vis else "d",
+                _decision_line(d) if vis else str(d.org_id))
         events.sort(key=lambda e: (e[0], e[1], e[2]))
         pending: list[tuple[float, str, str]] = []
 
@@ -415,9 +444,12 @@ def tenant_scrubber(story: Story, org: str | None) -> Callable[[str], str]:
     """For ``org``'s view: text with every other tenant's org and device ids replaced."""
     if org is None:
         return lambda text: text
-    other_orgs = {str(x.get("org_id")) for x in story.reports + story.feedback + story.decisions
+    other_orgs = {str(x.get("org_id")) for x in story.reports + story.feedback
                   if x.get("org_id") not in (None, org)}
-    other_devices = {str(x.get("device_id")) for x in story.reports + story.decisions
+    other_orgs |= {d.org_id for d in story.decisions if d.org_id not in (None, org)}
+    other_devices = {str(x.get("device_id")) for x in story.reports
                      if x.get("device_id") and x.get("org_id") != org}
+    other_devices |= {d.device_id for d in story.decisions
+                      if d.device_id and d.org_id != org}
     own_devices = {str(r.get("device_id")) for r in story.reports if r.get("org_id") == org}
     return _Scrubber(other_orgs - {org}, other_devices - own_devices - {org})

@@ -19,8 +19,12 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from rapidloop.active import in_view
 from rapidloop.explain import Story, clean, render, target, tenant_scrubber
 from rapidloop.schemas.timefmt import format_ts, parse_ts_or_none
+from rapidloop.schemas.wire import DecisionRecord
+
+Point = tuple[float, float | None, dict[str, float]]   # (time, ensemble score, each classifier's)
 
 SCORE_COLOUR = "#d62728"   # the ensemble score line: the colour tests look for
 PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#e377c2",
@@ -71,42 +75,47 @@ def _fit(x: float, text: str, anchor: str = "middle") -> str:
     return anchor
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _report_point(t: float, x: dict[str, Any]) -> Point:
+    """A row of ``story.scores`` (``modelwalk.score_history``) as a chart point."""
+    c = x.get("classifiers")
+    per = {k: v for k, v in ((k, _number(v)) for k, v in c.items()) if v is not None} \
+        if isinstance(c, dict) else {}
+    return (t, _number(x.get("score")), per)
+
+
 def render_html(story: Story, org: str | None = None, source: str = "") -> str:
     """The story as a self-contained HTML page (chart plus the text story)."""
     scrub = tenant_scrubber(story, org)
 
-    def visible_decision(d: dict[str, Any]) -> bool:
-        return org is None or d.get("scope") == "global" or d.get("org_id") == org
-
     def visible_feedback(f: dict[str, Any]) -> bool:
         return org is None or f.get("source") in _TRUSTED or f.get("org_id") == org
 
-    decisions = [(t, d) for d in story.decisions if visible_decision(d)
-                 if (t := parse_ts_or_none(d.get("event_ts"))) is not None]
+    decisions = [(d.event_ts, d) for d in story.decisions if in_view(d, org)
+                 if d.event_ts is not None]
     feedback = [(t, f) for f in story.feedback if visible_feedback(f)
                 if (t := parse_ts_or_none(f.get("ts"))) is not None]
     reports = [(t, r) for r in story.reports if org is None or r.get("org_id") == org
                if (t := parse_ts_or_none(r.get("ts"))) is not None]
     # scores: at every report when the models were replayed, else at each decision
-    points = [(t, x) for x in story.scores if org is None or x.get("org_id") == org
-              if (t := parse_ts_or_none(x.get("ts"))) is not None] or decisions
+    replayed = [_report_point(t, x) for x in story.scores if org is None or x.get("org_id") == org
+                if (t := parse_ts_or_none(x.get("ts"))) is not None]
+    points = replayed or [(t, d.score, d.classifiers) for t, d in decisions]
     times = [t for t, _ in decisions + feedback + reports]
     svg = _chart(decisions, feedback, reports, times, scrub, points)
 
-    names: list[str] = []
-    for _, d in points:
-        c = d.get("classifiers")
-        if isinstance(c, dict):
-            names.extend(k for k in c if k not in names)
+    names = _classifier_names(points)
     legend = [f'<span><i style="background:{SCORE_COLOUR}"></i>ensemble score</span>']
     legend += [f'<span><i style="background:{PALETTE[i % len(PALETTE)]}"></i>{_e(clean(n, 30))}'
                f"</span>" for i, n in enumerate(names[:8])]
     legend += [f'<span><i style="background:{c}"></i>{a} decision</span>'
-               for a, c in ACTION_COLOUR.items() if any(d.get("action") == a
-                                                        for _, d in decisions)]
+               for a, c in ACTION_COLOUR.items() if any(d.action == a for _, d in decisions)]
     text = render(story, org=org, source=source)
     score_note = ("scores at every report (the models replayed over the input)"
-                  if points is not decisions else
+                  if replayed else
                   "scores are each decision's <code>classifiers</code> (one point per decision)")
     view = ("everything (operator view)" if org is None
             else f"organization {clean(org, 40)}: other organizations appear only as counts")
@@ -122,12 +131,20 @@ def render_html(story: Story, org: str | None = None, source: str = "") -> str:
         f"<pre>{_e(text)}</pre>\n</body></html>\n")
 
 
-def _chart(decisions: list[tuple[float, dict[str, Any]]],
+def _classifier_names(points: list[Point]) -> list[str]:
+    names: list[str] = []
+    for _, _, c in points:
+        names.extend(k for k in c if k not in names)
+    return names
+
+
+def _chart(decisions: list[tuple[float, DecisionRecord]],
            feedback: list[tuple[float, dict[str, Any]]],
            reports: list[tuple[float, dict[str, Any]]], times: list[float],
-           scrub: Any, points: list[tuple[float, dict[str, Any]]] | None = None) -> str:
+           scrub: Any, points: list[Point] | None = None) -> str:
     """``points``: where the score series come from (default: the decisions)."""
-    points = decisions if points is None else points
+    if points is None:
+        points = [(t, d.score, d.classifiers) for t, d in decisions]
     parts = [f'<svg id="chart" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" '
              'aria-label="classifier scores over event time">',
              f'<rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/>']
@@ -169,14 +186,13 @@ def _chart(decisions: list[tuple[float, dict[str, Any]]],
                      f'stroke="#777"><title>{_e(tip)}</title></line>')
     # decisions: vertical markers
     for i, (t, d) in enumerate(decisions):
-        colour = ACTION_COLOUR.get(str(d.get("action")), "#999999")
-        reasons = d.get("reasons") if isinstance(d.get("reasons"), list) else []
-        tip = scrub(f"{clean(d.get('action'), 10)} {target(d)} at {format_ts(t)}: "
-                    + "; ".join(clean(r, 120) for r in reasons))
+        colour = ACTION_COLOUR.get(str(d.action), "#999999")
+        tip = scrub(f"{clean(d.action, 10)} {target(d)} at {format_ts(t)}: "
+                    + "; ".join(clean(r, 120) for r in d.reasons))
         parts.append(f'<line x1="{x(t)}" x2="{x(t)}" y1="{TOP}" y2="{TOP + ph}" '
                      f'stroke="{colour}" stroke-dasharray="4 3" stroke-width="1.5">'
                      f"<title>{_e(tip)}</title></line>")
-        label = scrub(f"{clean(d.get('action'), 10)} {clean(d.get('scope'), 10)}")
+        label = scrub(f"{clean(d.action, 10)} {clean(d.scope, 10)}")
         ly = TOP - 4 - (i % 3) * 14   # staggered: close decisions stay readable
         # right of its line, or left of it when that would run past the edge
         anchor = _fit(x(t) + 3, label, "start")
@@ -184,20 +200,12 @@ def _chart(decisions: list[tuple[float, dict[str, Any]]],
         parts.append(f'<text x="{lx}" y="{ly}" text-anchor="{anchor}" fill="{colour}">'
                      f"{_e(label)}</text>")
     # classifier series, then the ensemble on top of them
-    names: list[str] = []
-    for _, d in points:
-        c = d.get("classifiers")
-        if isinstance(c, dict):
-            names.extend(k for k in c if k not in names)
     series: list[tuple[str, str, float, list[tuple[float, float]]]] = []
-    for i, n in enumerate(names[:8]):
-        pts = [(t, float(d["classifiers"][n])) for t, d in points
-               if isinstance(d.get("classifiers"), dict)
-               and isinstance(d["classifiers"].get(n), int | float)]
+    for i, n in enumerate(_classifier_names(points)[:8]):
+        pts = [(t, c[n]) for t, _, c in points if n in c]
         series.append((n, PALETTE[i % len(PALETTE)], 1.5, pts))
     series.append(("ensemble score", SCORE_COLOUR, 3.0,
-                   [(t, float(d["score"])) for t, d in points
-                    if isinstance(d.get("score"), int | float)]))
+                   [(t, score) for t, score, _ in points if score is not None]))
     for name, colour, width, pts in series:
         if not pts:
             continue

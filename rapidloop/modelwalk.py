@@ -2,9 +2,11 @@
 
 Tools that judge the loop (evaluation, explain) need the ensemble's score at
 each report and at each label *before* it is learned. The dataflow's
-replicas all see every trusted label in input order, so one Correlator and
-one Ensemble walking the same input in the same order reproduce what any
-replica knew at each event.
+replicas all see every trusted label in input order, so the job's own
+operators, one Correlator and one Decider, walking the same input in the
+same order reproduce what any replica knew at each event. What the Decider
+learns from an event, and when, is ``Decider.process``'s business: the walk
+only shows each event before the Decider takes it in.
 """
 
 from __future__ import annotations
@@ -14,26 +16,27 @@ from collections.abc import Iterable, Iterator
 from rapidloop.config import Config
 from rapidloop.operators.classifiers import Ensemble
 from rapidloop.operators.correlate import Correlator, Sighting, Verdict
+from rapidloop.operators.decide import Decider
 from rapidloop.schemas.model import Feedback, Report
 
 
 def walk(cfg: Config, events: Iterable[Report | Feedback]
          ) -> Iterator[tuple[Sighting | Verdict, Ensemble]]:
-    """Each correlated event with the ensemble as it stood then; trusted labels are
-    learned after they are yielded (so a caller scoring a label scores it unseen)."""
+    """Each correlated event with the ensemble as it stood when the job met it.
+
+    The Decider processes each event after it is yielded, so a caller scoring a
+    trusted label scores it unseen. Lessons (a labelled file seen again) teach
+    the Decider but are not yielded: they are not events of the input.
+    """
     correlator = Correlator(cfg)
-    ensemble = Ensemble(cfg)
+    decider = Decider(cfg)
     for i, ev in enumerate(events):
-        out, _ = correlator.process([(i, ev)], 0.0)
+        out, _ = correlator.process([(i, ev)], 0.0)   # one shard: no copies for other replicas
         for _, item in out:
-            if isinstance(item, Verdict) and item.lesson:
-                if item.features:   # what every replica learns from a labelled file seen again
-                    ensemble.learn(item.features, item.feedback.verdict == "malicious",
-                                   lesson=True)
-                continue
-            yield item, ensemble
-            if isinstance(item, Verdict) and item.feedback.trusted and item.features:
-                ensemble.learn(item.features, item.feedback.verdict == "malicious")
+            if not (isinstance(item, Verdict) and item.lesson):
+                yield item, decider.ensemble
+            decider.process((item,), 0.0)
+        decider.latencies.clear()   # the flow drains these; nobody reads them here
 
 
 def score_history(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str],

@@ -2,8 +2,9 @@
 
 An enforcement point that cannot read Kafka (a proxy, a mail gateway, a script
 beside a firewall) polls CrowdSec's decision stream instead, and a person opens
-a page. Everything here is plain functions and classes over contract dicts, no
-socket; :func:`make_server` is the thin ``http.server`` front end.
+a page. Everything here is plain functions and classes over decisions read
+once (``rapidloop.schemas.wire.DecisionRecord``), no socket; :func:`make_server`
+is the thin ``http.server`` front end.
 
 Who sees what. Each bearer token (from ``serve.tokens_file``, never from the
 main configuration) names one organization, or ``*`` for the operator. A
@@ -20,14 +21,15 @@ later calls answer what appeared since the token's previous call as ``new``
 and what lapsed or was lifted as ``deleted`` (a renewed block is both: the
 old decision deleted, the new one added). Lists are ``[]``, never null.
 
->>> ds = [{"decision_id": "d1", "sha256": "ab" * 32, "action": "block", "scope": "global",
-...        "org_id": None, "device_id": None, "reasons": ["sandbox verdict"],
-...        "event_ts": "2026-11-28T10:00:00.000Z", "expires_at": "2026-11-28T14:00:00.000Z"}]
+>>> from rapidloop.schemas.wire import read_decision
+>>> ds = [read_decision({"decision_id": "d1", "sha256": "ab" * 32, "action": "block",
+...        "scope": "global", "org_id": None, "device_id": None, "reasons": ["sandbox verdict"],
+...        "event_ts": "2026-11-28T10:00:00.000Z", "expires_at": "2026-11-28T14:00:00.000Z"})]
 >>> memory = StreamMemory()
 >>> new, deleted = memory.answer(1, ds, startup=True)
->>> [d["decision_id"] for d in new], deleted
+>>> [d.decision_id for d in new], deleted
 (['d1'], [])
->>> memory.answer(1, [], startup=False)[1][0]["decision_id"]     # lifted since: deleted
+>>> memory.answer(1, [], startup=False)[1][0].decision_id     # lifted since: deleted
 'd1'
 >>> from rapidloop.schemas.timefmt import parse_ts
 >>> cs = to_crowdsec(ds[0], parse_ts("2026-11-28T10:00:58Z"), no_expiry_s=3600.0)
@@ -65,10 +67,11 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import orjson
 
-from rapidloop.active import in_force
+from rapidloop.active import in_force, in_view
 from rapidloop.explain import clean, normalise_sha256, select
 from rapidloop.operators.activefeed import target_key
-from rapidloop.schemas.timefmt import format_ts, parse_ts_or_none
+from rapidloop.schemas.timefmt import format_ts
+from rapidloop.schemas.wire import DecisionRecord
 
 if TYPE_CHECKING:
     from rapidloop.client import ActiveView
@@ -198,27 +201,25 @@ def crowdsec_id(decision_id: str) -> int:
     return int.from_bytes(digest[:8], "big") >> (64 - _ID_BITS)
 
 
-def to_crowdsec(d: dict[str, Any], now: float, no_expiry_s: float) -> dict[str, Any]:
+def to_crowdsec(d: DecisionRecord, now: float, no_expiry_s: float) -> dict[str, Any]:
     """One contract decision as a CrowdSec decision, rapidloop's own fields kept beside.
 
     ``duration`` is what is left until ``expires_at`` at ``now`` (negative once
     lapsed, as CrowdSec's); a decision without expiry gets ``no_expiry_s`` and
     ``until`` null. ``scenario`` is the first reason.
     """
-    expires = parse_ts_or_none(d.get("expires_at"))
-    reasons = d.get("reasons") if isinstance(d.get("reasons"), list) else []
-    decision_id = str(d.get("decision_id", ""))
+    expires = d.expires_at
+    decision_id = d.decision_id or ""
     return {"id": crowdsec_id(decision_id), "uuid": decision_id, "origin": CROWDSEC_ORIGIN,
-            "type": str(d.get("action")), "scope": CROWDSEC_SCOPE,
-            "value": str(d.get("sha256", "")).lower(),
+            "type": str(d.action), "scope": CROWDSEC_SCOPE, "value": d.sha256,
             "duration": go_duration(expires - now if expires is not None else no_expiry_s),
-            "scenario": str(reasons[0]) if reasons else CROWDSEC_ORIGIN,
+            "scenario": d.reasons[0] if d.reasons else CROWDSEC_ORIGIN,
             "until": format_ts(expires) if expires is not None else None,
             "simulated": False,
-            "rapidloop_decision_id": decision_id, "rapidloop_scope": d.get("scope"),
-            "rapidloop_org_id": d.get("org_id"), "rapidloop_device_id": d.get("device_id"),
-            "rapidloop_reasons": [str(r) for r in reasons], "rapidloop_score": d.get("score"),
-            "rapidloop_event_ts": d.get("event_ts"), "rapidloop_expires_at": d.get("expires_at")}
+            "rapidloop_decision_id": decision_id, "rapidloop_scope": d.scope,
+            "rapidloop_org_id": d.org_id, "rapidloop_device_id": d.device_id,
+            "rapidloop_reasons": list(d.reasons), "rapidloop_score": d.score,
+            "rapidloop_event_ts": d.event_ts_text, "rapidloop_expires_at": d.expires_at_text}
 
 
 class StreamMemory:
@@ -231,12 +232,12 @@ class StreamMemory:
     """
 
     def __init__(self) -> None:
-        self._sent: dict[int, dict[str, dict[str, Any]]] = {}
+        self._sent: dict[int, dict[str, DecisionRecord]] = {}
         self._lock = threading.Lock()
 
-    def answer(self, ref: int, current: Iterable[dict[str, Any]], startup: bool
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(new, deleted) contract decisions for token ``ref``, and remember ``current``."""
+    def answer(self, ref: int, current: Iterable[DecisionRecord], startup: bool
+               ) -> tuple[list[DecisionRecord], list[DecisionRecord]]:
+        """(new, deleted) decisions for token ``ref``, and remember ``current``."""
         now = {target_key(d): d for d in current}
         with self._lock:
             before = {} if startup else self._sent.get(ref, {})
@@ -254,9 +255,9 @@ class Source(Protocol):
     label: str    # for people: where the decisions come from
     clock: str    # ...and what the moment they are in force at is
 
-    def snapshot(self) -> tuple[Sequence[dict[str, Any]], float | None]: ...
+    def snapshot(self) -> tuple[Sequence[DecisionRecord], float | None]: ...
 
-    def history(self) -> Iterable[dict[str, Any] | bytes]: ...
+    def history(self) -> Iterable[DecisionRecord | bytes]: ...
 
 
 class FileSource:
@@ -268,7 +269,7 @@ class FileSource:
     in force.
     """
 
-    def __init__(self, path: str, active: list[dict[str, Any]], at: float | None) -> None:
+    def __init__(self, path: str, active: list[DecisionRecord], at: float | None) -> None:
         from rapidloop.capture import iter_values
 
         self._iter = iter_values
@@ -278,7 +279,7 @@ class FileSource:
         self.label = f"decisions file {Path(path).name}"
         self.clock = "its latest event"
 
-    def snapshot(self) -> tuple[Sequence[dict[str, Any]], float | None]:
+    def snapshot(self) -> tuple[Sequence[DecisionRecord], float | None]:
         return self._active, self._at
 
     def history(self) -> Iterable[bytes]:
@@ -304,7 +305,7 @@ class FeedSource:
         self._log = log
         self.label = f"the compacted feed {topic} (the decisions in force only)"
         self.clock = "the wall clock"
-        self._state: tuple[tuple[dict[str, Any], ...], float] = ((), float("-inf"))
+        self._state: tuple[tuple[DecisionRecord, ...], float] = ((), float("-inf"))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._view: ActiveView | None = self._caught_up()
@@ -355,11 +356,11 @@ class FeedSource:
                     self._view = None
                 self._stop.wait(self._retry_s)
 
-    def snapshot(self) -> tuple[Sequence[dict[str, Any]], float | None]:
+    def snapshot(self) -> tuple[Sequence[DecisionRecord], float | None]:
         records, clock = self._state
         return records, max(time.time(), clock)
 
-    def history(self) -> Iterable[dict[str, Any]]:
+    def history(self) -> Iterable[DecisionRecord]:
         return self._state[0]
 
 
@@ -434,7 +435,7 @@ class App:
             return value.strip()
         return headers.get("x-api-key") or query.get("token") or None
 
-    def in_view(self, org: str | None) -> tuple[list[dict[str, Any]], float | None]:
+    def in_view(self, org: str | None) -> tuple[list[DecisionRecord], float | None]:
         """The decisions in force in ``org``'s view (None: the operator's), and the moment."""
         records, at = self.source.snapshot()
         return (in_force(records, at, org) if at is not None else []), at
@@ -462,7 +463,7 @@ class App:
         if len(prefix) > _SHA_CHARS or any(c not in _HEX for c in prefix):
             return error(HTTPStatus.BAD_REQUEST, "sha256 must be a prefix of 64 hex digits")
         active, at = self.in_view(org)
-        rows = [d for d in active if str(d.get("sha256", "")).lower().startswith(prefix)]
+        rows = [d for d in active if d.sha256.startswith(prefix)]
         token = query.get("token")
         body = render_page(rows, at, org=org, operator=operator, source=self.source,
                            prefix=prefix, token=token, page_rows=self.settings.page_rows)
@@ -481,8 +482,7 @@ class App:
         except OSError as exc:
             return error(HTTPStatus.SERVICE_UNAVAILABLE,
                          f"cannot read the decisions: {exc.strerror or exc}")
-        if not any(org is None or d.get("scope") == "global" or d.get("org_id") == org
-                   for d in story.decisions):
+        if not any(in_view(d, org) for d in story.decisions):
             return error(HTTPStatus.NOT_FOUND, "no decision about this file in your view")
         return Response(HTTPStatus.OK, render_html(story, org=org, source=self.source.label)
                         .encode(), "text/html; charset=utf-8")
@@ -510,7 +510,7 @@ def _href(path: str, **params: str | None) -> str:
     return path + (f"?{urlencode(kept)}" if kept else "")
 
 
-def render_page(rows: list[dict[str, Any]], at: float | None, *, org: str | None,
+def render_page(rows: list[DecisionRecord], at: float | None, *, org: str | None,
                 operator: bool, source: Source, prefix: str, token: str | None,
                 page_rows: int) -> str:
     """The decisions in force as one self-contained page: a filter form and a table
@@ -520,23 +520,21 @@ def render_page(rows: list[dict[str, Any]], at: float | None, *, org: str | None
     ``token`` (when the viewer gave it in the URL) is carried into the links and the
     form, since a browser has no other way to send it; ``org`` is the view's.
     """
-    def row(d: dict[str, Any]) -> str:
-        sha = clean(str(d.get("sha256", "")).lower(), _SHA_CHARS)
-        t = parse_ts_or_none(d.get("event_ts"))
-        expires = parse_ts_or_none(d.get("expires_at"))
+    def row(d: DecisionRecord) -> str:
+        sha = clean(d.sha256, _SHA_CHARS)
+        t, expires = d.event_ts, d.expires_at
         age = go_duration(at - t) if at is not None and t is not None else "?"
         until = ("never" if expires is None else
                  f"{format_ts(expires)} (in {go_duration(expires - at)})" if at is not None
                  else format_ts(expires))
-        reasons = d.get("reasons") if isinstance(d.get("reasons"), list) else []
-        action = clean(d.get("action"), 10)
+        action = clean(d.action, 10)
         link = _href(EXPLAIN_PREFIX + quote(sha), token=token, org=org if operator else None)
         cells = [f'<td class="sha"><a href="{_e(link)}">{_e(sha)}</a></td>',
                  f'<td class="{_e(action)}">{_e(action)}</td>',
-                 f"<td>{_e(clean(d.get('scope'), 10))}</td>",
-                 f"<td>{_e(clean(d.get('org_id') or '—', 60))}</td>",
-                 f"<td>{_e(clean(d.get('device_id') or '—', 60))}</td>",
-                 f"<td>{_e('; '.join(clean(r, 200) for r in reasons) or '—')}</td>",
+                 f"<td>{_e(clean(d.scope, 10))}</td>",
+                 f"<td>{_e(clean(d.org_id or '—', 60))}</td>",
+                 f"<td>{_e(clean(d.device_id or '—', 60))}</td>",
+                 f"<td>{_e('; '.join(clean(r, 200) for r in d.reasons) or '—')}</td>",
                  f"<td>{_e(age)}</td>", f"<td>{_e(until)}</td>"]
         return f"<tr>{''.join(cells)}</tr>"
 
@@ -547,7 +545,7 @@ def render_page(rows: list[dict[str, Any]], at: float | None, *, org: str | None
     shown = rows[:page_rows]
     more = (f"<p class=\"meta\">showing the first {len(shown)} of {len(rows)}: narrow with "
             "a sha256 prefix</p>\n" if len(rows) > len(shown) else "")
-    blocks = sum(1 for d in rows if d.get("action") == "block")
+    blocks = sum(1 for d in rows if d.action == "block")
     hidden = f'<input type="hidden" name="token" value="{_e(token)}">' if token else ""
     org_input = (f'<label>org <input name="org" value="{_e(org or "")}" size="16"></label> '
                  if operator else "")

@@ -1,7 +1,8 @@
 """What-if: the difference between two runs' decisions, in terms a person can act on.
 
-Plain functions over contract Decision dicts (and, optionally, the Report
-dicts both runs were fed), no Kafka, no Bytewax. Run A is the baseline, run
+Plain functions over contract Decisions (read once into
+``rapidloop.schemas.wire.DecisionRecord``) and, optionally, the Report dicts
+both runs were fed; no Kafka, no Bytewax. Run A is the baseline, run
 B the alternative (another configuration over the same input):
 
 * **blocks gained / lost by scope**: targets (sha256, scope, org, device)
@@ -26,14 +27,16 @@ from typing import Any
 
 import orjson
 
-from rapidloop.enforcement import Target, Timeline, target_of
+from rapidloop.enforcement import Target, Timeline
 from rapidloop.schemas.timefmt import format_ts, parse_ts_or_none
+from rapidloop.schemas.wire import DecisionRecord, InvalidMessage, read_decision
 
 SCOPES = ("global", "org", "device")
 
 
 def load_jsonl(lines: Iterable[bytes | dict[str, Any]]) -> list[dict[str, Any]]:
-    """Dicts from JSONL lines (dicts pass through; blank and unreadable lines are skipped)."""
+    """Dicts from JSONL lines (dicts pass through; blank and unreadable lines are skipped):
+    the reports both runs were fed."""
     out = []
     for line in lines:
         if isinstance(line, dict):
@@ -50,19 +53,36 @@ def load_jsonl(lines: Iterable[bytes | dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _firsts(decisions: list[dict[str, Any]], action: str) -> dict[Target, float]:
+def load_decisions(lines: Iterable[bytes | dict[str, Any] | DecisionRecord]
+                   ) -> list[DecisionRecord]:
+    """Decisions from JSONL lines, dicts or records (blank and unreadable lines skipped)."""
+    out = []
+    for line in lines:
+        if isinstance(line, bytes | bytearray) and not line.strip():
+            continue
+        try:
+            out.append(read_decision(line))
+        except InvalidMessage:
+            continue
+    return out
+
+
+def _firsts(decisions: list[DecisionRecord], action: str) -> dict[Target, float]:
     """First event time of ``action`` per target."""
     out: dict[Target, float] = {}
     for d in decisions:
-        if d.get("action") != action:
+        t = d.event_ts
+        if d.action != action or t is None:
             continue
-        t = parse_ts_or_none(d.get("event_ts"))
-        if t is None:
-            continue
-        key = target_of(d)
+        key = d.target
         if key not in out or t < out[key]:
             out[key] = t
     return out
+
+
+def _sorted(targets: Iterable[Target]) -> list[Target]:
+    """Targets in order (a missing scope, org or device sorts as empty)."""
+    return sorted(targets, key=lambda k: tuple("" if x is None else x for x in k))
 
 
 def _shift_stats(shifts: list[float]) -> dict[str, Any]:
@@ -72,16 +92,17 @@ def _shift_stats(shifts: list[float]) -> dict[str, Any]:
     return {"count": len(s), "median_s": s[len(s) // 2], "max_s": s[-1], "total_s": sum(s)}
 
 
-def _by_sha(decisions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _by_sha(decisions: list[DecisionRecord]) -> dict[str, list[DecisionRecord]]:
+    out: dict[str, list[DecisionRecord]] = defaultdict(list)
     for d in decisions:
-        out[str(d.get("sha256", "")).lower()].append(d)
+        out[d.sha256].append(d)
     return out
 
 
-def sightings_affected(sha: str, reports: list[dict[str, Any]], a: list[dict[str, Any]],
-                       b: list[dict[str, Any]]) -> dict[str, Any]:
-    """The reports of ``sha`` covered by a block in exactly one run: counts and orgs."""
+def sightings_affected(sha: str, reports: list[dict[str, Any]], a: list[DecisionRecord],
+                       b: list[DecisionRecord]) -> dict[str, Any]:
+    """The reports of ``sha`` covered by a block in exactly one run: counts and orgs
+    (a sighting is covered by the decisions made strictly before it)."""
     ea, eb = Timeline(a), Timeline(b)
     gained = lost = 0
     orgs: set[str] = set()
@@ -96,7 +117,8 @@ def sightings_affected(sha: str, reports: list[dict[str, Any]], a: list[dict[str
         if t is None:
             continue
         org, dev = r.get("org_id"), r.get("device_id")
-        in_a, in_b = ea.blocked(sha, org, dev, t), eb.blocked(sha, org, dev, t)
+        in_a = ea.blocked(sha, org, dev, t, inclusive=False)
+        in_b = eb.blocked(sha, org, dev, t, inclusive=False)
         if in_a != in_b:
             gained += in_b
             lost += in_a
@@ -105,16 +127,18 @@ def sightings_affected(sha: str, reports: list[dict[str, Any]], a: list[dict[str
             "sightings_blocked_only_in_a": lost, "orgs": len(orgs)}
 
 
-def compare(a: Iterable[dict[str, Any] | bytes], b: Iterable[dict[str, Any] | bytes],
+def compare(a: Iterable[DecisionRecord | dict[str, Any] | bytes],
+            b: Iterable[DecisionRecord | dict[str, Any] | bytes],
             reports: Iterable[dict[str, Any] | bytes] | None = None,
             label_a: str = "A", label_b: str = "B", top: int = 10) -> dict[str, Any]:
-    """The what-if of B against A (decision dicts or JSONL lines), as a JSON-ready dict.
+    """The what-if of B against A (decision records, dicts or JSONL lines), as a JSON-ready
+    dict.
 
     ``reports`` (the input both runs saw) lets the ranking count the sightings
     whose enforcement differs; without it hashes are ranked by the targets
     and organizations whose blocks changed.
     """
-    da, db = load_jsonl(a), load_jsonl(b)
+    da, db = load_decisions(a), load_decisions(b)
     blocks_a, blocks_b = _firsts(da, "block"), _firsts(db, "block")
     unb_a, unb_b = _firsts(da, "unblock"), _firsts(db, "unblock")
 
@@ -122,12 +146,12 @@ def compare(a: Iterable[dict[str, Any] | bytes], b: Iterable[dict[str, Any] | by
         c = Counter(k[1] for k in keys)
         return {s: c.get(s, 0) for s in SCOPES}
 
-    gained = sorted(set(blocks_b) - set(blocks_a))
-    lost = sorted(set(blocks_a) - set(blocks_b))
+    gained = _sorted(set(blocks_b) - set(blocks_a))
+    lost = _sorted(set(blocks_a) - set(blocks_b))
     moved = {k: blocks_b[k] - blocks_a[k] for k in set(blocks_a) & set(blocks_b)
              if blocks_b[k] != blocks_a[k]}
-    unb_gained = sorted(set(unb_b) - set(unb_a))
-    unb_lost = sorted(set(unb_a) - set(unb_b))
+    unb_gained = _sorted(set(unb_b) - set(unb_a))
+    unb_lost = _sorted(set(unb_a) - set(unb_b))
     unb_moved = {k: unb_b[k] - unb_a[k] for k in set(unb_a) & set(unb_b)
                  if unb_b[k] != unb_a[k]}
 
@@ -144,13 +168,13 @@ def compare(a: Iterable[dict[str, Any] | bytes], b: Iterable[dict[str, Any] | by
         change("block gained", k, None, blocks_b[k])
     for k in lost:
         change("block lost", k, blocks_a[k], None)
-    for k in sorted(moved):
+    for k in _sorted(moved):
         change("block earlier" if moved[k] < 0 else "block later", k, blocks_a[k], blocks_b[k])
     for k in unb_gained:
         change("unblock gained", k, None, unb_b[k])
     for k in unb_lost:
         change("unblock lost", k, unb_a[k], None)
-    for k in sorted(unb_moved):
+    for k in _sorted(unb_moved):
         change("unblock earlier" if unb_moved[k] < 0 else "unblock later", k,
                unb_a[k], unb_b[k])
 

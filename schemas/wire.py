@@ -24,12 +24,18 @@ so state that keeps them shares one object instead of one per message.
 
 Writing is the mirror image: ``*_to_dict`` gives the contract's field names
 and RFC 3339 times, ``encode_*`` the bytes of one message value.
+
+Reading decisions back is the tools' side (explain, what-if, evaluate, tail,
+active, export, serve, the client): :func:`read_decision` gives a
+:class:`DecisionRecord`, the contract's Decision typed and read-only, decoded
+once where the tools read it; :func:`decode_decision` stays the strict decoder
+to the engine's own :class:`~rapidloop.schemas.model.Decision`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -47,22 +53,26 @@ from .model import (
     RawMessage,
     Report,
 )
-from .timefmt import format_ts, parse_ts
+from .timefmt import format_ts, parse_ts, parse_ts_or_none
 
 __all__ = [
     "MAX_FILE_SIZE",
     "MAX_TS",
     "RAW_TEXT_CAP",
+    "DecisionRecord",
     "InvalidMessage",
     "Limits",
+    "Target",
     "WireParser",
     "dead_letter",
     "decision_to_dict",
+    "decode_decision",
     "encode_dead_letter",
     "encode_decision",
     "encode_feedback",
     "encode_report",
     "feedback_to_dict",
+    "read_decision",
     "report_to_dict",
 ]
 
@@ -626,6 +636,129 @@ def decode_decision(value: bytes | dict[str, Any]) -> Decision:
         if isinstance(exc, InvalidMessage):
             raise
         raise InvalidMessage("type", f"not a decision: {exc}") from None
+
+
+Target = tuple[str, str | None, str | None, str | None]   # (sha256, scope, org_id, device_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """A contract Decision as the tools read it back: typed, read-only, decoded once.
+
+    The fields are :class:`~rapidloop.schemas.model.Decision`'s, with the same
+    names and types, except that the tools read what they are given (decisions
+    files of older releases, hand-written fixtures, whatever is on a topic) and
+    show what they can: a field that is absent or not of its contract type
+    reads as None (``sha256``: ``""``; ``classifiers`` and ``reasons``: empty,
+    keeping only the entries of the right type). ``sha256`` is lower-case,
+    ``reasons`` a tuple. Times are float epoch seconds (None: absent or not an
+    RFC 3339 time) beside the strings they were read from (``*_text``), which
+    outputs that repeat them (exports, CrowdSec's shape) write unchanged.
+    ``raw`` is the JSON object as read: what contract outputs (``rapidloop
+    active``, ``tail --json``) write again, byte for byte; two records are
+    equal when they were read from equal objects.
+    """
+
+    decision_id: str | None
+    sha256: str
+    action: str | None
+    scope: str | None
+    org_id: str | None
+    device_id: str | None
+    score: float | None
+    classifiers: dict[str, float]
+    reasons: tuple[str, ...]
+    model_version: str | None
+    event_ts: float | None
+    expires_at: float | None
+    decided_at: float | None
+    event_ts_text: str | None
+    expires_at_text: str | None
+    decided_at_text: str | None
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def target(self) -> Target:
+        """Where it applies: (sha256, scope, org_id, device_id), the contract's target."""
+        return (self.sha256, self.scope, self.org_id, self.device_id)
+
+
+# read_decision(strict=True) needs these; they are what a tool cannot place a decision without
+_REQUIRED = ("sha256", "action", "scope", "event_ts")
+
+
+def _text(value: Any) -> str | None:
+    return value if type(value) is str else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if type(value) in (float, int) else None
+
+
+def read_decision(value: bytes | bytearray | dict[str, Any] | DecisionRecord,
+                  strict: bool = False) -> DecisionRecord:
+    """One decision (a JSON line, its object, or a record already read) as a record.
+
+    Tolerant by default (see :class:`DecisionRecord`): only a line that is not
+    JSON, or JSON that is not an object, raises :class:`InvalidMessage`.
+    ``strict`` also requires what a decision cannot be placed without (a
+    string ``sha256``, ``action`` and ``scope``, an RFC 3339 ``event_ts``) and
+    names the field that is missing or wrong.
+
+    >>> r = read_decision(b'{"sha256": "AB", "action": "block", "scope": "global", '
+    ...                   b'"score": 1, "reasons": ["r", 2], "event_ts": "1970-01-01T00:01:00Z"}')
+    >>> r.target, r.score, r.reasons, r.event_ts, r.event_ts_text, r.expires_at
+    (('ab', 'global', None, None), 1.0, ('r', '2'), 60.0, '1970-01-01T00:01:00Z', None)
+    >>> read_decision({"sha256": "ab", "event_ts": "yesterday"}, strict=True)
+    Traceback (most recent call last):
+    ...
+    rapidloop.schemas.wire.InvalidMessage: missing required field 'action'
+    """
+    if isinstance(value, DecisionRecord):
+        if strict:
+            _check_required(value.raw)
+        return value
+    if isinstance(value, bytes | bytearray):
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidMessage("invalid_json", f"not JSON: {exc}") from None
+    else:
+        obj = value
+    if type(obj) is not dict:
+        raise InvalidMessage("not_object",
+                             f"not a decision: a JSON object is needed, got {_type_name(obj)}")
+    if strict:
+        _check_required(obj)
+    get = obj.get
+    sha = get("sha256")
+    classifiers = get("classifiers")
+    reasons = get("reasons")
+    event, expires, decided = get("event_ts"), get("expires_at"), get("decided_at")
+    return DecisionRecord(
+        _text(get("decision_id")), sha.lower() if type(sha) is str else "",
+        _text(get("action")), _text(get("scope")), _text(get("org_id")), _text(get("device_id")),
+        _number(get("score")),
+        {k: float(v) for k, v in classifiers.items() if type(v) in (float, int)}
+        if type(classifiers) is dict else {},
+        tuple(r if type(r) is str else str(r) for r in reasons) if type(reasons) is list else (),
+        _text(get("model_version")),
+        parse_ts_or_none(event), parse_ts_or_none(expires), parse_ts_or_none(decided),
+        _text(event), _text(expires), _text(decided), obj)
+
+
+def _check_required(obj: dict[str, Any]) -> None:
+    for name in _REQUIRED:
+        if name not in obj:
+            raise _missing(name)
+        value = obj[name]
+        if type(value) is not str:
+            raise _wrong_type(name, "an RFC 3339 time string" if name == "event_ts"
+                              else "a string", value)
+    try:
+        parse_ts(obj["event_ts"])
+    except ValueError as exc:
+        raise InvalidMessage("bad_time", f"field 'event_ts': {exc}") from None
 
 
 def encode_decision(d: Decision) -> bytes:

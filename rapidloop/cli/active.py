@@ -4,7 +4,8 @@ The operator's view by default; ``--org`` gives one tenant's (global decisions
 and its own, nothing of any other tenant). ``--at`` defaults to the latest
 ``event_ts`` in the file, or to now with ``--from-kafka`` (which reads the
 decisions topic from its beginning to its end, assigned, nothing committed).
-The rule is ``rapidloop.active``.
+The rule is ``rapidloop.active`` (``rapidloop.enforcement``: decisions made at ``--at``
+included, a decision expiring at ``--at`` lapsed). Lines are the decisions as read.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
 import orjson
 
 from rapidloop.active import in_force, latest_event_ts
 from rapidloop.cli import CliError
 from rapidloop.schemas.timefmt import parse_ts_or_none
+from rapidloop.schemas.wire import DecisionRecord, InvalidMessage, read_decision
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +45,7 @@ def add_view_args(p: argparse.ArgumentParser) -> None:
                    help="the moment (default: the latest event_ts in the file)")
 
 
-def view(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float | None]:
+def view(args: argparse.Namespace) -> tuple[list[DecisionRecord], float | None]:
     """(the decisions in force in the asked view, the moment), or ([], None) if none."""
     if args.from_kafka:
         decisions = _from_kafka(args)
@@ -67,30 +68,27 @@ def run(args: argparse.Namespace) -> int:
     active, _ = view(args)
     out = sys.stdout.buffer
     for d in active:
-        out.write(orjson.dumps(d) + b"\n")
+        out.write(orjson.dumps(d.raw) + b"\n")   # the contract decision as it was read
     out.flush()
     return 0
 
 
-def _from_file(path: str) -> list[dict[str, Any]]:
+def _from_file(path: str) -> list[DecisionRecord]:
     from rapidloop.capture import iter_values
 
     decisions = []
     try:
         for n, line in enumerate(iter_values(path), 1):
             try:
-                d = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise CliError(f"{path} line {n}: not JSON") from None
-            if not isinstance(d, dict):
-                raise CliError(f"{path} line {n}: not a decision object")
-            decisions.append(d)
+                decisions.append(read_decision(line))
+            except InvalidMessage as exc:
+                raise CliError(f"{path} line {n}: {exc}") from None
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
     return decisions
 
 
-def _from_kafka(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _from_kafka(args: argparse.Namespace) -> list[DecisionRecord]:
     """Every decision on the topic, from the beginning of each partition to its end."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
@@ -113,7 +111,7 @@ def _from_kafka(args: argparse.Namespace) -> list[dict[str, Any]]:
     consumer = Consumer({**quiet(conf), "group.id": "rapidloop-no-commits",
                          "enable.auto.commit": False, "enable.partition.eof": True})
     pending = set(parts)
-    decisions: list[dict[str, Any]] = []
+    decisions: list[DecisionRecord] = []
     try:
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
         deadline = time.monotonic() + args.timeout
@@ -130,11 +128,9 @@ def _from_kafka(args: argparse.Namespace) -> list[dict[str, Any]]:
                     raise CliError(f"{topic}: {describe_error(err)}")
                 deadline = time.monotonic() + args.timeout
                 try:
-                    d = orjson.loads(m.value() or b"null")
-                except orjson.JSONDecodeError:
+                    decisions.append(read_decision(m.value() or b"null"))
+                except InvalidMessage:
                     continue   # not a decision: nothing it could put in force
-                if isinstance(d, dict):
-                    decisions.append(d)
     finally:
         consumer.close()
     return decisions

@@ -174,12 +174,12 @@ def run(args: argparse.Namespace) -> int:
                 source = (f"capture {src} ({manifest.get('since')} → {manifest.get('until')}); "
                           f"{origin}")
                 story = select(sha, reports, feedback, _lines(decisions_path))
-            if (plain is not None or src.is_dir()) and not args.no_report_scores:
-                from rapidloop.config import load_config
-                from rapidloop.modelwalk import score_history
+            if plain is not None or src.is_dir():
+                if not args.no_report_scores:
+                    from rapidloop.modelwalk import score_history
 
-                files, kinds = _inputs(str(src), plain)
-                story.scores = score_history(load_config(args.config), files, kinds, sha)
+                    files, kinds = _inputs(str(src), plain)
+                    story.scores = score_history(cfg, files, kinds, sha)
             elif src.is_file():
                 if args.decisions or args.replay:
                     raise CliError("--decisions and --replay need --from a capture directory")

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     else:
         _write_whole(Path(args.output), data)
-    blocks = sum(1 for d in active if d.get("action") == "block")
+    blocks = sum(1 for d in active if d.action == "block")
     print(f"rapidloop export: {len(active)} decision(s) in force ({blocks} block(s)) at "
           f"{stamp}{f' for {args.org}' if args.org else ''} as {args.format}"
           f"{'' if args.output == '-' else f' to {args.output}'}", file=sys.stderr)

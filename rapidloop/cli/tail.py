@@ -32,6 +32,7 @@ from rapidloop.kafka import (
     quiet,
     topic_partitions,
 )
+from rapidloop.schemas.wire import DecisionRecord, InvalidMessage, read_decision
 
 ACTION_COLORS = {"block": "1;31", "allow": "1;32", "unblock": "1;36", "audit": "1;33"}
 DIM = "2"
@@ -68,24 +69,25 @@ def _paint(text: str, code: str, color: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
+def _utc(t: float | None) -> datetime | None:
+    if t is None:
         return None
     try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
+        return datetime.fromtimestamp(t, UTC)
+    except (OverflowError, OSError, ValueError):   # a time no datetime holds (year 0)
         return None
-    return ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def _clock(value: Any) -> str:
-    ts = _parse_time(value)
-    return ts.strftime("%H:%M:%SZ") if ts else _clean(value or "--:--:--", 9).ljust(9)
+def _clock(d: DecisionRecord) -> str:
+    """When it was decided (event time, else when it was emitted), as ``HH:MM:SSZ``."""
+    ts = _utc(d.event_ts) or _utc(d.decided_at)
+    if ts is not None:
+        return ts.strftime("%H:%M:%SZ")
+    return _clean(d.event_ts_text or d.decided_at_text or "--:--:--", 9).ljust(9)
 
 
-def _where(d: dict[str, Any]) -> str:
-    scope = d.get("scope")
-    org, device = d.get("org_id"), d.get("device_id")
+def _where(d: DecisionRecord) -> str:
+    scope, org, device = d.scope, d.org_id, d.device_id
     if scope == "global":
         return "global"
     if scope == "org":
@@ -100,30 +102,23 @@ def _short_hash(value: Any) -> str:
     return f"{text[:4]}…{text[-4:]}" if len(text) > 12 else text
 
 
-def format_decision(d: dict[str, Any], color: bool) -> str:
+def format_decision(d: DecisionRecord, color: bool) -> str:
     """One decision as one line a person can read: when, what, where, which file, why.
 
     Never raises: a field that is missing or of the wrong type shows as ``?``.
     """
-    action = d.get("action")
-    action_text = _clean(action or "?", 10).upper()
-    score = d.get("score")
-    score_text = (f"{score:.2f}" if isinstance(score, (int, float)) and not isinstance(score, bool)
-                  else "?")
-    reasons = d.get("reasons")
-    if isinstance(reasons, list):
-        why = "; ".join(_clean(r, 200) for r in reasons) or "(no reason given)"
-    else:
-        why = _clean(reasons, 200) if reasons else "(no reason given)"
+    action_text = _clean(d.action or "?", 10).upper()
+    score_text = f"{d.score:.2f}" if d.score is not None else "?"
+    why = "; ".join(_clean(r, 200) for r in d.reasons) or "(no reason given)"
     parts = [
-        _paint(_clock(d.get("event_ts") or d.get("decided_at")), DIM, color),
-        _paint(f"{action_text:<7}", ACTION_COLORS.get(str(action), ""), color),
+        _paint(_clock(d), DIM, color),
+        _paint(f"{action_text:<7}", ACTION_COLORS.get(str(d.action), ""), color),
         f"{_where(d):<{_WHERE_WIDTH}}",
-        _paint(_short_hash(d.get("sha256")), DIM, color),
+        _paint(_short_hash(d.sha256), DIM, color),
         f" score {score_text}",
         f" {why}",
     ]
-    expires = _parse_time(d.get("expires_at"))
+    expires = _utc(d.expires_at)
     if expires is not None:
         parts.append(_paint(f"(until {expires.strftime('%Y-%m-%d %H:%MZ')})", DIM, color))
     return " ".join(parts)
@@ -190,10 +185,8 @@ def run(args: argparse.Namespace) -> int:
                     continue   # partition events; client errors went to the error callback
                 value = msg.value() or b""
                 try:   # in both modes: stdout carries decisions only, one per line
-                    decision = json.loads(value)
-                    if not isinstance(decision, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as exc:
+                    decision = read_decision(value)
+                except InvalidMessage as exc:
                     print(f"rapidloop tail: unreadable message at {msg.topic()}#"
                           f"{msg.partition()}@{msg.offset()} ({exc}): "
                           f"{_clean(value.decode('utf-8', 'replace'), 80)}",

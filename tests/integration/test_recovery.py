@@ -31,6 +31,7 @@ from rapidloop.config import load_config
 from rapidloop.flows.recovery import MANIFEST, RecoveryError, prepare
 from rapidloop.kafka import quiet
 from rapidloop.operators.activefeed import target_key
+from rapidloop.schemas.wire import read_decision
 
 from ..conftest import ROOT, TopicMaker
 from .test_kafka_io import read_all
@@ -188,8 +189,13 @@ def test_kill_9_and_restart_loses_and_invents_no_decision(
     decisions = [orjson.loads(v) for _, _, v in read_all(broker, dec_a, timeout=30)]
     for d in decisions:
         del d["decided_at"]
-    expected = in_force(decisions, latest_event_ts(decisions) or 0.0)
-    assert sorted(feed.values(), key=target_key) == sorted(expected, key=target_key)
+    records = [read_decision(d) for d in decisions]
+    expected = [d.raw for d in in_force(records, latest_event_ts(records) or 0.0)]
+
+    def key(d: dict[str, Any]) -> str:
+        return target_key(read_decision(d))
+
+    assert sorted(feed.values(), key=key) == sorted(expected, key=key)
     assert len(expected) > 100
     assert _dead_letters(broker, dlq_b) == _dead_letters(broker, dlq_a)
     print(f"killed after {killed_at} events; the last restart read {resumed_reads} of "

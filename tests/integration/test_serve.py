@@ -29,6 +29,7 @@ import pytest
 
 from rapidloop.operators.activefeed import target_key
 from rapidloop.schemas.timefmt import format_ts
+from rapidloop.schemas.wire import read_decision
 
 from ..conftest import TopicMaker
 from ..unit.test_active import dec
@@ -166,7 +167,7 @@ def test_serve_follows_the_compacted_feed(broker: str, kafka_topics: TopicMaker,
     now = time.time()
 
     def record(d: dict[str, Any] | None, key_of: dict[str, Any]) -> tuple[bytes, Any]:
-        return target_key(key_of).encode(), None if d is None else orjson.dumps(d)
+        return target_key(read_decision(key_of)).encode(), None if d is None else orjson.dumps(d)
 
     ago = format_ts(now - 60)
     glob = dec(h(1), "global", "block", ago)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import orjson
 import pytest
 
 from rapidloop.active import in_force
 from rapidloop.cli import main
 from rapidloop.schemas.timefmt import parse_ts
+from rapidloop.schemas.wire import read_decision
 
 T = "2026-11-28T10:00:00.000Z"
 
@@ -44,8 +49,8 @@ EDGES = [
 
 @pytest.mark.parametrize(("decisions", "at", "org", "want"), EDGES)
 def test_in_force_edge_cases(decisions, at, org, want) -> None:
-    got = in_force(decisions, parse_ts(at), org)
-    assert [(d["sha256"], d["scope"]) for d in got] == want
+    got = in_force([read_decision(d) for d in decisions], parse_ts(at), org)
+    assert [(d.sha256, d.scope) for d in got] == want
 
 
 def test_the_command_prints_the_decisions_in_force(tmp_path, capsys) -> None:
@@ -66,6 +71,10 @@ def test_the_command_prints_the_decisions_in_force(tmp_path, capsys) -> None:
     assert main(["active", "--decisions", str(path), "--at", "yesterday"]) == 2
     assert "not an RFC 3339 time" in capsys.readouterr().err
     assert main(["active", "--decisions", str(tmp_path / "missing.jsonl")]) == 2
+    capsys.readouterr()
+    path.write_bytes(orjson.dumps(ds[0]) + b"\n[1, 2]\n")
+    assert main(["active", "--decisions", str(path)]) == 2
+    assert "line 2: not a decision: a JSON object is needed, got array" in capsys.readouterr().err
 
 
 def test_the_feed_keeps_one_record_per_target_and_tombstones_what_ends() -> None:
@@ -94,6 +103,43 @@ def test_the_feed_keeps_one_record_per_target_and_tombstones_what_ends() -> None
         else:
             held[key] = rec
     assert [k[:1] for k, rec in records if rec is None] == ["b", "c"]   # lifted, lapsed
-    want = in_force(stream, parse_ts("2026-11-28T11:30:00Z"))
+    want = in_force([read_decision(x) for x in stream], parse_ts("2026-11-28T11:30:00Z"))
     assert sorted(held) == sorted(target_key(x) for x in want)
     assert len(feed) == 2   # a's renewed block and e's allow
+
+
+# A replayed simulated day (tests/unit/data/active_day: how it was made is in expected.json)
+# and what `rapidloop active` and `rapidloop export` printed for it before the tools read
+# decisions as typed records: the contract's JSON must come out byte for byte the same.
+DAY = Path(__file__).parent / "data" / "active_day"
+DAY_EXPECTED = json.loads((DAY / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("case", DAY_EXPECTED["outputs"],
+                         ids=[" ".join(c["args"]) for c in DAY_EXPECTED["outputs"]])
+def test_active_and_export_of_a_replayed_day_are_byte_identical_to_before(
+        case: dict, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    command, *rest = case["args"]
+    assert main([command, "--decisions", str(DAY / "decisions.jsonl.gz"), *rest]) == 0
+    out = capsysbinary.readouterr().out
+    assert out.count(b"\n") == case["lines"]
+    assert hashlib.sha256(out).hexdigest() == case["sha256"]
+
+
+def test_the_feed_over_a_replayed_day_holds_what_active_prints() -> None:
+    from rapidloop.active import latest_event_ts
+    from rapidloop.capture import iter_values
+    from rapidloop.operators.activefeed import ActiveFeed, target_key
+
+    objects = [orjson.loads(line) for line in iter_values(DAY / "decisions.jsonl.gz")]
+    feed, held = ActiveFeed(), {}
+    for obj in objects:
+        for key, rec in feed.process([obj]):
+            if rec is None:
+                held.pop(key, None)
+            else:
+                assert rec is obj   # the flow sends the very message on
+                held[key] = rec
+    records = [read_decision(x) for x in objects]
+    want = in_force(records, latest_event_ts(records))
+    assert len(want) > 500 and held == {target_key(d): d.raw for d in want}

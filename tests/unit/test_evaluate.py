@@ -4,9 +4,12 @@ the bar (every world and the median over seeds) and the suite's reports."""
 import json
 import math
 
+import pytest
+
 from rapidloop.enforcement import Timeline
 from rapidloop.evaluate import _Prequential, score_decisions
 from rapidloop.schemas.timefmt import format_ts
+from rapidloop.schemas.wire import InvalidMessage, read_decision
 
 from .helpers import T0, report, sha
 
@@ -19,21 +22,43 @@ def decision(sha256, action, scope, ts, org=None, device=None, expires=None):
             "expires_at": format_ts(expires) if expires else None}
 
 
+def timeline(*decisions):
+    return Timeline(read_decision(d) for d in decisions)
+
+
 def test_most_specific_active_decision_wins():
-    t = Timeline([decision(MAL, "block", "global", T0),
-                  decision(MAL, "allow", "org", T0 + 1, org="org-1")])
-    assert t.action_at(MAL, "org-1", "org-1/d", T0 + 2) == "allow"
-    assert t.action_at(MAL, "org-2", "org-2/d", T0 + 2) == "block"
-    assert t.action_at(MAL, "org-2", "org-2/d", T0) is None   # not before it was decided
+    t = timeline(decision(MAL, "block", "global", T0),
+                 decision(MAL, "allow", "org", T0 + 1, org="org-1"))
+    assert t.action_at(MAL, "org-1", "org-1/d", T0 + 2, inclusive=False) == "allow"
+    assert t.action_at(MAL, "org-2", "org-2/d", T0 + 2, inclusive=False) == "block"
+    # a sighting at the block's own moment is not covered by it
+    assert t.action_at(MAL, "org-2", "org-2/d", T0, inclusive=False) is None
 
 
 def test_expired_blocks_lapse_and_unblock_ends():
-    t = Timeline([decision(MAL, "block", "org", T0, org="o", expires=T0 + 10),
-                  decision(BEN, "block", "global", T0),
-                  decision(BEN, "unblock", "global", T0 + 5)])
-    assert t.action_at(MAL, "o", "o/d", T0 + 5) == "block"
-    assert t.action_at(MAL, "o", "o/d", T0 + 20) is None
-    assert t.action_at(BEN, "o", "o/d", T0 + 20) is None
+    t = timeline(decision(MAL, "block", "org", T0, org="o", expires=T0 + 10),
+                 decision(BEN, "block", "global", T0),
+                 decision(BEN, "unblock", "global", T0 + 5))
+    assert t.action_at(MAL, "o", "o/d", T0 + 5, inclusive=False) == "block"
+    assert t.action_at(MAL, "o", "o/d", T0 + 20, inclusive=False) is None
+    assert t.action_at(BEN, "o", "o/d", T0 + 20, inclusive=False) is None
+
+
+def test_a_sighting_at_the_block_is_not_protected_by_it():
+    """Protection counts the decisions strictly before each sighting."""
+    truth = {MAL: {"label": "malicious", "campaign": "c"}}
+    reports = [report(MAL, org="a", ts=T0), report(MAL, org="b", ts=T0 + 60),
+               report(MAL, org="c", ts=T0 + 61)]
+    res = score_decisions(reports, truth, [decision(MAL, "block", "global", T0 + 60)], {})
+    assert res.malicious_events == 2 and res.protection_rate == 0.5
+
+
+def test_a_decision_that_cannot_be_placed_is_an_error_that_names_the_field():
+    truth = {MAL: {"label": "malicious"}}
+    for broken, field in (({"action": None}, "action"), ({"event_ts": "soon"}, "event_ts")):
+        d = {**decision(MAL, "block", "global", T0), **broken}
+        with pytest.raises(InvalidMessage, match=field):
+            score_decisions([report(MAL, ts=T0)], truth, [d], {})
 
 
 def test_protection_counts_sightings_after_the_first_and_collateral_counts_benign():

@@ -19,6 +19,7 @@ import pytest
 from rapidloop.cli import main
 from rapidloop.explain import in_force, normalise_sha256, render, select
 from rapidloop.schemas.timefmt import parse_ts
+from rapidloop.schemas.wire import read_decision
 
 SHA = "e" * 63 + "5"
 OTHER = "f" * 64
@@ -155,13 +156,34 @@ def test_ids_sharing_a_prefix_are_scrubbed_whole() -> None:
 
 
 def test_in_force_follows_the_contract() -> None:
-    ds = [decision(1, "block", "org", 1, "acme"), decision(2, "unblock", "org", 2, "acme"),
-          decision(3, "block", "device", 3, "acme", "a-1", expires="2026-11-28T10:04:00.000Z"),
-          decision(4, "allow", "org", 4, "globex")]
+    ds = [read_decision(d) for d in (
+        decision(1, "block", "org", 1, "acme"), decision(2, "unblock", "org", 2, "acme"),
+        decision(3, "block", "device", 3, "acme", "a-1", expires="2026-11-28T10:04:00.000Z"),
+        decision(4, "allow", "org", 4, "globex"))]
     at = parse_ts("2026-11-28T10:05:00Z")
-    assert [d["decision_id"] for d in in_force(ds, at)] == ["d-4"]
+    assert [d.decision_id for d in in_force(ds, at)] == ["d-4"]
     at = parse_ts("2026-11-28T10:03:30Z")
-    assert [d["decision_id"] for d in in_force(ds, at)] == ["d-3"]
+    assert [d.decision_id for d in in_force(ds, at)] == ["d-3"]
+
+
+def test_decisions_of_older_releases_and_odd_ones_are_shown_as_far_as_they_go() -> None:
+    """Fields a release did not write yet (classifiers, model_version, decided_at,
+    expires_at) are left out, a field of the wrong type shows as ``?``, and a decision
+    without a readable time is counted, not shown."""
+    old = {"decision_id": "d-old", "sha256": SHA, "action": "block", "scope": "org",
+           "org_id": "acme", "device_id": None, "score": 0.9, "reasons": ["old reason"],
+           "event_ts": "2026-11-28T10:02:00.000Z"}
+    odd = {"sha256": SHA, "action": 7, "scope": "global", "score": "high", "reasons": "x",
+           "classifiers": {"prior": "?"}, "event_ts": "2026-11-28T10:03:00Z",
+           "expires_at": "later"}
+    untimed = {"sha256": SHA, "action": "block", "scope": "global", "event_ts": None}
+    story = select(SHA, [], [], [orjson.dumps(old), odd, untimed, b"{broken"])
+    assert [d.decision_id for d in story.decisions] == ["d-old", None]
+    assert story.untimed == 1
+    text = render(story)
+    assert "DECISION BLOCK   org acme  score 0.900  old reason" in text
+    assert "DECISION ?       global  score ?  (no reason given)  (until later)" in text
+    assert "in force    at 2026-11-28T10:03:00.000Z (the last event): block org acme" in text
 
 
 def test_control_characters_never_reach_the_terminal() -> None:
@@ -200,6 +222,10 @@ def test_command_from_a_capture_its_decisions_or_a_replay(
     assert main(["explain", SHA, "--from", str(cap), "--org", "acme", "--no-timeline"]) == 0
     out = capsys.readouterr().out
     assert "globex" not in out and "Timeline" not in out
+    # without replaying the models for the score at each report (it used to say "not found")
+    assert main(["explain", SHA, "--from", str(cap), "--no-report-scores"]) == 0
+    out = capsys.readouterr().out
+    assert "reason 1" in out and "Scores at the file's reports" not in out
     # a replay's output: decisions only
     replayed = tmp_path / "replayed.jsonl"
     replayed.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in DECISIONS[:2]))

@@ -21,6 +21,7 @@ import pytest
 
 from rapidloop.explain import Story
 from rapidloop.explain_html import SCORE_COLOUR, H, W, render_html
+from rapidloop.schemas.wire import DecisionRecord, read_decision
 
 SHA = "ab" * 32
 FONT_PX = 11          # `svg text { font: 11px ... }` in explain_html.CSS
@@ -31,12 +32,13 @@ def _ts(minute: int) -> str:
 
 
 def _decision(n: int, action: str, scope: str, minute: int, score: float,
-              org: str | None = "acme") -> dict[str, Any]:
-    return {"decision_id": f"d-{n}", "sha256": SHA, "action": action, "scope": scope,
-            "org_id": None if scope == "global" else org, "device_id": None, "score": score,
-            "classifiers": {"prior": score, "logreg": min(1.0, score + 0.02), "tree": 0.5},
-            "reasons": [f"reason {n}"], "model_version": "ens-0", "event_ts": _ts(minute),
-            "decided_at": _ts(minute), "expires_at": None}
+              org: str | None = "acme") -> DecisionRecord:
+    return read_decision({
+        "decision_id": f"d-{n}", "sha256": SHA, "action": action, "scope": scope,
+        "org_id": None if scope == "global" else org, "device_id": None, "score": score,
+        "classifiers": {"prior": score, "logreg": min(1.0, score + 0.02), "tree": 0.5},
+        "reasons": [f"reason {n}"], "model_version": "ens-0", "event_ts": _ts(minute),
+        "decided_at": _ts(minute), "expires_at": None})
 
 
 def _story() -> Story:

@@ -16,6 +16,7 @@ import pytest
 from rapidloop.active import in_force
 from rapidloop.exports import defender, for_tools, misp, render, stix
 from rapidloop.schemas.timefmt import parse_ts
+from rapidloop.schemas.wire import DecisionRecord, read_decision
 
 from ..conftest import ROOT
 
@@ -44,8 +45,8 @@ DECISIONS = [
 ]
 
 
-def _view(org: str | None) -> list[dict]:
-    return in_force(DECISIONS, parse_ts(AT), org)
+def _view(org: str | None) -> list[DecisionRecord]:
+    return in_force([read_decision(d) for d in DECISIONS], parse_ts(AT), org)
 
 
 def test_stix_bundle_validates_and_holds_one_indicator_per_global_block_in_force() -> None:
@@ -63,7 +64,7 @@ def test_stix_bundle_validates_and_holds_one_indicator_per_global_block_in_force
 
 def test_a_tenants_view_holds_its_own_decisions_and_no_other_tenants() -> None:
     tools = for_tools(_view("org-1"), tenant=True)
-    assert [(d["sha256"][0], d["scope"], d["action"]) for d in tools] == [
+    assert [(d.sha256[0], d.scope, d.action) for d in tools] == [
         ("a", "global", "block"), ("b", "org", "block"), ("d", "org", "allow")]
     inds = defender(tools)
     assert [(i["indicatorValue"][0], i["action"]) for i in inds] == [
@@ -75,7 +76,7 @@ def test_a_tenants_view_holds_its_own_decisions_and_no_other_tenants() -> None:
         assert i["indicatorType"] == "FileSha256"
     assert "org-2" not in json.dumps(inds)
     # org-2 allowed file a for itself: its tools do not block a file it allowed
-    assert [(d["sha256"][0], d["action"]) for d in for_tools(_view("org-2"), True)] == [
+    assert [(d.sha256[0], d.action) for d in for_tools(_view("org-2"), True)] == [
         ("a", "allow"), ("b", "block")]
 
 

@@ -18,6 +18,7 @@ import pytest
 from rapidloop.cli import main
 from rapidloop.config import load_config
 from rapidloop.schemas.timefmt import parse_ts
+from rapidloop.schemas.wire import DecisionRecord, read_decision
 from rapidloop.serve import (
     App,
     FeedSource,
@@ -30,7 +31,7 @@ from rapidloop.serve import (
     to_crowdsec,
 )
 
-from .test_active import dec
+from .test_active import DAY, DAY_EXPECTED, dec
 
 A, B, OP = ("tenant-a-token-0123456789", "tenant-b-token-0123456789",
             "operator-token-0123456789")
@@ -83,18 +84,18 @@ def seen(stream: dict[str, Any], key: str = "new") -> set[tuple[str, str]]:
 
 
 class Static:
-    """A source whose records a test changes between calls."""
+    """A source whose records (contract dicts) a test changes between calls."""
 
     label, clock = "test decisions", "a fixed moment"
 
     def __init__(self, records: list[dict[str, Any]], at: str = LAST) -> None:
         self.records, self.at = records, parse_ts(at)
 
-    def snapshot(self) -> tuple[list[dict[str, Any]], float]:
-        return self.records, self.at
+    def snapshot(self) -> tuple[list[DecisionRecord], float]:
+        return self.history(), self.at
 
-    def history(self) -> list[dict[str, Any]]:
-        return self.records
+    def history(self) -> list[DecisionRecord]:
+        return [read_decision(d) for d in self.records]
 
 
 @pytest.fixture
@@ -123,7 +124,7 @@ def test_go_durations_parse_as_go_writes_them() -> None:
 
 def test_a_decision_in_crowdsecs_shape() -> None:
     now = parse_ts(LAST)
-    cs = to_crowdsec(DECISIONS[1], now, no_expiry_s=3600.0)
+    cs = to_crowdsec(read_decision(DECISIONS[1]), now, no_expiry_s=3600.0)
     assert {k: cs[k] for k in ("origin", "type", "scope", "value", "duration", "until",
                                "rapidloop_scope", "rapidloop_org_id")} == {
         "origin": "rapidloop", "type": "block", "scope": "sha256", "value": h(2),
@@ -134,21 +135,23 @@ def test_a_decision_in_crowdsecs_shape() -> None:
     # CrowdSec's Go client reads id as an int64: an integer, stable, exact in JSON
     assert isinstance(cs["id"], int) and 0 <= cs["id"] < 2**53
     assert cs["id"] == crowdsec_id(DECISIONS[1]["decision_id"]) != crowdsec_id("other")
-    forever = to_crowdsec(DECISIONS[0], now, no_expiry_s=7200.0)
+    assert cs["rapidloop_event_ts"] == DECISIONS[1]["event_ts"]   # as written
+    forever = to_crowdsec(read_decision(DECISIONS[0]), now, no_expiry_s=7200.0)
     assert forever["duration"] == "2h0m0s" and forever["until"] is None
-    lapsed = to_crowdsec(DECISIONS[5], now, no_expiry_s=1.0)
+    lapsed = to_crowdsec(read_decision(DECISIONS[5]), now, no_expiry_s=1.0)
     assert lapsed["duration"] == "-1h0m0s"
 
 
 # ---------------------------------------------------------------- the stream's memory
 
 def test_startup_sends_everything_then_only_the_changes_per_token() -> None:
-    a = dec(h(1), "global", "block", LAST)
-    b = dec(h(2), "org", "block", LAST, org="o1")
-    renewed = {**b, "decision_id": "renewed", "expires_at": "2026-11-29T10:00:00.000Z"}
-    c = dec(h(3), "org", "allow", LAST, org="o1")
+    b_dict = dec(h(2), "org", "block", LAST, org="o1")
+    a, b, renewed, c = (read_decision(d) for d in (
+        dec(h(1), "global", "block", LAST), b_dict,
+        {**b_dict, "decision_id": "renewed", "expires_at": "2026-11-29T10:00:00.000Z"},
+        dec(h(3), "org", "allow", LAST, org="o1")))
     memory = StreamMemory()
-    ids = lambda ds: sorted(d["decision_id"] for d in ds)   # noqa: E731
+    ids = lambda ds: sorted(d.decision_id for d in ds)   # noqa: E731
     new, deleted = memory.answer(1, [a, b], startup=True)
     assert ids(new) == ids([a, b]) and deleted == []
     assert memory.answer(1, [a, b], startup=False) == ([], [])        # nothing changed
@@ -299,9 +302,9 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path, capsys) -> None:
 class FakeView:
     """What FeedSource uses of ActiveView: records, clock, catch_up, poll, close."""
 
-    def __init__(self, records: dict[str, dict[str, Any]], fail: bool = False) -> None:
+    def __init__(self, records: dict[str, DecisionRecord], fail: bool = False) -> None:
         self.records, self.clock, self.fail, self.closed = records, float("-inf"), fail, False
-        self.changes: list[tuple[str, dict[str, Any] | None]] = []
+        self.changes: list[tuple[str, DecisionRecord | None]] = []
 
     def catch_up(self, timeout: float) -> int:
         return len(self.records)
@@ -331,15 +334,15 @@ def test_the_feed_source_follows_changes_at_the_wall_clock() -> None:
 
         return format_ts(now + offset)
 
-    keep = dec(h(1), "global", "block", at(-60))
-    lapsed = dec(h(2), "global", "block", at(-60), expires=at(-1))
+    keep = read_decision(dec(h(1), "global", "block", at(-60)))
+    lapsed = read_decision(dec(h(2), "global", "block", at(-60), expires=at(-1)))
     views = [FakeView({"k1": keep, "k2": lapsed}, fail=True), FakeView({"k1": keep})]
     logged: list[str] = []
     source = FeedSource(lambda: views.pop(0), "feed", 1.0, 0.01, 0.01, logged.append)
     records, moment = source.snapshot()
     assert len(records) == 2 and moment >= now           # the wall clock
     from rapidloop.active import in_force
-    assert [d["sha256"] for d in in_force(records, moment)] == [h(1)]   # the lapsed drops out
+    assert [d.sha256 for d in in_force(records, moment)] == [h(1)]   # the lapsed drops out
     source.start()
     try:
         deadline = time.monotonic() + 5
@@ -350,3 +353,24 @@ def test_the_feed_source_follows_changes_at_the_wall_clock() -> None:
     finally:
         source.stop()
     assert views == []
+
+
+@pytest.mark.parametrize("want", DAY_EXPECTED["serve_streams"],
+                         ids=[w["org"] for w in DAY_EXPECTED["serve_streams"]])
+def test_the_stream_of_a_replayed_day_is_byte_identical_to_before(tmp_path: Path,
+                                                                  want: dict) -> None:
+    """CrowdSec's shape of the contract's decisions (``rapidloop serve --decisions``), as
+    the release before answered it for the same day (see ``test_active``)."""
+    import argparse
+    import hashlib
+
+    from rapidloop.cli.active import view
+    from rapidloop.serve import FileSource
+
+    path = str(DAY / "decisions.jsonl.gz")
+    active, at = view(argparse.Namespace(from_kafka=False, decisions=path, org=None, at=None))
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({OP: want["org"]}))
+    app = App(FileSource(path, active, at), load_tokens(tokens, 16), load_config(env={}).serve)
+    body = app.handle("/v1/decisions/stream?startup=true", {"authorization": f"Bearer {OP}"}).body
+    assert len(body) == want["bytes"] and hashlib.sha256(body).hexdigest() == want["sha256"]

@@ -2,10 +2,17 @@
 
 import re
 
-from rapidloop.cli.tail import _json_line, format_decision
+from rapidloop.cli.tail import _json_line
+from rapidloop.cli.tail import format_decision as format_record
+from rapidloop.schemas.wire import read_decision
 
 SHA = "3f2a" + "0" * 56 + "9c1d"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def format_decision(d, color):
+    """The line of a decision given as its contract object (read as tail reads it)."""
+    return format_record(read_decision(d), color)
 
 
 def decision(**over):
@@ -69,11 +76,16 @@ def test_control_characters_never_reach_the_terminal():
 def test_malformed_decisions_do_not_raise():
     for d in ({}, {"action": 3, "score": "high", "reasons": "because", "sha256": None},
               {"scope": "galaxy", "score": True, "event_ts": "yesterday", "expires_at": 5},
-              {"reasons": [1, None, {"x": 1}], "sha256": "ab"}):
+              {"reasons": [1, None, {"x": 1}], "sha256": "ab"},
+              {"event_ts": "0000-01-01T00:00:00Z", "expires_at": "9999-12-31T23:59:59Z"}):
         line = format_decision(d, False)
         assert isinstance(line, str) and "\n" not in line
     assert "score ?" in format_decision({"score": "high"}, False)
     assert "(no reason given)" in format_decision({"reasons": []}, False)
+    assert format_decision({"event_ts": "yesterday"}, False).startswith("yesterday ")
+    # no readable event time: when it was emitted
+    assert format_decision({"event_ts": None, "decided_at": "2026-11-29T01:02:04Z"},
+                           False).startswith("01:02:04Z ")
 
 
 def test_long_ids_are_bounded():

@@ -83,11 +83,21 @@ def test_most_specific_active_decision_wins_and_blocks_expire() -> None:
     b = [dec(H1, "block", "global", 0, expires=100)]
     reports = [rep(H1, 50, "o1", "d1", "r1"), rep(H1, 50, "o2", "d2", "r2"),
                rep(H1, 150, "o2", "d2", "r3"), rep(H1, 150, "o2", "d2", "r3")]  # r3 twice
-    got = whatif.sightings_affected(H1, reports, a, b)
+    got = whatif.sightings_affected(H1, reports, whatif.load_decisions(a),
+                                    whatif.load_decisions(b))
     # r1: allowed in A (org allow wins), blocked in B; r2 blocked in both;
     # r3: blocked in A, expired in B (counted once).
     assert got == {"sightings": 2, "sightings_blocked_only_in_b": 1,
                    "sightings_blocked_only_in_a": 1, "orgs": 2}
+
+
+def test_a_sighting_is_covered_by_decisions_strictly_before_it() -> None:
+    """The report that triggered a block is not protected by it; at its expiry it lapses."""
+    a = whatif.load_decisions([dec(H1, "block", "global", 100, expires=200)])
+    reports = [rep(H1, 100, "o1", "d1", "at-the-block"), rep(H1, 150, "o1", "d1", "during"),
+               rep(H1, 200, "o1", "d1", "at-expiry")]
+    got = whatif.sightings_affected(H1, reports, a, [])
+    assert got["sightings_blocked_only_in_a"] == 1   # "during" only
 
 
 def test_jsonl_lines_and_render() -> None:
