@@ -61,6 +61,29 @@ def _lines(path: str) -> Iterable[bytes]:
     return iter_values(path)
 
 
+def _captured(cfg: Config, src: Path) -> tuple[list[bytes], list[bytes]]:
+    """A capture's reports and feedback lines, every topic's (tenants' own included), as the
+    job took them: a line a tenant's topic could not carry (another org's claim, a sandbox
+    verdict) was a dead letter live, and is no part of the file's story."""
+    from rapidloop.capture import replay_inputs
+    from rapidloop.schemas.intake import FEEDBACK, Intake
+    from rapidloop.schemas.model import RawMessage
+    from rapidloop.schemas.wire import Limits, WireParser
+
+    files, kinds = replay_inputs(src)
+    intake = Intake(WireParser(Limits.from_config(cfg)), kinds)
+    reports: list[bytes] = []
+    feedback: list[bytes] = []
+    for path, topic in files:
+        kind = kinds[topic]
+        out = feedback if kind == FEEDBACK else reports
+        bound = getattr(kind, "org", None) is not None
+        for line in _lines(path):
+            if not bound or intake.parse([RawMessage(topic, line)], 0.0).events:
+                out.append(line)
+    return reports, feedback
+
+
 def _check_file(cfg: Config, path: str, kind: str, hint: str = "") -> None:
     """A file the user named must read to its end and hold ``kind`` (decisions, reports,
     verdicts): otherwise one line and a non-zero exit, not an empty story that looks like
@@ -168,9 +191,7 @@ def run(args: argparse.Namespace) -> int:
                               f"{args.config or 'the default configuration'}")
                 if not Path(decisions_path).is_file():
                     raise CliError(f"decisions file not found: {decisions_path}")
-                reports = _lines(str(src / topics["reports"]["file"]))
-                feedback = (_lines(str(src / topics["feedback"]["file"]))
-                            if "feedback" in topics else ())
+                reports, feedback = _captured(cfg, src)
                 source = (f"capture {src} ({manifest.get('since')} → {manifest.get('until')}); "
                           f"{origin}")
                 story = select(sha, reports, feedback, _lines(decisions_path))

@@ -131,6 +131,15 @@ def test_tenant_topics_speak_for_their_org_live_and_in_a_capture(
 
     assert what(replay_dead) == what(dead)
 
+    # The story of a tenant's file comes from its own topic too; a claim the topic could not
+    # carry is no part of any story.
+    capsys.readouterr()
+    assert main(["explain", HONEST, "--from", str(cap), "--org", "org-a",
+                 "--no-report-scores"]) == 0
+    assert "reports     1 from your organization" in capsys.readouterr().out
+    assert main(["explain", IMPOSTOR, "--from", str(cap), "--no-report-scores"]) == 0
+    assert "reports     0 from 0 org(s)" in capsys.readouterr().out
+
 
 @pytest.mark.parametrize("how", [["--processes", "2"], ["--input-order", "arrival"]],
                          ids=["cluster", "arrival"])
