@@ -20,6 +20,11 @@ the learners are chosen for cheap prediction and small, bounded state
   ``BernoulliNB`` takes ~70 µs, ``GaussianNB`` ~90 µs and chokes on one-hot
   features), 2 KiB.
 
+``Ensemble.score_batch`` scores many vectors at once, bit for bit as
+``score`` scores each: the decider scores the reports between two labels
+together (about 2× cheaper a report at the few dozen reports a batch
+between two labels holds; ``tests/unit/test_batch_scoring.py``).
+
 The published score is a calibrated combination of the prior's and the
 learners' log-odds (``stacking.Stacker``), learned online from the verdicts,
 each scored by every model *before* any of them learns it. By default
@@ -47,11 +52,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
+from itertools import chain, repeat
 from typing import Any
 
+import numpy as np
 from river import linear_model, metrics, naive_bayes, optim, tree
 from river.base import Classifier
-from river.tree.nodes.branch import DTBranch
+from river.tree.nodes.branch import DTBranch, NumericBinaryBranch
 
 from rapidloop.config import Config
 from rapidloop.schemas.model import BEHAVIORS
@@ -140,6 +148,48 @@ def dense(features: dict[str, float]) -> dict[str, float]:
 
 _FEATURE_LIST = list(FEATURE_NAMES)
 _N_FEATURES = len(FEATURE_NAMES)
+_COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def feature_matrix(batch: Sequence[dict[str, float]]) -> np.ndarray:
+    """The vectors of a batch as rows of a float matrix: row i is ``dense(batch[i])``.
+
+    Dense vectors in order (as ``FileState.features`` makes them) are read
+    as they are; others are filled in and trimmed as ``dense`` would. A
+    non-finite value becomes 0.0, as in ``dense`` (checked once for the
+    whole matrix rather than once per vector).
+
+    >>> x = feature_matrix([{"signed": 1.0, "junk": 2.0}, {"log_orgs": float("inf")}])
+    >>> x.shape == (2, len(FEATURE_NAMES)), x[0].tolist() == [*dense({"signed": 1.0}).values()]
+    (True, True)
+    >>> float(x[1].sum())
+    0.0
+    """
+    n = len(batch)
+    if all(map(_FEATURE_LIST.__eq__, map(list, batch))):   # all dense and in order
+        values: Any = chain.from_iterable(map(dict.values, batch))
+    else:
+        values = chain.from_iterable(
+            f.values() if len(f) == _N_FEATURES and [*f] == _FEATURE_LIST
+            else [f.get(name, 0.0) for name in _FEATURE_LIST] for f in batch)
+    x = np.fromiter(values, np.float64, count=n * _N_FEATURES).reshape(n, _N_FEATURES)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        x[bad] = 0.0
+    return x
+
+
+def row_sums(terms: np.ndarray) -> np.ndarray:
+    """Each row's sum (along the last axis), added left to right as a Python loop (or
+    River's ``dot``) adds it.
+
+    ``terms.sum(axis=-1)`` adds in pairs and blocks, and the last bit of a
+    sum depends on its order; ``cumsum`` runs along the row one term at a
+    time, so its last column is the loop's sum exactly.
+    """
+    if terms.shape[-1] == 0:
+        return np.zeros(terms.shape[:-1])
+    return np.cumsum(terms, axis=-1)[..., -1]
 
 
 def _p_true(proba: dict[Any, float]) -> float:
@@ -171,6 +221,10 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
         self.cuts = dict(cuts or {})
         self._tables: dict[Any, tuple[float, dict[str, float]]] | None = None
         self._dense_cuts: list[float] | None = None   # self.cuts in FEATURE_NAMES order
+        # the tables as arrays over FEATURE_NAMES, for batches (rebuilt with the tables):
+        # the classes in the tables' order, each one's base and its deltas
+        self._arrays: tuple[list[Any], np.ndarray, np.ndarray] | None = None
+        self._cut_array: np.ndarray | None = None   # self.cuts over FEATURE_NAMES (fixed)
 
     def _on(self, x: dict[str, float]) -> list[str]:
         if len(x) == _N_FEATURES and [*x] == _FEATURE_LIST:   # dense: cuts in the same order
@@ -206,19 +260,80 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
             total += math.exp(v - top)
         return math.exp(mine - top) / total
 
+    def p_true_many(self, x: np.ndarray) -> list[float]:
+        """``p_true`` of every row of a batch (columns in ``FEATURE_NAMES`` order), bit for bit.
+
+        The flags are one comparison of the matrix with the cuts; each class's
+        log likelihood is its base plus a running sum, left to right, of the
+        deltas of the flags that are on (an off flag adds 0.0, which changes
+        no sum), as ``p_true`` adds them. The normalisation is ``p_true``'s,
+        row by row, with ``math.exp`` (numpy's differs from it in the last bit
+        now and then).
+        """
+        n = x.shape[0]
+        tables = self._tables if self._tables is not None else self._build_tables()
+        if not tables:
+            return [0.5] * n
+        cuts = getattr(self, "_cut_array", None)   # absent: from an older snapshot
+        if cuts is None:
+            cuts = self._cut_array = np.array([self.cuts.get(f, 0.0) for f in _FEATURE_LIST])
+        arrays = getattr(self, "_arrays", None)
+        if arrays is None:
+            arrays = self._arrays = (
+                list(tables), np.array([base for base, _ in tables.values()]),
+                np.array([list(map(delta.get, _FEATURE_LIST, repeat(0.0)))
+                          for _, delta in tables.values()]))
+        classes, bases, deltas = arrays
+        mine = next((k for k, c in enumerate(classes) if c is True), None)
+        if mine is None:
+            return [0.0] * n
+        on = (x > cuts)[:, None, :]                        # rows × 1 × features
+        jll = (bases + row_sums(np.where(on, deltas, 0.0))).tolist()   # rows × classes
+        exp = math.exp
+        out: list[float] = []
+        if len(classes) == 2:   # the usual case, unrolled: the same operations
+            for a, b in jll:
+                top = max(a, b)
+                ea, eb = exp(a - top), exp(b - top)
+                out.append((eb if mine else ea) / (0.0 + ea + eb))
+            return out
+        for row in jll:
+            top = max(row)
+            total = 0.0
+            for v in row:
+                total += exp(v - top)
+            out.append(exp(row[mine] - top) / total)
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_arrays"] = None   # derived from the tables: not worth a snapshot's bytes
+        return state
+
     def learn_one(self, x: dict[str, float], y: Any) -> None:
         on = set(self._on(x))
         super().learn_one({f: 1.0 if f in on else 0.0 for f in x}, y)
         self._tables = None
+        self._arrays = None
 
     def _build_tables(self) -> dict[Any, tuple[float, dict[str, float]]]:
+        """The log tables, rebuilt after every label (the first score after one pays it).
+
+        ``p_class`` and ``p_feature_given_class`` are River's expressions written
+        out (the same operations, in the same order): a method call per feature
+        and class was half the cost of a rebuild, and a rebuild follows every label.
+        """
         log = math.log
+        alpha = self.alpha
+        counts = self.class_counts
+        n = sum(counts.values())
         tables: dict[Any, tuple[float, dict[str, float]]] = {}
-        for c in self.class_counts:
-            base = log(self.p_class(c))
+        for c in counts:
+            base = log(counts[c] / n)        # p_class(c)
+            den = counts[c] + alpha * 2
             delta: dict[str, float] = {}
-            for f in self.feature_counts:
-                p = self.p_feature_given_class(f, c)
+            for f, seen in self.feature_counts.items():
+                p = (seen.get(c, 0.0) + alpha) / den   # p_feature_given_class(f, c)
                 off = log(1e-9 + 1.0 - p)   # River's smoothing of log(0)
                 base += off
                 delta[f] = log(1e-9 + p) - off
@@ -248,13 +363,68 @@ def tree_p_true(model: tree.HoeffdingTreeClassifier, x: dict[str, float]) -> flo
     root = model._root
     if root is None:
         return 0.5 if not model.classes else 0.0
-    leaf = root.traverse(x, until_leaf=True) if isinstance(root, DTBranch) else root
+    return _leaf_p_true(root.traverse(x, until_leaf=True) if isinstance(root, DTBranch)
+                        else root)
+
+
+def _leaf_p_true(leaf: Any) -> float:
+    """A majority-class leaf's share of malicious weight (River's normalisation, same order)."""
     stats = leaf.stats
     mine = stats.get(True, 0.0)
     total = sum(stats.values())
     if total == 0 or math.isnan(total):
         return mine
     return mine * (1 / total)
+
+
+def tree_p_true_many(model: tree.HoeffdingTreeClassifier, x: np.ndarray,
+                     batch: Sequence[dict[str, float]]) -> list[float]:
+    """``tree_p_true`` of every row of a batch: the rows are walked down the tree together.
+
+    At a numeric binary split (the only kind a tree of numeric features
+    grows) the rows at that node are divided by one comparison of their
+    column with the threshold (``x[feature] <= threshold`` goes left, as in
+    River); each leaf's probability is computed once for all the rows that
+    reach it. Any other kind of branch routes its rows one by one, by River's
+    own ``traverse`` on the dense vectors.
+    """
+    n = x.shape[0]
+    root = model._root
+    if root is None:
+        return [0.5 if not model.classes else 0.0] * n
+    if not isinstance(root, DTBranch):
+        return [_leaf_p_true(root)] * n
+    out: list[float] = [0.0] * n
+    todo: list[tuple[Any, np.ndarray]] = [(root, np.arange(n))]
+    while todo:
+        node, rows = todo.pop()
+        if not isinstance(node, DTBranch):
+            p = _leaf_p_true(node)
+            for i in rows.tolist():
+                out[i] = p
+            continue
+        j = _COLUMN.get(node.feature) if type(node) is NumericBinaryBranch else None
+        if j is None:
+            for i in rows.tolist():
+                out[i] = _leaf_p_true(node.traverse(dense(batch[i]), until_leaf=True))
+            continue
+        left = x[rows, j] <= node.threshold
+        low, high = node.children
+        if left.any():
+            todo.append((low, rows[left]))
+        if not left.all():
+            todo.append((high, rows[~left]))
+    return out
+
+
+def logreg_p_true_many(model: linear_model.LogisticRegression, x: np.ndarray) -> list[float]:
+    """``predict_proba_one(x)[True]`` of every row: River's dot product (a running sum over
+    the vector's features in order, then the intercept) and its sigmoid, cut off at ±30."""
+    weights = model.weights   # a copy of River's weight vector, as a dict
+    w = np.fromiter(map(weights.get, _FEATURE_LIST, repeat(0.0)), np.float64, count=_N_FEATURES)
+    z = row_sums(x * w) + model.intercept
+    exp = math.exp
+    return [0 if v < -30 else 1 if v > 30 else 1 / (1 + exp(-v)) for v in z.tolist()]
 
 
 def learner_p_true(model: Classifier, x: dict[str, float]) -> float:
@@ -265,6 +435,20 @@ def learner_p_true(model: Classifier, x: dict[str, float]) -> float:
     if kind is tree.HoeffdingTreeClassifier and model.leaf_prediction == "mc":
         return tree_p_true(model, x)   # type: ignore[arg-type]
     return _p_true(model.predict_proba_one(x))
+
+
+def learner_p_true_many(model: Classifier, x: np.ndarray,
+                        batch: Sequence[dict[str, float]]) -> list[float]:
+    """``learner_p_true`` of every vector of a batch (``x`` is its ``feature_matrix``):
+    vectorised for the learners ``make_learners`` makes, one by one for any other."""
+    kind = type(model)
+    if kind is CutBernoulliNB:
+        return model.p_true_many(x)   # type: ignore[attr-defined]
+    if kind is tree.HoeffdingTreeClassifier and model.leaf_prediction == "mc":
+        return tree_p_true_many(model, x, batch)   # type: ignore[arg-type]
+    if kind is linear_model.LogisticRegression and type(model.loss) is optim.losses.Log:
+        return logreg_p_true_many(model, x)   # type: ignore[arg-type]
+    return [learner_p_true(model, dense(f)) for f in batch]
 
 
 def make_learners(models_cfg: Any) -> dict[str, Classifier]:
@@ -433,26 +617,113 @@ class Ensemble:
         return sigmoid(stacker.logit(opinions) - top + self.base_rate_logit() / len(self.names))
 
     def score_many(self, batch: list[dict[str, float]]) -> list[tuple[float, dict[str, float]]]:
-        """``score`` for each feature vector of a batch.
+        """``score`` for each feature vector of a batch (``score_batch`` without the
+        learners' share)."""
+        return [(score, per_model) for score, per_model, _ in self.score_batch(batch)]
 
-        A plain loop: River's ``predict_proba_many`` needs pandas (not a
-        dependency of rapidloop), exists only for the linear model and naive
-        Bayes (not the tree), and would save at most ~5 µs of the ~20 µs a
-        vector costs.
+    def score_batch(self, batch: Sequence[dict[str, float]]
+                    ) -> list[tuple[float, dict[str, float], float]]:
+        """(score, per-model scores, learners' share of the log-odds) of every vector of a
+        batch: ``score``'s results, bit for bit, for a fraction of the cost per vector.
+
+        The batch is one matrix (``feature_matrix``): the prior and the linear
+        model are running sums along its rows, naive Bayes a running sum of
+        its flags' deltas, the tree a walk of all the rows at once: the parts
+        that cost a term per feature. What costs a logarithm or an exponential
+        per model (sigmoids, the softmax, the combiner) is done row by row
+        with ``math``: numpy's SIMD ``exp`` and ``log`` differ from the C
+        library's in the last bit, and a report must score the same alone or
+        in a batch. Every other float operation is the one the per-vector path
+        does, in the same order (numpy's elementwise arithmetic is IEEE's, as
+        Python's is). No label may be learned between the vectors of one call
+        (the decider batches the reports between two labels). The third
+        element is what ``explain`` needs instead of the memo of the last
+        ``score``, which a batch does not set.
         """
-        return [self.score(f) for f in batch]
+        n = len(batch)
+        if not n:
+            return []
+        x = feature_matrix(batch)
+        columns = [list(map(sigmoid, self.prior.logit_many(x).tolist()))]   # experts' order
+        for model in self.learners.values():
+            columns.append(learner_p_true_many(model, x, batch))
+        return self._combine_rows(columns)
 
-    def explain(self, features: dict[str, float]) -> list[str]:
+    def _combine_rows(self, columns: list[list[float]]
+                      ) -> list[tuple[float, dict[str, float], float]]:
+        """``_score``'s combination of the experts' opinions, for every row of a batch.
+
+        ``columns`` holds each expert's P(malicious) of every vector (``experts``
+        order). Per row, with the scalar functions (``logit``, ``sigmoid``, and
+        ``sum`` over the same terms as ``Stacker.logit``): a logarithm or an
+        exponential a term, where numpy's calls would cost more than the
+        arithmetic at the batch sizes between two labels (a few dozen).
+        """
+        experts = self.experts
+        stacker = self.stacker
+        w, bias = stacker.weights, stacker.bias
+        active = [(experts.index(name), w[name]) for name in stacker.active]
+        w_prior = w["prior"]
+        base = self.base_rate_logit()
+        m, n = self.n_malicious, self.n_benign
+        mute = not (m and n)               # see _opinions: the learners say nothing yet
+        bound = 0.0 if mute else evidence_bound(m, n)
+        clamp = not mute and bound < LOGIT_CLIP
+        lo = sigmoid(-bound)
+        hi = 1.0 - lo
+        out: list[tuple[float, dict[str, float], float]] = []
+        if len(experts) == 4 and len(active) == 4 and [k for k, _ in active] == [0, 1, 2, 3]:
+            # the usual experts, all heard: the loop below, unrolled (twice as fast)
+            a, b, c, d = experts
+            (_, wa), (_, wb), (_, wc), (_, wd) = active
+            if mute:
+                said = logit(0.5)
+                tb, tc, td = wb * said, wc * said, wd * said
+                for pa, pb, pc, pd in zip(*columns, strict=True):
+                    la = logit(pa)
+                    z = bias + sum((wa * la, tb, tc, td))
+                    out.append((sigmoid(z + base), {a: pa, b: pb, c: pc, d: pd},
+                                z - w_prior * la - bias + base))
+                return out
+            if not clamp:
+                lo, hi = -math.inf, math.inf   # nothing is outside: the opinions as they are
+            for pa, pb, pc, pd in zip(*columns, strict=True):
+                la = logit(pa)
+                z = bias + sum((wa * la,
+                                wb * logit(lo if pb < lo else hi if pb > hi else pb),
+                                wc * logit(lo if pc < lo else hi if pc > hi else pc),
+                                wd * logit(lo if pd < lo else hi if pd > hi else pd)))
+                out.append((sigmoid(z + base), {a: pa, b: pb, c: pc, d: pd},
+                            z - w_prior * la - bias + base))
+            return out
+        silent = (0.5,) * len(self.names)
+        for row in zip(*columns, strict=True):
+            per_model = dict(zip(experts, row, strict=True))
+            if mute:
+                heard: tuple[float, ...] = (row[0], *silent)
+            elif clamp:
+                heard = (row[0], *(lo if p < lo else hi if p > hi else p for p in row[1:]))
+            else:
+                heard = row
+            z = bias + sum(wk * logit(heard[k]) for k, wk in active)
+            learned = z - w_prior * logit(row[0]) - bias
+            out.append((sigmoid(z + base), per_model, learned + base))
+        return out
+
+    def explain(self, features: dict[str, float],
+                said: tuple[float, float, float] | None = None) -> list[str]:
         """Reasons for the score, in words: the prior's strongest terms and the learners' say.
 
         The learners' opinion is named when they raised the log-odds and
         ``features`` is the vector last passed to ``score`` (no second
-        scoring); it comes first when it outweighs the prior's evidence. A low
+        scoring), or ``said`` gives what its scoring found: (learners' share
+        of the log-odds, ``learner_weight``, score), as ``score_batch`` returns
+        them; it comes first when it outweighs the prior's evidence. A low
         score held down by the base rate (no malicious verdict yet) says so
         first: it is why the prior's suspicions act on nothing.
         """
         reasons = self.prior.explain(features)
-        memo = self._memo
+        memo = self._memo if said is None else (features, *said)
         if memo is None or memo[0] is not features:
             return reasons
         base = self.base_rate_logit()

@@ -32,12 +32,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from rapidloop.config import Config
+
+from .features import FEATURE_NAMES
 
 SUSPICIOUS_PATHS = ("path_downloads", "path_temp")
 INSTALLED_PATHS = ("path_program_files", "path_system")
 EXPLAIN_MIN_LOGIT = 0.5       # terms adding less than this to the logit are not worth a reason
 EXPLAIN_MAX_TERMS = 3
+_COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}   # feature → column of a batch
 
 
 def sigmoid(z: float) -> float:
@@ -50,6 +55,9 @@ def sigmoid(z: float) -> float:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)
     return e / (1.0 + e)
+
+
+_BATCH_TERMS: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
 class Prior:
@@ -94,6 +102,68 @@ class Prior:
     def score(self, features: dict[str, float]) -> float:
         """Malice probability in [0, 1]."""
         return sigmoid(self.logit(features))
+
+    def logit_many(self, x: np.ndarray) -> np.ndarray:
+        """``logit`` of every row of a batch (columns in ``FEATURE_NAMES`` order), bit for bit.
+
+        Every term of ``logit`` is a weight times one derived column (1 for
+        the bias, the verdict, each behaviour, ``1 - signed``, the two path
+        sums, the parent flag, the spread where it is positive, else 0), and
+        the row's running sum (``cumsum`` adds left to right, where ``sum``
+        may pair terms) adds them in ``logit``'s order: IEEE arithmetic gives
+        a vector the results it gives a scalar. The derived columns are one
+        matrix product plus a constant row: each is at most two features
+        times ±1 (exact products) and a constant, so whatever order (or fused
+        multiply-add) the product sums in, the one rounding is that of
+        ``a + b`` or ``1.0 - signed`` in ``logit``. A term ``logit`` skips (a
+        behaviour at 0.0, no spread) is added here as ``w * 0.0``, which
+        changes no sum (at most the sign of a zero, which the sigmoid ignores).
+
+        >>> from rapidloop.config import load_config
+        >>> prior = Prior(load_config(env={}))
+        >>> rows = [{"verdict_max": 0.9, "beh_c2_beacon": 0.5, "log_orgs": 4.0}, {"signed": 1.0}]
+        >>> x = np.array([[f.get(n, 0.0) for n in FEATURE_NAMES] for f in rows])
+        >>> prior.logit_many(x).tolist() == [prior.logit(f) for f in rows]
+        True
+        """
+        derive, offset, weights = self._batch_terms()
+        terms = x @ derive
+        terms += offset
+        spread = terms[:, -1]
+        np.maximum(spread, 0.0, out=spread)   # a spread adds only where it is positive
+        terms *= weights
+        return np.cumsum(terms, axis=1)[:, -1]
+
+    def _batch_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features → derived columns, their constant row, every term's weight), in
+        ``logit``'s order (cached per rule: every batch would rebuild them)."""
+        key = (self.bias, self.verdict_weight, self.behavior_weights, self.unsigned_weight,
+               self.path_weight, self.installed_weight, self.parent_weight,
+               self.prevalence_weight, self.prevalent)
+        got = _BATCH_TERMS.get(key)
+        if got is None:
+            kept = [(_COLUMN[name], w) for name, _, w in self.behavior_weights
+                    if name in _COLUMN]   # a behaviour no vector has adds nothing
+            read = [_COLUMN["verdict_max"], *(j for j, _ in kept)]
+            k = len(read)
+            derive = np.zeros((len(FEATURE_NAMES), k + 6))
+            offset = np.zeros(k + 6)
+            offset[0] = 1.0                                  # the bias
+            derive[read, np.arange(1, k + 1)] = 1.0          # the verdict, the behaviours
+            derive[_COLUMN["signed"], k + 1] = -1.0          # 1 - signed
+            offset[k + 1] = 1.0
+            for t, (a, b) in enumerate((SUSPICIOUS_PATHS, INSTALLED_PATHS)):
+                derive[[_COLUMN[a], _COLUMN[b]], k + 2 + t] = 1.0   # a + b
+            derive[_COLUMN["parent_flagged"], k + 4] = 1.0
+            derive[_COLUMN["log_orgs"], k + 5] = 1.0         # log_orgs - prevalent
+            offset[k + 5] = -self.prevalent
+            weights = np.array([self.bias, self.verdict_weight, *(w for _, w in kept),
+                                self.unsigned_weight, self.path_weight, self.installed_weight,
+                                self.parent_weight, self.prevalence_weight], dtype=np.float64)
+            got = (derive, offset, weights)
+            if len(_BATCH_TERMS) < 64:   # one rule per configuration, in practice
+                _BATCH_TERMS[key] = got
+        return got
 
     def contributions(self, features: dict[str, float]) -> list[tuple[float, str]]:
         """(logit contribution, reason) for every term that moved the logit, largest first.

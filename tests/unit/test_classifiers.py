@@ -350,10 +350,15 @@ def test_costs(capsys: pytest.CaptureFixture[str]):
         for f in PROBES:
             ens.score(f)
         score_us = (time.perf_counter() - t0) / len(PROBES) * 1e6
+        t0 = time.perf_counter()   # batches of 25, about as many as between two labels
+        for i in range(0, len(PROBES), 25):
+            ens.score_batch(PROBES[i:i + 25])
+        batch_us = (time.perf_counter() - t0) / len(PROBES) * 1e6
         t0 = time.perf_counter()
         blob = pickle.dumps(ens)
         dump_ms = (time.perf_counter() - t0) * 1e3
-        report.append(f"{n} labels: score {score_us:.1f} µs, learn {learn_us:.0f} µs, "
+        report.append(f"{n} labels: score {score_us:.1f} µs ({batch_us:.1f} µs in batches "
+                      f"of 25), learn {learn_us:.0f} µs, "
                       f"pickle {len(blob) / 1024:.0f} KiB in {dump_ms:.1f} ms")
     with capsys.disabled():
         print("\n[ensemble cost] " + "; ".join(report))
