@@ -74,7 +74,6 @@ from .allowlist import AllowList
 from .correlate import Sighting
 from .cost import CostSettings, Terms, vouching
 from .lineage import LineageRecord, sibling_log_odds
-from .prior import Prior
 from .reliability import SourceReliability
 from .signers import SignerRecord
 from .stacking import logit
@@ -217,7 +216,6 @@ class Policy:
                     "global": float(p.global_block_ttl_s)}
         self.trusted_ttl = float(p.trusted_block_ttl_s)
         self.allowlist = allowlist or AllowList()
-        self.prior = Prior(cfg)
         self.lineage = lineage if lineage is not None else new_lineage(cfg)
         self.vouchers = vouchers if vouchers is not None else new_trust(cfg)
         self.cost = cost_settings(cfg)
