@@ -15,7 +15,11 @@
   the latency phase waits for this before starting its paced producer);
 * ``maxrss_kib``: peak resident set size of the job process;
 * ``cpu_s``: CPU seconds (user + system) the job process used, start-up
-  included: what a cluster's processes add up to against one process.
+  included: what a cluster's processes add up to against one process;
+* ``pauses``: ``[wall clock, seconds]`` of each time the source was not asked
+  for input for more than ``PAUSE_S`` after it last answered (the worker busy
+  elsewhere, or Bytewax holding the input at an epoch close until every
+  snapshot is written): what sets the latency tail (bench.run's latency phase).
 
 It only wraps the source's ``next_batch`` to note the time: nothing in the
 dataflow changes. If the source class is ever renamed the wrapper degrades to
@@ -33,19 +37,26 @@ from typing import Any
 
 _marks: dict[str, float | None] = {"first_poll": None, "first_consume": None,
                                    "last_decide": None}
+PAUSE_S = 0.025
+_pauses: list[tuple[float, float]] = []
+_last_return: list[float] = []
 
 
 def _patch_one(part: Any, ready_file: Path | None) -> None:
     original = part.next_batch
 
     def next_batch(self: Any) -> Any:
+        now = time.time()
         if _marks["first_poll"] is None:
-            _marks["first_poll"] = time.time()
+            _marks["first_poll"] = now
             if ready_file is not None:
                 ready_file.write_text(str(_marks["first_poll"]))
+        elif _last_return and now - _last_return[0] > PAUSE_S and len(_pauses) < 100_000:
+            _pauses.append((_last_return[0], now - _last_return[0]))
         batch = original(self)
         if batch and _marks["first_consume"] is None:
             _marks["first_consume"] = time.time()
+        _last_return[:] = [time.time()]
         return batch
 
     part.next_batch = next_batch
@@ -93,6 +104,7 @@ def main(argv: list[str]) -> int:
             "patched": patched,
             "maxrss_kib": usage.ru_maxrss,
             "cpu_s": usage.ru_utime + usage.ru_stime,
+            "pauses": _pauses,
             "rc": rc,
         }))
     return rc

@@ -14,7 +14,10 @@ Phases (all on a private embedded broker on a free port, data in a temp dir):
    produces at a fixed fraction of the measured maximum; each decision is
    matched to the report or verdict that triggered it (sha256 and event time)
    and the latency is decision produce time minus input produce time, both
-   Kafka message timestamps.
+   Kafka message timestamps. Also the times the job's source was held (not
+   asked for input for over 25 ms, ``bench.jobwrap``): Bytewax holds the
+   input at every epoch close until every snapshot is written, which is what
+   sets the tail.
 3. replay: ``rapidloop replay`` over a simulated file of 1M reports.
 4. memory: peak RSS of the job runs; bytes per tracked file (bench.memory).
 5. stages: where the time goes (bench.stages, in a process of its own): the
@@ -65,6 +68,7 @@ from .common import (
     run_cli,
     stop_process,
 )
+from .jobwrap import PAUSE_S
 from .stages import stage_table
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
@@ -84,6 +88,8 @@ SIZES: dict[str, Any] = {
     "seed": 7,
 }
 TARGETS = {"throughput_ratio": 0.5, "latency_p99_ms": 250.0, "bytes_per_file": 1024.0}
+CLUSTER_PROCESSES = 2
+PARTITIONS = 4   # per input topic: a multiple of CLUSTER_PROCESSES (spread evenly in arrival order)
 OUT = ROOT / "out" / "bench" / "results.json"
 
 
@@ -120,7 +126,7 @@ def run_job(brokers: str, topics: Topics, work: Path, tag: str,
 
 
 def run_cluster_job(brokers: str, topics: Topics, work: Path, tag: str,
-                    processes: int = 2) -> dict[str, Any]:
+                    processes: int = CLUSTER_PROCESSES) -> dict[str, Any]:
     """The job as a cluster of ``processes`` processes over pre-loaded topics; its figures.
 
     Each process is a ``bench.jobwrap`` of ``rapidloop run -i K -a ...`` (what
@@ -131,6 +137,7 @@ def run_cluster_job(brokers: str, topics: Topics, work: Path, tag: str,
     Each process keeps its own recovery directory with its share of
     ``processes`` recovery partitions (as in a multi-machine deployment).
     """
+    assert PARTITIONS % processes == 0, "input partitions must spread evenly over processes"
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(processes)]
     a_args = [x for a in addresses for x in ("-a", a)]
     env = job_env(topics, work, tag)
@@ -214,7 +221,7 @@ def simulate_kafka(brokers: str, topics: Topics, reports: int, rate: float) -> s
 
 def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
     topics = Topics.named("tput")
-    create_topics(brokers, topics, ROOT)
+    create_topics(brokers, topics, ROOT, PARTITIONS)
     log(f"throughput: pre-loading {SIZES['throughput_reports']:,} reports")
     log(simulate_kafka(brokers, topics, SIZES["throughput_reports"], 0))
     jobs, clusters, bases, ratios, arrivals = [], [], [], [], []
@@ -292,7 +299,10 @@ def phase_latency(brokers: str, work: Path, max_rate: float) -> dict[str, Any]:
     return {"target_rate": rate, "fraction_of_max": SIZES["latency_fraction"],
             "p50_ms": median([r["p50_ms"] for r in runs]),
             "p99_ms": median([r["p99_ms"] for r in runs]),
-            "max_ms": median([r["max_ms"] for r in runs]), "runs": runs}
+            "max_ms": median([r["max_ms"] for r in runs]),
+            "input_pause_max_ms": median([r["input_pause_max_ms"] for r in runs]),
+            "input_pause_median_ms": median([r["input_pause_median_ms"] for r in runs]),
+            "runs": runs}
 
 
 def latency_once(brokers: str, work: Path, rate: int, i: int) -> dict[str, Any]:
@@ -317,6 +327,7 @@ def latency_once(brokers: str, work: Path, rate: int, i: int) -> dict[str, Any]:
             f"({SIZES['latency_fraction']:.0%} of the measured maximum) to the running job")
         t_start = time.time()
         log(simulate_kafka(brokers, topics, n, rate))
+        t_end = time.time()
         time.sleep(8.0)  # let the job drain and its sinks flush (a few epochs)
     finally:
         stop_process(proc)
@@ -338,13 +349,23 @@ def latency_once(brokers: str, work: Path, rate: int, i: int) -> dict[str, Any]:
             lat.append((d.ts - produced) * 1e3)
     lat.sort()
     span = (max(r.ts for r in reports) - min(r.ts for r in reports)) if reports else 0.0
+    # Where the tail comes from: times the job's source was not asked for input for a
+    # while (bench.jobwrap): at every epoch close Bytewax holds the input until every
+    # snapshot is written, and what arrives meanwhile waits.
+    noted = json.loads(marks.read_text()) if marks.exists() else {}
+    pauses = sorted(g * 1e3 for t, g in noted.get("pauses", []) if cutoff <= t <= t_end)
     res = {"target_rate": rate, "achieved_produce_rate": len(reports) / max(span, 1e-9),
            "reports": len(reports), "decisions": len(decisions), "measured": len(lat),
            "unmatched": unmatched, "warmup_s": SIZES["latency_warmup_s"],
            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
-           "max_ms": lat[-1] if lat else float("nan")}
+           "max_ms": lat[-1] if lat else float("nan"),
+           "input_pauses": len(pauses),
+           "input_pause_median_ms": percentile(pauses, 50) if pauses else 0.0,
+           "input_pause_max_ms": pauses[-1] if pauses else 0.0}
     log(f"latency run {i + 1}: p50 {res['p50_ms']:,.0f} ms, p99 {res['p99_ms']:,.0f} ms, "
-        f"max {res['max_ms']:,.0f} ms over {len(lat):,} decisions")
+        f"max {res['max_ms']:,.0f} ms over {len(lat):,} decisions; input held "
+        f"{len(pauses)} times over {PAUSE_S * 1e3:.0f} ms (median "
+        f"{res['input_pause_median_ms']:,.0f} ms, longest {res['input_pause_max_ms']:,.0f} ms)")
     return res
 
 
@@ -480,6 +501,10 @@ def table(r: dict[str, Any]) -> str:
          f"≤ {TARGETS['latency_p99_ms']:.0f} ms: "
          f"{'met' if lat['p99_ms'] <= TARGETS['latency_p99_ms'] else 'NOT met'}"),
         (f"decision latency max at {lat['target_rate']:,}/s (ms)", _fmt(lat["max_ms"]), ""),
+        ("input held at epoch closes, longest / median pause (ms)",
+         f"{_fmt(lat.get('input_pause_max_ms', float('nan')))} / "
+         f"{_fmt(lat.get('input_pause_median_ms', float('nan')))}",
+         "snapshots of every shard written (`stream.epoch_interval_s`)"),
         (f"replay, {rep['reports']:,} reports (events/s)", _fmt(rep["rate_median"]),
          f"× {rep['ratio_to_plain_loop']:.2f} of gunzip + orjson + dict over the same files "
          f"({_fmt(rep['plain_loop_rate_median'])}/s)"),

@@ -10,7 +10,13 @@
 
 Logic lives in rapidloop.operators and rapidloop.schemas; this module only
 wires it. The same builder runs on Kafka (``rapidloop run``) and on files
-(``rapidloop replay``): only the connectors differ.
+(``rapidloop replay``): only the connectors differ, and where parsing
+happens: a *routed* source (the live event-time merge, which one worker
+reads) hands on raw messages with the shard each names, split unparsed, and
+each shard parses its own (dead letters then leave the correlate step), so
+the reading worker does not parse everything and workers exchange bytes; the
+other sources are parsed where they are read, then split. Both give the same
+events and dead letters (``tests/unit/test_raw_split.py``).
 """
 
 from __future__ import annotations
@@ -54,13 +60,27 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
     flow = Dataflow(flow_id)
     inputs = [op.input(name, flow, source) for name, source in io.sources]
     batches = op.merge("merge", *inputs) if len(inputs) > 1 else inputs[0]
-    units = op.map("parse", batches, steps.Parse(intake))
-    if io.dead_letters is not None:
-        op.output("dead_letters", op.map("encode_dead", units, steps.encode_dead_letters),
-                  io.dead_letters)
-    pieces = op.flat_map("split", units, steps.Split(shards))
-    correlated = op.stateful_batch("correlate", pieces,
-                                   steps.correlate_builder(cfg, layout, recovery))
+    if len(io.sources) == 1 and getattr(io.sources[0][1], "routed", False):
+        # One routed source (the live event-time merge): split its batches unparsed and
+        # let each shard parse its own; dead letters come out of the correlate step.
+        limits = Limits.from_config(cfg)
+        pieces = op.flat_map("split", batches, steps.RawSplit(shards, io.kinds, limits))
+        correlated = op.stateful_batch("correlate", pieces,
+                                       steps.correlate_builder(cfg, layout, recovery, io.kinds))
+        split = op.branch("dead_or_routed", correlated, steps.is_dead)
+        if io.dead_letters is not None:
+            op.output("dead_letters",
+                      op.map("encode_dead", split.trues, steps.encode_routed_dead),
+                      io.dead_letters)
+        correlated = split.falses
+    else:
+        units = op.map("parse", batches, steps.Parse(intake))
+        if io.dead_letters is not None:
+            op.output("dead_letters", op.map("encode_dead", units, steps.encode_dead_letters),
+                      io.dead_letters)
+        pieces = op.flat_map("split", units, steps.Split(shards))
+        correlated = op.stateful_batch("correlate", pieces,
+                                       steps.correlate_builder(cfg, layout, recovery))
     routed = op.map("route", correlated, steps.unwrap)
     decided = op.stateful_batch("decide", routed, steps.decide_builder(cfg, allow, recovery))
     encoded = op.map("encode", decided, steps.encode_decisions)

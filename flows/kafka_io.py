@@ -28,6 +28,7 @@ each partition's resume state is the next offset to read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import (
@@ -59,8 +61,10 @@ from rapidloop.kafka import (
     require_topics,
     topic_partitions,
 )
-from rapidloop.operators.eventtime import EventTimeMerge
+from rapidloop.operators.eventtime import _NEVER, OLDEST_PLAUSIBLE_TS, EventTimeMerge
+from rapidloop.operators.sharding import ReadItem
 from rapidloop.schemas.model import DeadLetter, RawMessage
+from rapidloop.schemas.timefmt import parse_ts
 from rapidloop.schemas.wire import RAW_TEXT_CAP, encode_dead_letter
 
 log = logging.getLogger(__name__)
@@ -279,9 +283,44 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
 _FILL_READS = 8   # consume calls at most per merged batch
 
 
-class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]],
+def read_fields(value: bytes | None, last: float, max_jump: float
+                ) -> tuple[float, float, int | None, float | None]:
+    """``(merge time, new last readable time, route, ts)`` of one message, one JSON decode.
+
+    The first two are :func:`rapidloop.operators.eventtime.merge_time`'s, to the
+    bit (tests/unit/test_raw_split.py compares them); ``route`` and ``ts`` are
+    what :func:`rapidloop.operators.sharding.split_raw` and
+    :class:`~rapidloop.operators.sharding.SkewReference` need (see ``ReadItem``),
+    read from the same decode: the merge parses every message's JSON anyway.
+    """
+    try:
+        obj = orjson.loads(value)  # type: ignore[arg-type]
+    except Exception:
+        return last, last, None, None
+    route = ts_str = None
+    if type(obj) is dict:
+        sha = obj.get("sha256")
+        if type(sha) is str:
+            with contextlib.suppress(ValueError):
+                route = int(sha[:8], 16)
+        ts_str = obj.get("ts")
+    try:
+        ts = parse_ts(obj["ts"])
+    except Exception:
+        return last, last, route, None
+    parsed = ts if type(ts_str) is str else None
+    if ts < OLDEST_PLAUSIBLE_TS or (last != _NEVER and ts > last + max_jump):
+        return last, last, route, parsed
+    return ts, ts, route, parsed
+
+
+class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[ReadItem]],
                                                     dict[str, Any]]):
-    """Every partition of the input topics through one consumer and one event-time merge."""
+    """Every partition of the input topics through one consumer and one event-time merge.
+
+    Each message is kept as a ``ReadItem`` (a plain tuple: no object per message
+    here, and cheap to pickle) with the shard route and time its JSON gives.
+    """
 
     def __init__(self, conf: dict[str, Any], parts: list[tuple[str, int]],
                  resume: dict[str, Any] | None, start: int, batch_size: int, tail: bool,
@@ -292,7 +331,7 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]]
         known = (resume or {}).get("next", {})
         # A partition the resume state does not know appeared since: all of it is new.
         starts = {n: int(known.get(n, OFFSET_BEGINNING if resume else start)) for n in names}
-        self.merge: EventTimeMerge[RawMessage] = EventTimeMerge(
+        self.merge: EventTimeMerge[ReadItem] = EventTimeMerge(
             {n: i for i, n in enumerate(names)}, starts, idle_partition_s)
         self.seq = int((resume or {}).get("seq", 0))
         self.batch_size = batch_size
@@ -324,6 +363,7 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]]
     def _read(self) -> int:
         """Hand what the client has fetched to the merge; how many messages and events."""
         merge = self.merge
+        last, max_jump = merge.last, merge.max_jump
         msgs = self.consumer.consume(self.batch_size, 0)
         for msg in msgs:
             err = msg.error()
@@ -331,8 +371,10 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]]
             name = f"{topic}#{partition}"
             if err is None:
                 value = msg.value()
-                merge.add(name, msg.offset(), None,
-                          RawMessage(topic, value, msg.key(), partition, msg.offset()), value)
+                offset = msg.offset()
+                mts, last[name], route, ts = read_fields(value, last[name], max_jump)
+                merge.add(name, offset, mts,
+                          (topic, value, msg.key(), partition, offset, route, ts))
                 continue
             if err.code() == KafkaError._PARTITION_EOF:
                 if name in merge.buffers:
@@ -345,7 +387,8 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]]
                 self._log(err.code(), logging.ERROR,
                           f"kafka source {name}: unreadable message at offset {raw.offset}: "
                           f"{describe_error(err)} (dead-lettered)")
-                merge.add(name, raw.offset, None, raw)   # type: ignore[arg-type]
+                merge.add(name, raw.offset, last[name],  # type: ignore[arg-type]
+                          (topic, None, None, partition, raw.offset, None, None))
             else:
                 self._log(err.code(), logging.WARNING,
                           f"kafka source {name}: {describe_error(err)}")
@@ -369,12 +412,12 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]]
             self.consumer.resume([self.tps[n] for n in go])
             self.paused.difference_update(go)
 
-    def next_batch(self) -> list[tuple[int, list[RawMessage]]]:
+    def next_batch(self) -> list[tuple[int, list[ReadItem]]]:
         if self.stop is not None and self.stop.is_set():
             raise StopIteration   # asked to stop: what was not released is read next time
         # A batch is a unit downstream (a barrier across shards): fill it while the client
         # has more fetched, rather than hand on every few messages the merge could release.
-        out: list[RawMessage] = []
+        out: list[ReadItem] = []
         for _ in range(_FILL_READS):
             read = self._read()
             self._pace_fetching()
@@ -411,7 +454,7 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[RawMessage]]
         self.consumer.close()
 
 
-class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[RawMessage]], dict[str, Any]]):
+class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[ReadItem]], dict[str, Any]]):
     """Kafka topics as one event-time-ordered, numbered batch stream (one Bytewax partition).
 
     The live counterpart of ``MergedFileSource``: every partition of
@@ -421,7 +464,14 @@ class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[RawMessage]], dic
     spread. The resume state is each partition's first message not yet
     released plus the batch number, so a resumed job reads on in the same
     order. ``tail=False`` ends once every partition is caught up and drained.
+
+    Batches hold ``ReadItem`` tuples, not RawMessages (``routed``): the
+    dataflow splits them by shard unparsed and each shard parses its own
+    (``rapidloop.operators.sharding``), so the one reading worker does not
+    also parse all input.
     """
+
+    routed = True
 
     def __init__(self, conf: dict[str, Any], topics: list[str], batch_size: int, tail: bool,
                  starting_offset: str = "beginning", *, idle_s: float = 0.01,

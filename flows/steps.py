@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +24,22 @@ from rapidloop.operators.activefeed import ActiveFeed
 from rapidloop.operators.allowlist import AllowList
 from rapidloop.operators.correlate import Correlator
 from rapidloop.operators.decide import Decider
-from rapidloop.operators.sharding import Piece, UnitAssembler, route, split_unit
+from rapidloop.operators.sharding import (
+    SEQUENCED,
+    GivenNewestParser,
+    Piece,
+    RawPiece,
+    ReadItem,
+    SkewReference,
+    UnitAssembler,
+    parse_piece,
+    route,
+    split_raw,
+    split_unit,
+)
 from rapidloop.schemas.intake import Intake, Unit
-from rapidloop.schemas.model import Decision, RawMessage
-from rapidloop.schemas.wire import encode_dead_letter, encode_decision
+from rapidloop.schemas.model import DeadLetter, Decision, RawMessage
+from rapidloop.schemas.wire import Limits, encode_dead_letter, encode_decision
 
 from .placement import ReplicaLayout
 
@@ -75,21 +88,71 @@ def unwrap(kv: tuple[str, tuple[str, Piece]]) -> tuple[str, Piece]:
     return kv[1]
 
 
+class RawSplit:
+    """A routed source's batch ``(seq, list[ReadItem])`` → one unparsed piece per shard.
+
+    Runs where the input is read (one worker); the parsing is the shards'
+    (:class:`CorrelateLogic`). Counts the messages in, by topic, as ``Parse``
+    does, and keeps the parser's future-skew rule exact across shards
+    (:class:`~rapidloop.operators.sharding.SkewReference`).
+    """
+
+    def __init__(self, shards: int, kinds: dict[str, str], limits: Limits) -> None:
+        self.shards = shards
+        self.skew = SkewReference(kinds, limits)
+
+    def __call__(self, batch: tuple[int, list[ReadItem]]) -> list[tuple[str, RawPiece]]:
+        seq, items = batch
+        STATS.events_in.update(Counter([it[0] for it in items]))
+        return split_raw(seq, items, self.skew.refs(items), self.shards, time.time())
+
+
+DEAD = ""
+"""The destination of the correlate step's dead letters (no decide key is empty)."""
+
+
+def is_dead(kv: tuple[str, tuple[str, Any]]) -> bool:
+    return kv[1][0] == DEAD
+
+
+def encode_routed_dead(kv: tuple[str, tuple[str, list[DeadLetter]]]) -> list[KV]:
+    return [(dl.key.encode() if dl.key else None, encode_dead_letter(dl)) for dl in kv[1][1]]
+
+
 def _snapshot(obj: Any, recovery: bool) -> bytes | None:
     return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if recovery else None
 
 
-class CorrelateLogic(StatefulBatchLogic[Piece, tuple[str, Piece], bytes | None]):
-    def __init__(self, correlator: Correlator, layout: ReplicaLayout, recovery: bool) -> None:
+class CorrelateLogic(StatefulBatchLogic[Piece | RawPiece, tuple[str, Any], bytes | None]):
+    """A shard's correlation; with ``intake``, it first parses the raw pieces it gets
+    (a routed source), and its dead letters leave as ``(DEAD, [DeadLetter, ...])``."""
+
+    def __init__(self, correlator: Correlator, layout: ReplicaLayout, recovery: bool,
+                 intake: Intake | None = None) -> None:
         self.c = correlator
         self.layout = layout
         self.recovery = recovery
+        self.intake = intake
 
-    def on_batch(self, pieces: list[Piece]) -> tuple[list[tuple[str, Piece]], bool]:
-        out: list[tuple[str, Piece]] = []
+    def _parsed(self, raw: RawPiece, out: list[tuple[str, Any]]) -> Piece:
+        assert self.intake is not None, "a raw piece needs the flow's kinds (correlate_builder)"
+        got = parse_piece(self.intake, raw, time.time())
+        stats = STATS
+        if got.dead:
+            stats.dead_letters.update(got.codes)
+            out.append((DEAD, got.dead))
+        if got.newest > stats.newest_event_ts:
+            stats.newest_event_ts = got.newest
+        return Piece(raw.shard, SEQUENCED, raw.unit, raw.seq, raw.expect, got.events,
+                     raw.arrived)
+
+    def on_batch(self, pieces: list[Piece | RawPiece]) -> tuple[list[tuple[str, Any]], bool]:
+        out: list[tuple[str, Any]] = []
         dup0 = self.c.duplicates
         owner, replicas = self.layout.owner, self.layout.keys
         for p in pieces:
+            if type(p) is RawPiece:
+                p = self._parsed(p, out)
             items, copies = self.c.process(p.items, p.arrived)
             p.items = items
             out.extend(route(p, owner[p.shard], replicas, copies))
@@ -102,11 +165,15 @@ class CorrelateLogic(StatefulBatchLogic[Piece, tuple[str, Piece], bytes | None])
         return _snapshot(self.c, self.recovery)
 
 
-def correlate_builder(cfg: Config, layout: ReplicaLayout, recovery: bool
+def correlate_builder(cfg: Config, layout: ReplicaLayout, recovery: bool,
+                      kinds: dict[str, str] | None = None
                       ) -> Callable[[bytes | None], CorrelateLogic]:
+    """``kinds``: the flow's input kinds, when its pieces come raw (each shard parses)."""
     def build(resume: bytes | None) -> CorrelateLogic:
         c = pickle.loads(resume) if resume else Correlator(cfg)
-        return CorrelateLogic(c, layout, recovery)
+        intake = (Intake(GivenNewestParser(Limits.from_config(cfg)), kinds)
+                  if kinds is not None else None)
+        return CorrelateLogic(c, layout, recovery, intake)
     return build
 
 
