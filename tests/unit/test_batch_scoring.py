@@ -19,7 +19,6 @@ from river import linear_model, optim
 
 from rapidloop.cli import main
 from rapidloop.config import load_config
-from rapidloop.flows.file_io import merged_lines
 from rapidloop.operators.classifiers import (
     Ensemble,
     dense,
@@ -38,6 +37,7 @@ from rapidloop.operators.stacking import LOGIT_CLIP
 from rapidloop.schemas.intake import FEEDBACK, REPORT, Intake
 from rapidloop.schemas.wire import Limits, WireParser
 
+from .helpers import feed_world
 from .test_classifiers import PROBES, STACK, synthetic_stream
 
 BATCH = 500
@@ -187,25 +187,10 @@ def decide(world: Path, batch_min: int, fast: bool = True
 
     decider.policy.on_sighting = probe   # type: ignore[method-assign]
     decider._scored_batch = counting     # type: ignore[method-assign]
-    out: list[tuple] = []
-    lines = merged_lines([(str(world / "reports.jsonl.gz"), "reports"),
-                          (str(world / "feedback.jsonl.gz"), "feedback")])
-    batch: list = []
-
-    def flush() -> None:
-        unit = intake.parse(batch, 0.0)
-        items, _ = correlator.process(list(enumerate(unit.events)), 0.0)
-        for d in decider.process((item for _, item in items), 0.0):   # a generator, as the flow
-            out.append((d.decision_id, d.sha256, d.action, d.scope, d.org_id, d.device_id,
-                        d.score, tuple(d.reasons), d.event_ts, d.expires_at, d.model_version,
-                        tuple(sorted(d.classifiers.items()))))
-        batch.clear()
-
-    for msg in lines:
-        batch.append(msg)
-        if len(batch) >= BATCH:
-            flush()
-    flush()
+    out = [(d.decision_id, d.sha256, d.action, d.scope, d.org_id, d.device_id, d.score,
+            tuple(d.reasons), d.event_ts, d.expires_at, d.model_version,
+            tuple(sorted(d.classifiers.items())))
+           for d in feed_world(world, correlator, decider, intake, BATCH)]
     return out, read, batched
 
 

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from rapidloop.cli import main
@@ -34,6 +33,8 @@ from rapidloop.operators.sharding import UnitAssembler, route, split_unit
 from rapidloop.schemas.intake import FEEDBACK, REPORT, Intake
 from rapidloop.schemas.model import Decision, RawMessage
 from rapidloop.schemas.wire import Limits, WireParser
+
+from .helpers import run_flow
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = {"reports": REPORT, "feedback": FEEDBACK}
@@ -206,26 +207,9 @@ def test_decisions_do_not_depend_on_the_replica_count(world: list[list[RawMessag
 
 def _flow_decisions(world: list[list[RawMessage]], workers: int,
                     replicas: int) -> list[tuple[Any, ...]]:
-    from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+    from bytewax.testing import TestingSource
 
-    from rapidloop.flows.dataflow import Connectors, build_flow
-
-    decided: list[Any] = []
-    dead: list[Any] = []
-    io = Connectors(sources=[("input", TestingSource(list(enumerate(world))))], kinds=KINDS,
-                    decisions=TestingSink(decided), dead_letters=TestingSink(dead))
-    flow = build_flow(load_config(env={}), io, replicas=replicas)
-    if workers == 1:
-        run_main(flow)
-    else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    rows = []
-    for batch in decided:
-        for _, value in batch:
-            d = orjson.loads(value)
-            d.pop("decided_at")
-            rows.append(tuple(sorted((k, repr(v)) for k, v in d.items())))
-    return sorted(rows)
+    return run_flow(TestingSource(list(enumerate(world))), KINDS, workers, replicas)[0]
 
 
 def test_the_flow_decides_alike_on_any_number_of_workers_and_replicas(

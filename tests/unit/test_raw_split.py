@@ -37,6 +37,8 @@ from rapidloop.schemas.model import RawMessage
 from rapidloop.schemas.timefmt import format_ts, parse_ts
 from rapidloop.schemas.wire import Limits, WireParser
 
+from .helpers import run_flow
+
 T0 = 1_795_000_000.0
 KINDS: dict[str, str] = {
     "rep": REPORT, "fb": FEEDBACK,
@@ -210,32 +212,13 @@ class _Routed:
 
 
 def _flow_outputs(batches: list[Any], routed: bool, workers: int) -> tuple[list[Any], list[Any]]:
-    from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
-
-    from rapidloop.config import load_config
-    from rapidloop.flows.dataflow import Connectors, build_flow
+    from bytewax.testing import TestingSource
 
     source: Any = TestingSource(batches)
     if routed:
         source = type("RoutedTestingSource", (_Routed, TestingSource), {})(batches)
-    decided: list[Any] = []
-    dead: list[Any] = []
-    io = Connectors(sources=[("input", source)], kinds={"reports": REPORT, "feedback": FEEDBACK},
-                    decisions=TestingSink(decided), dead_letters=TestingSink(dead))
-    flow = build_flow(load_config(env={}), io, replicas=2)
-    if workers == 1:
-        run_main(flow)
-    else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    rows = []
-    for batch in decided:
-        for _, value in batch:
-            d = orjson.loads(value)
-            d.pop("decided_at")
-            rows.append(tuple(sorted((k, repr(v)) for k, v in d.items())))
-    letters = sorted((d["topic"], d["partition"], d["offset"], d["error"])
-                     for batch in dead for _, d in ((k, orjson.loads(v)) for k, v in batch))
-    return sorted(rows), letters
+    rows, dead = run_flow(source, {"reports": REPORT, "feedback": FEEDBACK}, workers, 2)
+    return rows, sorted((d["topic"], d["partition"], d["offset"], d["error"]) for d in dead)
 
 
 def test_the_routed_flow_decides_what_the_parsed_flow_decides(tmp_path: Any) -> None:

@@ -13,12 +13,13 @@ import pytest
 
 from rapidloop.cli import main
 from rapidloop.config import load_config
-from rapidloop.flows.file_io import merged_lines
 from rapidloop.operators.correlate import Correlator, Sighting
 from rapidloop.operators.decide import Decider
 from rapidloop.operators.policy import Enforcement
 from rapidloop.schemas.intake import FEEDBACK, REPORT, Intake
 from rapidloop.schemas.wire import Limits, WireParser
+
+from .helpers import feed_world
 
 BATCH = 500
 
@@ -39,24 +40,9 @@ def decide(world: Path, fast: bool) -> tuple[list[tuple], int]:
         return out
 
     decider.policy.settled = counting   # type: ignore[method-assign]
-    out: list[tuple] = []
-    lines = merged_lines([(str(world / "reports.jsonl.gz"), "reports"),
-                          (str(world / "feedback.jsonl.gz"), "feedback")])
-    batch: list = []
-
-    def flush() -> None:
-        unit = intake.parse(batch, 0.0)
-        items, _ = correlator.process(list(enumerate(unit.events)), 0.0)
-        for d in decider.process([item for _, item in items], 0.0):
-            out.append((d.decision_id, d.sha256, d.action, d.scope, d.org_id, d.device_id,
-                        d.score, tuple(d.reasons), d.event_ts, d.expires_at))
-        batch.clear()
-
-    for msg in lines:
-        batch.append(msg)
-        if len(batch) >= BATCH:
-            flush()
-    flush()
+    out = [(d.decision_id, d.sha256, d.action, d.scope, d.org_id, d.device_id, d.score,
+            tuple(d.reasons), d.event_ts, d.expires_at)
+           for d in feed_world(world, correlator, decider, intake, BATCH)]
     return out, skipped
 
 
