@@ -21,10 +21,17 @@ export RAPIDLOOP_KAFKA__BROKERS=$BROKERS
 mkdir -p .run
 
 pids=()
+job=""
 cleanup() {
+    local why=$1
     trap - INT TERM EXIT
     echo
     echo "make run: stopping..." >&2
+    # Ctrl-C reaches the job too (it handles SIGINT itself): let it close its epoch and
+    # print its summary rather than send it a second signal, which means "stop at once".
+    if [[ $why == signal && -n $job ]]; then
+        for _ in $(seq 150); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
+    fi
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -34,7 +41,8 @@ cleanup() {
     bash infra/broker.sh stop "$PORT" || true
     echo "make run: stopped (simulator log: .run/simulate.log)" >&2
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup signal' INT TERM
+trap 'cleanup exit' EXIT
 
 echo "make run: starting the embedded broker on $BROKERS" >&2
 bash infra/broker.sh start "$PORT"
@@ -51,6 +59,7 @@ echo "make run: starting the job (progress line every 5 s)" >&2
 rm -rf .run/recovery-demo
 "$PY" -m rapidloop.cli run --brokers "$BROKERS" --workers "$WORKERS" --progress 5 \
     --recovery-dir .run/recovery-demo &
+job=$!
 pids+=($!)
 
 # Decisions as they are made, in the foreground: Ctrl-C ends it, and the trap

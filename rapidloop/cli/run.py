@@ -519,7 +519,13 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     if stop is not None:
         def on_signal(signum: int, _frame: Any) -> None:
             if stop.is_set():
-                raise KeyboardInterrupt   # a second signal: stop at once
+                # A second signal: stop at once, as a crash would (the last epoch is read
+                # again at the next start). Not by raising inside the engine: Bytewax turns
+                # that into a Rust panic and a page of backtrace.
+                print(f"rapidloop run: {signal.Signals(signum).name} again: stopped at once; "
+                      "the epoch in flight is read again at the next start",
+                      file=sys.stderr, flush=True)
+                os._exit(128 + signum)
             stop.set()
             print(f"rapidloop run: {signal.Signals(signum).name}: closing the epoch and "
                   "stopping (again to stop at once)", file=sys.stderr, flush=True)
