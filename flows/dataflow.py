@@ -86,8 +86,9 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
     encoded = op.map("encode", decided, steps.encode_decisions)
     op.output("decisions", encoded, io.decisions)
     if io.active is not None:
+        live = cfg.stream.active_clock == "live"
         feed = op.stateful_batch("active_feed", op.key_on("feed_key", encoded, _one_key),
-                                 steps.active_feed_builder(recovery))
+                                 steps.active_feed_builder(recovery, live))
         op.output("active", op.map("feed_records", feed, steps.unwrap_feed), io.active)
     _freeze_startup_objects()
     return flow

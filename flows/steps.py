@@ -13,6 +13,7 @@ import pickle
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -223,14 +224,19 @@ def encode_decisions(kv: tuple[str, list[Decision]]) -> list[KV]:
 
 
 class ActiveFeedLogic(StatefulBatchLogic[list[KV], list[KV], bytes | None]):
-    """Encoded decisions → the compacted feed's records (a tombstone's value is None)."""
+    """Encoded decisions → the compacted feed's records (a tombstone's value is None).
 
-    def __init__(self, feed: ActiveFeed, recovery: bool) -> None:
+    ``live``: the feed's clock is also the wall clock, and a timer at the next expiry
+    lapses decisions while nothing arrives (``stream.active_clock``).
+    """
+
+    def __init__(self, feed: ActiveFeed, recovery: bool, live: bool) -> None:
         self.feed = feed
         self.recovery = recovery
+        self.live = live
 
     def on_batch(self, batches: list[list[KV]]) -> tuple[list[list[KV]], bool]:
-        out: list[KV] = []
+        out = self._tombstones(self.feed.advance(time.time())) if self.live else []
         for batch in batches:
             for _, value in batch:
                 d = orjson.loads(value)
@@ -238,13 +244,26 @@ class ActiveFeedLogic(StatefulBatchLogic[list[KV], list[KV], bytes | None]):
                     out.append((key.encode(), value if rec is d else None))
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
+    def notify_at(self) -> datetime | None:
+        due = self.feed.next_lapse() if self.live else None
+        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
+
+    def on_notify(self) -> tuple[list[list[KV]], bool]:
+        out = self._tombstones(self.feed.advance(time.time()))
+        return ([out] if out else []), StatefulBatchLogic.RETAIN
+
+    @staticmethod
+    def _tombstones(records: list[tuple[str, Any]]) -> list[KV]:
+        return [(key.encode(), None) for key, _ in records]
+
     def snapshot(self) -> bytes | None:
         return _snapshot(self.feed, self.recovery)
 
 
-def active_feed_builder(recovery: bool) -> Callable[[bytes | None], ActiveFeedLogic]:
+def active_feed_builder(recovery: bool, live: bool
+                        ) -> Callable[[bytes | None], ActiveFeedLogic]:
     def build(resume: bytes | None) -> ActiveFeedLogic:
-        return ActiveFeedLogic(pickle.loads(resume) if resume else ActiveFeed(), recovery)
+        return ActiveFeedLogic(pickle.loads(resume) if resume else ActiveFeed(), recovery, live)
     return build
 
 

@@ -11,6 +11,12 @@ among the decisions it has seen (event time, like every rule of the loop).
 The rule is ``rapidloop.enforcement``'s, in force at the clock: a decision
 made at the clock's time is in force, one expiring at it has lapsed.
 
+Under ``rapidloop run`` the clock is also the wall clock (``stream.active_clock
+= "live"``): a block lapses when it expires even if no decision arrives after
+it (:meth:`ActiveFeed.advance`, called by a timer set at the next expiry), and a
+decision of a backlog that expired before it was read never enters the feed.
+The feed then equals ``rapidloop active --from-kafka`` at the moment it is read.
+
 One difference is by design: the feed follows the stream, so a target's
 record is its last decision *emitted*, where ``in_force`` takes the newest by
 ``event_ts``; the two differ only if the job emitted decisions on one target
@@ -26,6 +32,8 @@ out of event-time order.
 ...          "expires_at": None}
 >>> [(k, v and v["action"]) for k, v in feed.process([later])]
 [('ab|org|o1|', None), ('ab|global||', 'block')]
+>>> feed.advance(4102444800.0)   # the wall clock in 2100: nothing else lapses
+[]
 """
 
 from __future__ import annotations
@@ -82,6 +90,22 @@ class ActiveFeed:
                 del self.expires[key]
                 out.append((key, None))
         return out
+
+    def advance(self, now: float) -> list[Record]:
+        """Move the clock to ``now`` if it is later (a live clock's tick) and return the
+        tombstones of what lapsed by then."""
+        out: list[Record] = []
+        if now > self.clock:
+            self.clock = now
+            self._lapse(out)
+        return out
+
+    def next_lapse(self) -> float | None:
+        """When the next decision in force expires (None: none will): a live clock's timer."""
+        lapses, expires = self.lapses, self.expires
+        while lapses and expires.get(lapses[0][1], -1.0) != lapses[0][0]:
+            heapq.heappop(lapses)                       # renewed or lifted since: stale
+        return lapses[0][0] if lapses else None
 
     def _lapse(self, out: list[Record]) -> None:
         lapses, clock = self.lapses, self.clock

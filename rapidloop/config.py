@@ -130,6 +130,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 INPUT_ORDERS = ("event_time", "arrival")
+ACTIVE_CLOCKS = ("live", "event")
 
 # Tenants' own input topics ([tenants]): one fixed naming rule, so an ACL, a capture and a
 # recovery manifest can all name a tenant's topics from its org id alone.
@@ -262,6 +263,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if values["stream"]["input_order"] not in INPUT_ORDERS:
         raise ConfigError(f"stream.input_order must be one of {', '.join(INPUT_ORDERS)}, "
                           f"not {values['stream']['input_order']!r}")
+    if values["stream"]["active_clock"] not in ACTIVE_CLOCKS:
+        raise ConfigError(f"stream.active_clock must be one of {', '.join(ACTIVE_CLOCKS)}, "
+                          f"not {values['stream']['active_clock']!r}")
     if values["stream"]["idle_partition_s"] < 0 or values["stream"]["merge_buffer"] < 1:
         raise ConfigError("stream.idle_partition_s must be ≥ 0 and stream.merge_buffer ≥ 1")
     _check_tenants(values)

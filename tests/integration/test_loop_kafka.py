@@ -17,6 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from rapidloop.schemas.timefmt import format_ts, parse_ts
+
 from ..conftest import ROOT, TopicMaker
 from . import scenario
 from .test_kafka_io import config_file, produce, read_all
@@ -180,3 +182,59 @@ def test_active_from_kafka_equals_active_from_the_same_decisions_in_a_file(
         assert live.stdout == filed.stdout and live.stdout, view
     got = [orjson.loads(x) for x in live.stdout.splitlines()]   # o2's view: the global block
     assert [(x["sha256"], x["scope"]) for x in got] == [(a, "global")]
+
+
+def test_the_active_feed_lapses_a_block_by_the_wall_clock_while_nothing_arrives(
+        broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
+    """stream.active_clock = "live" (run's default): an analyst's block that expires a few
+    seconds after it was made gets its tombstone on time although no message follows it, so
+    a late enforcement point reading the compacted feed never enforces a lapsed block."""
+    rep, fb, dec, dlq, act = kafka_topics("reports", "feedback", "decisions", "deadletter",
+                                          "active")
+    cfg = config_file(tmp_path, {"reports_topic": rep, "feedback_topic": fb,
+                                 "decisions_topic": dec, "deadletter_topic": dlq,
+                                 "active_topic": act})
+    sha = "c" * 64
+    now = time.time()
+    report = orjson.dumps({
+        "report_id": "live-1", "ts": format_ts(now), "org_id": "org-a", "device_id": "d-1",
+        "sha256": sha, "source": "edr",
+        "file": {"name": "z.exe", "size": 4096, "type": "pe", "signed": False,
+                 "signer": None, "path": "downloads"},
+        "behaviors": [], "verdicts": {}, "parent_sha256": None})
+    verdict = orjson.dumps({"feedback_id": "live-f-1", "ts": format_ts(now + 0.5),
+                            "sha256": sha, "verdict": "malicious", "source": "analyst",
+                            "org_id": None})
+    produce(broker, rep, keyed([report]))
+    produce(broker, fb, keyed([verdict]))
+    job = subprocess.Popen(
+        [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", broker, "--config", cfg,
+         "--no-recovery", "--progress", "0"], cwd=ROOT, stderr=subprocess.PIPE,
+        env={**os.environ, "RAPIDLOOP_STREAM__EPOCH_INTERVAL_S": "0.2",
+             "RAPIDLOOP_POLICY__TRUSTED_BLOCK_TTL_S": "8"})
+    try:
+        blocks = wait_for(broker, dec, lambda ds: any(d["action"] == "block" for d in ds))
+        block = next(d for d in blocks if d["action"] == "block")
+        expires = parse_ts(block["expires_at"])
+        assert expires <= now + 10
+        deadline = time.monotonic() + 60
+        while True:
+            feed = [(k, v) for _, k, v in read_all(broker, act)]
+            if feed and feed[-1][1] is None:
+                break
+            assert time.monotonic() < deadline, f"no tombstone; the feed holds {feed}"
+            time.sleep(0.5)
+        assert time.time() >= expires                # not before the block expired
+        assert [v is None for _, v in feed] == [False, True]
+        assert feed[0][0] == feed[1][0] == f"{sha}|global||".encode()
+        assert len(read_all(broker, dec)) == len(blocks)   # no decision arrived meanwhile
+        shown = subprocess.run(
+            [sys.executable, "-m", "rapidloop.cli", "active", "--from-kafka", "--brokers",
+             broker, "--config", cfg], cwd=ROOT, capture_output=True, timeout=60)
+        assert shown.returncode == 0 and shown.stdout == b"", shown.stderr[-2000:]
+    finally:
+        job.send_signal(signal.SIGINT)
+        try:
+            job.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            job.kill()

@@ -149,8 +149,9 @@ def test_kill_9_and_restart_loses_and_invents_no_decision(
                          "--progress", "0"))
     assert _messages_read(again) == total
 
+    # the feed by event time: this day was lived in the past, and its blocks lapse by now
     env = _env({"reports": rep, "feedback": fb, "decisions": dec_b, "deadletter": dlq_b,
-                "active": act_b})
+                "active": act_b}, RAPIDLOOP_STREAM__ACTIVE_CLOCK="event")
     recovery = tmp_path / "recovery"
     rng = random.Random(SEED)
     killed_at = []

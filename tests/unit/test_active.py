@@ -143,3 +143,53 @@ def test_the_feed_over_a_replayed_day_holds_what_active_prints() -> None:
     records = [read_decision(x) for x in objects]
     want = in_force(records, latest_event_ts(records))
     assert len(want) > 500 and held == {target_key(d): d.raw for d in want}
+
+
+def test_a_live_clock_lapses_on_time_skips_stale_timers_and_never_admits_a_lapsed_backlog(
+        ) -> None:
+    from rapidloop.operators.activefeed import ActiveFeed
+
+    def d(sha: str, ts: str, exp: str | None) -> dict:
+        return {"sha256": sha * 64, "scope": "global", "org_id": None, "device_id": None,
+                "action": "block", "event_ts": ts, "expires_at": exp}
+
+    feed = ActiveFeed()
+    feed.process([d("a", "2026-11-28T10:00:00Z", "2026-11-28T11:00:00Z"),
+                  d("b", "2026-11-28T10:00:00Z", "2026-11-28T10:30:00Z"),
+                  d("c", "2026-11-28T10:00:00Z", None)])
+    feed.process([d("b", "2026-11-28T10:10:00Z", "2026-11-28T12:00:00Z")])   # b renewed
+    assert feed.next_lapse() == parse_ts("2026-11-28T11:00:00Z")   # b's old timer is stale
+    assert feed.advance(parse_ts("2026-11-28T10:59:59Z")) == []
+    assert [k[:1] for k, v in feed.advance(parse_ts("2026-11-28T11:00:00Z"))] == ["a"]
+    assert feed.advance(parse_ts("2026-11-28T10:00:00Z")) == []   # a clock never goes back
+    assert feed.next_lapse() == parse_ts("2026-11-28T12:00:00Z")
+    # a backlog read late: its block expired before it was read, so it never enters
+    assert feed.process([d("e", "2026-11-28T09:00:00Z", "2026-11-28T10:45:00Z")]) == []
+    assert [k[:1] for k, v in feed.advance(parse_ts("2026-11-28T12:00:00Z"))] == ["b"]
+    assert feed.next_lapse() is None and len(feed) == 1          # c never lapses
+
+
+def test_ticks_of_a_live_clock_keep_the_feed_equal_to_active_at_its_clock() -> None:
+    """Over a replayed day with the wall clock ticking ahead of event time (a backlog read
+    late), the feed is what in_force says at the feed's clock after every step."""
+    import random
+
+    from rapidloop.capture import iter_values
+    from rapidloop.operators.activefeed import ActiveFeed, target_key
+
+    objects = [orjson.loads(line) for line in iter_values(DAY / "decisions.jsonl.gz")]
+    records = [read_decision(x) for x in objects]
+    rng = random.Random(5)
+    feed, held = ActiveFeed(), {}
+    for i, obj in enumerate(objects):
+        out = feed.process([obj])
+        if rng.random() < 0.01:                    # a tick: wall clock up to a day ahead
+            out += feed.advance((records[i].event_ts or 0.0) + rng.uniform(0, 86400))
+        for key, rec in out:
+            if rec is None:
+                held.pop(key, None)
+            else:
+                held[key] = rec
+        if rng.random() < 0.02 or i == len(objects) - 1:
+            want = in_force(records[:i + 1], feed.clock)
+            assert held == {target_key(x): x.raw for x in want}, i
