@@ -26,10 +26,10 @@ import pytest
 
 from rapidloop.cli import main
 from rapidloop.config import load_config
+from rapidloop.sim.params import ROGUE_TARGET_RANKS
 from rapidloop.simulator import (
     FEEDBACK,
     REPORT,
-    ROGUE_TARGET_RANKS,
     SimParams,
     SimulationError,
     Simulator,
@@ -408,7 +408,7 @@ def test_rogue_tenants_lie_validly(run: tuple[Simulator, list[Any]],
     assert all(truth[s]["label"] == "benign" and truth[s]["kind"] == "app" for s in targets)
     assert sum(truth[s]["signer"] is not None for s in targets) >= len(targets) // 2
     lo, hi = ROGUE_TARGET_RANKS   # popular: among the most reported software
-    ranks = {f.sha: i for i, f in enumerate(sim._global)}
+    ranks = {f.sha: i for i, f in enumerate(sim.catalog.ranked)}
     assert all(lo <= ranks[s] < hi for s in targets)
     fleet = {o["org_id"]: o["devices"] for o in sim.world()["orgs"]}
     assert all(truth[s]["label"] == "malicious" and truth[s]["rogue"] == "whitewashed"
