@@ -18,32 +18,65 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
 from rapidloop.config import Config
 from rapidloop.schemas.model import Report
 
 from .features import PATH_KEY, behavior_key
 from .prior import Prior
 
+_MEMO_SIZE = 1 << 14   # distinct claims remembered (behaviours, verdict, signature, path)
+
 
 class Accusation:
-    """The report-level suspicion test of ``[policy]``; stateless."""
+    """The report-level suspicion test of ``[policy]``; stateless but for a memo.
 
-    __slots__ = ("prior", "strong", "threshold")
+    The test reads only a report's own claims, and sensors repeat the same
+    few claims (behaviours, a verdict of a few digits, signed or not, the
+    path) over and over: each answer is kept (``_memo``, a bounded table:
+    when full it starts over, which only costs time, never correctness), so
+    the prior scores a claim once, not once per report. The memo is not part
+    of a snapshot.
+    """
+
+    __slots__ = ("_memo", "prior", "strong", "threshold")
 
     def __init__(self, cfg: Config) -> None:
         self.prior = Prior(cfg)
         self.threshold = float(cfg.policy.device_block_score)
         self.strong = frozenset(cfg.policy.device_block_behaviors)
+        self._memo: dict[tuple[Any, ...], bool] = {}
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # The default slotted state's layout (older snapshots hold it), without the memo.
+        return (None, {"prior": self.prior, "strong": self.strong, "threshold": self.threshold})
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        for name, value in state[1].items():
+            setattr(self, name, value)
+        self._memo = {}
 
     def accuses(self, r: Report, parent_flagged: float = 0.0) -> bool:
-        if any(b in self.strong for b in r.behaviors):
+        behaviors = r.behaviors
+        if not self.strong.isdisjoint(behaviors):
             return True
-        if not r.behaviors and not r.verdicts:
+        verdicts = r.verdicts
+        if not behaviors and not verdicts:
             return False   # nothing claimed: the common case, decided without scoring
         f = r.file
-        own: dict[str, float] = {behavior_key(b): 1.0 for b in r.behaviors}
-        own["verdict_max"] = max(r.verdicts.values(), default=0.0)
-        own["signed"] = 1.0 if f.signed else 0.0
-        own[PATH_KEY.get(f.path) or f"path_{f.path}"] = 1.0
-        own["parent_flagged"] = parent_flagged
-        return self.prior.score(own) >= self.threshold
+        top = max(verdicts.values(), default=0.0)
+        key = (behaviors, top, f.signed, f.path, parent_flagged)
+        memo = self._memo
+        got = memo.get(key)
+        if got is None:
+            own: dict[str, float] = {behavior_key(b): 1.0 for b in behaviors}
+            own["verdict_max"] = top
+            own["signed"] = 1.0 if f.signed else 0.0
+            own[PATH_KEY.get(f.path) or f"path_{f.path}"] = 1.0
+            own["parent_flagged"] = parent_flagged
+            got = self.prior.score(own) >= self.threshold
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[key] = got
+        return got

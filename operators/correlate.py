@@ -128,42 +128,47 @@ class Correlator:
         canonical = self._canonical
         windows, max_orgs, max_devices = self.windows, self.max_orgs, self.max_devices
         max_parents, max_behaviors = self.max_parents, self.max_behaviors
+        evidence_orgs, max_accusers = self.evidence_orgs, self.max_accusers
+        accuse_window, lesson_max = self.accuse_window, self.lesson_max
+        # bound once per batch: the loop below runs for every event
+        seen, accuses = self.ids.seen, self.accusation.accuses
+        append = out.append
         for idx, ev in events:
             if type(ev) is Report:
-                if self.ids.seen(ev.report_id):
+                if seen(ev.report_id):
                     self.duplicates += 1
                     continue
-                if ev.ts > self.now:
-                    self.now = ev.ts
-                state = files.get(ev.sha256)
+                ts = ev.ts
+                if ts > self.now:
+                    self.now = ts
+                sha = ev.sha256
+                state = files.get(sha)
                 if state is None:
-                    state = files[ev.sha256] = FileState(windows, max_orgs, max_devices)
+                    state = files[sha] = FileState(windows, max_orgs, max_devices)
                 org = canonical.get(ev.org_id)
                 if org is None:
                     org = self._remember(ev.org_id)
                 device = canonical.get(ev.device_id)
                 if device is None:
                     device = self._remember(ev.device_id)
-                state.observe(ev, max_parents, max_behaviors, org, device, self.evidence_orgs)
-                if (ev.behaviors or ev.verdicts) and self.accusation.accuses(ev):
-                    state.accuse(org, ev.ts, self.max_accusers)
-                orgs = state.window_orgs(ev.ts)
-                feats = state.features(ev.ts, orgs)
+                state.observe(ev, max_parents, max_behaviors, org, device, evidence_orgs)
+                if (ev.behaviors or ev.verdicts) and accuses(ev):
+                    state.accuse(org, ts, max_accusers)
+                orgs = state.orgs.counts(ts)   # state.window_orgs(ts)
+                feats = state.features(ts, orgs)
                 signed, signer = state.signature()
-                accusers = state.accusing(ev.ts - self.accuse_window)
+                accusers = state.accusing(ts - accuse_window)
                 signer = signer if signed else None
-                out.append((idx, Sighting(ev, feats, orgs, state.orgs.ever, arrived, accusers,
-                                          signed, signer,
-                                          lineage_key(state.name, signer, state.ftype),
-                                          state.allowers,
-                                          state.parents[0] if state.parents else None)))
+                parents = state.parents
+                append((idx, Sighting(ev, feats, orgs, state.orgs.ever, arrived, accusers,
+                                      signed, signer, lineage_key(state.name, signer, state.ftype),
+                                      state.allowers, parents[0] if parents else None)))
                 n = state.since_label
-                if n and n & (n - 1) == 0 and n <= self.lesson_max:
+                if n and n & (n - 1) == 0 and n <= lesson_max:
                     # The labelled file as it looks now teaches every replica (lessons).
-                    fb = Feedback(f"lesson:{ev.report_id}", ev.ts, ev.sha256,
-                                  state.label or "", "lesson")
+                    fb = Feedback(f"lesson:{ev.report_id}", ts, sha, state.label or "", "lesson")
                     lesson = Verdict(fb, feats, False, arrived, None, [], True)
-                    out.append((idx, lesson))
+                    append((idx, lesson))
                     copies.append((idx, lesson))
             else:
                 if self.ids.seen("fb:" + ev.feedback_id):

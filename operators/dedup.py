@@ -60,17 +60,19 @@ class RecentIds:
 
     def seen(self, msg_id: str) -> bool:
         """True if ``msg_id`` was seen recently; otherwise remember it and return False."""
-        if msg_id in self._set:
+        ids = self._set   # (runs for every message: each attribute read once)
+        if msg_id in ids:
             return True
-        self._set.add(msg_id)
-        self._order.append(msg_id)
+        ids.add(msg_id)
+        order = self._order
+        order.append(msg_id)
         opened = self._open
         opened.append(msg_id)
         if len(opened) >= CHUNK:
             self._sealed.append(_seal(opened))
             self._open = []
-        if len(self._order) > self.capacity:
-            self._set.discard(self._order.popleft())
+        if len(order) > self.capacity:
+            ids.discard(order.popleft())
             if self._sealed:
                 self._skip += 1
                 if self._skip == CHUNK:

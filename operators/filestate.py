@@ -108,38 +108,39 @@ class FileState:
             self.last_seen = ts
         self.n_reports += 1
         org = org_id or r.org_id
+        orgs = self.orgs
+        verdicts = r.verdicts
+        top = max(verdicts.values()) if verdicts else 0.0   # the report's strongest verdict
+        f = r.file
         ev = self.evidence
-        if ev is None and self.orgs.ever:
-            first = self.orgs.keys()
-            if first and org != first[0]:   # a second organization: claims now count per org
-                ev = self.evidence = self._seed_evidence(evidence_orgs, first[0])
+        if ev is None and orgs.ever:
+            first = orgs.first_key()
+            if first is not None and org != first:   # a second organization: claims now
+                ev = self.evidence = self._seed_evidence(evidence_orgs, first)   # count per org
         if ev is not None:
-            ev.observe(org, r.behaviors, max(r.verdicts.values(), default=0.0),
-                       r.file.signed, r.file.signer)
+            ev.observe(org, r.behaviors, top, f.signed, f.signer)
         if self.label is not None:
             self.since_label += 1
-        self.orgs.touch(org, ts)
+        orgs.touch(org, ts)
         self.devices.touch(device_id or r.device_id, ts)
-        verdicts = r.verdicts
         if verdicts:
-            top = max(verdicts.values())
             self.verdict_sum += top
             if top > self.verdict_max:
                 self.verdict_max = top
             srcs = self.verdict_sources
-            if len(srcs) < max_behaviors:
+            if top >= _VERDICT_STRONG and len(srcs) < max_behaviors:   # else none is strong
                 new = tuple(k for k, v in verdicts.items()
                             if v >= _VERDICT_STRONG and k not in srcs)
                 if new:
                     self.verdict_sources = srcs + new
-        if r.behaviors:
+        behaviors = r.behaviors
+        if behaviors:
             counts = self.beh_counts
-            for b in r.behaviors:
+            for b in behaviors:
                 if b in _KNOWN_BEHAVIORS:
                     if counts is None:
                         counts = self.beh_counts = {}
                     counts[b] = counts.get(b, 0) + 1
-        f = r.file
         if not self.name:
             self.name = f.name
         self.signed = f.signed

@@ -37,6 +37,7 @@ import math
 from collections.abc import Iterable
 
 LOGIT_CLIP = 12.0  # |log-odds| of an expert opinion is capped (p within about 6e-6 of 0 or 1)
+_log = math.log
 
 
 def logit(p: float) -> float:
@@ -49,8 +50,11 @@ def logit(p: float) -> float:
         return -LOGIT_CLIP
     if p >= 1.0:
         return LOGIT_CLIP
-    z = math.log(p / (1.0 - p))
-    return max(-LOGIT_CLIP, min(LOGIT_CLIP, z))
+    z = _log(p / (1.0 - p))
+    # max(-LOGIT_CLIP, min(LOGIT_CLIP, z)) as two comparisons (a NaN, were there one, comes
+    # out as LOGIT_CLIP as from min): called several times per report, the builtins cost more
+    z = z if z < LOGIT_CLIP else LOGIT_CLIP
+    return z if z > -LOGIT_CLIP else -LOGIT_CLIP
 
 
 def _sigmoid(z: float) -> float:

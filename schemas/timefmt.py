@@ -88,9 +88,9 @@ def parse_ts(s: str) -> float:
     Raises ``ValueError`` with a message that quotes (a prefix of) the input.
     """
     n = len(s)
+    # s[4:17:3]: the separators at 4, 7, 10, 13 and 16 ("-", "-", "T", ":", ":"), one slice
     if ((n == 24 and s[19] == "." and s[23] == "Z") or (n == 20 and s[19] == "Z")) and (
-            s[4] == "-" and s[7] == "-" and s[10] == "T" and s[13] == ":" and s[16] == ":"
-            and s.isascii()):
+            s[4:17:3] == "--T::" and s.isascii()):
         try:
             return _fromisoformat(s).timestamp()
         except ValueError:

@@ -34,6 +34,7 @@ to the engine's own :class:`~rapidloop.schemas.model.Decision`.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,9 @@ _ERROR_CAP = 2048                   # characters of a dead letter's error text
 _SHOW_CAP = 80                      # characters of input quoted in an error message
 
 _HEX = "0123456789abcdef"
+# Already lower-case hex, as sensors send it: one C match accepts it (the fast path's common
+# case); anything else is lower-cased and checked against _HEX as the checked path does.
+_LOWER_HEX64 = re.compile(r"[0-9a-f]{64}").fullmatch
 _ABSENT: Any = object()
 _LOADS = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
@@ -271,6 +275,14 @@ def _verdicts(value: Any, max_items: int, max_len: int) -> dict[str, float]:
 
 # --- fast-path helpers: None means "let the checked path say what is wrong" -----------------
 
+def _hex64_fast(value: str) -> str | None:
+    """A 64-character string as lower-case hex, or None if it is not hex (``_sha256``'s rule)."""
+    if _LOWER_HEX64(value) is not None:
+        return value
+    low = value.lower()
+    return None if low.strip(_HEX) else low
+
+
 def _file_fast(value: Any, max_len: int) -> FileInfo | None:
     if type(value) is not dict:
         return None
@@ -426,8 +438,8 @@ class WireParser:
                 and type(device_id) is str and 0 < len(device_id) <= max_len
                 and type(sha256) is str and len(sha256) == 64):
             return None
-        sha256 = sha256.lower()
-        if sha256.strip(_HEX):
+        sha256 = _hex64_fast(sha256)
+        if sha256 is None:
             return None
         ts = self._ts_fast(get("ts"))
         if ts is None:
@@ -449,7 +461,11 @@ class WireParser:
             for b in behaviors:
                 if type(b) is not str or not 0 < len(b) <= max_len:
                     return None
-            behaviors = tuple(dict.fromkeys([_BEHAVIORS.get(b, b) for b in behaviors]))
+            if len(behaviors) == 1:   # the usual claim: one behaviour, nothing to dedup
+                b = behaviors[0]
+                behaviors = (_BEHAVIORS.get(b, b),)
+            else:
+                behaviors = tuple(dict.fromkeys([_BEHAVIORS.get(b, b) for b in behaviors]))
         elif type(behaviors) is list:
             behaviors = ()
         elif behaviors != ():   # absent is (); anything else falsy ("", 0, {}, null) is wrong
@@ -476,8 +492,8 @@ class WireParser:
         if parent is not None:
             if type(parent) is not str or len(parent) != 64:
                 return None
-            parent = parent.lower()
-            if parent.strip(_HEX):
+            parent = _hex64_fast(parent)
+            if parent is None:
                 return None
         return Report(report_id, ts, org_id, device_id, sha256, source, file, behaviors,
                       verdicts, parent)
@@ -494,8 +510,8 @@ class WireParser:
                 and type(sha256) is str and len(sha256) == 64
                 and type(verdict) is str and type(source) is str):
             return None
-        sha256 = sha256.lower()
-        if sha256.strip(_HEX):
+        sha256 = _hex64_fast(sha256)
+        if sha256 is None:
             return None
         verdict = _VERDICTS.get(verdict)
         source = _FEEDBACK_SOURCES.get(source)

@@ -295,6 +295,42 @@ def test_cut_naive_bayes_is_rivers_bernoulli_nb_on_the_cut_flags():
                     rivers.predict_proba_one(flags(p)).get(True, 0.0), rel=1e-9, abs=1e-12)
 
 
+def test_cut_naive_bayes_counts_are_rivers_learn_one_exactly():
+    """The written-out ``learn_one`` leaves River's very counts: same keys in the same
+    order, same values of the same types (a first flag is stored as a bool)."""
+    ours, rivers = CutBernoulliNB(cuts=NB_CUTS), naive_bayes.BernoulliNB(true_threshold=0.5)
+    for f, y, _ in synthetic_stream(300):
+        x = dense(f)
+        ours.learn_one(x, y)
+        on = set(ours._on(x))
+        rivers.learn_one({k: 1.0 if k in on else 0.0 for k in x}, y)
+
+    def typed(counts: dict) -> list:
+        return [(k, v, type(v)) for k, v in counts.items()]
+
+    assert typed(ours.class_counts) == typed(rivers.class_counts)
+    assert list(ours.feature_counts) == list(rivers.feature_counts)
+    for name, counts in rivers.feature_counts.items():
+        assert typed(ours.feature_counts[name]) == typed(counts), name
+
+
+def test_logit_clips_as_max_min_did():
+    def reference(p: float) -> float:
+        if p <= 0.0:
+            return -LOGIT_CLIP
+        if p >= 1.0:
+            return LOGIT_CLIP
+        return max(-LOGIT_CLIP, min(LOGIT_CLIP, math.log(p / (1.0 - p))))
+
+    rnd = random.Random(3)
+    probes = [0.5, 1e-300, 1e-6, 6e-6, 1 - 1e-6, 1 - 1e-16, 0.25, math.nan,
+              *(rnd.random() for _ in range(2000))]
+    for p in probes:
+        got, want = logit(p), reference(p)
+        assert got == want or (math.isnan(got) and math.isnan(want)), p
+        assert math.copysign(1.0, got) == math.copysign(1.0, want), p
+
+
 # -- determinism, persistence, bounds --------------------------------------------------
 
 

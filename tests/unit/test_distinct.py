@@ -161,3 +161,31 @@ def test_the_chunked_ring_matches_a_plain_fifo_across_snapshots():
                 assert list(ring._order) == list(order) and len(ring) == len(order)
         finally:
             dedup.CHUNK = old_chunk
+
+
+def test_counts_any_number_of_windows_equal_brute_force():
+    """Three windows are counted by unrolled code, any other number by the general loop."""
+    import random
+    rnd = random.Random(11)
+    for windows in ((600.0,), (600.0, 3600.0), (600.0, 3600.0, 86400.0),
+                    (60.0, 600.0, 3600.0, 86400.0)):
+        d = SlidingDistinct(windows, cap=10_000)
+        events = []
+        t = 0.0
+        assert d.counts(t) == [0] * len(windows)
+        for _ in range(400):
+            t += rnd.expovariate(1 / 300)
+            k = f"k{rnd.randrange(5)}" if events else "k0"
+            d.touch(k, t)
+            events.append((k, t))
+            for now in (t, t + 700.0, t + 4000.0):
+                assert d.counts(now) == [brute(events, now, w) for w in windows]
+
+
+def test_first_key_is_the_first_of_keys():
+    d = SlidingDistinct((600.0,), cap=10)
+    assert d.first_key() is None and d.keys() == []
+    d.touch("a", 1.0)
+    assert d.first_key() == "a" == d.keys()[0]
+    d.touch("b", 2.0)
+    assert d.first_key() == "a" == d.keys()[0]
