@@ -26,7 +26,11 @@ WRITE ACL instead: its topics then stay quiet).
 
 The directory is created on first start, equivalent to
 ``python -m bytewax.recovery DIR N``, in a temporary sibling renamed into
-place at the end, so a crash during creation leaves nothing half-made.
+place at the end, so a crash during creation leaves nothing half-made. A
+process of a multi-machine cluster gets a *share* instead
+(:func:`create_share`): the same directory and manifest holding only its
+partitions, and a ``rapidloop-cluster.json`` saying which. Which directory
+or share a process runs with is decided in ``rapidloop.flows.recovery_plan``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from rapidloop.config import Config, tenant_topics
 
 MANIFEST = "rapidloop-recovery.json"
+SHARE = "rapidloop-cluster.json"
+"""In a multi-machine process's recovery dir: which partitions of how many it holds."""
 # 2: decide state holds the siblings' record, vouching and verdict reliability, and file
 # state the name, vouchers and verdicts they learn from; a format-1 directory is refused.
 # 3: the input is one event-time merge of every partition ("input_order"), whose resume
@@ -205,17 +211,33 @@ def _lock(path: Path, directory: Path) -> IO[str]:
     return f
 
 
-def _create(directory: Path, partitions: int, manifest: dict[str, Any]) -> bool:
+def _new_manifest(cfg: Config, ids: dict[str, str | None], flow_id: str,
+                  replicas: int | None, partitions: int) -> dict[str, Any]:
+    """The manifest of a directory created now (whole or a share: the same one)."""
+    return {**identity(cfg, ids, flow_id, replicas), "partitions": partitions,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _create(directory: Path, partitions: int, manifest: dict[str, Any],
+            share: dict[str, Any] | None = None) -> bool:
     """Make a complete directory beside ``directory`` and rename it into place.
 
-    Returns False if another job created it first (the caller then checks it).
+    ``share``: a cluster process's share (:data:`SHARE`); only the partitions
+    it ``holds`` are kept. Returns False if another job created it first (the
+    caller then checks it).
     """
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".new",
                                 dir=directory.parent))
     try:
         init_db_dir(tmp, partitions)
+        if share is not None:
+            for j in range(partitions):
+                if j not in share["holds"]:
+                    (tmp / f"part-{j}.sqlite3").unlink()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if share is not None:
+            (tmp / SHARE).write_text(json.dumps(share, indent=2) + "\n", encoding="utf-8")
         if directory.is_dir() and not any(directory.iterdir()):
             directory.rmdir()   # an empty directory made by hand: take its place
         try:
@@ -249,8 +271,7 @@ def prepare(cfg: Config, directory: str | os.PathLike[str], ids: dict[str, str |
     if directory.exists() and not directory.is_dir():
         raise RecoveryError(f"recovery dir {directory} exists and is not a directory")
     if not directory.exists() or not any(directory.iterdir()):
-        manifest = {**want, "partitions": partitions,
-                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        manifest = _new_manifest(cfg, ids, flow_id, replicas, partitions)
         try:
             created = _create(directory, partitions, manifest)
         except OSError as exc:
@@ -278,3 +299,24 @@ def prepare(cfg: Config, directory: str | os.PathLike[str], ids: dict[str, str |
     lock = _record_added_tenants(path, directory, have, want, lock)
     config = RecoveryConfig(directory, timedelta(seconds=float(rc.backup_interval_s)))
     return Recovery(directory, config, created, have, lock)
+
+
+def create_share(cfg: Config, directory: Path, ids: dict[str, str | None], index: int,
+                 count: int, replicas: int) -> None:
+    """First start of process ``index`` of ``count``: a dir with its share of the partitions.
+
+    Bytewax needs the cluster as a whole to hold every recovery partition
+    exactly once (two processes each holding a fresh copy of one partition
+    would each write half of its snapshots), so process k keeps partitions
+    j with j mod count == k. Built in a temporary sibling and renamed into
+    place, like a whole directory, so a crash here leaves nothing half-made.
+    :func:`prepare` then checks and locks it like any other. OSError if it
+    cannot be made.
+    """
+    partitions = int(cfg.recovery.partitions)
+    if partitions < 1:
+        raise RecoveryError("recovery.partitions must be at least 1")
+    mine = [j for j in range(partitions) if j % count == index]
+    share = {"process_id": index, "processes": count, "partitions": partitions, "holds": mine}
+    _create(directory, partitions, _new_manifest(cfg, ids, "rapidloop", replicas, partitions),
+            share)

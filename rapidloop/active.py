@@ -30,12 +30,18 @@ file is in force (the most specific wins for every one of its devices).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
+from rapidloop.config import Config
 from rapidloop.enforcement import Timeline
-from rapidloop.schemas.wire import DecisionRecord
+from rapidloop.schemas.wire import DecisionRecord, InvalidMessage, read_decision
 
 _SCOPE_ORDER = {"global": 0, "org": 1, "device": 2}
+
+
+class ActiveError(RuntimeError):
+    """The decisions cannot be read (one line: which file or topic, and why)."""
 
 
 def latest_event_ts(decisions: Iterable[DecisionRecord]) -> float | None:
@@ -61,3 +67,68 @@ def in_force(decisions: Iterable[DecisionRecord], at: float,
     out.sort(key=lambda d: (d.sha256, _SCOPE_ORDER.get(str(d.scope), 9), d.org_id or "",
                             d.device_id or ""))
     return out
+
+
+def read_file(path: str) -> list[DecisionRecord]:
+    """Every decision of a decisions JSONL (.gz ok); a line that is not one stops it
+    (ActiveError): a file the user named that holds something else is a mistake to say."""
+    from rapidloop.capture import iter_values
+
+    decisions = []
+    try:
+        for n, line in enumerate(iter_values(path), 1):
+            try:
+                decisions.append(read_decision(line))
+            except InvalidMessage as exc:
+                raise ActiveError(f"{path} line {n}: {exc}") from None
+    except OSError as exc:
+        raise ActiveError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decisions
+
+
+def read_topic(cfg: Config, brokers: str | None, timeout: float) -> list[DecisionRecord]:
+    """Every decision on the decisions topic, from the beginning of each partition to its
+    end (assigned, nothing committed); ActiveError after ``timeout`` seconds without news.
+    A message that is not a decision is skipped: nothing it could put in force."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    from rapidloop.kafka import (
+        BrokerUnavailable,
+        client_config,
+        describe_error,
+        quiet,
+        topic_partitions,
+    )
+
+    topic = cfg.kafka.decisions_topic
+    conf = client_config(cfg, brokers)
+    try:
+        parts = topic_partitions(conf, [topic], timeout)
+    except BrokerUnavailable as exc:
+        raise ActiveError(str(exc)) from None
+    consumer = Consumer({**quiet(conf), "group.id": "rapidloop-no-commits",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    pending = set(parts)
+    decisions: list[DecisionRecord] = []
+    try:
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise ActiveError(f"no news from {topic} for {timeout:g}s; "
+                                  f"{len(pending)} partition(s) not read to their end")
+            for m in consumer.consume(1000, 0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard((m.topic(), m.partition()))
+                        continue
+                    raise ActiveError(f"{topic}: {describe_error(err)}")
+                deadline = time.monotonic() + timeout
+                try:
+                    decisions.append(read_decision(m.value() or b"null"))
+                except InvalidMessage:
+                    continue   # not a decision: nothing it could put in force
+    finally:
+        consumer.close()
+    return decisions

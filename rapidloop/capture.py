@@ -223,6 +223,17 @@ def replay_inputs(directory: str | Path) -> tuple[list[tuple[str, str]], dict[st
     return files, {topic: kinds[topic] for _, topic in files}
 
 
+def message_total(directory: str | Path) -> int | None:
+    """How many reports and feedback messages a capture holds, from its manifest (None:
+    unknown), for a replay's progress line."""
+    try:
+        counts = read_manifest(directory).get("counts", {})
+    except CaptureError:
+        return None
+    n = [counts.get(k) for k in ("reports", "feedback") if k in counts]
+    return sum(n) if n and all(isinstance(x, int) for x in n) else None
+
+
 def iter_values(path: str | Path) -> Iterator[bytes]:
     """The non-empty lines of a (gzipped) JSONL file."""
     opener = gzip.open if str(path).endswith(".gz") else open

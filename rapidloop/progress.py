@@ -2,10 +2,14 @@
 
 Both read the job's counters (``rapidloop.jobstats.STATS``) from a
 background thread once a period, so neither costs the hot path anything.
+A replay's line (:class:`EtaReporter`) also says how much is done and when
+it should end, from a known or estimated total (:func:`estimate_total`).
 """
 
 from __future__ import annotations
 
+import gzip
+import os
 import sys
 import threading
 import time
@@ -98,3 +102,64 @@ class Reporter(threading.Thread):
             t.latency(lat)  # type: ignore[attr-defined]
         t.set_tracked_files(sum(s.tracked_files.values()))  # type: ignore[attr-defined]
         t.set_labels_seen(s.labels_seen)  # type: ignore[attr-defined]
+
+
+def estimate_total(files: list[tuple[str, str]], sample: int = 2000,
+                   max_bytes: int | None = None) -> int | None:
+    """Roughly how many lines ``files`` hold, from their sizes, without reading them all.
+
+    The uncompressed size (a plain file's size, a ``.gz``'s trailer) divided by
+    the mean length of the first ``sample`` lines. None if unknown. ``max_bytes``:
+    lines longer than that are measured without being held (``read_lines``).
+    """
+    from rapidloop.flows.file_io import open_lines, read_lines
+
+    total = 0
+    for path, _ in files:
+        try:
+            size = os.path.getsize(path)
+            if path.endswith(".gz"):
+                with open(path, "rb") as f:
+                    f.seek(-4, os.SEEK_END)
+                    size = int.from_bytes(f.read(4), "little")   # mod 2**32
+            n = length = 0
+            with open_lines(path) as f:
+                for n, line in read_lines(f, max_bytes):
+                    length += len(line) + 1
+                    if n >= sample:
+                        break
+        except (OSError, EOFError, gzip.BadGzipFile):
+            return None
+        if n:
+            total += n if n < sample else round(size / (length / n))
+    return total
+
+
+def _clock(seconds: float) -> str:
+    s = int(max(0.0, seconds))
+    return f"{s // 3600}:{(s % 3600) // 60:02d}:{s % 60:02d}"
+
+
+class EtaReporter(Reporter):
+    """The progress line, plus the share done and an ETA when the total is known."""
+
+    def __init__(self, stats: JobStats, period: float, out: object,
+                 total: int | None, exact: bool) -> None:
+        super().__init__(stats, period, out)   # type: ignore[arg-type]
+        self.total, self.exact = total, exact
+        self._start = time.monotonic()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        done = self.stats.total_in()
+        rate = (done - self._last_in) / max(now - self._last_t, 1e-9)
+        self._last_in, self._last_t = done, now
+        line = format_progress(self.stats, rate, None)
+        if self.total:
+            mean = done / max(now - self._start, 1e-9)
+            total = max(self.total, done)
+            approx = "" if self.exact else "~"
+            left = (total - done) / mean if mean > 0 else None
+            line += (f" | {100 * done / total:.0f}% of {approx}{total:,}"
+                     + (f", ETA {approx}{_clock(left)}" if left is not None else ""))
+        print(line, file=self.out, flush=True)

@@ -263,7 +263,7 @@ class Source(Protocol):
 class FileSource:
     """A decisions file at its latest ``event_ts``, as ``rapidloop active --decisions``.
 
-    ``active`` is the operator's view of it at ``at`` (``rapidloop.cli.active.view``);
+    ``active`` is the operator's view of it at ``at`` (``rapidloop.cli.common.view``);
     each tenant's view is drawn from it per request. The stories read the file
     again (one file's lines, picked cheaply), so the server keeps only what is
     in force.

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from rapidloop import jobstats
 from rapidloop.cli import CliError
 from rapidloop.config import load_config
 from rapidloop.schemas.intake import FEEDBACK, REPORT
@@ -98,8 +97,6 @@ def table(res: Result, name: str, params: str | None = None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bytewax.testing import run_main
-
     from rapidloop.evalplot import write_png
     from rapidloop.evaluate import (
         load_events,
@@ -109,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
         score_decisions,
         world_file,
     )
-    from rapidloop.flows.dataflow import Connectors, build_flow
-    from rapidloop.flows.file_io import JsonlSink, MergedFileSource
+    from rapidloop.flows.replay import decide_files
     from rapidloop.targets import check, verdict_lines
 
     cfg = load_config(args.config)
@@ -128,13 +124,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "decisions.jsonl"
         files = [(str(reports_path), str(reports_path)), (str(feedback_path), str(feedback_path))]
-        sink = JsonlSink(str(out))
-        io = Connectors(sources=[("input", MergedFileSource(files, cfg.kafka.consume_batch))],
-                        kinds={str(reports_path): REPORT, str(feedback_path): FEEDBACK},
-                        decisions=sink)
-        jobstats.reset()
-        run_main(build_flow(cfg, io))
-        sink.commit()
+        decide_files(cfg, files, {str(reports_path): REPORT, str(feedback_path): FEEDBACK},
+                     str(out))
         decisions = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     replay_s = time.perf_counter() - t0
     reports, feedback = load_events(world, cfg)

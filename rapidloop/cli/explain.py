@@ -114,12 +114,12 @@ def _plain_inputs(directory: Path) -> dict[str, str] | None:
 
 def _inputs(directory: str, plain: dict[str, str] | None
             ) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """The replay inputs of a capture or of a directory of plain files."""
-    from rapidloop.cli.replay import capture_inputs
+    """The replay inputs of a capture or of a directory of plain files (CaptureError)."""
+    from rapidloop.capture import replay_inputs
     from rapidloop.schemas.intake import FEEDBACK, REPORT
 
     if plain is None:
-        return capture_inputs(directory)
+        return replay_inputs(directory)
     kind_of = {"reports": REPORT, "feedback": FEEDBACK}
     return ([(path, kind) for kind, path in plain.items()],
             {kind: kind_of[kind] for kind in plain})
@@ -127,12 +127,16 @@ def _inputs(directory: str, plain: dict[str, str] | None
 
 def _replayed(directory: str, config: str | None, tmp: str,
               plain: dict[str, str] | None = None) -> str:
-    from rapidloop.cli.replay import replay_files
+    """A replay of the inputs run now (``rapidloop.flows.replay``): its decisions' path."""
+    from rapidloop.cli.common import one_line
     from rapidloop.config import load_config
+    from rapidloop.flows.job import JobError
+    from rapidloop.flows.replay import replay_files
 
     files, kinds = _inputs(directory, plain)
     output = os.path.join(tmp, "decisions.jsonl")
-    replay_files(load_config(config), files, kinds, output)
+    with one_line(JobError):
+        replay_files(load_config(config), files, kinds, output)
     return output
 
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from rapidloop.cli import CliError
-from rapidloop.cli.active import add_view_args, view
+from rapidloop.cli.common import add_view_args, view
 from rapidloop.exports import FORMATS, render
 from rapidloop.schemas.timefmt import format_ts
 

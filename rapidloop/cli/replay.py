@@ -30,29 +30,28 @@ input; ``--compare-config B.toml`` runs the input twice, with ``--config``
 (A) and with B, and compares them. The difference (blocks gained and lost by
 scope, earlier and later, unblocks, the most consequential hashes) is
 printed to stdout, as JSON with ``--json``.
+
+The run itself is ``rapidloop.flows.replay`` (shared with ``explain`` and
+``evaluate``); this module reads the options and prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import os
 import re
 import signal
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from rapidloop import jobstats
 from rapidloop.cli import CliError
+from rapidloop.cli.common import capture_to, one_line
 from rapidloop.config import Config, load_config
-from rapidloop.operators.allowlist import AllowListError
-from rapidloop.progress import Reporter, format_progress, summary_line
+from rapidloop.progress import summary_line
 from rapidloop.schemas.intake import FEEDBACK, REPORT
+from rapidloop.signals import stop_on_signals
 
 TIME_HELP = "RFC 3339 or a time ago (90s, 30m, 2h, 1d)"
 
@@ -113,195 +112,17 @@ def parse_pace(text: str | None) -> float | None:
     return float(m.group(1))
 
 
-def estimate_total(files: list[tuple[str, str]], sample: int = 2000,
-                   max_bytes: int | None = None) -> int | None:
-    """Roughly how many lines ``files`` hold, from their sizes, without reading them all.
+def _replay(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str], output: str,
+            dead_letters: str | None, workers: int, progress: float, pace: float | None,
+            total: int | None = None, given: dict[str, str] | None = None
+            ) -> tuple[jobstats.JobStats, float]:
+    """``rapidloop.flows.replay.replay_files``, its one-line failures as CliError."""
+    from rapidloop.flows.job import JobError
+    from rapidloop.flows.replay import replay_files
 
-    The uncompressed size (a plain file's size, a ``.gz``'s trailer) divided by
-    the mean length of the first ``sample`` lines. None if unknown. ``max_bytes``:
-    lines longer than that are measured without being held (``read_lines``).
-    """
-    from rapidloop.flows.file_io import open_lines, read_lines
-
-    total = 0
-    for path, _ in files:
-        try:
-            size = os.path.getsize(path)
-            if path.endswith(".gz"):
-                with open(path, "rb") as f:
-                    f.seek(-4, os.SEEK_END)
-                    size = int.from_bytes(f.read(4), "little")   # mod 2**32
-            n = length = 0
-            with open_lines(path) as f:
-                for n, line in read_lines(f, max_bytes):
-                    length += len(line) + 1
-                    if n >= sample:
-                        break
-        except (OSError, EOFError, gzip.BadGzipFile):
-            return None
-        if n:
-            total += n if n < sample else round(size / (length / n))
-    return total
-
-
-def _clock(seconds: float) -> str:
-    s = int(max(0.0, seconds))
-    return f"{s // 3600}:{(s % 3600) // 60:02d}:{s % 60:02d}"
-
-
-class EtaReporter(Reporter):
-    """The progress line, plus the share done and an ETA when the total is known."""
-
-    def __init__(self, stats: jobstats.JobStats, period: float, out: object,
-                 total: int | None, exact: bool) -> None:
-        super().__init__(stats, period, out)   # type: ignore[arg-type]
-        self.total, self.exact = total, exact
-        self._start = time.monotonic()
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        done = self.stats.total_in()
-        rate = (done - self._last_in) / max(now - self._last_t, 1e-9)
-        self._last_in, self._last_t = done, now
-        line = format_progress(self.stats, rate, None)
-        if self.total:
-            mean = done / max(now - self._start, 1e-9)
-            total = max(self.total, done)
-            approx = "" if self.exact else "~"
-            left = (total - done) / mean if mean > 0 else None
-            line += (f" | {100 * done / total:.0f}% of {approx}{total:,}"
-                     + (f", ETA {approx}{_clock(left)}" if left is not None else ""))
-        print(line, file=self.out, flush=True)
-
-
-def check_inputs(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str],
-                 given: dict[str, str] | None = None) -> None:
-    """Stop, in one line and before anything runs, on an input file that cannot be used.
-
-    Every file must read to its end (a truncated or corrupt ``.gz`` stops here,
-    not halfway through the decisions). Files the user named (``given``: path →
-    the option that named it) must also hold what they were given as
-    (``check_content``: not binary, UTF-8, lines within the message size limit,
-    reports as reports and verdicts as feedback). A capture's files are not
-    judged by content: they hold what the topics held, bad messages included,
-    and the replay dead-letters those exactly as the live job did. CliError.
-    """
-    from rapidloop.flows.file_io import DECISION, InputFileError, check_content, check_readable
-    from rapidloop.schemas.wire import Limits
-
-    options = given or {}
-    limits = Limits.from_config(cfg)
-    for path, topic in files:
-        if not Path(path).is_file():
-            raise CliError(f"input file not found: {path}")
-        try:
-            check_readable(path)
-            if path in options:
-                check_content(path, kinds[topic], limits.max_message_bytes, limits)
-        except InputFileError as exc:
-            hint = ""
-            if exc.found == DECISION:
-                hint = " (a replay's output? give its input)"
-            elif exc.found is not None:
-                hint = f" (given as {options[path]}: --reports and --feedback swapped?)"
-            raise CliError(f"{exc}{hint} — stopped before replaying anything") from None
-
-
-def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str],
-                 output: str, dead_letters: str | None = None, workers: int = 1,
-                 progress: float = 0.0, pace: float | None = None,
-                 total: int | None = None, given: dict[str, str] | None = None
-                 ) -> tuple[jobstats.JobStats, float]:
-    """Run the dataflow over ``files`` ((path, topic name) pairs) to JSONL; (stats, seconds).
-
-    ``kinds`` maps each topic name to REPORT or FEEDBACK. ``pace``: release the
-    input at that many times event time. ``total``: the number of input
-    messages, if known (else estimated from the files for the progress line).
-    ``given``: the files the user named, by path, with the option that named
-    them (:func:`check_inputs`). The output appears only once the run ended
-    well (written under a ``.partial`` name until then, removed if it fails or
-    is interrupted). Raises CliError.
-    """
-    check_inputs(cfg, files, kinds, given)   # before importing the engine: a bad file is quick
-
-    from bytewax.testing import cluster_main, run_main
-
-    from rapidloop.cli.capture import Interrupted, stop_on_signals
-    from rapidloop.flows.dataflow import Connectors, build_flow
-    from rapidloop.flows.file_io import InputFileError, JsonlSink, MergedFileSource
-    from rapidloop.flows.kafka_io import find_cause
-    from rapidloop.flows.placement import resolve_replicas
-
-    if workers < 1:
-        raise CliError("--workers must be at least 1")
-    max_bytes = int(cfg.limits.max_message_bytes)
-    stop = threading.Event()
-    source = MergedFileSource(files, cfg.kafka.consume_batch, pace,
-                              float(cfg.limits.max_future_skew_s), max_bytes, stop)
-    sinks: list[JsonlSink] = []   # each removes its partial file if the run does not end well
-    try:
-        sinks.append(JsonlSink(output))
-        if dead_letters:
-            sinks.append(JsonlSink(dead_letters))
-        io = Connectors(sources=[("input", source)], kinds=kinds, decisions=sinks[0],
-                        dead_letters=sinks[1] if dead_letters else None)
-        flow = build_flow(cfg, io, replicas=resolve_replicas(int(cfg.stream.replicas), workers))
-    except (OSError, AllowListError) as exc:
-        for sink in sinks:
-            sink.discard()
-        if isinstance(exc, AllowListError):
-            raise CliError(str(exc)) from None
-        raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
-    stats = jobstats.reset()
-    reporter: Reporter | None = None
-    if progress > 0:
-        exact = total is not None
-        reporter = EtaReporter(stats, progress, sys.stderr,
-                               total if exact else estimate_total(files, max_bytes=max_bytes),
-                               exact)
-        reporter.start()
-    t0 = time.perf_counter()
-    # Ctrl-C / SIGTERM end the source (`stop`) rather than raise inside the flow; either way
-    # the run is then incomplete and its output is discarded, not committed.
-    with stop_on_signals(stop) as signals:
-        try:
-            if workers == 1:
-                run_main(flow, epoch_interval=None)
-            else:
-                cluster_main(flow, [], 0, worker_count_per_proc=workers)
-            if stop.is_set():
-                raise Interrupted(signals.signum or signal.SIGINT)
-        except BaseException as exc:
-            for sink in sinks:
-                sink.discard()
-            if find_cause(exc, KeyboardInterrupt):
-                raise Interrupted(signals.signum or signal.SIGINT) from None
-            bad = find_cause(exc, InputFileError) if isinstance(exc, Exception) else None
-            if bad is None:
-                raise
-            raise CliError(f"{bad} — stopped; no output written") from None
-        finally:
-            if reporter is not None:
-                reporter.stop()
-    try:
-        for sink in sinks:
-            sink.commit()
-    except OSError as exc:
-        for sink in sinks:
-            sink.discard()
-        raise CliError(f"cannot write {exc.filename2 or exc.filename}: {exc.strerror}") from None
-    return stats, time.perf_counter() - t0
-
-
-def capture_inputs(directory: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """The replay inputs of a capture: (path, topic) pairs and topic → kind (no decisions),
-    tenants' topics bound to their orgs as the live job bound them."""
-    from rapidloop.capture import CaptureError, replay_inputs
-
-    try:
-        return replay_inputs(directory)
-    except CaptureError as exc:
-        raise CliError(str(exc)) from None
+    with one_line(JobError):
+        return replay_files(cfg, files, kinds, output, dead_letters, workers, progress, pace,
+                            total, given)
 
 
 def _check_sources(args: argparse.Namespace) -> None:
@@ -324,17 +145,6 @@ def _check_sources(args: argparse.Namespace) -> None:
         raise CliError("--from-kafka needs --since (RFC 3339 or a time ago like 2h)")
 
 
-def _capture_total(directory: str) -> int | None:
-    from rapidloop.capture import CaptureError, read_manifest
-
-    try:
-        counts = read_manifest(directory).get("counts", {})
-    except CaptureError:
-        return None
-    n = [counts.get(k) for k in ("reports", "feedback") if k in counts]
-    return sum(n) if n and all(isinstance(x, int) for x in n) else None
-
-
 def _check_compare(args: argparse.Namespace) -> None:
     if args.compare and args.compare_config:
         raise CliError("--compare and --compare-config are alternatives: give one")
@@ -350,28 +160,17 @@ def _check_compare(args: argparse.Namespace) -> None:
         raise CliError("give --output FILE (the decisions JSONL to write) or --output-topic")
 
 
-def _report_lines(files: list[tuple[str, str]], kinds: dict[str, str],
-                  max_bytes: int | None = None) -> Iterator[bytes]:
-    """The report files' lines; one over ``max_bytes`` is never held whole (and never parses)."""
-    from rapidloop.flows.file_io import open_lines, read_lines
-
-    for path, topic in files:
-        if kinds.get(topic) == REPORT:
-            with open_lines(path) as f:
-                for _, line in read_lines(f, max_bytes):
-                    yield line
-
-
 def _what_if(args: argparse.Namespace, cfg: Config, files: list[tuple[str, str]],
              kinds: dict[str, str], output: str, tmp: str) -> None:
     from rapidloop import whatif
     from rapidloop.flows.file_io import open_lines
+    from rapidloop.flows.replay import report_lines
 
     if args.compare_config:
         cfg_b = load_config(args.compare_config)
         out_b = str(Path(tmp) / "decisions-b.jsonl")
-        stats, elapsed = replay_files(cfg_b, files, kinds, out_b, None, args.workers,
-                                      args.progress, parse_pace(args.pace))
+        stats, elapsed = _replay(cfg_b, files, kinds, out_b, None, args.workers,
+                                 args.progress, parse_pace(args.pace))
         if not args.quiet:
             print(f"replayed with {args.compare_config} (B) "
                   f"{summary_line(stats, elapsed)}", file=sys.stderr)
@@ -382,8 +181,8 @@ def _what_if(args: argparse.Namespace, cfg: Config, files: list[tuple[str, str]]
         path_b, label_b = output, f"this run with {args.config or 'default configuration'}"
     try:
         with open_lines(path_a) as fa, open_lines(path_b) as fb:
-            diff = whatif.compare(fa, fb, _report_lines(files, kinds,
-                                                        int(cfg.limits.max_message_bytes)),
+            diff = whatif.compare(fa, fb, report_lines(files, kinds,
+                                                       int(cfg.limits.max_message_bytes)),
                                   label_a, label_b, top=args.top)
     except (OSError, EOFError) as exc:
         raise CliError(f"cannot read decisions: {exc}") from None
@@ -414,8 +213,6 @@ def _publish(args: argparse.Namespace, cfg: Config, output: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """The command: one line and a non-zero exit for anything that stops it (CliError),
     and for Ctrl-C or SIGTERM too, which leave no output that looks complete."""
-    from rapidloop.cli.capture import stop_on_signals
-
     stage = {"replayed": False}
     try:
         with stop_on_signals():
@@ -459,7 +256,6 @@ def _run(args: argparse.Namespace, stage: dict[str, bool]) -> None:
             directory = args.capture
             if args.from_kafka:
                 from rapidloop.capture import summary
-                from rapidloop.cli.capture import capture_to
 
                 if args.until is None:
                     args.until = "now"
@@ -467,10 +263,13 @@ def _run(args: argparse.Namespace, stage: dict[str, bool]) -> None:
                 manifest = capture_to(args, directory, with_decisions=False)
                 if not args.quiet:
                     print(f"read {summary(manifest)} from Kafka", file=sys.stderr)
-            files, kinds = capture_inputs(directory)
-            total = _capture_total(directory)
-        stats, elapsed = replay_files(cfg, files, kinds, output, args.dead_letters,
-                                      args.workers, args.progress, pace, total, given)
+            from rapidloop.capture import CaptureError, message_total, replay_inputs
+
+            with one_line(CaptureError):
+                files, kinds = replay_inputs(directory)
+            total = message_total(directory)
+        stats, elapsed = _replay(cfg, files, kinds, output, args.dead_letters,
+                                 args.workers, args.progress, pace, total, given)
         stage["replayed"] = True
         if not args.quiet:
             name = f" with {args.config} (A)" if args.compare_config and args.config else ""

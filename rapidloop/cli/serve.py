@@ -29,7 +29,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from rapidloop.cli import CliError
-from rapidloop.cli.active import view
+from rapidloop.cli.common import view
 
 if TYPE_CHECKING:
     from rapidloop.config import Config
@@ -53,7 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="address to listen on (default: serve.host, loopback)")
     p.add_argument("--port", type=int, help="port (default: serve.port; 0: a free one)")
     p.add_argument("--quiet", action="store_true", help="no line per request")
-    # `rapidloop active`'s view() reads these: the operator's view at the file's last event
+    # view() (rapidloop.cli.common, as `rapidloop active`) reads these: the operator's view
+    # at the file's last event
     p.set_defaults(func=run, org=None, at=None)
 
 

@@ -17,7 +17,7 @@ import pytest
 import rapidloop.capture as capture_mod
 from rapidloop.capture import read_manifest
 from rapidloop.cli import main
-from rapidloop.cli.capture import Interrupted
+from rapidloop.signals import Interrupted
 
 from ..conftest import TopicMaker
 from .test_kafka_io import config_file, produce

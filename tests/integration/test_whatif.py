@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from rapidloop.cli import CliError, main
-from rapidloop.cli.replay import estimate_total, parse_pace
+from rapidloop.cli.replay import parse_pace
+from rapidloop.progress import estimate_total
 
 from . import scenario
 from .test_replay import write

@@ -364,7 +364,7 @@ def test_the_stream_of_a_replayed_day_is_byte_identical_to_before(tmp_path: Path
     import argparse
     import hashlib
 
-    from rapidloop.cli.active import view
+    from rapidloop.cli.common import view
     from rapidloop.serve import FileSource
 
     path = str(DAY / "decisions.jsonl.gz")
