@@ -12,9 +12,14 @@ topics (and their topic ids where the cluster reports them: a topic deleted
 and recreated, or a memory-only broker restarted, gets a new id), the
 shard count and the model replica count (state is keyed by both). A job
 whose settings differ refuses to start, in one line, rather than resume
-garbage. The manifest is also locked (``flock``) for the
-life of the job, so two jobs cannot share one directory; the kernel drops
-the lock however the job dies, ``kill -9`` included.
+garbage. The manifest also records the state format (``state_format``,
+``operators.snapshot``): snapshots are versioned plain data whose older
+versions are migrated on load, and a directory of another format (one
+written by a rapidloop that pickled its operators has none) is refused in
+one line saying to delete it or to finish it with the version that made it.
+The manifest is also locked (``flock``) for the life of the job, so two jobs
+cannot share one directory; the kernel drops the lock however the job dies,
+``kill -9`` included.
 
 Tenants' own input topics (``[tenants] orgs``) are recorded too, with their
 ids. A tenant added since is accepted: its topics are new input, read from
@@ -49,6 +54,7 @@ from typing import IO, Any
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from rapidloop.config import Config, tenant_topics
+from rapidloop.operators.snapshot import STATE_FORMAT
 
 MANIFEST = "rapidloop-recovery.json"
 SHARE = "rapidloop-cluster.json"
@@ -88,6 +94,9 @@ def identity(cfg: Config, topic_ids: dict[str, str | None], flow_id: str = "rapi
     k = cfg.kafka
     return {
         "format": FORMAT,
+        # how the operators' snapshots are written (operators.snapshot): absent before
+        # they were versioned plain data, when they were pickled objects
+        "state_format": STATE_FORMAT,
         "flow": flow_id,
         "reports_topic": k.reports_topic,
         "reports_topic_id": topic_ids.get(k.reports_topic),
@@ -161,6 +170,27 @@ def _differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
             diffs.append(f"topic {topic} as it was before it was recreated "
                          f"(id {had[topic]}, now {tid})")
     return diffs
+
+
+def _state_format_refusal(have: dict[str, Any], directory: Path) -> str | None:
+    """Why a directory's snapshots cannot be read by this rapidloop (None: they can).
+
+    Snapshots of another state format are refused in one line, never misread:
+    the format of the state itself (``operators.snapshot``) changes by
+    migrations, so this only happens across a change of the scheme, such as
+    from the pickled operator objects written before ``state_format`` existed.
+    """
+    found = have.get("state_format")
+    if found == STATE_FORMAT:
+        return None
+    if isinstance(found, int) and found > STATE_FORMAT:
+        return (f"recovery dir {directory} was written by a newer rapidloop (state format "
+                f"{found}, this one reads {STATE_FORMAT}): run the newer version, or delete "
+                f"{directory} to start over from the beginning of the topics")
+    return (f"recovery dir {directory} was written by an older rapidloop, in a state format "
+            f"this one does not read ({'pickled operators' if found is None else found}); "
+            f"delete {directory} to start over from the beginning of the topics, or finish "
+            f"it with the previous version first")
 
 
 def _tenant_topics(manifest: dict[str, Any]) -> dict[str, str | None]:
@@ -291,6 +321,10 @@ def prepare(cfg: Config, directory: str | os.PathLike[str], ids: dict[str, str |
         raise RecoveryError(f"recovery dir {directory}: unreadable {MANIFEST} ({exc}); "
                             f"{reset}") from None
     lock = _lock(path, directory)
+    older = _state_format_refusal(have, directory)
+    if older:
+        lock.close()
+        raise RecoveryError(older)
     diffs = _differences(have, want)
     if diffs:
         lock.close()

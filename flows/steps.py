@@ -2,14 +2,15 @@
 
 Each adapter forwards a batch to a ``rapidloop.operators`` object and adds
 to the job's counters once per batch; nothing here decides anything.
-Snapshots return a pickled copy only when recovery is on: without it,
-Bytewax still asks for one per touched key every epoch, and copying a
-shard's state for nothing would be the job's biggest cost.
+Snapshots are the operators' own plain state in versioned envelopes
+(``operators.snapshot``), never pickled objects, and are taken only when
+recovery is on: without it, Bytewax still asks for one per touched key
+every epoch, and copying a shard's state for nothing would be the job's
+biggest cost.
 """
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from rapidloop.config import Config
 from rapidloop.jobstats import STATS
+from rapidloop.operators import activefeed, correlate, decide, sharding
 from rapidloop.operators.activefeed import ActiveFeed
 from rapidloop.operators.allowlist import AllowList
 from rapidloop.operators.correlate import Correlator
@@ -38,6 +40,7 @@ from rapidloop.operators.sharding import (
     split_raw,
     split_unit,
 )
+from rapidloop.operators.snapshot import decode, encode, envelope
 from rapidloop.schemas.intake import Intake, Unit
 from rapidloop.schemas.model import DeadLetter, Decision, RawMessage
 from rapidloop.schemas.wire import Limits, encode_dead_letter, encode_decision
@@ -120,8 +123,36 @@ def encode_routed_dead(kv: tuple[str, tuple[str, list[DeadLetter]]]) -> list[KV]
     return [(dl.key.encode() if dl.key else None, encode_dead_letter(dl)) for dl in kv[1][1]]
 
 
-def _snapshot(obj: Any, recovery: bool) -> bytes | None:
-    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if recovery else None
+def snapshot_correlate(c: Correlator) -> bytes:
+    """The correlate step's snapshot: one ``correlator`` envelope."""
+    return encode([envelope(correlate.KIND, c.snapshot())])
+
+
+def snapshot_decide(decider: Decider, assembler: UnitAssembler) -> bytes:
+    """The decide step's snapshot: the ``decider`` and ``unit-assembler`` envelopes."""
+    return encode([envelope(decide.KIND, decider.snapshot()),
+                   envelope(sharding.KIND, assembler.snapshot())])
+
+
+def snapshot_feed(feed: ActiveFeed) -> bytes:
+    """The active feed step's snapshot: one ``active-feed`` envelope."""
+    return encode([envelope(activefeed.KIND, feed.snapshot())])
+
+
+def restore_correlate(cfg: Config, blob: bytes) -> Correlator:
+    (state,) = decode(blob, correlate.KIND)
+    return Correlator.from_snapshot(cfg, state)
+
+
+def restore_decide(cfg: Config, allow: AllowList, blob: bytes
+                   ) -> tuple[Decider, UnitAssembler]:
+    dec, asm = decode(blob, decide.KIND, sharding.KIND)
+    return Decider.from_snapshot(cfg, dec, allow), UnitAssembler.from_snapshot(asm)
+
+
+def restore_feed(blob: bytes) -> ActiveFeed:
+    (state,) = decode(blob, activefeed.KIND)
+    return ActiveFeed.from_snapshot(state)
 
 
 class CorrelateLogic(StatefulBatchLogic[Piece | RawPiece, tuple[str, Any], bytes | None]):
@@ -163,7 +194,7 @@ class CorrelateLogic(StatefulBatchLogic[Piece | RawPiece, tuple[str, Any], bytes
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
-        return _snapshot(self.c, self.recovery)
+        return snapshot_correlate(self.c) if self.recovery else None
 
 
 def correlate_builder(cfg: Config, layout: ReplicaLayout, recovery: bool,
@@ -171,7 +202,7 @@ def correlate_builder(cfg: Config, layout: ReplicaLayout, recovery: bool,
                       ) -> Callable[[bytes | None], CorrelateLogic]:
     """``kinds``: the flow's input kinds, when its pieces come raw (each shard parses)."""
     def build(resume: bytes | None) -> CorrelateLogic:
-        c = pickle.loads(resume) if resume else Correlator(cfg)
+        c = restore_correlate(cfg, resume) if resume else Correlator(cfg)
         intake = (Intake(GivenNewestParser(Limits.from_config(cfg)), kinds)
                   if kinds is not None else None)
         return CorrelateLogic(c, layout, recovery, intake)
@@ -200,13 +231,14 @@ class DecideLogic(StatefulBatchLogic[Piece, list[Decision], bytes | None]):
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
-        return _snapshot((self.decider, self.assembler), self.recovery)
+        return snapshot_decide(self.decider, self.assembler) if self.recovery else None
 
 
 def decide_builder(cfg: Config, allow: AllowList, recovery: bool
                    ) -> Callable[[bytes | None], DecideLogic]:
     def build(resume: bytes | None) -> DecideLogic:
-        state = pickle.loads(resume) if resume else (Decider(cfg, allow), UnitAssembler())
+        state = (restore_decide(cfg, allow, resume) if resume
+                 else (Decider(cfg, allow), UnitAssembler()))
         return DecideLogic(state, recovery)
     return build
 
@@ -257,13 +289,14 @@ class ActiveFeedLogic(StatefulBatchLogic[list[KV], list[KV], bytes | None]):
         return [(key.encode(), None) for key, _ in records]
 
     def snapshot(self) -> bytes | None:
-        return _snapshot(self.feed, self.recovery)
+        return snapshot_feed(self.feed) if self.recovery else None
 
 
 def active_feed_builder(recovery: bool, live: bool
                         ) -> Callable[[bytes | None], ActiveFeedLogic]:
     def build(resume: bytes | None) -> ActiveFeedLogic:
-        return ActiveFeedLogic(pickle.loads(resume) if resume else ActiveFeed(), recovery, live)
+        return ActiveFeedLogic(restore_feed(resume) if resume else ActiveFeed(), recovery,
+                               live)
     return build
 
 

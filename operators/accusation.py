@@ -36,8 +36,8 @@ class Accusation:
     few claims (behaviours, a verdict of a few digits, signed or not, the
     path) over and over: each answer is kept (``_memo``, a bounded table:
     when full it starts over, which only costs time, never correctness), so
-    the prior scores a claim once, not once per report. The memo is not part
-    of a snapshot.
+    the prior scores a claim once, not once per report. It holds no state: a
+    restored correlator makes a new one from its settings.
     """
 
     __slots__ = ("_memo", "prior", "strong", "threshold")
@@ -47,15 +47,6 @@ class Accusation:
         self.threshold = float(cfg.policy.device_block_score)
         self.strong = frozenset(cfg.policy.device_block_behaviors)
         self._memo: dict[tuple[Any, ...], bool] = {}
-
-    def __getstate__(self) -> tuple[None, dict[str, Any]]:
-        # The default slotted state's layout (older snapshots hold it), without the memo.
-        return (None, {"prior": self.prior, "strong": self.strong, "threshold": self.threshold})
-
-    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
-        for name, value in state[1].items():
-            setattr(self, name, value)
-        self._memo = {}
 
     def accuses(self, r: Report, parent_flagged: float = 0.0) -> bool:
         behaviors = r.behaviors

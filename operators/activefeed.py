@@ -45,6 +45,11 @@ from typing import Any
 from rapidloop.enforcement import ENFORCING, lapsed
 from rapidloop.schemas.wire import DecisionRecord, read_decision
 
+from .snapshot import register
+
+KIND = "active-feed"
+register(KIND, 1)
+
 Record = tuple[str, dict[str, Any] | None]   # (target key, decision or None: a tombstone)
 
 
@@ -63,6 +68,19 @@ class ActiveFeed:
 
     def __len__(self) -> int:
         return len(self.expires)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The feed's state as plain data (the lapse heap as the list it is)."""
+        return {"clock": self.clock, "expires": self.expires, "lapses": self.lapses}
+
+    @classmethod
+    def from_snapshot(cls, state: dict[str, Any]) -> ActiveFeed:
+        """The feed ``snapshot`` saved."""
+        feed = cls()
+        feed.clock = state["clock"]
+        feed.expires = dict(state["expires"])
+        feed.lapses = [tuple(x) for x in state["lapses"]]
+        return feed
 
     def process(self, decisions: Iterable[dict[str, Any]]) -> list[Record]:
         """The records these decisions (contract objects, in emission order) add to the feed;

@@ -37,8 +37,8 @@ of malice (``base_rate_logit``). ``trimmed`` is the same score without the
 learner that raised it most, which the policy's broad blocks go by.
 
 Everything is deterministic (fixed seeds, fixed feature and expert order)
-and picklable, so replicas fed the same labels in the same order score
-identically.
+and restores exactly from a snapshot (``Ensemble.snapshot``), so replicas
+fed the same labels in the same order score identically.
 
 >>> from rapidloop.config import load_config
 >>> ens = Ensemble(load_config(env={}))
@@ -50,6 +50,7 @@ identically.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -66,6 +67,7 @@ from rapidloop.schemas.model import BEHAVIORS
 
 from .features import FEATURE_NAMES
 from .prior import Prior, sigmoid
+from .snapshot import dump_objects, load_objects
 from .stacking import LOGIT_CLIP, Stacker, logit
 
 # Tunables live in [models] of the configuration; these are implementation constants.
@@ -228,7 +230,7 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
 
     def _on(self, x: dict[str, float]) -> list[str]:
         if len(x) == _N_FEATURES and [*x] == _FEATURE_LIST:   # dense: cuts in the same order
-            cuts = getattr(self, "_dense_cuts", None)   # None: from an older snapshot
+            cuts = self._dense_cuts
             if cuts is None:
                 cuts = self._dense_cuts = [self.cuts.get(f, 0.0) for f in _FEATURE_LIST]
             return [f for f, v, c in zip(_FEATURE_LIST, x.values(), cuts, strict=True) if v > c]
@@ -274,10 +276,10 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
         tables = self._tables if self._tables is not None else self._build_tables()
         if not tables:
             return [0.5] * n
-        cuts = getattr(self, "_cut_array", None)   # absent: from an older snapshot
+        cuts = self._cut_array
         if cuts is None:
             cuts = self._cut_array = np.array([self.cuts.get(f, 0.0) for f in _FEATURE_LIST])
-        arrays = getattr(self, "_arrays", None)
+        arrays = self._arrays
         if arrays is None:
             arrays = self._arrays = (
                 list(tables), np.array([base for base, _ in tables.values()]),
@@ -305,10 +307,22 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
             out.append(exp(row[mine] - top) / total)
         return out
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_arrays"] = None   # derived from the tables: not worth a snapshot's bytes
-        return state
+    def snapshot(self) -> tuple[list[tuple[Any, int]], list[tuple[str, list[tuple[Any, Any]]]]]:
+        """The counts as plain data, in their order (float sums follow it): the class
+        counts and each feature's counts per class. The cuts and alpha are settings;
+        the log tables are derived."""
+        return (list(self.class_counts.items()),
+                [(f, list(c.items())) for f, c in self.feature_counts.items()])
+
+    def restore(self, state: tuple[list[tuple[Any, int]],
+                                   list[tuple[str, list[tuple[Any, Any]]]]]) -> None:
+        """Take up the counts ``snapshot`` saved (River's containers, same order)."""
+        classes, features = state
+        self.class_counts = collections.Counter(dict(classes))
+        self.feature_counts = collections.defaultdict(collections.Counter)
+        for f, counts in features:
+            self.feature_counts[f] = collections.Counter(dict(counts))
+        self._tables = self._arrays = None
 
     def learn_one(self, x: dict[str, float], y: Any) -> None:
         """River's ``BernoulliNB.learn_one`` of ``{f: 1.0 if f is on else 0.0 for f in x}``,
@@ -490,7 +504,7 @@ def _log_loss(y: bool, p: float) -> float:
 
 
 class Ensemble:
-    """Prior plus online learners and their combiner; picklable and deterministic."""
+    """Prior plus online learners and their combiner; deterministic."""
 
     def __init__(self, cfg: Config) -> None:
         m = cfg.models
@@ -535,10 +549,30 @@ class Ensemble:
         """How much the learners move the score: 0 before they are ready."""
         return 1.0 if len(self.stacker.active) > 1 and self.labels_seen else 0.0
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_memo"] = None   # holds a caller's feature dict: not part of the model
-        return state
+    def snapshot(self) -> dict[str, Any]:
+        """What the ensemble learned, as plain data but for River's estimators and
+        metrics, which travel as one opaque blob (``operators.snapshot``): naive Bayes
+        as its counts, the combiner's weights, the label counts and the AUC window.
+        The prior and the settings are not state; nor is the memo of the last score."""
+        river = {name: model for name, model in self.learners.items()
+                 if type(model) is not CutBernoulliNB}
+        return {"river": dump_objects((river, self._auc, self._loss)),
+                "nb": {name: model.snapshot() for name, model in self.learners.items()
+                       if type(model) is CutBernoulliNB},
+                "stacker": self.stacker.snapshot(),
+                "labels": (self.n_malicious, self.n_benign, self.n_measured),
+                "window": list(self._window)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take up what ``snapshot`` saved (the learners keep their order)."""
+        river, self._auc, self._loss = load_objects(state["river"])
+        for name, counts in state["nb"].items():
+            self.learners[name].restore(counts)   # type: ignore[attr-defined]
+        self.learners = {name: river.get(name, model) for name, model in self.learners.items()}
+        self.stacker.restore(state["stacker"])
+        self.n_malicious, self.n_benign, self.n_measured = state["labels"]
+        self._window = deque(state["window"], maxlen=METRIC_WINDOW)
+        self._memo = None
 
     # -- scoring -------------------------------------------------------------
 

@@ -16,17 +16,22 @@ over, which only costs sharing, never correctness).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rapidloop.config import Config
-from rapidloop.schemas.model import Feedback, Report
+from rapidloop.schemas.model import Feedback, FileInfo, Report
 
 from .accusation import Accusation
 from .dedup import RecentIds
 from .filestate import FileState
 from .lineage import lineage_key
+from .snapshot import register
+
+KIND = "correlator"
+register(KIND, 1)   # version 1: the first plain layout (snapshot, FileState.ROW)
 
 
 @dataclass(slots=True)
@@ -63,12 +68,52 @@ class Verdict:
     earlier: tuple[tuple[str, str], ...] = ()   # trusted (source, verdict) before this one
 
 
+def _fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+_REPORT, _FILE, _FEEDBACK = _fields(Report), _fields(FileInfo), _fields(Feedback)
+_SIGHTING, _VERDICT = _fields(Sighting)[1:], _fields(Verdict)[1:]   # after the event
+
+
+def item_state(item: Any) -> tuple[Any, ...]:
+    """A stream item (a report, a verdict, or either joined: ``Sighting``, ``Verdict``)
+    as plain data, for the snapshot of the pieces a decider holds (``UnitAssembler``):
+    a tag, then the fields in declaration order, the event's nested."""
+    kind = type(item)
+    if kind is Sighting:
+        return ("S", item_state(item.report), *[getattr(item, f) for f in _SIGHTING])
+    if kind is Verdict:
+        return ("V", item_state(item.feedback), *[getattr(item, f) for f in _VERDICT])
+    if kind is Report:
+        return ("R", *[getattr(item, f) for f in _REPORT if f != "file"],
+                tuple(getattr(item.file, f) for f in _FILE))
+    if kind is Feedback:
+        return ("F", *[getattr(item, f) for f in _FEEDBACK])
+    raise TypeError(f"no plain form for {kind.__name__}")
+
+
+def item_from_state(state: tuple[Any, ...]) -> Any:
+    """The inverse of ``item_state``."""
+    tag = state[0]
+    if tag == "S":
+        return Sighting(item_from_state(state[1]), *state[2:])
+    if tag == "V":
+        return Verdict(item_from_state(state[1]), *state[2:])
+    if tag == "R":
+        fields = dict(zip([f for f in _REPORT if f != "file"], state[1:-1], strict=True))
+        return Report(**fields, file=FileInfo(*state[-1]))
+    if tag == "F":
+        return Feedback(*state[1:])
+    raise ValueError(f"unknown item tag {tag!r}")
+
+
 _CANONICAL_IDS = 1 << 16   # distinct org/device ids remembered for sharing, per shard
 _VERDICTS_KEPT = 4         # trusted verdicts remembered per file (for sources' reliability)
 
 
 class Correlator:
-    """Per-shard file states; plain Python, picklable."""
+    """Per-shard file states; plain Python, its state plain data (``snapshot``)."""
 
     def __init__(self, cfg: Config) -> None:
         self.windows = tuple(float(w) for w in cfg.windows.sizes_s)
@@ -92,28 +137,32 @@ class Correlator:
         self.evicted = 0
         self._canonical: dict[str, str] = {}
 
-    def __getstate__(self) -> dict[str, Any]:
-        # With recovery on this runs for every shard at every epoch, over every
-        # file: files go as two flat lists (hashes, FileState.row tuples), which
-        # pickle several times faster than the objects. The id table is a cache
-        # and is left out (pickle keeps the sharing of the ids by identity anyway).
-        state = self.__dict__.copy()
-        files = self.files
-        state["files"] = (list(files), [st.row() for st in files.values()])
-        state["_canonical"] = {}
-        return state
+    def snapshot(self) -> dict[str, Any]:
+        """The shard's state as plain data (``operators.snapshot``); settings, the
+        accusation memo and the id table are not state.
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_canonical", {})
-        files = state["files"]
-        if type(files) is tuple:   # the compact form (older snapshots hold a dict of objects)
-            shas, rows = files
-            windows, max_orgs, max_devices = (state["windows"], state["max_orgs"],
-                                              state["max_devices"])
-            from_row = FileState.from_row
-            state["files"] = {sha: from_row(row, windows, max_orgs, max_devices)
-                              for sha, row in zip(shas, rows, strict=True)}
-        self.__dict__.update(state)
+        With recovery on this runs for every shard at every epoch, over every
+        file: files go as two flat lists (hashes, ``FileState.row`` tuples),
+        which pickle several times faster than the objects.
+        """
+        files = self.files
+        return {"files": (list(files), [st.row() for st in files.values()]),
+                "ids": self.ids.snapshot(), "now": self.now, "next_sweep": self.next_sweep,
+                "duplicates": self.duplicates, "evicted": self.evicted}
+
+    @classmethod
+    def from_snapshot(cls, cfg: Config, state: dict[str, Any]) -> Correlator:
+        """The correlator ``snapshot`` saved, with the settings of ``cfg``."""
+        c = cls(cfg)
+        shas, rows = state["files"]
+        windows, max_orgs, max_devices = c.windows, c.max_orgs, c.max_devices
+        evidence_orgs, from_row = c.evidence_orgs, FileState.from_row
+        c.files = {sha: from_row(row, windows, max_orgs, max_devices, evidence_orgs)
+                   for sha, row in zip(shas, rows, strict=True)}
+        c.ids = RecentIds.from_snapshot(int(cfg.dedup.ids_per_shard), state["ids"])
+        c.now, c.next_sweep = state["now"], state["next_sweep"]
+        c.duplicates, c.evicted = state["duplicates"], state["evicted"]
+        return c
 
     def process(self, events: Iterable[tuple[int, Report | Feedback]], arrived: float
                 ) -> tuple[list[tuple[int, Sighting | Verdict]], list[tuple[int, Verdict]]]:

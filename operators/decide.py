@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from typing import Any
 
 from rapidloop.config import Config
 from rapidloop.schemas.model import Decision
@@ -38,7 +39,11 @@ from .policy import (
 )
 from .reliability import SourceReliability
 from .signers import SignerRecord
+from .snapshot import register
 from .trust import OrgTrust
+
+KIND = "decider"
+register(KIND, 1)
 
 # Fewest sightings between two labels worth scoring as one batch: a batch costs ~40 µs of
 # numpy calls whatever its size, then ~5 µs a report, against ~14 µs a report scored
@@ -55,22 +60,17 @@ def teaches(item: Sighting | Verdict) -> bool:
 
 
 class Decider:
-    """Per-shard ensemble replica, policy and enforcement state; picklable."""
-
-    signers: SignerRecord | None = None   # None in a snapshot from before signer reputation
-    lineage: LineageRecord | None = None  # None in a snapshot from before siblings
-    vouchers: OrgTrust | None = None      # None in a snapshot from before vouching
-    reliability: SourceReliability | None = None   # None: from before learned reliability
-    batch_min: int = BATCH_MIN   # a class default: snapshots from before batches lack it
+    """Per-shard ensemble replica, policy and enforcement state; its state plain data
+    (``snapshot``)."""
 
     def __init__(self, cfg: Config, allowlist: AllowList | None = None,
                  batch_min: int = BATCH_MIN) -> None:
         self.ensemble = Ensemble(cfg)
-        self.trust = new_trust(cfg)
-        self.signers = new_signers(cfg)
-        self.lineage = new_lineage(cfg)
-        self.vouchers = new_trust(cfg)
-        self.reliability = new_reliability(cfg)
+        self.trust: OrgTrust = new_trust(cfg)
+        self.signers: SignerRecord = new_signers(cfg)
+        self.lineage: LineageRecord = new_lineage(cfg)
+        self.vouchers: OrgTrust = new_trust(cfg)
+        self.reliability: SourceReliability = new_reliability(cfg)
         self.policy = Policy(cfg, allowlist, self.trust, self.signers, self.lineage,
                              self.vouchers, self.reliability)
         self.states: dict[str, Enforcement] = {}
@@ -84,6 +84,35 @@ class Decider:
         # number for the per-report reference path, 1 to batch every run)
         self.batch_min = int(batch_min)
         self.latencies: list[float] = []   # event-arrival → decision, seconds (drained by the flow)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the replica learned and enforces, as plain data (``operators.snapshot``):
+        the ensemble, the records of organizations, signers, siblings, vouchers and
+        sources, every file's enforcement. Settings (the policy's, the allow-list) are
+        not state; nor are the latencies the flow drains."""
+        return {"ensemble": self.ensemble.snapshot(), "trust": self.trust.snapshot(),
+                "signers": self.signers.snapshot(), "lineage": self.lineage.snapshot(),
+                "vouchers": self.vouchers.snapshot(),
+                "reliability": self.reliability.snapshot(),
+                "states": {sha: enf.row() for sha, enf in self.states.items()},
+                "now": self.now, "next_sweep": self.next_sweep}
+
+    @classmethod
+    def from_snapshot(cls, cfg: Config, state: dict[str, Any],
+                      allowlist: AllowList | None = None,
+                      batch_min: int = BATCH_MIN) -> Decider:
+        """The replica ``snapshot`` saved, with the settings of ``cfg`` and ``allowlist``."""
+        d = cls(cfg, allowlist, batch_min)
+        d.ensemble.restore(state["ensemble"])
+        d.trust.restore(state["trust"])
+        d.signers.restore(state["signers"])
+        d.lineage.restore(state["lineage"])
+        d.vouchers.restore(state["vouchers"])
+        d.reliability.restore(state["reliability"])
+        from_row = Enforcement.from_row
+        d.states = {sha: from_row(row) for sha, row in state["states"].items()}
+        d.now, d.next_sweep = state["now"], state["next_sweep"]
+        return d
 
     def _scored(self, features: dict[str, float], eager: bool = False) -> Scored:
         """The ensemble's view now; ``eager`` when the models learn before the policy reads it
@@ -196,14 +225,14 @@ class Decider:
                     decided = self.policy.on_verdict(enf, fb, scored, item.signer,
                                                      item.lineage, item.allowers,
                                                      item.orgs_ever)
-                if fb.trusted and self.signers is not None:
+                if fb.trusted:
                     # after the policy: a verdict is weighed against the signer's other files
                     self.signers.learn(item.signer, fb.sha256, fb.verdict == "malicious")
-                if fb.trusted and self.lineage is not None and item.lineage:
+                if fb.trusted and item.lineage:
                     self.lineage.learn(item.lineage, fb.sha256, fb.verdict == "malicious")
-                if fb.trusted and self.reliability is not None:
+                if fb.trusted:
                     self.reliability.judge(item.earlier, fb.source, fb.verdict)
-                if fb.trusted and self.vouchers is not None and item.allowers:
+                if fb.trusted and item.allowers:
                     # a tenant's "benign" proven right or wrong: its word counts accordingly
                     self.vouchers.settle(item.allowers, fb.verdict == "benign")
             if decided:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import pickle
 from collections import deque
-from typing import Any
+
+from .snapshot import loads_plain
 
 CHUNK = 4096   # ids per sealed, pre-encoded chunk
 
@@ -38,7 +39,8 @@ def _seal(ids: list[str]) -> bytes:
 
 
 def _unseal(chunk: bytes) -> list[str]:
-    return pickle.loads(chunk)  # our own snapshot data, never input from outside
+    ids: list[str] = loads_plain(chunk)   # plain data: a class inside would be refused
+    return ids
 
 
 class RecentIds:
@@ -85,23 +87,30 @@ class RecentIds:
     def __len__(self) -> int:
         return len(self._order)
 
-    def __getstate__(self) -> tuple[int, int, list[bytes], list[str]]:
-        return (self.capacity, self._skip, list(self._sealed), list(self._open))
+    def snapshot(self) -> tuple[int, list[bytes], list[str]]:
+        """The ring as plain data: (ids of the oldest chunk already gone, the sealed
+        chunks, the open chunk). The capacity is a setting, not state."""
+        return (self._skip, list(self._sealed), list(self._open))
 
-    def __setstate__(self, state: Any) -> None:
-        if type(state) is tuple and len(state) == 2 and state[0] is None:
-            slots = state[1]   # a snapshot from before the chunked form: (None, {slot: value})
-            capacity, order = slots["capacity"], list(slots["_order"])
-            full = len(order) - len(order) % CHUNK
-            state = (capacity, 0, [_seal(order[i:i + CHUNK]) for i in range(0, full, CHUNK)],
-                     order[full:])
-        self.capacity, self._skip, sealed, opened = state
+    @classmethod
+    def from_snapshot(cls, capacity: int, state: tuple[int, list[bytes], list[str]]
+                      ) -> RecentIds:
+        """The ring ``snapshot`` saved, holding at most ``capacity`` ids: the newest, if it
+        saved more (a smaller ``dedup.ids_per_shard`` since)."""
+        skip, sealed, opened = state
         order: list[str] = []
         for chunk in sealed:
             order.extend(_unseal(chunk))
-        del order[:self._skip]
+        del order[:skip]
         order.extend(opened)
-        self._sealed = deque(sealed)
-        self._open = list(opened)
-        self._order = deque(order)
-        self._set = set(order)
+        ring = cls(capacity)
+        if len(order) > capacity:
+            for msg_id in order[len(order) - capacity:]:
+                ring.seen(msg_id)
+            return ring
+        ring._skip = skip
+        ring._sealed = deque(sealed)
+        ring._open = list(opened)
+        ring._order = deque(order)
+        ring._set = set(order)
+        return ring

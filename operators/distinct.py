@@ -157,8 +157,9 @@ class SlidingDistinct:
             self._no_prune_before = times[0] + max(self.windows)
 
     def parts(self) -> tuple[Any, ...]:
-        """The state without what is shared or derived, for a shard's compact snapshot:
-        (ever, key or key → last seen or None, last seen of a single key, no_prune_before)."""
+        """The state as plain data, without what is shared or derived (the windows, the
+        cap, the sorted times), for a shard's snapshot: (ever, key or key → last seen or
+        None, last seen of a single key, no_prune_before)."""
         k = self._key
         return (self.ever, k, None if type(k) is dict else self._ts, self._no_prune_before)
 
@@ -172,21 +173,3 @@ class SlidingDistinct:
         if type(d._key) is dict:
             d._ts = sorted(d._key.values())
         return d
-
-    def __getstate__(self) -> tuple[Any, ...]:
-        # The sorted times are derived: leave them out of snapshots. The layout
-        # (windows, cap, ever, key → last seen, no_prune_before) is the one older
-        # snapshots have, so they still load.
-        k = self._key
-        last = k if type(k) is dict else ({} if k is None else {k: self._ts})
-        return (self.windows, self.cap, self.ever, last, self._no_prune_before)
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.windows, self.cap, self.ever, last, self._no_prune_before = state
-        if not last:
-            self._key = self._ts = None
-        elif len(last) == 1:
-            ((self._key, self._ts),) = last.items()
-        else:
-            self._key = last
-            self._ts = sorted(last.values())

@@ -41,12 +41,13 @@ own evidence always counts fully for that tenant's own decisions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from .features import behavior_key
 
 
 class OrgEvidence:
-    """Who claimed what about one file, by organization; small and picklable."""
+    """Who claimed what about one file, by organization; small, its state plain data."""
 
     __slots__ = ("beh_orgs", "cap", "signatures", "top")
 
@@ -55,6 +56,18 @@ class OrgEvidence:
         self.beh_orgs: dict[str, list[str]] | None = None     # behaviour → orgs (≤ cap)
         self.top: list[tuple[float, str]] = []                # best verdict of the 2 best orgs
         self.signatures: dict[tuple[bool, str | None], list[str]] | None = None
+
+    def parts(self) -> tuple[Any, ...]:
+        """The state as plain data for a snapshot (the cap is a setting, not state)."""
+        return (self.beh_orgs, self.top, self.signatures)
+
+    @classmethod
+    def from_parts(cls, cap: int, parts: tuple[Any, ...]) -> OrgEvidence:
+        """The inverse of ``parts``, with the caller's cap."""
+        ev = cls.__new__(cls)
+        ev.cap = cap
+        ev.beh_orgs, ev.top, ev.signatures = parts
+        return ev
 
     def observe(self, org: str, behaviors: Sequence[str], verdict: float, signed: bool,
                 signer: str | None) -> None:

@@ -41,29 +41,28 @@ _NEG_INF = -math.inf
 class FileState:
     """Prevalence, windows, behaviours, verdicts and attributes of one sha256."""
 
-    __slots__ = (  # noqa: RUF023 (order is the snapshot row's: new slots go last)
+    __slots__ = (
+        "accusers",
+        "allowers",
         "beh_counts",
         "devices",
+        "evidence",
         "first_seen",
         "fpath",
         "ftype",
+        "label",
         "last_seen",
         "n_reports",
+        "name",
         "orgs",
         "parents",
         "signed",
         "signer",
+        "since_label",
         "size",
         "verdict_max",
         "verdict_sources",
         "verdict_sum",
-        # Added after the compact snapshot form: restored rows without them get defaults.
-        "accusers",
-        "evidence",
-        "label",
-        "since_label",
-        "name",
-        "allowers",
         "verdicts",
     )
 
@@ -227,47 +226,34 @@ class FileState:
         return feats
 
     def row(self) -> tuple[Any, ...]:
-        """The state as one flat tuple for a shard's compact snapshot (see ``from_row``).
+        """The state as one flat tuple of plain values, for a shard's snapshot: the
+        fields of ``ROW`` in order, then the evidence, orgs and devices parts.
 
-        Snapshots pickle every file of a shard each epoch; a tuple of plain
+        Snapshots hold every file of a shard each epoch; a tuple of plain
         values pickles several times faster than slotted objects, which go
         through ``copyreg`` one by one.
         """
-        return (*_scalar_values(self), self.orgs.parts(), self.devices.parts())
+        ev = self.evidence
+        return (*_row_values(self), None if ev is None else ev.parts(), self.orgs.parts(),
+                self.devices.parts())
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...], windows: tuple[float, ...], max_orgs: int,
-                 max_devices: int) -> FileState:
+                 max_devices: int, evidence_orgs: int) -> FileState:
+        """The inverse of ``row``, with the caller's settings (windows and caps)."""
         st = cls.__new__(cls)
-        st.accusers = st.evidence = st.label = None
-        st.since_label = 0
-        st.name, st.allowers, st.verdicts = "", (), ()
-        for name, value in zip(_SCALARS, row[:-2], strict=False):
+        for name, value in zip(ROW, row, strict=False):
             setattr(st, name, value)
-        st.orgs = SlidingDistinct.from_parts(windows, max_orgs, row[-2])
-        st.devices = SlidingDistinct.from_parts(windows, max_devices, row[-1])
+        ev, orgs, devices = row[len(ROW):]
+        st.evidence = None if ev is None else OrgEvidence.from_parts(evidence_orgs, ev)
+        st.orgs = SlidingDistinct.from_parts(windows, max_orgs, orgs)
+        st.devices = SlidingDistinct.from_parts(windows, max_devices, devices)
         return st
 
-    def __getstate__(self) -> tuple[Any, ...]:
-        # A tuple in slot order: smaller and faster to pickle than the default
-        # {slot name: value} dict.
-        return _slot_values(self)
 
-    def __setstate__(self, state: Any) -> None:
-        if type(state) is tuple and len(state) == 2 and state[0] is None:
-            # A snapshot from before __getstate__ existed: (None, {slot: value}).
-            slots = state[1]
-            slots["verdict_sources"] = tuple(slots["verdict_sources"])
-            slots["beh_counts"] = slots["beh_counts"] or None
-            slots["parents"] = tuple(slots["parents"])
-            state = tuple(slots[name] for name in FileState.__slots__)
-        self.accusers = self.evidence = self.label = None
-        self.since_label = 0
-        self.name, self.allowers, self.verdicts = "", (), ()
-        for name, value in zip(FileState.__slots__, state, strict=False):
-            setattr(self, name, value)
-
-
-_slot_values = attrgetter(*FileState.__slots__)
-_SCALARS = tuple(n for n in FileState.__slots__ if n not in ("orgs", "devices"))
-_scalar_values = attrgetter(*_SCALARS)
+ROW = ("beh_counts", "first_seen", "fpath", "ftype", "last_seen", "n_reports", "parents",
+       "signed", "signer", "size", "verdict_max", "verdict_sources", "verdict_sum",
+       "accusers", "label", "since_label", "name", "allowers", "verdicts")
+"""The plain fields of a snapshot row, in order (``Correlator``'s state: a change here is
+a new version of it, with a migration)."""
+_row_values = attrgetter(*ROW)

@@ -66,6 +66,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rapidloop.config import Config
 from rapidloop.schemas.model import Decision, Feedback
@@ -96,23 +97,6 @@ class Enforcement:
     weighed_orgs: int = 0           # ...last weighed against this many orgs (operators.cost)
     score_weighed_orgs: int = 0     # org score blocks last weighed at this many orgs
 
-    def score_blocks(self) -> set[Target]:
-        """Targets blocked by correlation (the score), which new evidence may release."""
-        try:
-            return self.scored
-        except AttributeError:   # restored from a snapshot taken before the field existed
-            self.scored = set()
-            return self.scored
-
-    def on_first_sight(self) -> bool:
-        """Does the global block rest on one organization's sighting (``Policy``'s first
-        sight rule), so that the fleet's own sightings may still lift it?"""
-        try:
-            return self.first_sight
-        except AttributeError:   # restored from a snapshot taken before the field existed
-            self.first_sight = False
-            return False
-
     def current(self, target: Target, now: float) -> str | None:
         """The action in force on ``target`` at event time ``now`` (None if none)."""
         entry = self.active.get(target)
@@ -127,6 +111,16 @@ class Enforcement:
     def idle(self, now: float) -> bool:
         """True when nothing is enforced any more: the state can be forgotten."""
         return not any(exp is None or exp > now for _, exp in self.active.values())
+
+    def row(self) -> tuple[Any, ...]:
+        """The record as one tuple of plain values, fields in declaration order."""
+        return (self.active, self.label, self.last_event, self.scored, self.first_sight,
+                self.verdict_by, self.weighed_orgs, self.score_weighed_orgs)
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Enforcement:
+        """The inverse of ``row``."""
+        return cls(*row)
 
 
 def _no_reasons() -> list[str]:
@@ -174,15 +168,6 @@ def _fmt_window(seconds: float) -> str:
 
 class Policy:
     """Turns sightings and verdicts into the decisions that change enforcement."""
-
-    # Set by __init__; these class values stand in for a Policy restored from a snapshot
-    # taken before the setting existed (it carries on as it decided then).
-    trim: bool = False
-    global_trimmed_score: float = 0.0
-    signers: SignerRecord = SignerRecord(vouch_clean=0, max_files=0)   # vouches for no one
-    first_sight_score: float = 0.0
-    first_sight_min_trust: float = 1.0
-    signer_condemn: int = 0
 
     def __init__(self, cfg: Config, allowlist: AllowList | None = None,
                  trust: OrgTrust | None = None, signers: SignerRecord | None = None,
@@ -261,7 +246,7 @@ class Policy:
                     enf.verdict_by is not None and s.orgs_ever > enf.weighed_orgs
                     and s.orgs_ever >= self.release_min_orgs):
                 return False
-            if enf.on_first_sight() and len(s.accusers) >= self.global_min_orgs:
+            if enf.first_sight and len(s.accusers) >= self.global_min_orgs:
                 enf.first_sight = False   # as on_sighting: corroborated, it stands
         elif label != "benign" and not self.allowlist.allows(r.sha256, r.file.signer):
             return False
@@ -278,12 +263,12 @@ class Policy:
         org_t: Target = ("org", r.org_id, None)
         dev_t: Target = ("device", r.org_id, r.device_id)
         score = sc.score
-        if (score < self.release_score and enf.label is None and enf.score_blocks()
+        if (score < self.release_score and enf.label is None and enf.scored
                 and s.orgs_ever >= self.release_min_orgs):
             return self._release(enf, r.sha256, sc, now, r.report_id)
         accusers = s.accusers
         lone_accuser = len(accusers) == 1   # all the evidence is one tenant's own claims
-        if enf.on_first_sight():
+        if enf.first_sight:
             if len(accusers) >= self.global_min_orgs:
                 enf.first_sight = False   # corroborated by another organization: it stands
             elif s.orgs_ever >= self.release_min_orgs and enf.label is None:
@@ -300,7 +285,7 @@ class Policy:
                 [f"its signer's files were condemned by {condemned} trusted verdicts"
                  f" and cleared by {clean}", *sc.explain()[:2]],
                 now + self.ttl["global"]))
-            enf.score_blocks().add(GLOBAL)
+            enf.scored.add(GLOBAL)
         cost = self.cost
         if enf.verdict_by is None and logit(score) + cost.sibling_bound < self._floor:
             return out   # no term can lift this score over any bar: nothing to weigh
@@ -323,7 +308,7 @@ class Policy:
                      *terms.lines(self.global_score, cost.exposure_weight),
                      *sc.explain()[:2]],
                     now + self.ttl["global"]))
-                enf.score_blocks().add(GLOBAL)
+                enf.scored.add(GLOBAL)
         elif (self.first_sight_score and s.orgs_ever == 1 and accusers == [r.org_id]
                 and sc.calibrated and terms.clears(self.global_score, cost.exposure_weight)
                 and not vouched
@@ -337,7 +322,7 @@ class Policy:
                  "not yet seen in any other organization",
                  *terms.lines(self.global_score, cost.exposure_weight), *sc.explain()[:2]],
                 now + self.ttl["global"]))
-            enf.score_blocks().add(GLOBAL)
+            enf.scored.add(GLOBAL)
             enf.first_sight = True
         elif (cost.sibling_block and terms.siblings >= cost.sibling_block
                 and r.org_id in accusers
@@ -351,7 +336,7 @@ class Policy:
                  f"{condemned} trusted verdicts and cleared by {clean}",
                  *terms.lines(self.global_score, cost.exposure_weight), *sc.explain()[:2]],
                 now + self.ttl["global"]))
-            enf.score_blocks().add(GLOBAL)
+            enf.scored.add(GLOBAL)
             enf.first_sight = True
 
         if (enf.verdict_by is not None and s.orgs_ever > enf.weighed_orgs
@@ -362,7 +347,7 @@ class Policy:
 
         if (self.reweigh_min_orgs and enf.label is None
                 and s.orgs_ever >= self.reweigh_min_orgs
-                and s.orgs_ever > enf.score_weighed_orgs and enf.score_blocks()
+                and s.orgs_ever > enf.score_weighed_orgs and enf.scored
                 and enf.current(GLOBAL, now) != "block"):   # the fleet's block covers them
             lifted = self._reweigh_score_blocks(enf, s, sc, terms, now)
             if lifted:
@@ -385,7 +370,7 @@ class Policy:
                  f"reported by device {r.device_id} in this org",
                  *own.lines(self.org_score, cost.exposure_weight), *sc.explain()[:2]],
                 now + self.ttl["org"]))
-            enf.score_blocks().add(org_t)
+            enf.scored.add(org_t)
             return out
         strong = [b for b in r.behaviors if b in self.device_behaviors]
         # on the device itself, siblings may only add suspicion (a masquerade under a
@@ -400,7 +385,7 @@ class Policy:
                  f"malice score {score:.2f}, device threshold {self.device_score:.2f}",
                  *device.lines(self.device_score, cost.exposure_weight)],
                 now + self.ttl["device"]))
-            enf.score_blocks().add(dev_t)
+            enf.scored.add(dev_t)
         return out
 
     def _widespread_agree(self, s: Sighting, sc: Scored, threshold: float) -> bool:
@@ -456,7 +441,7 @@ class Policy:
         if terms.siblings > 0 or weighed.clears(self.org_score, w):
             return []   # kin of condemned files: its spread is a campaign's, not software's
         out: list[Decision] = []
-        blocks = enf.score_blocks()
+        blocks = enf.scored
         for target in sorted(blocks, key=_target_order):
             if target[0] != "org":
                 continue
@@ -474,7 +459,7 @@ class Policy:
         """The first organization's sighting blocked the file for everyone; now many
         organizations run it and none of them accuses it: one tenant's word, not a campaign."""
         enf.first_sight = False
-        enf.score_blocks().discard(GLOBAL)
+        enf.scored.discard(GLOBAL)
         if enf.current(GLOBAL, now) != "block":
             return []
         return [self._decide(enf, sha, GLOBAL, "unblock", sc, now, trigger,
@@ -485,13 +470,13 @@ class Policy:
                  trigger: str) -> list[Decision]:
         """Unblock what the score alone blocked, now that the score fell below release."""
         out = []
-        for target in sorted(enf.score_blocks(), key=_target_order):
+        for target in sorted(enf.scored, key=_target_order):
             if enf.current(target, now) == "block":
                 out.append(self._decide(
                     enf, sha, target, "unblock", sc, now, trigger,
                     [f"malice score {sc.score:.2f} fell below release threshold "
                      f"{self.release_score:.2f}", *sc.explain()[:1]], None))
-        enf.score_blocks().clear()
+        enf.scored.clear()
         return out
 
     # -- verdicts -------------------------------------------------------------
@@ -519,7 +504,7 @@ class Policy:
                 # a final source's block stands; another's is weighed again as the file spreads
                 enf.verdict_by = None if self.reliability.final(fb.source) else fb.source
                 enf.weighed_orgs = orgs
-                enf.score_blocks().discard(GLOBAL)
+                enf.scored.discard(GLOBAL)
                 return [self._decide(enf, sha, GLOBAL, "block", sc, now, fb.feedback_id,
                                      [f"{fb.source} verdict malicious",
                                       f"malice probability {post:.2f} with the verdict",

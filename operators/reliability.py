@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 
 
 class SourceReliability:
-    """Per-source (confirmed, contradicted) counts over a Beta prior; picklable."""
+    """Per-source (confirmed, contradicted) counts over a Beta prior."""
 
     __slots__ = ("prior", "prior_n", "record")
 
@@ -39,6 +39,14 @@ class SourceReliability:
         self.prior = dict(prior)
         self.prior_n = prior_n
         self.record: dict[str, tuple[int, int]] = {}
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        """The record as plain data (the prior is a setting)."""
+        return self.record
+
+    def restore(self, state: dict[str, tuple[int, int]]) -> None:
+        """Take up the record ``snapshot`` saved."""
+        self.record = dict(state)
 
     def final(self, source: str) -> bool:
         """Is ``source``'s word final (reliability 1: never contradicted, never scored)?"""

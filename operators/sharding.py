@@ -43,6 +43,9 @@ from rapidloop.schemas.model import DeadLetter, Feedback, RawMessage, Report
 from rapidloop.schemas.timefmt import parse_ts
 from rapidloop.schemas.wire import MAX_TS, Limits, WireParser
 
+from .correlate import item_from_state, item_state
+from .snapshot import register
+
 
 def shard_of(sha256: str, shards: int) -> int:
     """Stable shard of a (normalised, hex) sha256: uniform because hashes are."""
@@ -142,6 +145,40 @@ class UnitAssembler:
 
     def __len__(self) -> int:
         return len(self.pending) + len(self.complete)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The pieces held and the next unit expected per source, as plain data (a
+        piece's items by ``correlate.item_state``)."""
+        return {"pending": [[unit, [_piece_state(p) for p in parts]]
+                            for unit, parts in self.pending.items()],
+                "complete": [[src, seq, _piece_state(p)]
+                             for (src, seq), p in self.complete.items()],
+                "next_seq": dict(self.next_seq)}
+
+    @classmethod
+    def from_snapshot(cls, state: dict[str, Any]) -> UnitAssembler:
+        """The assembler ``snapshot`` saved."""
+        asm = cls()
+        asm.pending = {unit: [_piece_from_state(p) for p in parts]
+                       for unit, parts in state["pending"]}
+        asm.complete = {(src, seq): _piece_from_state(p) for src, seq, p in state["complete"]}
+        asm.next_seq = dict(state["next_seq"])
+        return asm
+
+
+KIND = "unit-assembler"
+register(KIND, 1)
+
+
+def _piece_state(p: Piece) -> tuple[Any, ...]:
+    return (p.shard, p.source, p.unit, p.seq, p.expect,
+            [(i, item_state(it)) for i, it in p.items], p.arrived)
+
+
+def _piece_from_state(state: tuple[Any, ...]) -> Piece:
+    shard, source, unit, seq, expect, items, arrived = state
+    return Piece(shard, source, unit, seq, expect,
+                 [(i, item_from_state(it)) for i, it in items], arrived)
 
 
 def _merge(parts: list[Piece]) -> Piece:

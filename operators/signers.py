@@ -42,7 +42,7 @@ from __future__ import annotations
 
 
 class SignerRecord:
-    """Per-signer counts of files with a trusted verdict; bounded, picklable."""
+    """Per-signer counts of files with a trusted verdict; bounded."""
 
     __slots__ = ("counts", "files", "max_files", "vouch_clean")
 
@@ -51,6 +51,16 @@ class SignerRecord:
         self.max_files = max_files
         self.counts: dict[str, tuple[int, int]] = {}     # signer → (clean, condemned)
         self.files: dict[str, tuple[str, bool]] = {}     # sha256 → (signer, malicious)
+
+    def snapshot(self) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[str, bool]]]:
+        """(counts, files) as plain data, oldest first (the bounds are settings)."""
+        return (self.counts, self.files)
+
+    def restore(self, state: tuple[dict[str, tuple[int, int]],
+                                   dict[str, tuple[str, bool]]]) -> None:
+        """Take up the record ``snapshot`` saved."""
+        counts, files = state
+        self.counts, self.files = dict(counts), dict(files)
 
     def learn(self, signer: str | None, sha256: str, malicious: bool) -> None:
         """A trusted verdict on a file signed by ``signer`` (None: unsigned, nothing to learn)."""

@@ -82,6 +82,17 @@ class Stacker:
         # differ in the last bit between replicas. Tied: every expert from the start.
         self.active: tuple[str, ...] = self.names if tied else (self.names[0],)
 
+    def snapshot(self) -> tuple[dict[str, float], float, tuple[str, ...]]:
+        """(weights, bias, active experts) as plain data; the names, the anchor and the
+        learning rates are settings."""
+        return (self.weights, self.bias, self.active)
+
+    def restore(self, state: tuple[dict[str, float], float, tuple[str, ...]]) -> None:
+        """Take up the state ``snapshot`` saved."""
+        weights, self.bias, active = state
+        self.weights = dict(weights)
+        self.active = tuple(active)
+
     def activate(self, name: str) -> None:
         if name not in self.active:
             self.active = tuple(n for n in self.names if n in self.active or n == name)
@@ -104,7 +115,7 @@ class Stacker:
         p = _sigmoid(self.bias + sum(self.weights[n] * z for n, z in zs.items()))
         g = p - (1.0 if y else 0.0)
         lr, l2 = self.lr * weight, self.l2
-        if getattr(self, "tied", False):   # one slope on the sum of the log-odds (Platt)
+        if self.tied:   # one slope on the sum of the log-odds (Platt)
             total = 0.0
             for z in zs.values():
                 total += z

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 
 
 class OrgTrust:
-    """Per-organization Beta trust from settled accusations; bounded, picklable."""
+    """Per-organization Beta trust from settled accusations; bounded."""
 
     __slots__ = ("a", "b", "max_orgs", "record", "refute_weight")
 
@@ -40,6 +40,14 @@ class OrgTrust:
         self.refute_weight = refute_weight
         self.max_orgs = max_orgs
         self.record: dict[str, tuple[int, int]] = {}   # org → (confirmed, refuted)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        """The record as plain data (the prior and the bound are settings)."""
+        return self.record
+
+    def restore(self, state: dict[str, tuple[int, int]]) -> None:
+        """Take up the record ``snapshot`` saved."""
+        self.record = dict(state)
 
     def trust(self, org: str) -> float:
         confirmed, refuted = self.record.get(org, (0, 0))

@@ -212,11 +212,3 @@ def test_prevalent_signed_file_needs_trusted_verdict() -> None:
     out = run([*events, feedback(H, "malicious", "analyst", ts=T0 + 5000)])
     (g,) = [d for d in out if d.scope == "global"]
     assert (g.action, g.reasons[0]) == ("block", "analyst verdict malicious")
-
-
-def test_enforcement_snapshotted_before_score_blocks_existed_still_works() -> None:
-    import pickle
-    e = Enforcement()
-    state = pickle.loads(pickle.dumps(e))
-    object.__delattr__(state, "scored")    # as unpickled from an older snapshot
-    assert state.score_blocks() == set()

@@ -30,7 +30,7 @@ from rapidloop.operators.classifiers import (
     row_sums,
 )
 from rapidloop.operators.correlate import Correlator, Sighting
-from rapidloop.operators.decide import Decider
+from rapidloop.operators.decide import BATCH_MIN, Decider
 from rapidloop.operators.features import FEATURE_NAMES
 from rapidloop.operators.policy import Enforcement, Scored
 from rapidloop.operators.stacking import LOGIT_CLIP
@@ -208,7 +208,7 @@ def test_same_decisions_and_scores_with_batch_scoring(tmp_path: Path, seed: int)
                 default=0.0)
     assert worst <= TOLERANCE
     assert every_read == ref_read   # bit for bit: scores, per-model scores, trimmed, reasons
-    default, _, _ = decide(world, Decider.batch_min)
+    default, _, _ = decide(world, BATCH_MIN)
     assert default == ref
     print(f"\n[batch scoring] seed {seed}: {len(ref)} decisions, {len(ref_read)} reports "
           f"scored, {batched} in batches; largest |score difference| {worst:.3g}")

@@ -27,6 +27,7 @@ from rapidloop.operators.classifiers import (
     evidence_bound,
 )
 from rapidloop.operators.features import FEATURE_NAMES
+from rapidloop.operators.snapshot import loads_plain
 from rapidloop.operators.stacking import LOGIT_CLIP, logit
 
 Sample = tuple[dict[str, float], bool, str]
@@ -341,14 +342,24 @@ def test_same_labels_same_order_same_scores():
     assert a.metrics()["ensemble"] == b.metrics()["ensemble"]
 
 
-def test_pickle_round_trip_scores_and_learns_identically(ens_400: Ensemble):
+def _restored(ens: Ensemble) -> Ensemble:
+    back = Ensemble(load_config(env={}))
+    back.restore(loads_plain(_blob(ens)))
+    return back
+
+
+def _blob(ens: Ensemble) -> bytes:
+    return pickle.dumps(ens.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def test_snapshot_round_trip_scores_and_learns_identically(ens_400: Ensemble):
     f0 = PROBES[0]
     ens_400.score(f0)   # a remembered vector must not leak into the snapshot
-    copy = pickle.loads(pickle.dumps(ens_400))
+    copy = _restored(ens_400)
     assert copy.model_version == ens_400.model_version
     assert [copy.score(f) for f in PROBES] == [ens_400.score(f) for f in PROBES]
     more = synthetic_stream(50, seed=8)
-    twin = pickle.loads(pickle.dumps(ens_400))
+    twin = _restored(ens_400)
     for f, y, _ in more:
         copy.learn(f, y)
         twin.learn(f, y)
@@ -362,7 +373,7 @@ def test_size_stays_bounded():
     for i, (f, y, _) in enumerate(stream, 1):
         ens.learn(f, y)
         if i % 2000 == 0:
-            sizes.append(len(pickle.dumps(ens)))
+            sizes.append(len(_blob(ens)))
     assert max(sizes) < 400 * 1024, sizes
     tree = ens.learners["tree"]
     assert tree.height <= tree.max_depth + 1
@@ -391,11 +402,11 @@ def test_costs(capsys: pytest.CaptureFixture[str]):
             ens.score_batch(PROBES[i:i + 25])
         batch_us = (time.perf_counter() - t0) / len(PROBES) * 1e6
         t0 = time.perf_counter()
-        blob = pickle.dumps(ens)
+        blob = _blob(ens)
         dump_ms = (time.perf_counter() - t0) * 1e3
         report.append(f"{n} labels: score {score_us:.1f} µs ({batch_us:.1f} µs in batches "
                       f"of 25), learn {learn_us:.0f} µs, "
-                      f"pickle {len(blob) / 1024:.0f} KiB in {dump_ms:.1f} ms")
+                      f"snapshot {len(blob) / 1024:.0f} KiB in {dump_ms:.1f} ms")
     with capsys.disabled():
         print("\n[ensemble cost] " + "; ".join(report))
 

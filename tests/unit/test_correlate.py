@@ -1,11 +1,11 @@
 """File state and correlation, without Bytewax or Kafka."""
 
-import pickle
 
 from rapidloop.config import load_config
 from rapidloop.operators.classifiers import dense
-from rapidloop.operators.correlate import Correlator, Sighting, Verdict
+from rapidloop.operators.correlate import KIND, Correlator, Sighting, Verdict
 from rapidloop.operators.features import FEATURE_NAMES
+from rapidloop.operators.snapshot import decode, encode, envelope
 
 from .helpers import T0, feedback, report, sha
 
@@ -70,10 +70,15 @@ def test_cold_files_evicted_after_idle_ttl():
     assert H not in c.files and sha(9) in c.files and c.evicted == 1
 
 
-def test_state_pickles():
+def _restored(c: Correlator) -> Correlator:
+    (state,) = decode(encode([envelope(KIND, c.snapshot())]), KIND)
+    return Correlator.from_snapshot(CFG, state)
+
+
+def test_state_snapshots():
     c = Correlator(CFG)
     run(c, [report(H, org=f"o{i}", ts=T0 + i) for i in range(20)])
-    c2 = pickle.loads(pickle.dumps(c))
+    c2 = _restored(c)
     assert c2.files[H].orgs.counts(T0 + 20) == c.files[H].orgs.counts(T0 + 20)
 
 
@@ -87,7 +92,7 @@ def test_a_restored_snapshot_carries_on_exactly():
     straight, resumed = Correlator(CFG), Correlator(CFG)
     first, _ = run(straight, events)
     head, _ = resumed.process(list(enumerate(events))[:25], 0.0)
-    resumed = pickle.loads(pickle.dumps(resumed, protocol=pickle.HIGHEST_PROTOCOL))
+    resumed = _restored(resumed)
     tail, _ = resumed.process(list(enumerate(events))[25:], 0.0)
     assert [(i, o.features) for i, o in first] == [(i, o.features) for i, o in head + tail]
     assert resumed.duplicates == straight.duplicates == 0

@@ -3,7 +3,6 @@ fast path's hex check, the RFC 3339 shape check."""
 
 from __future__ import annotations
 
-import pickle
 import random
 
 from rapidloop.config import load_config
@@ -45,21 +44,6 @@ def test_accusation_memo_answers_as_the_prior_does():
         for flagged in (0.0, 1.0):
             assert acc.accuses(r, flagged) == _plain_accuses(acc, r, flagged)
     assert any(acc.accuses(r) for r in reports) and not all(acc.accuses(r) for r in reports)
-
-
-def test_accusation_pickles_without_its_memo_and_loads_older_snapshots():
-    acc = Accusation(load_config(env={}))
-    r = _random_report(random.Random(1))
-    acc.accuses(r)
-    back = pickle.loads(pickle.dumps(acc))
-    assert back._memo == {} and back.threshold == acc.threshold and back.strong == acc.strong
-    assert back.accuses(r) == acc.accuses(r)
-    # The state an Accusation without a memo pickled (the default for slotted objects).
-    old = (None, {"prior": acc.prior, "strong": acc.strong, "threshold": acc.threshold})
-    assert acc.__getstate__() == old
-    restored = Accusation.__new__(Accusation)
-    restored.__setstate__(old)
-    assert restored.accuses(r) == acc.accuses(r)
 
 
 def _plain_hex64(value: str) -> str | None:

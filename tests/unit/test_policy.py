@@ -202,15 +202,6 @@ def test_sandbox_verdict_is_weighed_against_the_trimmed_score():
     assert (d.action, d.scope) == ("block", "global")
 
 
-def test_a_policy_from_an_older_snapshot_still_decides():
-    import pickle
-    p = Policy(CFG)
-    del p.trim, p.global_trimmed_score   # as a snapshot from before the trim rules
-    old = pickle.loads(pickle.dumps(p))
-    s = sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3, accusers=ACCUSERS)
-    assert [d.scope for d in old.on_sighting(Enforcement(), s, doubted(0.98, 0.1))] == ["global"]
-
-
 def test_first_sight_blocks_everywhere_when_the_models_are_sure_and_the_org_is_trusted():
     p = Policy(CFG)
     p.trust.settle(["org-1"], malicious=True)   # one accusation confirmed: trust 2/3
@@ -391,8 +382,8 @@ def test_a_settled_sighting_decides_nothing_whatever_the_score():
                 for x in (0.0, 0.5, 0.999):
                     slow = copy.deepcopy(e)
                     assert p.on_sighting(slow, s, scored(x)) == []
-                    assert (slow.last_event, slow.on_first_sight(), slow.label) == (
-                        fast.last_event, fast.on_first_sight(), fast.label)
+                    assert (slow.last_event, slow.first_sight, slow.label) == (
+                        fast.last_event, fast.first_sight, fast.label)
                 e = fast
             else:
                 p.on_sighting(e, s, scored(rng.choice([0.05, 0.9, 0.999])))
