@@ -516,6 +516,7 @@ class Ensemble:
         self.stacker = Stacker(self.experts, float(m.stack_lr), float(m.stack_l2),
                                tied=m.combiner == "sum")
         self.lesson_weight = float(m.stack_lesson_weight)
+        self.balance_cap = float(m.class_balance_cap)
         self.n_malicious = 0
         self.n_benign = 0
         self.n_measured = 0                                  # verdicts in the metrics
@@ -791,6 +792,34 @@ class Ensemble:
 
     # -- learning ------------------------------------------------------------
 
+    def class_weight(self, malicious: bool) -> float:
+        """How much a verdict of this class teaches the logistic regression: n / (2 n_class)
+        over the verdicts so far and this one, within [1 / class_balance_cap, class_balance_cap].
+
+        Verdicts come mostly benign, and early on hard negatives (tools that behave like
+        malware) dominate them: an unweighted SGD learner then learns "alarming behaviour
+        means benign" and ranks the first campaign waves below the tools, until enough
+        malicious verdicts arrive. Weighting each class to an equal share is the standard
+        cure for an imbalanced stream; the cap bounds the step one wrong label can take.
+        Lessons (a labelled file seen again) are not weighted, or one wrong sandbox label
+        on a popular file would be taught again at every lesson at the cap. Only the
+        logistic regression: naive Bayes's class weights would only move its prior, which
+        the combiner's bias absorbs, and River's Hoeffding tree histogram splitter fails on
+        weighted samples.
+
+        >>> from rapidloop.config import load_config
+        >>> ens = Ensemble(load_config(env={}))
+        >>> ens.n_benign = 99
+        >>> ens.class_weight(True), round(ens.class_weight(False), 3)
+        (10.0, 0.5)
+        """
+        cap = self.balance_cap
+        if cap <= 1.0:
+            return 1.0
+        n_class = (self.n_malicious if malicious else self.n_benign) + 1
+        w = (self.labels_seen + 1) / (2.0 * n_class)
+        return min(cap, max(1.0 / cap, w))
+
     def learn(self, features: dict[str, float], malicious: bool, *, lesson: bool = False) -> None:
         """Learn one trusted label; first score it with every model (prequential).
 
@@ -814,8 +843,12 @@ class Ensemble:
             # calibrated on verdicts, where the labels are, and lessons teach the learners)
             self.stacker.learn(self._opinions(per_model), y, weight)
         x = dense(features)
-        for model in self.learners.values():
-            model.learn_one(x, y)
+        weight = 1.0 if lesson else self.class_weight(y)
+        for name, model in self.learners.items():
+            if name == "logreg" and weight != 1.0:
+                model.learn_one(x, y, w=weight)
+            else:
+                model.learn_one(x, y)
         if y:
             self.n_malicious += 1
         else:

@@ -399,12 +399,18 @@ class Policy:
                          now: float) -> list[Decision]:
         """A non-final verdict's global block, weighed again now that more organizations run
         the file: the cost of a wrong block grew with them, and what the models and the
-        siblings say may have moved. Lifted when the verdict no longer clears the bar."""
+        siblings say may have moved. Lifted when the verdict no longer clears the bar; not
+        while the file's kin stand condemned by trusted verdicts (siblings > 0), as for
+        org blocks: then its spread is a campaign's, and a tenant that reports it from
+        one more org (a whitewasher's fabricated clean sightings count as spread) must
+        not be able to raise the bar until the block falls."""
         enf.weighed_orgs = s.orgs_ever
         source = enf.verdict_by or ""
         if enf.current(GLOBAL, now) != "block":
             enf.verdict_by = None
             return []
+        if terms.siblings > 0:
+            return []   # kin condemned by trusted verdicts: its spread is a campaign's
         basis = sc.broad_score() if self.trim else sc.score
         weighed = Terms(logit(basis) + self.reliability.weight(source), terms.siblings,
                         terms.vouching, s.orgs_ever)

@@ -260,6 +260,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if values["stream"]["replicas"] < 0:
         raise ConfigError("stream.replicas must be 0 (one per worker) or more")
     _check_ranges(values)
+    if values["models"]["class_balance_cap"] < 1:
+        raise ConfigError(f"models.class_balance_cap = {values['models']['class_balance_cap']}:"
+                          " must be >= 1 (1: verdicts unweighted)")
     if values["stream"]["input_order"] not in INPUT_ORDERS:
         raise ConfigError(f"stream.input_order must be one of {', '.join(INPUT_ORDERS)}, "
                           f"not {values['stream']['input_order']!r}")
