@@ -74,12 +74,14 @@ from rapidloop.config import Config, load_config
 from rapidloop.flows import steps
 from rapidloop.flows.file_io import merged_timed_lines
 from rapidloop.flows.placement import replica_layout, resolve_replicas
+from rapidloop.jobstats import JobStats
 from rapidloop.operators.allowlist import AllowList
 from rapidloop.operators.classifiers import Ensemble
 from rapidloop.operators.correlate import Correlator
 from rapidloop.operators.decide import Decider
 from rapidloop.operators.policy import Policy
 from rapidloop.operators.reliability import SourceReliability
+from rapidloop.operators.settings import Settings
 from rapidloop.operators.sharding import Piece, UnitAssembler, shard_key
 from rapidloop.operators.signers import SignerRecord
 from rapidloop.operators.trust import OrgTrust
@@ -287,8 +289,9 @@ def run_pass(world: Path, cfg: Config, clock: StageClock | None = None) -> PassR
     layout = replica_layout(shards, resolve_replicas(int(cfg.stream.replicas), WORKERS))
     allow = AllowList.load(cfg.policy.allowlist_file)
     # Built before the clock starts, as the job builds them on a key's first item.
-    correlate = steps.correlate_builder(cfg, layout, False)
-    decide = steps.decide_builder(cfg, allow, False)
+    settings, stats = Settings.from_config(cfg), JobStats()
+    correlate = steps.correlate_builder(settings, layout, False, stats)
+    decide = steps.decide_builder(settings, allow, False, stats)
     correlators = {shard_key(s): correlate(None) for s in range(shards)}
     deciders = {key: decide(None) for key in layout.keys}
     files = [(str(world / "reports.jsonl.gz"), REPORTS_TOPIC),
@@ -297,10 +300,11 @@ def run_pass(world: Path, cfg: Config, clock: StageClock | None = None) -> PassR
     size = int(cfg.kafka.consume_batch)
 
     read: Callable[..., list[RawMessage]] = _read_batch
-    parse: Callable[..., Any] = steps.Parse(Intake(WireParser(Limits.from_config(cfg)), KINDS))
+    parse: Callable[..., Any] = steps.Parse(Intake(WireParser(Limits.from_config(cfg)), KINDS),
+                                            stats)
     split: Callable[..., list[tuple[str, Piece]]] = steps.Split(shards)
     encode_dead: Callable[..., Any] = steps.encode_dead_letters
-    encode: Callable[..., Any] = steps.encode_decisions
+    encode: Callable[..., Any] = steps.EncodeDecisions(stats)
     if clock is not None:
         read, parse, split = (clock.wrap(read, "read"), clock.wrap(parse, "parse"),
                               clock.wrap(split, "shard"))

@@ -22,7 +22,7 @@ events and dead letters (``tests/unit/test_raw_split.py``).
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -30,7 +30,9 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from rapidloop.config import Config
+from rapidloop.jobstats import JobStats
 from rapidloop.operators.allowlist import AllowList
+from rapidloop.operators.settings import Settings
 from rapidloop.schemas.intake import Intake
 from rapidloop.schemas.wire import Limits, WireParser
 
@@ -40,22 +42,35 @@ from .placement import replica_layout, resolve_replicas
 
 @dataclass
 class Connectors:
-    """Where the flow reads and writes; ``kinds`` maps each input topic/file to its message kind."""
+    """Where the flow reads and writes; ``kinds`` maps each input topic/file to its message kind.
+
+    ``stats``: the run's counters. The sources and sinks that count (Kafka's)
+    were made with them, and ``build_flow`` hands them to the steps: one
+    object per run, read by its progress line and summary.
+    """
 
     sources: list[tuple[str, Source]]
     kinds: dict[str, str]
     decisions: Sink
     dead_letters: Sink | None = None
     active: Sink | None = None   # the compacted feed of decisions in force (operators.activefeed)
+    stats: JobStats = field(default_factory=JobStats)
 
 
 def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
                flow_id: str = "rapidloop", replicas: int | None = None) -> Dataflow:
-    """``replicas``: model replicas to run (default: ``stream.replicas``, 0 meaning one)."""
+    """``replicas``: model replicas to run (default: ``stream.replicas``, 0 meaning one).
+
+    The operators' settings are read from ``cfg`` once, here, and shared by
+    every shard and replica (with the one prior they score with).
+    """
     shards = cfg.stream.shards
     layout = replica_layout(shards, replicas or resolve_replicas(cfg.stream.replicas, 1))
     allow = AllowList.load(cfg.policy.allowlist_file)
-    intake = Intake(WireParser(Limits.from_config(cfg)), io.kinds)
+    settings = Settings.from_config(cfg)
+    limits = Limits.from_config(cfg)
+    intake = Intake(WireParser(limits), io.kinds)
+    stats = io.stats
 
     flow = Dataflow(flow_id)
     inputs = [op.input(name, flow, source) for name, source in io.sources]
@@ -63,10 +78,9 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
     if len(io.sources) == 1 and getattr(io.sources[0][1], "routed", False):
         # One routed source (the live event-time merge): split its batches unparsed and
         # let each shard parse its own; dead letters come out of the correlate step.
-        limits = Limits.from_config(cfg)
-        pieces = op.flat_map("split", batches, steps.RawSplit(shards, io.kinds, limits))
-        correlated = op.stateful_batch("correlate", pieces,
-                                       steps.correlate_builder(cfg, layout, recovery, io.kinds))
+        pieces = op.flat_map("split", batches, steps.RawSplit(shards, io.kinds, limits, stats))
+        correlated = op.stateful_batch("correlate", pieces, steps.correlate_builder(
+            settings, layout, recovery, stats, (io.kinds, limits)))
         split = op.branch("dead_or_routed", correlated, steps.is_dead)
         if io.dead_letters is not None:
             op.output("dead_letters",
@@ -74,16 +88,17 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
                       io.dead_letters)
         correlated = split.falses
     else:
-        units = op.map("parse", batches, steps.Parse(intake))
+        units = op.map("parse", batches, steps.Parse(intake, stats))
         if io.dead_letters is not None:
             op.output("dead_letters", op.map("encode_dead", units, steps.encode_dead_letters),
                       io.dead_letters)
         pieces = op.flat_map("split", units, steps.Split(shards))
         correlated = op.stateful_batch("correlate", pieces,
-                                       steps.correlate_builder(cfg, layout, recovery))
+                                       steps.correlate_builder(settings, layout, recovery, stats))
     routed = op.map("route", correlated, steps.unwrap)
-    decided = op.stateful_batch("decide", routed, steps.decide_builder(cfg, allow, recovery))
-    encoded = op.map("encode", decided, steps.encode_decisions)
+    decided = op.stateful_batch("decide", routed,
+                                steps.decide_builder(settings, allow, recovery, stats))
+    encoded = op.map("encode", decided, steps.EncodeDecisions(stats))
     op.output("decisions", encoded, io.decisions)
     if io.active is not None:
         live = cfg.stream.active_clock == "live"

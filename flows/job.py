@@ -28,6 +28,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from rapidloop.config import Config
+from rapidloop.jobstats import JobStats
 from rapidloop.schemas.intake import FEEDBACK, REPORT, input_kinds
 
 if TYPE_CHECKING:
@@ -53,12 +54,15 @@ def kafka_connectors(cfg: Config, conf: dict[str, Any], *, tail: bool, start: st
     ``start``: "beginning" or "end" of the topics without recovery state;
     ``stop``: once set, the sources end as at the end of input; ``feed_active``:
     also write the feed of decisions in force (the topic exists); ``parts``:
-    filled with the Kafka partitions this process's workers read.
+    filled with the Kafka partitions this process's workers read. The run's
+    counters (``Connectors.stats``) are made here: the sources note the input's
+    newest broker time in them, the sinks what they delivered.
     """
     from .dataflow import Connectors
     from .kafka_io import KafkaBatchSink, KafkaBatchSource, KafkaMergedSource
 
     k = cfg.kafka
+    stats = JobStats()
     built = parts if parts is not None else []
     # The shared topics and each tenant's own, each bound to the org it speaks for; listed
     # in the merge's tie order, which a capture's replay shares (schemas.intake.bind_topics).
@@ -67,22 +71,25 @@ def kafka_connectors(cfg: Config, conf: dict[str, Any], *, tail: bool, start: st
         merged = _tracking_source(KafkaMergedSource, built)(
             conf, list(kinds), k.consume_batch, tail, start,
             idle_partition_s=float(cfg.stream.idle_partition_s),
-            buffer_cap=int(cfg.stream.merge_buffer), stop=stop)
+            buffer_cap=int(cfg.stream.merge_buffer), stop=stop, stats=stats)
         sources: list[tuple[str, Any]] = [("input", merged)]
     else:
         source = _tracking_source(KafkaBatchSource, built)
         sources = [("reports", source(conf, [t for t, kd in kinds.items() if kd == REPORT],
-                                      k.consume_batch, tail, start, stop=stop)),
+                                      k.consume_batch, tail, start, stop=stop, stats=stats)),
                    ("feedback", source(conf, [t for t, kd in kinds.items() if kd == FEEDBACK],
-                                       k.consume_batch, tail, start, stop=stop))]
+                                       k.consume_batch, tail, start, stop=stop, stats=stats))]
     return Connectors(
         sources=sources,
         kinds=kinds,
         decisions=KafkaBatchSink(conf, k.decisions_topic, retries=k.delivery_retries,
-                                 undeliverable_topic=k.deadletter_topic),
-        dead_letters=KafkaBatchSink(conf, k.deadletter_topic, retries=k.delivery_retries),
+                                 undeliverable_topic=k.deadletter_topic, stats=stats),
+        dead_letters=KafkaBatchSink(conf, k.deadletter_topic, retries=k.delivery_retries,
+                                    stats=stats),
         active=(KafkaBatchSink(conf, k.active_topic, retries=k.delivery_retries,
-                               undeliverable_topic=k.deadletter_topic) if feed_active else None),
+                               undeliverable_topic=k.deadletter_topic, stats=stats)
+                if feed_active else None),
+        stats=stats,
     )
 
 

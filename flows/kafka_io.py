@@ -33,7 +33,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -53,7 +52,7 @@ from confluent_kafka import (
 )
 
 from rapidloop.config import Config
-from rapidloop.jobstats import STATS
+from rapidloop.jobstats import DeliveryStats, JobStats
 from rapidloop.kafka import (
     BrokerUnavailable,
     describe_error,
@@ -130,8 +129,9 @@ FETCH_WAIT_MAX_MS = 10   # a default only: [kafka.client] "fetch.wait.max.ms" ov
 class _KafkaPartition(StatefulSourcePartition[list[RawMessage], int]):
     def __init__(self, conf: dict[str, Any], topic: str, partition: int, start: int,
                  batch_size: int, tail: bool, poll_timeout_s: float, idle_s: float,
-                 stop: threading.Event | None = None) -> None:
+                 stats: JobStats, stop: threading.Event | None = None) -> None:
         self.stop = stop
+        self.stats = stats
         self.topic = topic
         self.partition = partition
         self.batch_size = batch_size
@@ -193,11 +193,12 @@ class _KafkaPartition(StatefulSourcePartition[list[RawMessage], int]):
             self.offset = batch[-1].offset + 1  # type: ignore[operator]
             self.awake = None
             # Broker/producer time of the newest message, for the progress line's input lag.
+            stats = self.stats
             for msg in reversed(msgs):
                 if msg.error() is None:
                     ts_type, ts = msg.timestamp()
-                    if ts_type != TIMESTAMP_NOT_AVAILABLE and ts / 1e3 > STATS.newest_produce_ts:
-                        STATS.newest_produce_ts = ts / 1e3
+                    if ts_type != TIMESTAMP_NOT_AVAILABLE and ts / 1e3 > stats.newest_produce_ts:
+                        stats.newest_produce_ts = ts / 1e3
                     break
             return [batch]
         if self.eof:
@@ -245,12 +246,15 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
 
     ``stop``: once set, every partition ends as at the end of input, so the
     flow closes its last epoch, flushes its sinks and returns (a clean stop).
+    ``stats``: the run's counters, whose ``newest_produce_ts`` (the input lag of
+    the progress line) the partitions keep up to date (default: counters of
+    its own).
     """
 
     def __init__(self, conf: dict[str, Any], topics: list[str], batch_size: int, tail: bool,
                  starting_offset: str = "beginning", *, poll_timeout_s: float = 0.0,
                  idle_s: float = 0.01, metadata_timeout_s: float = 10.0,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, stats: JobStats | None = None) -> None:
         _check_source_args(starting_offset, batch_size)
         self.conf = dict(conf)
         self.topics = list(topics)
@@ -261,6 +265,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
         self.idle_s = idle_s
         self.metadata_timeout_s = metadata_timeout_s
         self.stop = stop
+        self.stats = stats if stats is not None else JobStats()
 
     def list_parts(self) -> list[str]:
         try:
@@ -277,7 +282,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
                              f"{self.topics}: topics cannot change across a resume")
         start = resume_state if resume_state is not None else _STARTS[self.starting_offset]
         return _KafkaPartition(self.conf, topic, int(idx), start, self.batch_size, self.tail,
-                               self.poll_timeout_s, self.idle_s, self.stop)
+                               self.poll_timeout_s, self.idle_s, self.stats, self.stop)
 
 
 _FILL_READS = 8   # consume calls at most per merged batch
@@ -325,8 +330,9 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[ReadItem]],
     def __init__(self, conf: dict[str, Any], parts: list[tuple[str, int]],
                  resume: dict[str, Any] | None, start: int, batch_size: int, tail: bool,
                  idle_s: float, idle_partition_s: float, buffer_cap: int,
-                 stop: threading.Event | None = None) -> None:
+                 stats: JobStats, stop: threading.Event | None = None) -> None:
         self.stop = stop
+        self.stats = stats
         names = [f"{t}#{p}" for t, p in parts]
         known = (resume or {}).get("next", {})
         # A partition the resume state does not know appeared since: all of it is new.
@@ -392,11 +398,12 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[ReadItem]],
             else:
                 self._log(err.code(), logging.WARNING,
                           f"kafka source {name}: {describe_error(err)}")
+        stats = self.stats
         for msg in reversed(msgs):
             if msg.error() is None:
                 ts_type, ts = msg.timestamp()
-                if ts_type != TIMESTAMP_NOT_AVAILABLE and ts / 1e3 > STATS.newest_produce_ts:
-                    STATS.newest_produce_ts = ts / 1e3
+                if ts_type != TIMESTAMP_NOT_AVAILABLE and ts / 1e3 > stats.newest_produce_ts:
+                    stats.newest_produce_ts = ts / 1e3
                 break
         return len(msgs)
 
@@ -468,7 +475,7 @@ class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[ReadItem]], dict[
     Batches hold ``ReadItem`` tuples, not RawMessages (``routed``): the
     dataflow splits them by shard unparsed and each shard parses its own
     (``rapidloop.operators.sharding``), so the one reading worker does not
-    also parse all input.
+    also parse all input. ``stats``: as :class:`KafkaBatchSource`'s.
     """
 
     routed = True
@@ -476,7 +483,8 @@ class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[ReadItem]], dict[
     def __init__(self, conf: dict[str, Any], topics: list[str], batch_size: int, tail: bool,
                  starting_offset: str = "beginning", *, idle_s: float = 0.01,
                  idle_partition_s: float = 5.0, buffer_cap: int = 20000,
-                 metadata_timeout_s: float = 10.0, stop: threading.Event | None = None) -> None:
+                 metadata_timeout_s: float = 10.0, stop: threading.Event | None = None,
+                 stats: JobStats | None = None) -> None:
         _check_source_args(starting_offset, batch_size, buffer_cap)
         self.conf = dict(conf)
         self.topics = list(topics)
@@ -488,6 +496,7 @@ class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[ReadItem]], dict[
         self.buffer_cap = buffer_cap
         self.metadata_timeout_s = metadata_timeout_s
         self.stop = stop
+        self.stats = stats if stats is not None else JobStats()
 
     def list_parts(self) -> list[str]:
         return ["merged"]
@@ -509,57 +518,7 @@ class KafkaMergedSource(FixedPartitionedSource[tuple[int, list[ReadItem]], dict[
         return _MergedKafkaPartition(self.conf, parts, resume_state,
                                      _STARTS[self.starting_offset], self.batch_size, self.tail,
                                      self.idle_s, self.idle_partition_s, self.buffer_cap,
-                                     self.stop)
-
-
-@dataclass
-class DeliveryStats:
-    """Delivery outcome of one topic's sink in this process (all its workers).
-
-    ``produced`` counts messages handed to the sink (a re-send is not counted
-    again, see ``retried``); each ends ``delivered``, ``dead_lettered`` (a
-    message the topic refuses for itself, e.g. too large, written to the
-    dead-letter topic instead) or ``failed``.
-    """
-
-    topic: str
-    produced: int = 0
-    delivered: int = 0
-    failed: int = 0
-    retried: int = 0          # re-sends after librdkafka gave up on a message
-    dead_lettered: int = 0
-    errors: dict[str, int] = field(default_factory=dict)   # reason → count
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def pending(self) -> int:
-        """Produced but not yet settled (after the flow has ended: never will be)."""
-        return self.produced - self.delivered - self.failed - self.dead_lettered
-
-    @property
-    def lost(self) -> int:
-        """Messages that reached neither their topic nor the dead-letter topic."""
-        return self.failed + self.pending
-
-
-SINK_STATS: dict[str, DeliveryStats] = {}
-"""Delivery counters by topic, for the job's final summary (process-local)."""
-_STATS_LOCK = threading.Lock()
-
-
-def delivery_stats(topic: str) -> DeliveryStats:
-    """The counters of the sink writing ``topic`` (created on first use)."""
-    with _STATS_LOCK:
-        stats = SINK_STATS.get(topic)
-        if stats is None:
-            stats = SINK_STATS[topic] = DeliveryStats(topic)
-        return stats
-
-
-def reset_delivery_stats() -> None:
-    """Forget all counters (tests and benchmarks run several flows per process)."""
-    with _STATS_LOCK:
-        SINK_STATS.clear()
+                                     self.stats, self.stop)
 
 
 class DeliveryError(RuntimeError):
@@ -885,14 +844,15 @@ class KafkaBatchSink(DynamicSink[list[KV] | KV]):
     refused on every restart: with ``undeliverable_topic`` it is written
     there as a DeadLetter and the job goes on; without, the job stops.
 
-    Counters are in :func:`delivery_stats` (``topic``) and :attr:`stats`.
+    Counters are in :attr:`stats`: the run's ``stats.delivery(topic)`` when given the
+    run's counters (``stats``), else counters of its own.
     ``close()`` (at the end of a finite flow) flushes for at most
     ``flush_timeout_s``; with ``raise_on_loss`` it raises if anything is left.
     """
 
     def __init__(self, conf: dict[str, Any], topic: str, *, flush_timeout_s: float = 30.0,
                  raise_on_loss: bool = False, retries: int = 2,
-                 undeliverable_topic: str | None = None) -> None:
+                 undeliverable_topic: str | None = None, stats: JobStats | None = None) -> None:
         if retries < 0:
             raise ValueError("retries must be 0 or more")
         self.conf = dict(conf)
@@ -901,10 +861,8 @@ class KafkaBatchSink(DynamicSink[list[KV] | KV]):
         self.raise_on_loss = raise_on_loss
         self.retries = retries
         self.undeliverable_topic = undeliverable_topic
-
-    @property
-    def stats(self) -> DeliveryStats:
-        return delivery_stats(self.topic)
+        self.stats: DeliveryStats = (stats.delivery(topic) if stats is not None
+                                     else DeliveryStats(topic))
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
         return _ProducerPartition(self.conf, self.topic, self.flush_timeout_s, self.stats,

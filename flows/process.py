@@ -89,15 +89,16 @@ class Outcome:
     failure: Exception | None = None   # a sink that could not deliver (one line)
 
 
-def run_process(cfg: Config, flow: Dataflow, conf: dict[str, Any], *, workers: int,
-                recovery: RunRecovery | None, process_id: int | None = None,
+def run_process(cfg: Config, flow: Dataflow, conf: dict[str, Any], *, stats: JobStats,
+                workers: int, recovery: RunRecovery | None, process_id: int | None = None,
                 addresses: list[str] | None = None, interruptible: bool = True,
                 stop: threading.Event | None = None, progress: float = 0.0,
                 announce: Callable[[], None] = lambda: None,
                 say: Callable[[str], None] = lambda line: None) -> Outcome:
     """Run ``flow`` in this process (one of a cluster with ``process_id``/``addresses``).
 
-    Around the engine: fresh counters, metrics, a progress line every
+    ``stats``: the run's counters, which ``flow`` was built to count into
+    (``Connectors.stats``). Around the engine: metrics, a progress line every
     ``progress`` seconds (0: none), a watch that ends the process once the
     cluster stops answering (:func:`_exit_when_broker_gone`), and with ``stop``
     (the sources' stop flag) SIGINT/SIGTERM ending the run as at the end of
@@ -113,15 +114,12 @@ def run_process(cfg: Config, flow: Dataflow, conf: dict[str, Any], *, workers: i
     """
     from bytewax.run import cli_main
 
-    from rapidloop import jobstats
     from rapidloop.kafka import BrokerWatch
     from rapidloop.progress import Reporter
     from rapidloop.telemetry import Telemetry
 
-    from .kafka_io import delivery_failure, find_cause, reset_delivery_stats
+    from .kafka_io import delivery_failure, find_cause
 
-    stats = jobstats.reset()
-    reset_delivery_stats()
     telemetry = Telemetry(cfg)
     reporter = Reporter(stats, progress or 1.0, sys.stderr if progress > 0 else None,
                         telemetry)
@@ -197,15 +195,13 @@ def stop_gently(stop: threading.Event, say: Callable[[str], None]) -> dict[int, 
     return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
-def undelivered(cfg: Config) -> tuple[int, list[str]]:
+def undelivered(cfg: Config, stats: JobStats) -> tuple[int, list[str]]:
     """What the decisions and dead-letter sinks could not deliver: (messages, one line per
-    loss) for the process's summary."""
-    from .kafka_io import delivery_stats
-
+    loss) for the process's summary, from the run's counters ``stats``."""
     k = cfg.kafka
     lost, lines = 0, []
     for topic in (k.decisions_topic, k.deadletter_topic):
-        d = delivery_stats(topic)
+        d = stats.delivery(topic)
         lost += d.lost + d.dead_lettered
         if d.lost:
             lines.append(f"{d.lost} message(s) to {topic} were not delivered: {d.errors}")

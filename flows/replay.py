@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rapidloop import jobstats
 from rapidloop.config import Config
+from rapidloop.jobstats import JobStats
 from rapidloop.schemas.intake import REPORT
 
 from .job import JobError, file_connectors
@@ -76,7 +76,7 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
                  output: str, dead_letters: str | None = None, workers: int = 1,
                  progress: float = 0.0, pace: float | None = None,
                  total: int | None = None, given: dict[str, str] | None = None
-                 ) -> tuple[jobstats.JobStats, float]:
+                 ) -> tuple[JobStats, float]:
     """Run the dataflow over ``files`` ((path, topic name) pairs) to JSONL; (stats, seconds).
 
     ``kinds`` maps each topic name to REPORT or FEEDBACK. ``progress``: a
@@ -117,7 +117,7 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
         if isinstance(exc, AllowListError):
             raise JobError(str(exc)) from None
         raise JobError(f"cannot write {exc.filename}: {exc.strerror}") from None
-    stats = jobstats.reset()
+    stats = io.stats   # this run's counters, which its steps count into
     reporter: Reporter | None = None
     if progress > 0:
         exact = total is not None
@@ -165,7 +165,6 @@ def decide_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
 
     sink = JsonlSink(output)
     io = file_connectors(cfg, files, kinds, sink, limits=False)
-    jobstats.reset()
     run_flow(build_flow(cfg, io))
     sink.commit()
 

@@ -1,7 +1,10 @@
 """Thin adapters between Bytewax's operator interfaces and the plain logic.
 
 Each adapter forwards a batch to a ``rapidloop.operators`` object and adds
-to the job's counters once per batch; nothing here decides anything.
+to the run's counters once per batch (the ``JobStats`` the builders are
+given: each run counts into its own, so flows run side by side in one
+process, as tests run them, never share figures); nothing here decides
+anything.
 Snapshots are the operators' own plain state in versioned envelopes
 (``operators.snapshot``), never pickled objects, and are taken only when
 recovery is on: without it, Bytewax still asks for one per touched key
@@ -21,15 +24,15 @@ import orjson
 from bytewax.operators import StatefulBatchLogic
 
 from rapidloop.config import Config
-from rapidloop.jobstats import STATS
+from rapidloop.jobstats import JobStats
 from rapidloop.operators import activefeed, correlate, decide, sharding
 from rapidloop.operators.activefeed import ActiveFeed
 from rapidloop.operators.allowlist import AllowList
 from rapidloop.operators.correlate import Correlator
 from rapidloop.operators.decide import Decider
+from rapidloop.operators.settings import Settings
 from rapidloop.operators.sharding import (
     SEQUENCED,
-    GivenNewestParser,
     Piece,
     RawPiece,
     ReadItem,
@@ -43,7 +46,7 @@ from rapidloop.operators.sharding import (
 from rapidloop.operators.snapshot import decode, encode, envelope
 from rapidloop.schemas.intake import Intake, Unit
 from rapidloop.schemas.model import DeadLetter, Decision, RawMessage
-from rapidloop.schemas.wire import Limits, encode_dead_letter, encode_decision
+from rapidloop.schemas.wire import GivenNewestParser, Limits, encode_dead_letter, encode_decision
 
 from .placement import ReplicaLayout
 
@@ -53,8 +56,9 @@ KV = tuple[bytes | None, bytes | None]   # (key, value); a None value is a tombs
 class Parse:
     """Source batch (``list[RawMessage]`` or ``(seq, list[RawMessage])``) → ``Unit``."""
 
-    def __init__(self, intake: Intake) -> None:
+    def __init__(self, intake: Intake, stats: JobStats) -> None:
         self.intake = intake
+        self.stats = stats
 
     def __call__(self, batch: Any) -> Unit:
         seq: int | None = None
@@ -63,7 +67,7 @@ class Parse:
         messages: list[RawMessage] = batch
         unit = self.intake.parse(messages, time.time(), seq,
                                  "replay" if seq is not None else None)
-        stats = STATS
+        stats = self.stats
         stats.events_in.update(unit.counts)
         if unit.dead_codes:
             stats.dead_letters.update(unit.dead_codes)
@@ -101,13 +105,15 @@ class RawSplit:
     (:class:`~rapidloop.operators.sharding.SkewReference`).
     """
 
-    def __init__(self, shards: int, kinds: dict[str, str], limits: Limits) -> None:
+    def __init__(self, shards: int, kinds: dict[str, str], limits: Limits,
+                 stats: JobStats) -> None:
         self.shards = shards
         self.skew = SkewReference(kinds, limits)
+        self.stats = stats
 
     def __call__(self, batch: tuple[int, list[ReadItem]]) -> list[tuple[str, RawPiece]]:
         seq, items = batch
-        STATS.events_in.update(Counter([it[0] for it in items]))
+        self.stats.events_in.update(Counter([it[0] for it in items]))
         return split_raw(seq, items, self.skew.refs(items), self.shards, time.time())
 
 
@@ -139,12 +145,12 @@ def snapshot_feed(feed: ActiveFeed) -> bytes:
     return encode([envelope(activefeed.KIND, feed.snapshot())])
 
 
-def restore_correlate(cfg: Config, blob: bytes) -> Correlator:
+def restore_correlate(cfg: Config | Settings, blob: bytes) -> Correlator:
     (state,) = decode(blob, correlate.KIND)
     return Correlator.from_snapshot(cfg, state)
 
 
-def restore_decide(cfg: Config, allow: AllowList, blob: bytes
+def restore_decide(cfg: Config | Settings, allow: AllowList, blob: bytes
                    ) -> tuple[Decider, UnitAssembler]:
     dec, asm = decode(blob, decide.KIND, sharding.KIND)
     return Decider.from_snapshot(cfg, dec, allow), UnitAssembler.from_snapshot(asm)
@@ -160,16 +166,17 @@ class CorrelateLogic(StatefulBatchLogic[Piece | RawPiece, tuple[str, Any], bytes
     (a routed source), and its dead letters leave as ``(DEAD, [DeadLetter, ...])``."""
 
     def __init__(self, correlator: Correlator, layout: ReplicaLayout, recovery: bool,
-                 intake: Intake | None = None) -> None:
+                 stats: JobStats, intake: Intake | None = None) -> None:
         self.c = correlator
         self.layout = layout
         self.recovery = recovery
+        self.stats = stats
         self.intake = intake
 
     def _parsed(self, raw: RawPiece, out: list[tuple[str, Any]]) -> Piece:
         assert self.intake is not None, "a raw piece needs the flow's kinds (correlate_builder)"
         got = parse_piece(self.intake, raw, time.time())
-        stats = STATS
+        stats = self.stats
         if got.dead:
             stats.dead_letters.update(got.codes)
             out.append((DEAD, got.dead))
@@ -188,31 +195,34 @@ class CorrelateLogic(StatefulBatchLogic[Piece | RawPiece, tuple[str, Any], bytes
             items, copies = self.c.process(p.items, p.arrived)
             p.items = items
             out.extend(route(p, owner[p.shard], replicas, copies))
-        STATS.duplicates += self.c.duplicates - dup0
+        stats = self.stats
+        stats.duplicates += self.c.duplicates - dup0
         if pieces:
-            STATS.tracked_files[f"{pieces[0].shard:03d}"] = len(self.c.files)
+            stats.tracked_files[f"{pieces[0].shard:03d}"] = len(self.c.files)
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
         return snapshot_correlate(self.c) if self.recovery else None
 
 
-def correlate_builder(cfg: Config, layout: ReplicaLayout, recovery: bool,
-                      kinds: dict[str, str] | None = None
+def correlate_builder(settings: Settings, layout: ReplicaLayout, recovery: bool,
+                      stats: JobStats, raw: tuple[dict[str, str], Limits] | None = None
                       ) -> Callable[[bytes | None], CorrelateLogic]:
-    """``kinds``: the flow's input kinds, when its pieces come raw (each shard parses)."""
+    """``raw``: the flow's input kinds and the parser's limits, when its pieces come raw
+    (each shard parses)."""
     def build(resume: bytes | None) -> CorrelateLogic:
-        c = restore_correlate(cfg, resume) if resume else Correlator(cfg)
-        intake = (Intake(GivenNewestParser(Limits.from_config(cfg)), kinds)
-                  if kinds is not None else None)
-        return CorrelateLogic(c, layout, recovery, intake)
+        c = restore_correlate(settings, resume) if resume else Correlator(settings)
+        intake = (Intake(GivenNewestParser(raw[1]), raw[0]) if raw is not None else None)
+        return CorrelateLogic(c, layout, recovery, stats, intake)
     return build
 
 
 class DecideLogic(StatefulBatchLogic[Piece, list[Decision], bytes | None]):
-    def __init__(self, state: tuple[Decider, UnitAssembler], recovery: bool) -> None:
+    def __init__(self, state: tuple[Decider, UnitAssembler], recovery: bool,
+                 stats: JobStats) -> None:
         self.decider, self.assembler = state
         self.recovery = recovery
+        self.stats = stats
 
     def on_batch(self, pieces: list[Piece]) -> tuple[list[list[Decision]], bool]:
         out: list[list[Decision]] = []
@@ -223,36 +233,42 @@ class DecideLogic(StatefulBatchLogic[Piece, list[Decision], bytes | None]):
                 if decided:
                     out.append(decided)
         lat = self.decider.latencies
+        stats = self.stats
         if lat:
-            with STATS.lock:
-                STATS.latencies.extend(lat)
+            with stats.lock:
+                stats.latencies.extend(lat)
             lat.clear()
-        STATS.labels_seen = max(STATS.labels_seen, self.decider.ensemble.labels_seen)
+        stats.labels_seen = max(stats.labels_seen, self.decider.ensemble.labels_seen)
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
         return snapshot_decide(self.decider, self.assembler) if self.recovery else None
 
 
-def decide_builder(cfg: Config, allow: AllowList, recovery: bool
+def decide_builder(settings: Settings, allow: AllowList, recovery: bool, stats: JobStats
                    ) -> Callable[[bytes | None], DecideLogic]:
     def build(resume: bytes | None) -> DecideLogic:
-        state = (restore_decide(cfg, allow, resume) if resume
-                 else (Decider(cfg, allow), UnitAssembler()))
-        return DecideLogic(state, recovery)
+        state = (restore_decide(settings, allow, resume) if resume
+                 else (Decider(settings, allow), UnitAssembler()))
+        return DecideLogic(state, recovery, stats)
     return build
 
 
-def encode_decisions(kv: tuple[str, list[Decision]]) -> list[KV]:
-    """Stamp ``decided_at`` (the only wall-clock field) and serialise."""
-    now = time.time()
-    out: list[KV] = []
-    counts = STATS.decisions
-    for d in kv[1]:
-        d.decided_at = now
-        counts[(d.action, d.scope)] += 1
-        out.append((d.sha256.encode(), encode_decision(d)))
-    return out
+class EncodeDecisions:
+    """Stamp ``decided_at`` (the only wall-clock field), count and serialise."""
+
+    def __init__(self, stats: JobStats) -> None:
+        self.stats = stats
+
+    def __call__(self, kv: tuple[str, list[Decision]]) -> list[KV]:
+        now = time.time()
+        out: list[KV] = []
+        counts = self.stats.decisions
+        for d in kv[1]:
+            d.decided_at = now
+            counts[(d.action, d.scope)] += 1
+            out.append((d.sha256.encode(), encode_decision(d)))
+        return out
 
 
 class ActiveFeedLogic(StatefulBatchLogic[list[KV], list[KV], bytes | None]):

@@ -25,6 +25,7 @@ from rapidloop.schemas.model import Report
 
 from .features import PATH_KEY, behavior_key
 from .prior import Prior
+from .settings import AccusationSettings
 
 _MEMO_SIZE = 1 << 14   # distinct claims remembered (behaviours, verdict, signature, path)
 
@@ -42,10 +43,18 @@ class Accusation:
 
     __slots__ = ("_memo", "prior", "strong", "threshold")
 
-    def __init__(self, cfg: Config) -> None:
-        self.prior = Prior(cfg)
-        self.threshold = float(cfg.policy.device_block_score)
-        self.strong = frozenset(cfg.policy.device_block_behaviors)
+    def __init__(self, settings: AccusationSettings | Config, prior: Prior | None = None
+                 ) -> None:
+        """``prior``: the job's shared rule (a configuration given instead of settings
+        builds its own)."""
+        if not isinstance(settings, AccusationSettings):   # a configuration: read it here
+            prior = prior if prior is not None else Prior(settings)
+            settings = AccusationSettings.from_config(settings)
+        elif prior is None:
+            raise TypeError("Accusation(settings) needs the job's prior (Settings.prior)")
+        self.prior = prior
+        self.threshold = settings.threshold
+        self.strong = settings.strong
         self._memo: dict[tuple[Any, ...], bool] = {}
 
     def accuses(self, r: Report, parent_flagged: float = 0.0) -> bool:

@@ -67,6 +67,7 @@ from rapidloop.schemas.model import BEHAVIORS
 
 from .features import FEATURE_NAMES
 from .prior import Prior, sigmoid
+from .settings import ModelSettings
 from .snapshot import dump_objects, load_objects
 from .stacking import LOGIT_CLIP, Stacker, logit
 
@@ -480,10 +481,10 @@ def learner_p_true_many(model: Classifier, x: np.ndarray,
     return [learner_p_true(model, dense(f)) for f in batch]
 
 
-def make_learners(models_cfg: Any) -> dict[str, Classifier]:
-    """The named learners, fresh and seeded. ``models_cfg`` is ``cfg.models``."""
-    depth = int(models_cfg.tree_max_depth)
-    size = float(models_cfg.tree_max_size_mib)
+def make_learners(settings: ModelSettings) -> dict[str, Classifier]:
+    """The named learners, fresh and seeded."""
+    depth = settings.tree_max_depth
+    size = settings.tree_max_size_mib
     return {
         "logreg": linear_model.LogisticRegression(optimizer=optim.SGD(LOGREG_LR)),
         "tree": tree.HoeffdingTreeClassifier(
@@ -506,17 +507,21 @@ def _log_loss(y: bool, p: float) -> float:
 class Ensemble:
     """Prior plus online learners and their combiner; deterministic."""
 
-    def __init__(self, cfg: Config) -> None:
-        m = cfg.models
-        self.prior = Prior(cfg)
-        self.min_class_labels = int(m.min_class_labels)
-        self.learners = make_learners(m)
+    def __init__(self, settings: ModelSettings | Config, prior: Prior | None = None) -> None:
+        """``prior``: the job's shared rule (a configuration given instead of settings
+        builds its own)."""
+        if not isinstance(settings, ModelSettings):   # a configuration: read it here
+            prior = prior if prior is not None else Prior(settings)
+            settings = ModelSettings.from_config(settings)
+        elif prior is None:
+            raise TypeError("Ensemble(settings) needs the job's prior (Settings.prior)")
+        self.settings = settings
+        self.prior = prior
+        self.learners = make_learners(settings)
         self.names: tuple[str, ...] = tuple(self.learners)
         self.experts: tuple[str, ...] = ("prior", *self.names)
-        self.stacker = Stacker(self.experts, float(m.stack_lr), float(m.stack_l2),
-                               tied=m.combiner == "sum")
-        self.lesson_weight = float(m.stack_lesson_weight)
-        self.balance_cap = float(m.class_balance_cap)
+        self.stacker = Stacker(self.experts, settings.stack_lr, settings.stack_l2,
+                               tied=settings.tied)
         self.n_malicious = 0
         self.n_benign = 0
         self.n_measured = 0                                  # verdicts in the metrics
@@ -543,7 +548,7 @@ class Ensemble:
     @property
     def learners_ready(self) -> bool:
         """Learners get a say once each class has ``min_class_labels`` labels."""
-        return min(self.n_malicious, self.n_benign) >= self.min_class_labels
+        return min(self.n_malicious, self.n_benign) >= self.settings.min_class_labels
 
     @property
     def learner_weight(self) -> float:
@@ -813,7 +818,7 @@ class Ensemble:
         >>> ens.class_weight(True), round(ens.class_weight(False), 3)
         (10.0, 0.5)
         """
-        cap = self.balance_cap
+        cap = self.settings.balance_cap
         if cap <= 1.0:
             return 1.0
         n_class = (self.n_malicious if malicious else self.n_benign) + 1
@@ -829,7 +834,7 @@ class Ensemble:
         """
         measure = not lesson
         y = bool(malicious)
-        weight = self.lesson_weight if lesson else 1.0
+        weight = self.settings.lesson_weight if lesson else 1.0
         if measure or weight:
             score, _, per_model = self._score(features)
             if measure:

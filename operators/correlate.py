@@ -28,6 +28,7 @@ from .accusation import Accusation
 from .dedup import RecentIds
 from .filestate import FileState
 from .lineage import lineage_key
+from .settings import CorrelatorSettings, Settings, settings_of
 from .snapshot import register
 
 KIND = "correlator"
@@ -115,22 +116,14 @@ _VERDICTS_KEPT = 4         # trusted verdicts remembered per file (for sources' 
 class Correlator:
     """Per-shard file states; plain Python, its state plain data (``snapshot``)."""
 
-    def __init__(self, cfg: Config) -> None:
-        self.windows = tuple(float(w) for w in cfg.windows.sizes_s)
-        self.max_orgs = cfg.state.max_orgs
-        self.max_devices = cfg.state.max_devices
-        self.max_parents = cfg.state.max_parents
-        self.max_behaviors = cfg.state.max_behaviors
-        self.evidence_orgs = int(cfg.state.evidence_orgs)
-        self.max_accusers = int(cfg.state.max_accusers)
-        self.max_allowers = int(cfg.state.max_allowers)
-        self.accuse_window = float(cfg.policy.global_window_s)
-        self.lesson_max = int(cfg.models.lesson_max)
-        self.accusation = Accusation(cfg)
-        self.idle_ttl = float(cfg.state.idle_ttl_s)
-        self.sweep_interval = float(cfg.state.sweep_interval_s)
+    def __init__(self, cfg: Config | Settings) -> None:
+        """``cfg``: the job's settings (``Settings``), or a configuration to read them from."""
+        settings = settings_of(cfg)
+        s: CorrelatorSettings = settings.correlator
+        self.settings = s
+        self.accusation = Accusation(s.accusation, settings.prior)
         self.files: dict[str, FileState] = {}
-        self.ids = RecentIds(cfg.dedup.ids_per_shard)
+        self.ids = RecentIds(s.ids_per_shard)
         self.now = float("-inf")         # newest event time seen by this shard
         self.next_sweep = float("-inf")
         self.duplicates = 0
@@ -151,15 +144,16 @@ class Correlator:
                 "duplicates": self.duplicates, "evicted": self.evicted}
 
     @classmethod
-    def from_snapshot(cls, cfg: Config, state: dict[str, Any]) -> Correlator:
+    def from_snapshot(cls, cfg: Config | Settings, state: dict[str, Any]) -> Correlator:
         """The correlator ``snapshot`` saved, with the settings of ``cfg``."""
         c = cls(cfg)
+        s = c.settings
         shas, rows = state["files"]
-        windows, max_orgs, max_devices = c.windows, c.max_orgs, c.max_devices
-        evidence_orgs, from_row = c.evidence_orgs, FileState.from_row
+        windows, max_orgs, max_devices = s.windows, s.max_orgs, s.max_devices
+        evidence_orgs, from_row = s.evidence_orgs, FileState.from_row
         c.files = {sha: from_row(row, windows, max_orgs, max_devices, evidence_orgs)
                    for sha, row in zip(shas, rows, strict=True)}
-        c.ids = RecentIds.from_snapshot(int(cfg.dedup.ids_per_shard), state["ids"])
+        c.ids = RecentIds.from_snapshot(s.ids_per_shard, state["ids"])
         c.now, c.next_sweep = state["now"], state["next_sweep"]
         c.duplicates, c.evicted = state["duplicates"], state["evicted"]
         return c
@@ -175,10 +169,11 @@ class Correlator:
         copies: list[tuple[int, Verdict]] = []
         files = self.files
         canonical = self._canonical
-        windows, max_orgs, max_devices = self.windows, self.max_orgs, self.max_devices
-        max_parents, max_behaviors = self.max_parents, self.max_behaviors
-        evidence_orgs, max_accusers = self.evidence_orgs, self.max_accusers
-        accuse_window, lesson_max = self.accuse_window, self.lesson_max
+        s = self.settings
+        windows, max_orgs, max_devices = s.windows, s.max_orgs, s.max_devices
+        max_parents, max_behaviors = s.max_parents, s.max_behaviors
+        evidence_orgs, max_accusers = s.evidence_orgs, s.max_accusers
+        accuse_window, lesson_max = s.accuse_window, s.lesson_max
         # bound once per batch: the loop below runs for every event
         seen, accuses = self.ids.seen, self.accusation.accuses
         append = out.append
@@ -235,7 +230,7 @@ class Correlator:
                     feats = state.features(ev.ts)
                     signed, signer = state.signature()
                     lineage = lineage_key(state.name, signer if signed else None, state.ftype)
-                    accusers = state.accusing(ev.ts - self.accuse_window)
+                    accusers = state.accusing(ev.ts - accuse_window)
                     allowers = state.allowers
                     orgs_ever = state.orgs.ever
                     if ev.trusted:
@@ -244,7 +239,7 @@ class Correlator:
                         earlier = state.verdicts
                         state.verdicts = (*earlier, (ev.source, ev.verdict))[-_VERDICTS_KEPT:]
                     elif ev.verdict == "benign" and ev.org_id:
-                        state.allow(ev.org_id, self.max_allowers)
+                        state.allow(ev.org_id, s.max_allowers)
                 out.append((idx, Verdict(ev, feats, True, arrived, signer, accusers,
                                          lineage=lineage, allowers=allowers,
                                          orgs_ever=orgs_ever, earlier=earlier)))
@@ -266,10 +261,10 @@ class Correlator:
 
     def sweep(self) -> int:
         """Evict files idle for longer than the TTL; returns how many."""
-        horizon = self.now - self.idle_ttl
+        horizon = self.now - self.settings.idle_ttl
         cold = [sha for sha, st in self.files.items() if st.last_seen < horizon]
         for sha in cold:
             del self.files[sha]
         self.evicted += len(cold)
-        self.next_sweep = self.now + self.sweep_interval
+        self.next_sweep = self.now + self.settings.sweep_interval
         return len(cold)

@@ -28,16 +28,9 @@ from .allowlist import AllowList
 from .classifiers import Ensemble
 from .correlate import Sighting, Verdict
 from .lineage import LineageRecord
-from .policy import (
-    Enforcement,
-    Policy,
-    Scored,
-    new_lineage,
-    new_reliability,
-    new_signers,
-    new_trust,
-)
+from .policy import Enforcement, Policy, Scored
 from .reliability import SourceReliability
+from .settings import DeciderSettings, Settings, settings_of
 from .signers import SignerRecord
 from .snapshot import register
 from .trust import OrgTrust
@@ -63,23 +56,24 @@ class Decider:
     """Per-shard ensemble replica, policy and enforcement state; its state plain data
     (``snapshot``)."""
 
-    def __init__(self, cfg: Config, allowlist: AllowList | None = None,
+    def __init__(self, cfg: Config | Settings, allowlist: AllowList | None = None,
                  batch_min: int = BATCH_MIN) -> None:
-        self.ensemble = Ensemble(cfg)
-        self.trust: OrgTrust = new_trust(cfg)
-        self.signers: SignerRecord = new_signers(cfg)
-        self.lineage: LineageRecord = new_lineage(cfg)
-        self.vouchers: OrgTrust = new_trust(cfg)
-        self.reliability: SourceReliability = new_reliability(cfg)
-        self.policy = Policy(cfg, allowlist, self.trust, self.signers, self.lineage,
+        """``cfg``: the job's settings (``Settings``), or a configuration to read them from."""
+        settings = settings_of(cfg)
+        s: DeciderSettings = settings.decider
+        self.settings = s
+        self.ensemble = Ensemble(s.models, settings.prior)
+        rec = s.policy.records
+        self.trust: OrgTrust = rec.new_trust()
+        self.signers: SignerRecord = rec.new_signers()
+        self.lineage: LineageRecord = rec.new_lineage()
+        self.vouchers: OrgTrust = rec.new_trust()
+        self.reliability: SourceReliability = rec.new_reliability()
+        self.policy = Policy(s.policy, allowlist, self.trust, self.signers, self.lineage,
                              self.vouchers, self.reliability)
         self.states: dict[str, Enforcement] = {}
-        self.idle_ttl = float(cfg.state.idle_ttl_s)
-        self.label_ttl = float(cfg.policy.trusted_block_ttl_s)
-        self.sweep_interval = float(cfg.state.sweep_interval_s)
         self.now = float("-inf")
         self.next_sweep = float("-inf")
-        self.fast = bool(cfg.stream.settled_fast_path)
         # sightings between labels scored as one batch from this many (tests pass a huge
         # number for the per-report reference path, 1 to batch every run)
         self.batch_min = int(batch_min)
@@ -98,7 +92,7 @@ class Decider:
                 "now": self.now, "next_sweep": self.next_sweep}
 
     @classmethod
-    def from_snapshot(cls, cfg: Config, state: dict[str, Any],
+    def from_snapshot(cls, cfg: Config | Settings, state: dict[str, Any],
                       allowlist: AllowList | None = None,
                       batch_min: int = BATCH_MIN) -> Decider:
         """The replica ``snapshot`` saved, with the settings of ``cfg`` and ``allowlist``."""
@@ -152,7 +146,7 @@ class Decider:
         """
         run: list[int] = []
         end = len(items)
-        states = self.states if self.fast else None
+        states = self.states if self.settings.fast else None
         for j in range(start, end):
             item = items[j]
             if isinstance(item, Sighting):
@@ -172,6 +166,7 @@ class Decider:
     def process(self, items: Iterable[Sighting | Verdict], now_wall: float) -> list[Decision]:
         out: list[Decision] = []
         states = self.states
+        fast = self.settings.fast
         items = items if isinstance(items, list) else list(items)
         ahead: dict[int, Scored] = {}   # scored in advance, by index, up to run_end
         ahead_version = -1              # the ensemble's labels_seen when they were scored
@@ -183,7 +178,7 @@ class Decider:
                 if r.ts > self.now:
                     self.now = r.ts
                 enf = states.get(r.sha256)
-                if self.fast and self.policy.settled(enf, item):
+                if fast and self.policy.settled(enf, item):
                     continue   # nothing the models say could change what is decided
                 fresh = enf is None
                 if enf is None:
@@ -244,11 +239,11 @@ class Decider:
 
     def sweep(self) -> int:
         """Forget files with nothing enforced and no recent events or trusted label."""
-        now = self.now
+        now, s = self.now, self.settings
         gone = [sha for sha, enf in self.states.items()
                 if enf.idle(now) and enf.last_event < now - (
-                    self.label_ttl if enf.label else self.idle_ttl)]
+                    s.label_ttl if enf.label else s.idle_ttl)]
         for sha in gone:
             del self.states[sha]
-        self.next_sweep = now + self.sweep_interval
+        self.next_sweep = now + s.sweep_interval
         return len(gone)

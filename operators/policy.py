@@ -73,9 +73,10 @@ from rapidloop.schemas.model import Decision, Feedback
 
 from .allowlist import AllowList
 from .correlate import Sighting
-from .cost import CostSettings, Terms, vouching
+from .cost import Terms, vouching
 from .lineage import LineageRecord, sibling_log_odds
 from .reliability import SourceReliability
+from .settings import PolicySettings
 from .signers import SignerRecord
 from .stacking import logit
 from .trust import OrgTrust
@@ -169,49 +170,32 @@ def _fmt_window(seconds: float) -> str:
 class Policy:
     """Turns sightings and verdicts into the decisions that change enforcement."""
 
-    def __init__(self, cfg: Config, allowlist: AllowList | None = None,
+    def __init__(self, settings: PolicySettings | Config, allowlist: AllowList | None = None,
                  trust: OrgTrust | None = None, signers: SignerRecord | None = None,
                  lineage: LineageRecord | None = None,
                  vouchers: OrgTrust | None = None,
                  reliability: SourceReliability | None = None) -> None:
-        p = cfg.policy
-        self.device_score = p.device_block_score
-        self.device_behaviors = frozenset(p.device_block_behaviors)
-        self.org_score = p.org_block_score
-        self.release_score = float(p.release_score)
-        self.release_min_orgs = int(p.release_min_orgs)
-        self.reweigh_min_orgs = int(p.reweigh_min_orgs)
-        self.trim = bool(p.trim_eager_learner)
-        self.global_trimmed_score = float(p.global_trimmed_score)
-        self.global_score = p.global_block_score
-        self.global_min_orgs = max(2, int(p.global_min_orgs))   # one tenant is never consensus
-        self.global_min_corroboration = float(p.global_min_corroboration)
-        self.trust = trust if trust is not None else new_trust(cfg)
-        self.signers = signers if signers is not None else new_signers(cfg)
-        self.trusted_block_score = float(p.trusted_block_score)
-        self.first_sight_score = float(p.first_sight_score)
-        self.first_sight_min_trust = float(p.first_sight_min_trust)
-        self.signer_condemn = int(p.signer_condemn)
-        self.trusted_unblock_score = float(p.trusted_unblock_score)
-        self.reliability = reliability if reliability is not None else new_reliability(cfg)
-        self.global_window = float(p.global_window_s)
-        self.global_idx = [float(w) for w in cfg.windows.sizes_s].index(self.global_window)
-        self.prevalent_orgs = p.prevalent_orgs
-        self.ttl = {"device": float(p.device_block_ttl_s), "org": float(p.org_block_ttl_s),
-                    "global": float(p.global_block_ttl_s)}
-        self.trusted_ttl = float(p.trusted_block_ttl_s)
+        """``settings``: the rules' thresholds, bars and TTLs, typed (a configuration is
+        read here), kept as ``s``; settings are not state. The records not given (a
+        decider shares its own) start empty."""
+        s = settings if isinstance(settings, PolicySettings) else PolicySettings.from_config(
+            settings)
+        self.s = s
+        rec = s.records
+        self.trust = trust if trust is not None else rec.new_trust()
+        self.signers = signers if signers is not None else rec.new_signers()
+        self.reliability = reliability if reliability is not None else rec.new_reliability()
         self.allowlist = allowlist or AllowList()
-        self.lineage = lineage if lineage is not None else new_lineage(cfg)
-        self.vouchers = vouchers if vouchers is not None else new_trust(cfg)
-        self.cost = cost_settings(cfg)
+        self.lineage = lineage if lineage is not None else rec.new_lineage()
+        self.vouchers = vouchers if vouchers is not None else rec.new_trust()
         # the lowest bar of any block: a score this far below it decides nothing
-        self._floor = min(logit(t) for t in (self.device_score, self.org_score,
-                                             self.global_score, self.trusted_block_score))
+        self._floor = min(logit(t) for t in (s.device_score, s.org_score,
+                                             s.global_score, s.trusted_block_score))
 
     def terms(self, score: float, lineage: str | None, allowers: tuple[str, ...],
               accusers: list[str], orgs: int, parent: str | None = None) -> Terms:
         """The expected-cost terms of a block for others (``operators.cost``)."""
-        c = self.cost
+        c = self.s.cost
         kin = (sibling_log_odds(self.lineage, lineage, c.sibling_min_files, c.sibling_bound)
                if lineage in self.lineage.counts else 0.0)
         if parent is not None and self.lineage.condemned(parent):
@@ -244,9 +228,9 @@ class Policy:
             now = r.ts
             if enf.current(GLOBAL, now) != "block" or (
                     enf.verdict_by is not None and s.orgs_ever > enf.weighed_orgs
-                    and s.orgs_ever >= self.release_min_orgs):
+                    and s.orgs_ever >= self.s.release_min_orgs):
                 return False
-            if enf.first_sight and len(s.accusers) >= self.global_min_orgs:
+            if enf.first_sight and len(s.accusers) >= self.s.global_min_orgs:
                 enf.first_sight = False   # as on_sighting: corroborated, it stands
         elif label != "benign" and not self.allowlist.allows(r.sha256, r.file.signer):
             return False
@@ -263,90 +247,90 @@ class Policy:
         org_t: Target = ("org", r.org_id, None)
         dev_t: Target = ("device", r.org_id, r.device_id)
         score = sc.score
-        if (score < self.release_score and enf.label is None and enf.scored
-                and s.orgs_ever >= self.release_min_orgs):
+        if (score < self.s.release_score and enf.label is None and enf.scored
+                and s.orgs_ever >= self.s.release_min_orgs):
             return self._release(enf, r.sha256, sc, now, r.report_id)
         accusers = s.accusers
         lone_accuser = len(accusers) == 1   # all the evidence is one tenant's own claims
         if enf.first_sight:
-            if len(accusers) >= self.global_min_orgs:
+            if len(accusers) >= self.s.global_min_orgs:
                 enf.first_sight = False   # corroborated by another organization: it stands
-            elif s.orgs_ever >= self.release_min_orgs and enf.label is None:
+            elif s.orgs_ever >= self.s.release_min_orgs and enf.label is None:
                 lifted = self._lift_first_sight(enf, r.sha256, sc, now, r.report_id,
                                                 s.orgs_ever)
                 if lifted:
                     return lifted
 
-        if (self.signer_condemn and s.signed and enf.current(GLOBAL, now) != "block"
-                and self.signers.condemns(s.signer, self.signer_condemn)):
+        if (self.s.signer_condemn and s.signed and enf.current(GLOBAL, now) != "block"
+                and self.signers.condemns(s.signer, self.s.signer_condemn)):
             clean, condemned = self.signers.record(s.signer)
             out.append(self._decide(
                 enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
                 [f"its signer's files were condemned by {condemned} trusted verdicts"
                  f" and cleared by {clean}", *sc.explain()[:2]],
-                now + self.ttl["global"]))
+                now + self.s.global_ttl))
             enf.scored.add(GLOBAL)
-        cost = self.cost
+        cost = self.s.cost
         if enf.verdict_by is None and logit(score) + cost.sibling_bound < self._floor:
             return out   # no term can lift this score over any bar: nothing to weigh
         terms = self.terms(score, s.lineage, s.allowers, accusers, s.orgs_ever, s.parent)
-        prevalent_signed = s.signed and s.orgs_ever >= self.prevalent_orgs
+        prevalent_signed = s.signed and s.orgs_ever >= self.s.prevalent_orgs
         # a publisher the verdicts keep clearing: the models' guess blocks its devices only
         vouched = s.signed and self.signers.vouches(s.signer)
-        if (len(accusers) >= self.global_min_orgs
-                and terms.clears(self.global_score, cost.exposure_weight)
+        if (len(accusers) >= self.s.global_min_orgs
+                and terms.clears(self.s.global_score, cost.exposure_weight)
                 and sc.calibrated and not prevalent_signed and not vouched
                 and enf.current(GLOBAL, now) != "block"
-                and (not self.trim or sc.broad_score() >= self.global_trimmed_score)):
+                and (not self.s.trim or sc.broad_score() >= self.s.global_trimmed_score)):
             corroboration = self.trust.corroboration(accusers)
-            if corroboration >= self.global_min_corroboration:
+            if corroboration >= self.s.global_min_corroboration:
                 out.append(self._decide(
                     enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
-                    [f"malice score {score:.2f}, global threshold {self.global_score:.2f}",
+                    [f"malice score {score:.2f}, global threshold {self.s.global_score:.2f}",
                      f"accused by {len(accusers)} orgs within "
-                     f"{_fmt_window(self.global_window)} (trust {corroboration:.2f})",
-                     *terms.lines(self.global_score, cost.exposure_weight),
+                     f"{_fmt_window(self.s.global_window)} (trust {corroboration:.2f})",
+                     *terms.lines(self.s.global_score, cost.exposure_weight),
                      *sc.explain()[:2]],
-                    now + self.ttl["global"]))
+                    now + self.s.global_ttl))
                 enf.scored.add(GLOBAL)
-        elif (self.first_sight_score and s.orgs_ever == 1 and accusers == [r.org_id]
-                and sc.calibrated and terms.clears(self.global_score, cost.exposure_weight)
+        elif (self.s.first_sight_score and s.orgs_ever == 1 and accusers == [r.org_id]
+                and sc.calibrated and terms.clears(self.s.global_score, cost.exposure_weight)
                 and not vouched
                 and enf.current(GLOBAL, now) != "block"
-                and sc.broad_score() >= self.first_sight_score
-                and self.trust.trust(r.org_id) >= self.first_sight_min_trust):
+                and sc.broad_score() >= self.s.first_sight_score
+                and self.trust.trust(r.org_id) >= self.s.first_sight_min_trust):
             out.append(self._decide(
                 enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
-                [f"malice score {score:.2f}, global threshold {self.global_score:.2f}",
+                [f"malice score {score:.2f}, global threshold {self.s.global_score:.2f}",
                  f"{sc.broad_score():.2f} without its most eager learner",
                  "not yet seen in any other organization",
-                 *terms.lines(self.global_score, cost.exposure_weight), *sc.explain()[:2]],
-                now + self.ttl["global"]))
+                 *terms.lines(self.s.global_score, cost.exposure_weight), *sc.explain()[:2]],
+                now + self.s.global_ttl))
             enf.scored.add(GLOBAL)
             enf.first_sight = True
         elif (cost.sibling_block and terms.siblings >= cost.sibling_block
                 and r.org_id in accusers
-                and self.trust.trust(r.org_id) >= self.first_sight_min_trust
+                and self.trust.trust(r.org_id) >= self.s.first_sight_min_trust
                 and not vouched and enf.current(GLOBAL, now) != "block"
-                and terms.clears(self.global_score, cost.exposure_weight)):
+                and terms.clears(self.s.global_score, cost.exposure_weight)):
             clean, condemned = self.lineage.record(s.lineage)
             out.append(self._decide(
                 enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
                 [f"its siblings (same name pattern, signer and type) were condemned by "
                  f"{condemned} trusted verdicts and cleared by {clean}",
-                 *terms.lines(self.global_score, cost.exposure_weight), *sc.explain()[:2]],
-                now + self.ttl["global"]))
+                 *terms.lines(self.s.global_score, cost.exposure_weight), *sc.explain()[:2]],
+                now + self.s.global_ttl))
             enf.scored.add(GLOBAL)
             enf.first_sight = True
 
         if (enf.verdict_by is not None and s.orgs_ever > enf.weighed_orgs
-                and s.orgs_ever >= self.release_min_orgs):   # widespread, not a campaign's start
+                and s.orgs_ever >= self.s.release_min_orgs):   # widespread, not a campaign's start
             lifted = self._reweigh_verdict(enf, s, sc, terms, now)
             if lifted:
                 return lifted
 
-        if (self.reweigh_min_orgs and enf.label is None
-                and s.orgs_ever >= self.reweigh_min_orgs
+        if (self.s.reweigh_min_orgs and enf.label is None
+                and s.orgs_ever >= self.s.reweigh_min_orgs
                 and s.orgs_ever > enf.score_weighed_orgs and enf.scored
                 and enf.current(GLOBAL, now) != "block"):   # the fleet's block covers them
             lifted = self._reweigh_score_blocks(enf, s, sc, terms, now)
@@ -362,29 +346,29 @@ class Policy:
         if lone_accuser and accusers[0] != r.org_id:
             return out   # another tenant's claims alone never block this org's devices
         own = Terms(terms.score, terms.siblings, 0.0, s.orgs_ever)   # the org's own view
-        if (own.clears(self.org_score, cost.exposure_weight) and not vouched
-                and self._widespread_agree(s, sc, self.org_score)):
+        if (own.clears(self.s.org_score, cost.exposure_weight) and not vouched
+                and self._widespread_agree(s, sc, self.s.org_score)):
             out.append(self._decide(
                 enf, r.sha256, org_t, "block", sc, now, r.report_id,
-                [f"malice score {score:.2f}, org threshold {self.org_score:.2f}",
+                [f"malice score {score:.2f}, org threshold {self.s.org_score:.2f}",
                  f"reported by device {r.device_id} in this org",
-                 *own.lines(self.org_score, cost.exposure_weight), *sc.explain()[:2]],
-                now + self.ttl["org"]))
+                 *own.lines(self.s.org_score, cost.exposure_weight), *sc.explain()[:2]],
+                now + self.s.org_ttl))
             enf.scored.add(org_t)
             return out
-        strong = [b for b in r.behaviors if b in self.device_behaviors]
+        strong = [b for b in r.behaviors if b in self.s.device_behaviors]
         # on the device itself, siblings may only add suspicion (a masquerade under a
         # cleared tool's name is still stopped there)
         device = Terms(terms.score, max(0.0, terms.siblings), 0.0, s.orgs_ever)
-        if (strong and device.clears(self.device_score, cost.exposure_weight)
+        if (strong and device.clears(self.s.device_score, cost.exposure_weight)
                 and enf.current(dev_t, now) != "block"
-                and self._widespread_agree(s, sc, self.device_score)):
+                and self._widespread_agree(s, sc, self.s.device_score)):
             out.append(self._decide(
                 enf, r.sha256, dev_t, "block", sc, now, r.report_id,
                 [f"{', '.join(strong)} observed on this device",
-                 f"malice score {score:.2f}, device threshold {self.device_score:.2f}",
-                 *device.lines(self.device_score, cost.exposure_weight)],
-                now + self.ttl["device"]))
+                 f"malice score {score:.2f}, device threshold {self.s.device_score:.2f}",
+                 *device.lines(self.s.device_score, cost.exposure_weight)],
+                now + self.s.device_ttl))
             enf.scored.add(dev_t)
         return out
 
@@ -392,7 +376,7 @@ class Policy:
         """A file seen in ``release_min_orgs`` orgs or more is software many run, not a
         campaign's first foothold: a block of it needs the score without its most eager
         learner (``Ensemble.trimmed``) to reach ``threshold`` too."""
-        return (not self.trim or s.orgs_ever < self.release_min_orgs
+        return (not self.s.trim or s.orgs_ever < self.s.release_min_orgs
                 or sc.broad_score() >= threshold)
 
     def _reweigh_verdict(self, enf: Enforcement, s: Sighting, sc: Scored, terms: Terms,
@@ -411,18 +395,18 @@ class Policy:
             return []
         if terms.siblings > 0:
             return []   # kin condemned by trusted verdicts: its spread is a campaign's
-        basis = sc.broad_score() if self.trim else sc.score
+        basis = sc.broad_score() if self.s.trim else sc.score
         weighed = Terms(logit(basis) + self.reliability.weight(source), terms.siblings,
                         terms.vouching, s.orgs_ever)
-        if weighed.clears(self.trusted_block_score, self.cost.exposure_weight):
+        if weighed.clears(self.s.trusted_block_score, self.s.cost.exposure_weight):
             return []
         enf.verdict_by = None
         return [self._decide(enf, s.report.sha256, GLOBAL, "unblock", sc, now,
                              s.report.report_id,
                              [f"{source} verdict malicious no longer outweighs the cost of "
                               f"blocking a file {s.orgs_ever} orgs run",
-                              *weighed.lines(self.trusted_block_score,
-                                             self.cost.exposure_weight)], None)]
+                              *weighed.lines(self.s.trusted_block_score,
+                                             self.s.cost.exposure_weight)], None)]
 
     def _reweigh_score_blocks(self, enf: Enforcement, s: Sighting, sc: Scored,
                               terms: Terms, now: float) -> list[Decision]:
@@ -442,9 +426,9 @@ class Policy:
         sight, verdicts, release).
         """
         enf.score_weighed_orgs = s.orgs_ever
-        w = self.cost.exposure_weight
+        w = self.s.cost.exposure_weight
         weighed = Terms(terms.score, terms.siblings, 0.0, s.orgs_ever)  # each org's own view
-        if terms.siblings > 0 or weighed.clears(self.org_score, w):
+        if terms.siblings > 0 or weighed.clears(self.s.org_score, w):
             return []   # kin of condemned files: its spread is a campaign's, not software's
         out: list[Decision] = []
         blocks = enf.scored
@@ -456,7 +440,7 @@ class Policy:
                 out.append(self._decide(
                     enf, s.report.sha256, target, "unblock", sc, now, s.report.report_id,
                     [f"malice score {sc.score:.2f} no longer outweighs the cost of blocking "
-                     f"a file {s.orgs_ever} orgs run", *weighed.lines(self.org_score, w)],
+                     f"a file {s.orgs_ever} orgs run", *weighed.lines(self.s.org_score, w)],
                     None))
         return out
 
@@ -481,7 +465,7 @@ class Policy:
                 out.append(self._decide(
                     enf, sha, target, "unblock", sc, now, trigger,
                     [f"malice score {sc.score:.2f} fell below release threshold "
-                     f"{self.release_score:.2f}", *sc.explain()[:1]], None))
+                     f"{self.s.release_score:.2f}", *sc.explain()[:1]], None))
         enf.scored.clear()
         return out
 
@@ -499,13 +483,13 @@ class Policy:
                 # most eager learner (no single learner vouches for a sandbox's word)
                 terms = self._verdict_terms(sc, fb, lineage, allowers, orgs)
                 post = terms.probability()
-                if (not terms.clears(self.trusted_block_score, self.cost.exposure_weight)
+                if (not terms.clears(self.s.trusted_block_score, self.s.cost.exposure_weight)
                         or self.allowlist.allows(sha, signer) or self._vouched(fb, signer)):
                     return []   # contradicted by everything else known: not enforced
                 enf.label = fb.verdict
                 if enf.current(GLOBAL, now) == "block":
                     _, exp = enf.active[GLOBAL]
-                    if exp is None or exp >= now + self.trusted_ttl / 2:
+                    if exp is None or exp >= now + self.s.trusted_ttl / 2:
                         return []
                 # a final source's block stands; another's is weighed again as the file spreads
                 enf.verdict_by = None if self.reliability.final(fb.source) else fb.source
@@ -514,16 +498,16 @@ class Policy:
                 return [self._decide(enf, sha, GLOBAL, "block", sc, now, fb.feedback_id,
                                      [f"{fb.source} verdict malicious",
                                       f"malice probability {post:.2f} with the verdict",
-                                      *terms.lines(self.trusted_block_score,
-                                                   self.cost.exposure_weight)],
-                                     now + self.trusted_ttl)]
+                                      *terms.lines(self.s.trusted_block_score,
+                                                   self.s.cost.exposure_weight)],
+                                     now + self.s.trusted_ttl)]
             weighed = self._benign_terms(sc, fb, lineage)
-            if weighed.evidence >= logit(self.trusted_unblock_score):
+            if weighed.evidence >= logit(self.s.trusted_unblock_score):
                 return []   # a benign verdict against overwhelming evidence: blocks stay
             enf.label = fb.verdict
             why = [f"{fb.source} verdict benign",
                    f"malice probability {weighed.probability():.2f} with the verdict"
-                   f" (lifted below {self.trusted_unblock_score:.2f})"]
+                   f" (lifted below {self.s.trusted_unblock_score:.2f})"]
             out = []
             for target in sorted(enf.active, key=_target_order):
                 if enf.current(target, now) == "block":
@@ -548,7 +532,7 @@ class Policy:
         if self.allowlist.allows(sha, signer) or enf.current(org_t, now) == "block":
             return []
         return [self._decide(enf, sha, org_t, "block", sc, now, fb.feedback_id,
-                             ["reported malicious by this org"], now + self.ttl["org"])]
+                             ["reported malicious by this org"], now + self.s.org_ttl)]
 
     def accepts(self, sc: Scored, fb: Feedback, signer: str | None = None,
                 lineage: str | None = None, allowers: tuple[str, ...] = (),
@@ -557,10 +541,10 @@ class Policy:
         weighs it (see ``posterior`` and ``operators.cost``)?"""
         if fb.verdict == "malicious":
             terms = self._verdict_terms(sc, fb, lineage, allowers, orgs)
-            return (terms.clears(self.trusted_block_score, self.cost.exposure_weight)
+            return (terms.clears(self.s.trusted_block_score, self.s.cost.exposure_weight)
                     and not self._vouched(fb, signer))
         return (self._benign_terms(sc, fb, lineage).evidence
-                < logit(self.trusted_unblock_score))
+                < logit(self.s.trusted_unblock_score))
 
     def _benign_terms(self, sc: Scored, fb: Feedback, lineage: str | None) -> Terms:
         """A trusted "benign" as terms: it lifts the file's blocks when the odds with it, the
@@ -594,7 +578,7 @@ class Policy:
         (no single learner vouches for a sandbox's word)."""
         if not sc.known:
             return 0.5
-        if fb.verdict == "malicious" and self.trim:
+        if fb.verdict == "malicious" and self.s.trim:
             return sc.broad_score()
         return sc.score
 
@@ -625,40 +609,6 @@ class Policy:
             scope=scope, org_id=org, device_id=dev, score=round(sc.score, 6),
             classifiers={k: round(v, 6) for k, v in sc.classifiers.items()},
             reasons=reasons, model_version=sc.model_version, event_ts=now, expires_at=expires)
-
-
-def new_reliability(cfg: Config) -> SourceReliability:
-    """Verdict sources' reliability, learned over ``[policy]``'s prior
-    (``operators.reliability``)."""
-    p = cfg.policy
-    return SourceReliability({src: float(r) for src, r in p.verdict_reliability.as_dict().items()},
-                             float(p.reliability_prior_n))
-
-
-def new_trust(cfg: Config) -> OrgTrust:
-    """The organization trust table of ``[policy]``'s trust settings."""
-    p = cfg.policy
-    return OrgTrust(float(p.trust_prior_a), float(p.trust_prior_b),
-                    float(p.trust_refute_weight), int(p.trust_max_orgs))
-
-
-def new_lineage(cfg: Config) -> LineageRecord:
-    """The siblings' record (``operators.lineage``), as large as the signers'."""
-    return LineageRecord(int(cfg.policy.signer_max_files))
-
-
-def cost_settings(cfg: Config) -> CostSettings:
-    """``[policy]``'s expected-cost settings (``operators.cost``)."""
-    p = cfg.policy
-    return CostSettings(float(p.exposure_weight), float(p.parent_condemned),
-                        int(p.sibling_min_files), float(p.sibling_bound),
-                        float(p.vouch_weight), float(p.vouch_bound), float(p.sibling_block))
-
-
-def new_signers(cfg: Config) -> SignerRecord:
-    """The signer record of ``[policy]``'s signer settings."""
-    p = cfg.policy
-    return SignerRecord(int(p.signer_vouch_clean), int(p.signer_max_files))
 
 
 def _target_order(t: Target) -> tuple[str, str, str]:

@@ -31,6 +31,7 @@ rule to the learners as labels arrive (``classifiers.Ensemble``).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,30 +58,56 @@ def sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-_BATCH_TERMS: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+@dataclass(frozen=True, slots=True)
+class PriorSettings:
+    """The rule's weights from ``[models]`` (``prior_*``, ``behavior_weights``), read once."""
+
+    bias: float
+    verdict_weight: float
+    unsigned_weight: float
+    path_weight: float
+    installed_weight: float
+    parent_weight: float
+    prevalence_weight: float
+    prevalent_orgs: float
+    behavior_weights: tuple[tuple[str, float], ...]   # (behaviour, weight), zeros left out
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> PriorSettings:
+        m = cfg.models
+        return cls(float(m.prior_bias), float(m.prior_verdict_weight),
+                   float(m.prior_unsigned_weight), float(m.prior_path_weight),
+                   float(m.prior_installed_weight), float(m.prior_parent_weight),
+                   float(m.prior_prevalence_weight), float(m.prior_prevalent_orgs),
+                   tuple((name, float(w)) for name, w in m.behavior_weights.as_dict().items()
+                         if w))
 
 
 class Prior:
-    """The hand-set logistic rule of ``[models]``; stateless apart from its weights."""
+    """The hand-set logistic rule of ``[models]``; stateless apart from its weights.
 
-    __slots__ = ("behavior_weights", "bias", "installed_weight", "parent_weight", "path_weight",
-                 "prevalence_weight", "prevalent",
-                 "unsigned_weight", "verdict_weight")
+    Nothing in it changes once built, so one prior serves every operator of a
+    job built from the same settings (``operators.settings.Settings``).
+    """
 
-    def __init__(self, cfg: Config) -> None:
-        m = cfg.models
-        self.bias = float(m.prior_bias)
-        self.verdict_weight = float(m.prior_verdict_weight)
-        self.unsigned_weight = float(m.prior_unsigned_weight)
-        self.path_weight = float(m.prior_path_weight)
-        self.installed_weight = float(m.prior_installed_weight)
-        self.parent_weight = float(m.prior_parent_weight)
-        self.prevalence_weight = float(m.prior_prevalence_weight)
-        self.prevalent = math.log1p(float(m.prior_prevalent_orgs))
+    __slots__ = ("_terms", "behavior_weights", "bias", "installed_weight", "parent_weight",
+                 "path_weight", "prevalence_weight", "prevalent", "unsigned_weight",
+                 "verdict_weight")
+
+    def __init__(self, settings: PriorSettings | Config) -> None:
+        s = settings if isinstance(settings, PriorSettings) else PriorSettings.from_config(settings)
+        self.bias = s.bias
+        self.verdict_weight = s.verdict_weight
+        self.unsigned_weight = s.unsigned_weight
+        self.path_weight = s.path_weight
+        self.installed_weight = s.installed_weight
+        self.parent_weight = s.parent_weight
+        self.prevalence_weight = s.prevalence_weight
+        self.prevalent = math.log1p(s.prevalent_orgs)
         # Feature name → weight; unknown behaviour names in the config simply never match.
         self.behavior_weights: tuple[tuple[str, str, float], ...] = tuple(
-            (f"beh_{name}", name, float(w)) for name, w in m.behavior_weights.as_dict().items()
-            if w)
+            (f"beh_{name}", name, w) for name, w in s.behavior_weights)
+        self._terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def logit(self, features: dict[str, float]) -> float:
         """The rule's log-odds for a feature vector (missing features are 0)."""
@@ -136,11 +163,8 @@ class Prior:
 
     def _batch_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(features → derived columns, their constant row, every term's weight), in
-        ``logit``'s order (cached per rule: every batch would rebuild them)."""
-        key = (self.bias, self.verdict_weight, self.behavior_weights, self.unsigned_weight,
-               self.path_weight, self.installed_weight, self.parent_weight,
-               self.prevalence_weight, self.prevalent)
-        got = _BATCH_TERMS.get(key)
+        ``logit``'s order (kept by the rule, which is shared: every batch would rebuild them)."""
+        got = self._terms
         if got is None:
             kept = [(_COLUMN[name], w) for name, _, w in self.behavior_weights
                     if name in _COLUMN]   # a behaviour no vector has adds nothing
@@ -160,9 +184,7 @@ class Prior:
             weights = np.array([self.bias, self.verdict_weight, *(w for _, w in kept),
                                 self.unsigned_weight, self.path_weight, self.installed_weight,
                                 self.parent_weight, self.prevalence_weight], dtype=np.float64)
-            got = (derive, offset, weights)
-            if len(_BATCH_TERMS) < 64:   # one rule per configuration, in practice
-                _BATCH_TERMS[key] = got
+            got = self._terms = (derive, offset, weights)
         return got
 
     def contributions(self, features: dict[str, float]) -> list[tuple[float, str]]:

@@ -41,7 +41,7 @@ from typing import Any
 from rapidloop.schemas.intake import FEEDBACK, REPORT, Intake
 from rapidloop.schemas.model import DeadLetter, Feedback, RawMessage, Report
 from rapidloop.schemas.timefmt import parse_ts
-from rapidloop.schemas.wire import MAX_TS, Limits, WireParser
+from rapidloop.schemas.wire import MAX_TS, GivenNewestParser, Limits
 
 from .correlate import item_from_state, item_state
 from .snapshot import register
@@ -250,21 +250,6 @@ def split_raw(seq: int, items: list[ReadItem], refs: list[float | None] | None, 
             for s, part in enumerate(parts)]
 
 
-class GivenNewestParser(WireParser):
-    """A :class:`WireParser` that learns nothing: the newest accepted time it compares a
-    message's time with is the one set in ``_newest`` (None: no comparison)."""
-
-    __slots__ = ()
-
-    def _accepted(self, ts: float) -> None:
-        return None
-
-
-# WireParser keeps the newest accepted time in ``_newest`` and learns it in ``_accepted``:
-# the two names this module relies on (tests/unit/test_raw_split.py holds the results equal).
-assert "_newest" in WireParser.__slots__ and callable(getattr(WireParser, "_accepted", None))
-
-
 class SkewReference:
     """The future-skew rule of :class:`WireParser`, kept exact for parsers on every shard.
 
@@ -392,7 +377,7 @@ def parse_piece(intake: Intake, piece: RawPiece, now: float) -> ParsedPiece:
         end = start + 1
         while end < n and items[end][6] == ref:
             end += 1
-        parser._newest = ref
+        parser.set_newest(ref)
         group = items[start:end]
         msgs = [RawMessage(it[1], it[2], it[3], it[4], it[5]) for it in group]
         unit = intake.parse(msgs, now)
@@ -407,7 +392,7 @@ def parse_piece(intake: Intake, piece: RawPiece, now: float) -> ParsedPiece:
             dead.extend(unit.dead)
             codes.update(unit.dead_codes)
         start = end
-    parser._newest = None
+    parser.set_newest(None)
     newest = max((ev.ts for _, ev in events), default=0.0)
     return ParsedPiece(events, dead, codes, newest)
 

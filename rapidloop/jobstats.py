@@ -1,8 +1,13 @@
-"""Process-local counters of a running job, for the progress line and metrics.
+"""Counters of one running job, for the progress line, metrics and the summary.
 
 The dataflow's steps add to these once per batch (never per event), the
 progress printer and the OpenTelemetry exporter read them. Plain integers in
 one object: cheap, and readable without Bytewax.
+
+Each run owns its counters: the composition root (``flows/job.py``,
+``flows/replay.py``) makes one ``JobStats`` with the connectors and hands
+it to the steps and sinks it builds, so two flows in one process (tests run
+several) never add to each other's figures.
 """
 
 from __future__ import annotations
@@ -12,6 +17,36 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 LATENCY_SAMPLES = 100_000
+
+
+@dataclass
+class DeliveryStats:
+    """Delivery outcome of one topic's sink in this process (all its workers).
+
+    ``produced`` counts messages handed to the sink (a re-send is not counted
+    again, see ``retried``); each ends ``delivered``, ``dead_lettered`` (a
+    message the topic refuses for itself, e.g. too large, written to the
+    dead-letter topic instead) or ``failed``.
+    """
+
+    topic: str
+    produced: int = 0
+    delivered: int = 0
+    failed: int = 0
+    retried: int = 0          # re-sends after librdkafka gave up on a message
+    dead_lettered: int = 0
+    errors: dict[str, int] = field(default_factory=dict)   # reason → count
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def pending(self) -> int:
+        """Produced but not yet settled (after the flow has ended: never will be)."""
+        return self.produced - self.delivered - self.failed - self.dead_lettered
+
+    @property
+    def lost(self) -> int:
+        """Messages that reached neither their topic nor the dead-letter topic."""
+        return self.failed + self.pending
 
 
 @dataclass
@@ -27,6 +62,8 @@ class JobStats:
     # event-arrival → decision seconds, drained by the progress reporter; bounded so a
     # run without a reporter (replay) cannot grow it without limit
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    # the Kafka sinks' delivery outcomes, by topic, for the summary (``delivery``)
+    deliveries: dict[str, DeliveryStats] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def total_in(self) -> int:
@@ -43,12 +80,10 @@ class JobStats:
             lat, self.latencies = self.latencies, deque(maxlen=LATENCY_SAMPLES)
         return list(lat)
 
-
-STATS = JobStats()
-"""The running job's counters (one dataflow per process)."""
-
-
-def reset() -> JobStats:
-    """Zero the counters in place (tests and benchmarks run several flows per process)."""
-    STATS.__dict__.update(JobStats().__dict__)
-    return STATS
+    def delivery(self, topic: str) -> DeliveryStats:
+        """The delivery counters of the sink writing ``topic`` (created on first use)."""
+        with self.lock:
+            got = self.deliveries.get(topic)
+            if got is None:
+                got = self.deliveries[topic] = DeliveryStats(topic)
+            return got

@@ -17,6 +17,7 @@ from rapidloop.config import Config
 from rapidloop.operators.classifiers import Ensemble
 from rapidloop.operators.correlate import Correlator, Sighting, Verdict
 from rapidloop.operators.decide import Decider
+from rapidloop.operators.settings import Settings
 from rapidloop.schemas.model import Feedback, Report
 
 
@@ -28,8 +29,9 @@ def walk(cfg: Config, events: Iterable[Report | Feedback]
     trusted label scores it unseen. Lessons (a labelled file seen again) teach
     the Decider but are not yielded: they are not events of the input.
     """
-    correlator = Correlator(cfg)
-    decider = Decider(cfg)
+    settings = Settings.from_config(cfg)   # read once; both share its prior, as in the flow
+    correlator = Correlator(settings)
+    decider = Decider(settings)
     for i, ev in enumerate(events):
         out, _ = correlator.process([(i, ev)], 0.0)   # one shard: no copies for other replicas
         for _, item in out:

@@ -1,6 +1,6 @@
 """The live progress line and the metrics pump of a running job.
 
-Both read the job's counters (``rapidloop.jobstats.STATS``) from a
+Both read the run's counters (a ``rapidloop.jobstats.JobStats``) from a
 background thread once a period, so neither costs the hot path anything.
 A replay's line (:class:`EtaReporter`) also says how much is done and when
 it should end, from a known or estimated total (:func:`estimate_total`).

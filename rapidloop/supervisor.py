@@ -46,7 +46,7 @@ _PR_SET_PDEATHSIG = 1
 
 def stats_dict(stats: jobstats.JobStats, elapsed: float, lost: int, interrupted: bool,
                parts: list[str]) -> dict[str, Any]:
-    """One process's counters as JSON, for the supervisor to add up (STATS is per process).
+    """One process's counters as JSON, for the supervisor to add up (each has its own).
 
     ``parts``: the Kafka partitions (``topic#n``) its workers read.
     """

@@ -357,6 +357,12 @@ class WireParser:
         """The newest event time accepted so far (None before the first message)."""
         return self._newest
 
+    def set_newest(self, ts: float | None) -> None:
+        """Compare the next messages' times with ``ts`` (None: with nothing), as if it were
+        the newest accepted: a shard's parser is given the time one parser over the whole
+        input would hold (``operators.sharding.SkewReference``)."""
+        self._newest = ts
+
     def _ts(self, value: Any) -> float:
         if type(value) is not str:
             raise _wrong_type("ts", "an RFC 3339 time string", value)
@@ -588,6 +594,16 @@ class WireParser:
                                  "field 'org_id' is required when source is 'org_report'")
         self._accepted(t)
         return Feedback(feedback_id, t, sha256, verdict, source, org_id)
+
+
+class GivenNewestParser(WireParser):
+    """A :class:`WireParser` that learns nothing: the newest accepted time it compares a
+    message's time with is the one given to ``set_newest`` (None: no comparison)."""
+
+    __slots__ = ()
+
+    def _accepted(self, ts: float) -> None:
+        return None
 
 
 # --- writing ---------------------------------------------------------------------------------

@@ -199,7 +199,8 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
     own = f" and the own topics of {tenants} tenant(s)" if tenants else ""
     what = (f"consuming {k.reports_topic}, {k.feedback_topic}{own} from {brokers} "
             f"({'until drained' if args.exit_at_end else 'Ctrl-C to stop'}; {state})")
-    out = process.run_process(cfg, flow, conf, workers=args.workers, recovery=recovery,
+    out = process.run_process(cfg, flow, conf, stats=io.stats, workers=args.workers,
+                              recovery=recovery,
                               process_id=index if clustered else None,
                               addresses=addresses if clustered else None,
                               interruptible=args.cluster_child or alone, stop=stop,
@@ -210,7 +211,7 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
         if not args.cluster_child:
             print(f"rapidloop run: {summary_line(stats, elapsed)}", file=sys.stderr)
         raise CliError(str(out.failure))
-    lost, lines = process.undelivered(cfg)
+    lost, lines = process.undelivered(cfg, stats)
     for line in lines:
         print(f"rapidloop run: {line}", file=sys.stderr)
     if args.cluster_child:

@@ -26,18 +26,16 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient
 from jsonschema import Draft202012Validator
 
-from rapidloop import jobstats
 from rapidloop.cli import main
 from rapidloop.config import load_config
 from rapidloop.flows.kafka_io import (
     DeliveryError,
     KafkaBatchSink,
     KafkaBatchSource,
-    delivery_stats,
     preflight,
-    reset_delivery_stats,
     to_raw,
 )
+from rapidloop.jobstats import JobStats
 from rapidloop.kafka import BrokerUnavailable, quiet
 from rapidloop.schemas.model import RawMessage
 
@@ -107,11 +105,14 @@ def run_flow(flow: Dataflow, workers: int = 1, timeout: float = 60.0) -> float:
 
 def copy_flow(brokers: str, src: str, dst: str, batch_size: int = 100,
               seen: Callable[[list[RawMessage]], None] | None = None,
-              tag_pid: bool = False, start: str = "beginning") -> Dataflow:
-    """src → dst through KafkaBatchSource/KafkaBatchSink; also a `bytewax.testing -p` target."""
+              tag_pid: bool = False, start: str = "beginning",
+              stats: JobStats | None = None) -> Dataflow:
+    """src → dst through KafkaBatchSource/KafkaBatchSink, counting into ``stats``; also a
+    `bytewax.testing -p` target."""
     conf = {"bootstrap.servers": brokers}
     flow = Dataflow("copy")
-    batches = op.input("in", flow, KafkaBatchSource(conf, [src], batch_size, False, start))
+    batches = op.input("in", flow, KafkaBatchSource(conf, [src], batch_size, False, start,
+                                                    stats=stats))
 
     def to_kv(batch: list[RawMessage]) -> list[tuple[bytes | None, bytes]]:
         if seen is not None:
@@ -119,7 +120,7 @@ def copy_flow(brokers: str, src: str, dst: str, batch_size: int = 100,
         key = str(os.getpid()).encode() if tag_pid else None
         return [(key or m.key, m.value or b"") for m in batch]
 
-    op.output("out", op.map("kv", batches, to_kv), KafkaBatchSink(conf, dst))
+    op.output("out", op.map("kv", batches, to_kv), KafkaBatchSink(conf, dst, stats=stats))
     return flow
 
 
@@ -151,15 +152,14 @@ def test_flow_copies_every_message_exactly_once_and_ends_at_eof(
         with lock:
             batches.append(batch)
 
-    reset_delivery_stats()
-    jobstats.reset()
-    elapsed = run_flow(copy_flow(broker, src, dst, 100, seen), workers)
-    assert abs(jobstats.STATS.newest_produce_ts - time.time()) < 120   # input lag is known
+    run = JobStats()
+    elapsed = run_flow(copy_flow(broker, src, dst, 100, seen, stats=run), workers)
+    assert abs(run.newest_produce_ts - time.time()) < 120   # input lag is known
 
     got = read_all(broker, dst)
     assert Counter(v for _, _, v in got) == Counter(v for _, v in sent)   # exactly once
     assert Counter((k, v) for _, k, v in got) == Counter(sent)           # keys kept
-    stats = delivery_stats(dst)
+    stats = run.delivery(dst)
     assert (stats.delivered, stats.failed, stats.pending) == (n, 0, 0)
     # Batches: never empty, at most batch_size, one partition each, offsets in order.
     assert all(0 < len(b) <= 100 for b in batches)
@@ -258,7 +258,6 @@ def test_unreadable_message_becomes_a_dead_letter_candidate() -> None:
 def test_sink_accepts_single_pairs_and_counts_deliveries(
         broker: str, kafka_topics: TopicMaker) -> None:
     (dst,) = kafka_topics("out")
-    reset_delivery_stats()
     sink = KafkaBatchSink({"bootstrap.servers": broker}, dst)
     part = sink.build("out", 0, 1)
     part.write_batch([(b"k", b"one"), [(None, b"two"), (b"k", b"three")]])
@@ -275,13 +274,12 @@ def test_sink_dead_letters_a_message_the_topic_refuses_and_keeps_going(
     answers with the same error code, and the sink retries the message alone first.)
     """
     dst, dlq = kafka_topics("out", "dlq")
-    reset_delivery_stats()
     conf = {"bootstrap.servers": broker, "message.max.bytes": 2000}
     part = KafkaBatchSink(conf, dst, undeliverable_topic=dlq).build("out", 0, 1)
     huge = b'{"decision_id":"d1","reasons":["' + b"x" * 5000 + b'"]}'
     part.write_batch([[(b"k0", b"small"), (b"k1", huge), (None, b"also small")]])
     part.close()
-    stats = delivery_stats(dst)
+    stats = part.stats
     assert (stats.produced, stats.delivered, stats.dead_lettered, stats.lost) == (3, 2, 1, 0)
     assert sorted(v for _, _, v in read_all(broker, dst)) == [b"also small", b"small"]
     [(_, key, value)] = read_all(broker, dlq)
@@ -300,25 +298,23 @@ def test_sink_dead_letters_a_message_the_topic_refuses_and_keeps_going(
 def test_sink_without_a_dead_letter_topic_stops_on_a_refused_message(
         broker: str, kafka_topics: TopicMaker) -> None:
     (dst,) = kafka_topics("out")
-    reset_delivery_stats()
     conf = {"bootstrap.servers": broker, "message.max.bytes": 2000}
     part = KafkaBatchSink(conf, dst).build("out", 0, 1)
     with pytest.raises(DeliveryError, match=rf"kafka sink {dst}: 1 of 2 message\(s\) not "
                                             r"delivered \(not retriable\): .*too large"):
         part.write_batch([(None, b"small"), (None, b"y" * 5000)])
-    assert delivery_stats(dst).failed == 1
+    assert part.stats.failed == 1
 
 
 def test_sink_retries_then_stops_when_the_topic_is_gone(broker: str) -> None:
     """A topic that is not there (deleted mid-run) is not auto-created; deliveries time out."""
     topic = f"t-gone-{time.time_ns()}"
-    reset_delivery_stats()
     conf = {"bootstrap.servers": broker, "message.timeout.ms": 300}
     part = KafkaBatchSink(conf, topic, retries=1).build("out", 0, 1)
     with pytest.raises(DeliveryError, match=rf"kafka sink {topic}: 3 of 3 message\(s\) not "
                                             r"delivered after 2 attempt\(s\): .*timed out"):
         part.write_batch([[(b"a", b"1"), (b"b", b"2"), (None, b"3")]])
-    stats = delivery_stats(topic)
+    stats = part.stats
     assert (stats.retried, stats.failed, stats.delivered) == (3, 3, 0)
     assert topic not in AdminClient(quiet({"bootstrap.servers": broker})).list_topics(
         timeout=5).topics
@@ -359,7 +355,6 @@ class _FlakyProducer:
 
 def test_sink_resends_a_failed_message_with_the_later_ones_of_its_key(broker: str) -> None:
     """Re-sent in batch order with every later message of the same key: the last stays last."""
-    reset_delivery_stats()
     part = KafkaBatchSink({"bootstrap.servers": broker}, "unused", retries=2).build("o", 0, 1)
     fake = _FlakyProducer({b"a1", b"c1"})
     part.producer = fake  # type: ignore[assignment]
@@ -367,14 +362,13 @@ def test_sink_resends_a_failed_message_with_the_later_ones_of_its_key(broker: st
                        (None, b"n1"), (b"a", b"a3"), (b"b", b"b2")]])
     first = [b"a1", b"b1", b"a2", b"c1", b"n1", b"a3", b"b2"]
     assert fake.sent == [*first, b"a1", b"a2", b"c1", b"a3"]
-    stats = delivery_stats("unused")
+    stats = part.stats
     assert (stats.produced, stats.delivered, stats.retried, stats.lost) == (7, 7, 4, 0)
 
 
 def test_sink_tries_a_message_the_broker_finds_too_large_alone_first(broker: str) -> None:
     """The broker's limit applies to the record batch: a small message refused with a large
     neighbour goes through alone; one refused alone is dead-lettered, the job goes on."""
-    reset_delivery_stats()
     part = KafkaBatchSink({"bootstrap.servers": broker}, "out", undeliverable_topic="dlq"
                           ).build("o", 0, 1)
     fake = _FlakyProducer({b"neighbour"}, KafkaError.MSG_SIZE_TOO_LARGE,
@@ -385,7 +379,7 @@ def test_sink_tries_a_message_the_broker_finds_too_large_alone_first(broker: str
     assert fake.flushed[1:3] == [[("out", b"neighbour")], [("out", b"big")]]  # each alone
     [[(topic, letter)]] = fake.flushed[3:]
     assert topic == "dlq" and json.loads(letter)["raw"] == "big"
-    stats = delivery_stats("out")
+    stats = part.stats
     assert (stats.delivered, stats.dead_lettered, stats.retried, stats.lost) == (2, 1, 2, 0)
 
 

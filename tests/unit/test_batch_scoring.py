@@ -33,6 +33,7 @@ from rapidloop.operators.correlate import Correlator, Sighting
 from rapidloop.operators.decide import BATCH_MIN, Decider
 from rapidloop.operators.features import FEATURE_NAMES
 from rapidloop.operators.policy import Enforcement, Scored
+from rapidloop.operators.settings import ModelSettings
 from rapidloop.operators.stacking import LOGIT_CLIP
 from rapidloop.schemas.intake import FEEDBACK, REPORT, Intake
 from rapidloop.schemas.wire import Limits, WireParser
@@ -94,7 +95,7 @@ def test_batch_scores_equal_per_report_scores_at_every_stage_of_learning(env):
 
 def test_each_vectorised_learner_equals_its_per_vector_score():
     rng = random.Random(5)
-    learners = make_learners(load_config(env={}).models)
+    learners = make_learners(ModelSettings.from_config(load_config(env={})))
     rows = PROBES[:60] + odd_vectors(rng)
     x = feature_matrix(rows)
     for i, (f, y, _) in enumerate(synthetic_stream(1500, seed=9)):

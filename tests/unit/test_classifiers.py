@@ -27,6 +27,7 @@ from rapidloop.operators.classifiers import (
     evidence_bound,
 )
 from rapidloop.operators.features import FEATURE_NAMES
+from rapidloop.operators.settings import ModelSettings
 from rapidloop.operators.snapshot import loads_plain
 from rapidloop.operators.stacking import LOGIT_CLIP, logit
 
@@ -425,7 +426,7 @@ def test_fast_learner_scores_equal_rivers_own() -> None:
     )
 
     rng = random.Random(5)
-    learners = make_learners(load_config(env={}).models)
+    learners = make_learners(ModelSettings.from_config(load_config(env={})))
     for i in range(1500):
         x = dense({n: rng.random() * (rng.random() < 0.3) for n in FEATURE_NAMES})
         x["verdict_max"] = rng.random()

@@ -25,7 +25,6 @@ import pytest
 from rapidloop.flows.kafka_io import read_fields
 from rapidloop.operators.eventtime import _NEVER, DEFAULT_MAX_JUMP_S, merge_time
 from rapidloop.operators.sharding import (
-    GivenNewestParser,
     RawPiece,
     SkewReference,
     parse_piece,
@@ -35,7 +34,7 @@ from rapidloop.operators.sharding import (
 from rapidloop.schemas.intake import FEEDBACK, REPORT, Intake, TopicKind
 from rapidloop.schemas.model import RawMessage
 from rapidloop.schemas.timefmt import format_ts, parse_ts
-from rapidloop.schemas.wire import Limits, WireParser
+from rapidloop.schemas.wire import GivenNewestParser, Limits, WireParser
 
 from .helpers import run_flow
 
