@@ -205,6 +205,18 @@ class Policy:
                               c.vouch_bound) if allowers else 0.0,
                      orgs)
 
+    def _signer_terms(self, s: Sighting, score: float, accusers: list[str]) -> Terms:
+        """A condemned signer's block weighed like any other: the score plus what the
+        verdicts said of the signer's files (the lineage's Jeffreys log-odds, bounded by
+        ``sibling_bound``), siblings and vouching, against the global bar at the file's
+        spread. Two wrong sandbox labels on an org's in-house tools (its internal CA)
+        would otherwise block every other tool of that CA for everyone at first sight,
+        whatever the models say of them."""
+        c = self.s.cost
+        t = self.terms(score, s.lineage, s.allowers, accusers, s.orgs_ever, s.parent)
+        signer = sibling_log_odds(self.signers, s.signer, 1, c.sibling_bound)
+        return Terms(t.score + signer, t.siblings, t.vouching, s.orgs_ever)
+
     # -- reports --------------------------------------------------------------
     def settled(self, enf: Enforcement | None, s: Sighting) -> bool:
         """Can this sighting decide nothing, whatever the models would say of it?
@@ -263,13 +275,17 @@ class Policy:
 
         if (self.s.signer_condemn and s.signed and enf.current(GLOBAL, now) != "block"
                 and self.signers.condemns(s.signer, self.s.signer_condemn)):
-            clean, condemned = self.signers.record(s.signer)
-            out.append(self._decide(
-                enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
-                [f"its signer's files were condemned by {condemned} trusted verdicts"
-                 f" and cleared by {clean}", *sc.explain()[:2]],
-                now + self.s.global_ttl))
-            enf.scored.add(GLOBAL)
+            signed_terms = self._signer_terms(s, score, accusers)
+            if signed_terms.clears(self.s.global_score, self.s.cost.exposure_weight):
+                clean, condemned = self.signers.record(s.signer)
+                out.append(self._decide(
+                    enf, r.sha256, GLOBAL, "block", sc, now, r.report_id,
+                    [f"its signer's files were condemned by {condemned} trusted verdicts"
+                     f" and cleared by {clean}",
+                     *signed_terms.lines(self.s.global_score, self.s.cost.exposure_weight),
+                     *sc.explain()[:2]],
+                    now + self.s.global_ttl))
+                enf.scored.add(GLOBAL)
         cost = self.s.cost
         if enf.verdict_by is None and logit(score) + cost.sibling_bound < self._floor:
             return out   # no term can lift this score over any bar: nothing to weigh

@@ -118,15 +118,20 @@ def test_a_condemned_signer_is_blocked_everywhere_on_sight() -> None:
     record.learn("Nordic Digital ApS", sha(1), malicious=True)
     p = Policy(CFG, signers=record)
     r = report(sha(9), org="org-1", signed=True, signer="Nordic Digital ApS")
-    quiet = Sighting(r, {}, [1, 1, 1], 1, 0.0, [], True, "Nordic Digital ApS")
-    assert p.on_sighting(Enforcement(), quiet, scored(0.05)) == []   # one condemned: not yet
+    seen = Sighting(r, {}, [1, 1, 1], 1, 0.0, [], True, "Nordic Digital ApS")
+    assert p.on_sighting(Enforcement(), seen, scored(0.7)) == []   # one condemned: not yet
     record.learn("Nordic Digital ApS", sha(2), malicious=True)
-    (d,) = p.on_sighting(Enforcement(), quiet, scored(0.05))
+    (d,) = p.on_sighting(Enforcement(), seen, scored(0.7))
     assert (d.scope, d.action) == ("global", "block")
     assert d.reasons[0] == ("its signer's files were condemned by 2 trusted verdicts"
                             " and cleared by 0")
+    assert d.reasons[1].startswith("expected cost: log-odds +2.5")   # +0.8 score, +1.6 signer
     assert all("Nordic" not in reason for reason in d.reasons)   # a signer may name a tenant
+    # weighed, not on sight: the signer alone does not outweigh what the models say of a
+    # file they score 0.05 (two wrong labels on an org's in-house tools would otherwise
+    # block every other tool of its internal CA for everyone)
+    assert p.on_sighting(Enforcement(), seen, scored(0.05)) == []
     record.learn("Nordic Digital ApS", sha(3), malicious=False)   # 2 condemned, 1 cleared
-    assert p.on_sighting(Enforcement(), quiet, scored(0.05)) == []
+    assert p.on_sighting(Enforcement(), seen, scored(0.7)) == []
     assert not SignerRecord(3, 100).condemns("Nordic Digital ApS", 2)
     assert not record.condemns("Nordic Digital ApS", 0)           # off
