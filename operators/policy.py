@@ -205,6 +205,17 @@ class Policy:
                               c.vouch_bound) if allowers else 0.0,
                      orgs)
 
+    def _kin_condemned(self, s: Sighting) -> bool:
+        """Do trusted verdicts condemn the file's kin: its lineage (net of what they
+        cleared), its parent, or its signer? A block placed on that evidence is not
+        released because the score alone fell: a whitewasher's fabricated clean
+        sightings pull the score down as the file spreads (held-out seed 893973: a
+        campaign's backdoor, signed with a stolen certificate, released twice)."""
+        t = self.terms(0.5, s.lineage, (), [], s.orgs_ever, s.parent)
+        return t.siblings > 0 or bool(
+            self.s.signer_condemn and s.signed
+            and self.signers.condemns(s.signer, self.s.signer_condemn))
+
     def _signer_terms(self, s: Sighting, score: float, accusers: list[str]) -> Terms:
         """A condemned signer's block weighed like any other: the score plus what the
         verdicts said of the signer's files (the lineage's Jeffreys log-odds, bounded by
@@ -260,7 +271,7 @@ class Policy:
         dev_t: Target = ("device", r.org_id, r.device_id)
         score = sc.score
         if (score < self.s.release_score and enf.label is None and enf.scored
-                and s.orgs_ever >= self.s.release_min_orgs):
+                and s.orgs_ever >= self.s.release_min_orgs and not self._kin_condemned(s)):
             return self._release(enf, r.sha256, sc, now, r.report_id)
         accusers = s.accusers
         lone_accuser = len(accusers) == 1   # all the evidence is one tenant's own claims

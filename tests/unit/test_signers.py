@@ -135,3 +135,29 @@ def test_a_condemned_signer_is_blocked_everywhere_on_sight() -> None:
     assert p.on_sighting(Enforcement(), seen, scored(0.7)) == []
     assert not SignerRecord(3, 100).condemns("Nordic Digital ApS", 2)
     assert not record.condemns("Nordic Digital ApS", 0)           # off
+
+
+def test_a_block_of_a_condemned_signer_is_not_released_because_the_score_fell() -> None:
+    """A whitewasher's fabricated clean sightings pull a campaign file's score down as it
+    spreads; a block that rests on its kin's trusted verdicts stays (held-out seed
+    893973), where a file with no such kin is released as before."""
+    record = SignerRecord(vouch_clean=3, max_files=100)
+    for i in (1, 2, 3):
+        record.learn("TOV Softline Plus", sha(i), malicious=True)
+    p, e = Policy(CFG, signers=record), Enforcement()
+    r = report(sha(9), org="org-1", signed=True, signer="TOV Softline Plus")
+    (d,) = p.on_sighting(e, Sighting(r, {}, [1, 1, 1], 1, 0.0, ["org-1"], True,
+                                      "TOV Softline Plus"), scored(0.7))
+    assert (d.scope, d.action) == ("global", "block")
+    widespread = int(CFG.policy.release_min_orgs)
+    later = report(sha(9), org="org-2", ts=T0 + 60, signed=True, signer="TOV Softline Plus")
+    spread = Sighting(later, {}, [1, 1, 1], widespread, 0.0, [], True, "TOV Softline Plus")
+    assert p.on_sighting(e, spread, scored(0.05)) == []   # kin condemned: the block stays
+    unsigned = Policy(CFG)
+    (b,) = unsigned.on_sighting(e2 := Enforcement(), Sighting(
+        report(sha(8), org="org-1"), {}, [1, 1, 1], 1, 0.0, ["org-1"], False, None),
+        scored(0.97))
+    (u,) = unsigned.on_sighting(e2, Sighting(
+        report(sha(8), org="org-2", ts=T0 + 60), {}, [1, 1, 1], widespread, 0.0, [], False,
+        None), scored(0.05))
+    assert (b.action, u.action, u.scope) == ("block", "unblock", b.scope)
