@@ -63,9 +63,8 @@ from river.base import Classifier
 from river.tree.nodes.branch import DTBranch, NumericBinaryBranch
 
 from rapidloop.config import Config
-from rapidloop.schemas.model import BEHAVIORS
 
-from .features import FEATURE_NAMES
+from .features import BEHAVIOR_FEATURES, FEATURE_NAMES
 from .prior import Prior, sigmoid
 from .settings import ModelSettings
 from .snapshot import dump_objects, load_objects
@@ -100,7 +99,7 @@ NB_CUTS: dict[str, float] = {
     "log_age_h": math.log1p(24),           # older than a day
     "log_reports": math.log1p(10),
     "org_trust": 0.5,
-    **{f"beh_{b}": NB_BEHAVIOR_SHARE for b in BEHAVIORS},
+    **{key: NB_BEHAVIOR_SHARE for key in BEHAVIOR_FEATURES},
 }
 
 

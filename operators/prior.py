@@ -37,7 +37,7 @@ import numpy as np
 
 from rapidloop.config import Config
 
-from .features import FEATURE_NAMES
+from .features import FEATURE_NAMES, behavior_key
 
 SUSPICIOUS_PATHS = ("path_downloads", "path_temp")
 INSTALLED_PATHS = ("path_program_files", "path_system")
@@ -106,7 +106,7 @@ class Prior:
         self.prevalent = math.log1p(s.prevalent_orgs)
         # Feature name → weight; unknown behaviour names in the config simply never match.
         self.behavior_weights: tuple[tuple[str, str, float], ...] = tuple(
-            (f"beh_{name}", name, w) for name, w in s.behavior_weights)
+            (behavior_key(name), name, w) for name, w in s.behavior_weights)
         self._terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def logit(self, features: dict[str, float]) -> float:
