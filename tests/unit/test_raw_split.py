@@ -46,6 +46,17 @@ KINDS: dict[str, str] = {
 }
 
 
+def _raw_items(msgs: list[RawMessage], last: dict[Any, float]) -> list[tuple[Any, ...]]:
+    """What the merged Kafka source hands on for ``msgs``: each message with the route and
+    time its one decode found (``read_fields``), ``last`` the merge's time per partition."""
+    items = []
+    for m in msgs:
+        name = (m.topic, m.partition)
+        _, last[name], r, ts = read_fields(m.value, last.get(name, _NEVER), DEFAULT_MAX_JUMP_S)
+        items.append((m.topic, m.value, m.key, m.partition, m.offset, r, ts))
+    return items
+
+
 def _report(rng: random.Random, ts: Any, sha: str, org: str) -> dict[str, Any]:
     return {"report_id": f"r{rng.randrange(10**9)}", "ts": ts, "org_id": org,
             "device_id": f"{org}/d{rng.randrange(5)}", "sha256": sha,
@@ -133,12 +144,7 @@ def _sharded(msgs: list[RawMessage], limits: Limits, shards: int, batch: int,
     last: dict[tuple[str, int | None], float] = {}
     for seq, start in enumerate(range(0, len(msgs), batch)):
         unit = msgs[start:start + batch]
-        items = []
-        for m in unit:
-            name = (m.topic, m.partition)
-            _, last[name], r, ts = read_fields(m.value, last.get(name, _NEVER),
-                                               DEFAULT_MAX_JUMP_S)
-            items.append((m.topic, m.value, m.key, m.partition, m.offset, r, ts))
+        items = _raw_items(unit, last)
         pieces = split_raw(seq, items, skew.refs(items), shards, 0.0)
         assert [k for k, _ in pieces] == [f"{s:03d}" for s in range(shards)]
         for _, piece in pieces:
@@ -243,13 +249,7 @@ def test_the_routed_flow_decides_what_the_parsed_flow_decides(tmp_path: Any) -> 
     routed = []
     last: dict[Any, float] = {}
     for seq, b in enumerate(batches):
-        items = []
-        for m in b:
-            name = (m.topic, m.partition)
-            _, last[name], r, ts = read_fields(m.value, last.get(name, _NEVER),
-                                               DEFAULT_MAX_JUMP_S)
-            items.append((m.topic, m.value, m.key, m.partition, m.offset, r, ts))
-        routed.append((seq, items))
+        routed.append((seq, _raw_items(b, last)))
     want = _flow_outputs(parsed, False, 1)
     assert want[0] and any("after the newest accepted time" in d[3] for d in want[1])
     assert _flow_outputs(routed, True, 1) == want
