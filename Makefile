@@ -55,7 +55,7 @@ fmt: install
 ## e.g. `make eval EVAL_ARGS="--seeds 123456 --strict"` re-runs a held-out seed
 EVAL_ARGS ?= --tuning 1 2 3 --held-out 10
 eval: install
-	$(BIN)/python -m rapidloop.evalsuite $(EVAL_ARGS)
+	$(BIN)/python -m rapidloop.tools.evalsuite $(EVAL_ARGS)
 
 ## replay-demo: simulate a day into out/day and replay it offline
 replay-demo: install

@@ -28,7 +28,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.operators.correlate import Correlator
 from rapidloop.operators.decide import Decider
 from rapidloop.operators.dedup import RecentIds

@@ -46,9 +46,9 @@ from typing import Any
 
 import orjson
 
-from rapidloop.config import load_config
-from rapidloop.evalsuite import commit, machine
+from rapidloop.base.config import load_config
 from rapidloop.schemas.timefmt import parse_ts
+from rapidloop.tools.evalsuite import commit, machine
 
 from .common import (
     PYTHON,

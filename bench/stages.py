@@ -70,11 +70,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from rapidloop.config import Config, load_config
+from rapidloop.base.config import Config, load_config
+from rapidloop.base.jobstats import JobStats
 from rapidloop.flows import steps
 from rapidloop.flows.file_io import merged_timed_lines
 from rapidloop.flows.placement import replica_layout, resolve_replicas
-from rapidloop.jobstats import JobStats
 from rapidloop.operators.allowlist import AllowList
 from rapidloop.operators.classifiers import Ensemble
 from rapidloop.operators.correlate import Correlator

@@ -29,8 +29,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from rapidloop.config import Config
-from rapidloop.jobstats import JobStats
+from rapidloop.base.config import Config
+from rapidloop.base.jobstats import JobStats
 from rapidloop.operators.allowlist import AllowList
 from rapidloop.operators.settings import Settings
 from rapidloop.schemas.intake import Intake

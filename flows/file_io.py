@@ -472,3 +472,32 @@ class JsonlSink(DynamicSink[list[tuple[bytes | None, bytes]]]):
 
     def discard(self) -> None:
         Path(self.partial).unlink(missing_ok=True)
+
+
+def estimate_total(files: list[tuple[str, str]], sample: int = 2000,
+                   max_bytes: int | None = None) -> int | None:
+    """Roughly how many lines ``files`` hold, from their sizes, without reading them all.
+
+    The uncompressed size (a plain file's size, a ``.gz``'s trailer) divided by
+    the mean length of the first ``sample`` lines. None if unknown. ``max_bytes``:
+    lines longer than that are measured without being held (``read_lines``).
+    """
+    total = 0
+    for path, _ in files:
+        try:
+            size = os.path.getsize(path)
+            if path.endswith(".gz"):
+                with open(path, "rb") as f:
+                    f.seek(-4, os.SEEK_END)
+                    size = int.from_bytes(f.read(4), "little")   # mod 2**32
+            n = length = 0
+            with open_lines(path) as f:
+                for n, line in read_lines(f, max_bytes):
+                    length += len(line) + 1
+                    if n >= sample:
+                        break
+        except (OSError, EOFError, gzip.BadGzipFile):
+            return None
+        if n:
+            total += n if n < sample else round(size / (length / n))
+    return total

@@ -13,7 +13,7 @@ means a Bytewax source or sink class (``flows/kafka_io.py``,
 
 and :func:`build`, the flow over them. The runners: one process of the live
 job in ``flows/process.py``, a local cluster of such processes under
-``rapidloop.supervisor``, the flow over files in ``flows/replay.py``; the
+``rapidloop.base.supervisor``, the flow over files in ``flows/replay.py``; the
 recovery state comes from ``flows/recovery_plan.py``. What to print, and the
 command line, stay in ``rapidloop.cli``: failures here are exceptions whose
 text is the one line the CLI prints.
@@ -27,8 +27,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from rapidloop.config import Config
-from rapidloop.jobstats import JobStats
+from rapidloop.base.config import Config
+from rapidloop.base.jobstats import JobStats
 from rapidloop.schemas.intake import FEEDBACK, REPORT, input_kinds
 
 if TYPE_CHECKING:

@@ -51,9 +51,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from rapidloop.config import Config
-from rapidloop.jobstats import DeliveryStats, JobStats
-from rapidloop.kafka import (
+from rapidloop.base.config import Config
+from rapidloop.base.jobstats import DeliveryStats, JobStats
+from rapidloop.base.kafka import (
     BrokerUnavailable,
     describe_error,
     quiet,
@@ -82,7 +82,7 @@ def preflight(cfg: Config, brokers: str | None, topics: list[str]) -> None:
 
     Bytewax hangs when a source's broker does not answer, and a misspelt
     topic may be auto-created; call this before building a flow. Raises
-    :class:`rapidloop.kafka.BrokerUnavailable` within ``kafka.connect_timeout_s``.
+    :class:`rapidloop.base.kafka.BrokerUnavailable` within ``kafka.connect_timeout_s``.
     """
     require_topics(cfg, topics, brokers)
 
@@ -230,7 +230,7 @@ def _check_source_args(starting_offset: str, *sizes: int) -> None:
 class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
     """Kafka topics as batches: each item is a ``list[RawMessage]`` from one consume call.
 
-    ``conf`` is librdkafka settings (``rapidloop.kafka.client_config``). With
+    ``conf`` is librdkafka settings (``rapidloop.base.kafka.client_config``). With
     ``tail=False`` each partition ends when it has delivered everything up to
     the end it saw (librdkafka's end-of-partition event), so the flow stops
     once all input is drained. ``starting_offset`` ("beginning" or "end")

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from rapidloop.config import Config
-from rapidloop.jobstats import JobStats
-from rapidloop.kafka import BrokerUnavailable
+from rapidloop.base.config import Config
+from rapidloop.base.jobstats import JobStats
+from rapidloop.base.kafka import BrokerUnavailable
 from rapidloop.schemas.intake import FEEDBACK, REPORT, input_kinds
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def uneven_spread(cfg: Config, conf: dict[str, Any], workers: int) -> list[str]:
     parses two thirds of the input whatever the partitions are named. Only a
     partition count that is a multiple of the worker count is even.
     """
-    from rapidloop.kafka import topic_partitions
+    from rapidloop.base.kafka import topic_partitions
 
     if workers < 2 or cfg.stream.input_order == "event_time":
         return []   # one merged source reads all input: nothing to spread
@@ -114,9 +114,9 @@ def run_process(cfg: Config, flow: Dataflow, conf: dict[str, Any], *, stats: Job
     """
     from bytewax.run import cli_main
 
-    from rapidloop.kafka import BrokerWatch
-    from rapidloop.progress import Reporter
-    from rapidloop.telemetry import Telemetry
+    from rapidloop.base.kafka import BrokerWatch
+    from rapidloop.base.progress import Reporter
+    from rapidloop.base.telemetry import Telemetry
 
     from .kafka_io import delivery_failure, find_cause
 

@@ -53,7 +53,7 @@ from typing import IO, Any
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from rapidloop.config import Config, tenant_topics
+from rapidloop.base.config import Config, tenant_topics
 from rapidloop.operators.snapshot import STATE_FORMAT
 
 MANIFEST = "rapidloop-recovery.json"
@@ -132,7 +132,7 @@ def topic_ids(conf: dict[str, Any], topics: list[str], timeout: float) -> dict[s
     from confluent_kafka import TopicCollection
     from confluent_kafka.admin import AdminClient
 
-    from rapidloop.kafka import quiet
+    from rapidloop.base.kafka import quiet
 
     out: dict[str, str | None] = {t: None for t in topics}
     client = AdminClient(quiet(conf))   # held: the futures fail once it is collected

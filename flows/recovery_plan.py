@@ -26,8 +26,8 @@ from typing import Any
 
 from bytewax.recovery import RecoveryConfig
 
-from rapidloop.config import Config
-from rapidloop.kafka import BrokerUnavailable
+from rapidloop.base.config import Config
+from rapidloop.base.kafka import BrokerUnavailable
 from rapidloop.schemas.intake import input_kinds
 
 from .placement import resolve_replicas
@@ -64,7 +64,7 @@ def replicas(cfg: Config, directory: str | None, workers: int) -> int:
 def feeds_active(cfg: Config, conf: dict[str, Any]) -> bool:
     """Whether this job keeps the compacted feed of decisions in force: it does when the
     topic exists (``rapidloop topics create`` makes it), from a recovery state's start."""
-    from rapidloop.kafka import cluster_metadata
+    from rapidloop.base.kafka import cluster_metadata
 
     k = cfg.kafka
     try:

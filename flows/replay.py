@@ -5,7 +5,7 @@ same input and config, same decisions but for ``decided_at``. This module
 checks the input files before anything runs, runs the flow on one or more
 worker threads, and writes the output only once the run ended well. Failures
 are :class:`~rapidloop.flows.job.JobError` (one line); Ctrl-C and SIGTERM
-end it as :class:`rapidloop.signals.Interrupted`, no output written.
+end it as :class:`rapidloop.base.signals.Interrupted`, no output written.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rapidloop.config import Config
-from rapidloop.jobstats import JobStats
+from rapidloop.base.config import Config
+from rapidloop.base.jobstats import JobStats
 from rapidloop.schemas.intake import REPORT
 
 from .job import JobError, file_connectors
@@ -90,12 +90,12 @@ def replay_files(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
     """
     check_inputs(cfg, files, kinds, given)   # before importing the engine: a bad file is quick
 
+    from rapidloop.base.progress import EtaReporter, Reporter
+    from rapidloop.base.signals import Interrupted, stop_on_signals
     from rapidloop.operators.allowlist import AllowListError
-    from rapidloop.progress import EtaReporter, Reporter, estimate_total
-    from rapidloop.signals import Interrupted, stop_on_signals
 
     from .dataflow import build_flow
-    from .file_io import InputFileError, JsonlSink
+    from .file_io import InputFileError, JsonlSink, estimate_total
     from .kafka_io import find_cause
     from .placement import resolve_replicas
 

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 from bytewax.operators import StatefulBatchLogic
 
-from rapidloop.config import Config
-from rapidloop.jobstats import JobStats
+from rapidloop.base.config import Config
+from rapidloop.base.jobstats import JobStats
 from rapidloop.operators import activefeed, correlate, decide, sharding
 from rapidloop.operators.activefeed import ActiveFeed
 from rapidloop.operators.allowlist import AllowList

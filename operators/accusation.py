@@ -7,7 +7,7 @@ verdicts, its signature and path, a flagged parent), reaches the device
 threshold, or it shows a behaviour strong enough to block a device on. The
 pooled history of the file, which other tenants shaped, plays no part.
 
->>> from rapidloop.config import load_config
+>>> from rapidloop.base.config import load_config
 >>> from rapidloop.schemas.model import FileInfo, Report
 >>> acc = Accusation(load_config(env={}))
 >>> f = FileInfo(name="x.exe", size=1, type="pe", signed=False, signer=None, path="temp")
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rapidloop.config import Config
+from rapidloop.base.config import Config
 from rapidloop.schemas.model import Report
 
 from .features import PATH_KEY, behavior_key

@@ -6,9 +6,9 @@ learn what is in force. The feed is a compacted topic keyed by the target
 in force there, and a tombstone (no value) when the decision was lifted or
 lapsed. Read from its beginning, keeping the last record per key, it holds
 exactly what ``rapidloop active`` computes from the whole decisions stream
-(``rapidloop.active.in_force``) at the feed's clock: the newest ``event_ts``
+(``rapidloop.feeds.active.in_force``) at the feed's clock: the newest ``event_ts``
 among the decisions it has seen (event time, like every rule of the loop).
-The rule is ``rapidloop.enforcement``'s, in force at the clock: a decision
+The rule is ``rapidloop.schemas.enforcement``'s, in force at the clock: a decision
 made at the clock's time is in force, one expiring at it has lapsed.
 
 Under ``rapidloop run`` the clock is also the wall clock (``stream.active_clock
@@ -42,7 +42,7 @@ import heapq
 from collections.abc import Iterable
 from typing import Any
 
-from rapidloop.enforcement import ENFORCING, lapsed
+from rapidloop.schemas.enforcement import ENFORCING, lapsed
 from rapidloop.schemas.wire import DecisionRecord, read_decision
 
 from .snapshot import register

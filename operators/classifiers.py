@@ -40,7 +40,7 @@ Everything is deterministic (fixed seeds, fixed feature and expert order)
 and restores exactly from a snapshot (``Ensemble.snapshot``), so replicas
 fed the same labels in the same order score identically.
 
->>> from rapidloop.config import load_config
+>>> from rapidloop.base.config import load_config
 >>> ens = Ensemble(load_config(env={}))
 >>> f = {"verdict_max": 0.93, "beh_ransomware_encryption": 1.0}
 >>> score, per_model = ens.score(f)
@@ -62,7 +62,7 @@ from river import linear_model, metrics, naive_bayes, optim, tree
 from river.base import Classifier
 from river.tree.nodes.branch import DTBranch, NumericBinaryBranch
 
-from rapidloop.config import Config
+from rapidloop.base.config import Config
 
 from .features import BEHAVIOR_FEATURES, FEATURE_NAMES
 from .prior import Prior, sigmoid
@@ -608,7 +608,7 @@ class Ensemble:
         score: verdicts are drawn to suspicious files, so a run of malicious ones
         says little about the rest.
 
-        >>> from rapidloop.config import load_config
+        >>> from rapidloop.base.config import load_config
         >>> ens = Ensemble(load_config(env={}))
         >>> ens.base_rate_logit()   # no verdicts: no base rate
         0.0
@@ -811,7 +811,7 @@ class Ensemble:
         the combiner's bias absorbs, and River's Hoeffding tree histogram splitter fails on
         weighted samples.
 
-        >>> from rapidloop.config import load_config
+        >>> from rapidloop.base.config import load_config
         >>> ens = Ensemble(load_config(env={}))
         >>> ens.n_benign = 99
         >>> ens.class_weight(True), round(ens.class_weight(False), 3)

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rapidloop.config import Config
+from rapidloop.base.config import Config
 from rapidloop.schemas.model import Feedback, FileInfo, Report
 
 from .accusation import Accusation

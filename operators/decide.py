@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
-from rapidloop.config import Config
+from rapidloop.base.config import Config
 from rapidloop.schemas.model import Decision
 
 from .allowlist import AllowList

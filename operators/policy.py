@@ -68,7 +68,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rapidloop.config import Config
+from rapidloop.base.config import Config
 from rapidloop.schemas.model import Decision, Feedback
 
 from .allowlist import AllowList

@@ -19,7 +19,7 @@ Every term is a named piece of evidence, so ``explain`` can turn the largest
 ones into decision reasons. The classifier ensemble hands over from this
 rule to the learners as labels arrive (``classifiers.Ensemble``).
 
->>> from rapidloop.config import load_config
+>>> from rapidloop.base.config import load_config
 >>> prior = Prior(load_config(env={}))
 >>> f = {"verdict_max": 0.93, "beh_ransomware_encryption": 1.0, "signed": 0.0}
 >>> round(prior.score(f), 3), prior.explain(f)
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rapidloop.config import Config
+from rapidloop.base.config import Config
 
 from .features import FEATURE_NAMES, behavior_key
 
@@ -146,7 +146,7 @@ class Prior:
         behaviour at 0.0, no spread) is added here as ``w * 0.0``, which
         changes no sum (at most the sign of a zero, which the sigmoid ignores).
 
-        >>> from rapidloop.config import load_config
+        >>> from rapidloop.base.config import load_config
         >>> prior = Prior(load_config(env={}))
         >>> rows = [{"verdict_max": 0.9, "beh_c2_beacon": 0.5, "log_orgs": 4.0}, {"signed": 1.0}]
         >>> x = np.array([[f.get(n, 0.0) for n in FEATURE_NAMES] for f in rows])
@@ -190,7 +190,7 @@ class Prior:
     def contributions(self, features: dict[str, float]) -> list[tuple[float, str]]:
         """(logit contribution, reason) for every term that moved the logit, largest first.
 
-        >>> from rapidloop.config import load_config
+        >>> from rapidloop.base.config import load_config
         >>> Prior(load_config(env={})).contributions({"verdict_max": 0.5, "signed": 1.0})
         [(2.5, 'sensor verdict 0.50')]
         """

@@ -1,7 +1,7 @@
 """The operators' settings, typed, read from the configuration once.
 
 The configuration's sections are attribute views of TOML tables
-(``rapidloop.config``): every value comes back untyped, and an operator
+(``rapidloop.base.config``): every value comes back untyped, and an operator
 reading ``cfg.policy.org_block_score`` in its body would convert it again
 and again, in places a type checker cannot follow. Here each operator's
 settings are one frozen dataclass, read and converted by its
@@ -11,7 +11,7 @@ Settings are not state: a snapshot (``operators.snapshot``) never holds
 them, and a restored operator takes them from the configuration it is
 restored under, as a fresh one does.
 
->>> from rapidloop.config import load_config
+>>> from rapidloop.base.config import load_config
 >>> s = Settings.from_config(load_config(env={"RAPIDLOOP_POLICY__GLOBAL_MIN_ORGS": "1"}))
 >>> s.decider.policy.global_min_orgs   # one tenant is never consensus
 2
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rapidloop.config import Config
+from rapidloop.base.config import Config
 
 from .cost import CostSettings
 from .lineage import LineageRecord

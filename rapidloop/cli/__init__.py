@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from rapidloop.config import ConfigError
+from rapidloop.base.config import ConfigError
 
 SUBCOMMANDS = ("run", "replay", "capture", "explain", "simulate", "tail", "topics",
                "evaluate", "active", "export", "serve")

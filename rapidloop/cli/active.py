@@ -4,8 +4,8 @@ The operator's view by default; ``--org`` gives one tenant's (global decisions
 and its own, nothing of any other tenant). ``--at`` defaults to the latest
 ``event_ts`` in the file, or to now with ``--from-kafka`` (which reads the
 decisions topic from its beginning to its end, assigned, nothing committed).
-The rule is ``rapidloop.active`` (``rapidloop.enforcement``: decisions made at ``--at``
-included, a decision expiring at ``--at`` lapsed). Lines are the decisions as read.
+The rule is ``rapidloop.feeds.active`` (``rapidloop.schemas.enforcement``: decisions
+made at ``--at`` included, a decision expiring at ``--at`` lapsed). Lines are the decisions as read.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ speaks for, partitions, offset ranges, time range, counts).
 A capture that fails (broker unreachable, directory not writable) says so in
 one line and exits 2; one interrupted (Ctrl-C, SIGTERM) says so and exits
 128 + the signal. Either way it leaves nothing that looks like a capture.
-The capture itself is ``rapidloop.capture``; the options it shares with
+The capture itself is ``rapidloop.tools.capture``; the options it shares with
 ``rapidloop replay --from-kafka`` are read in ``rapidloop.cli.common``.
 """
 
@@ -22,8 +22,8 @@ import argparse
 import signal
 import sys
 
+from rapidloop.base.signals import Interrupted
 from rapidloop.cli.common import capture_to
-from rapidloop.signals import Interrupted
 
 TIME_HELP = "RFC 3339 (2026-11-29T01:00:00Z) or a time ago (90s, 30m, 2h, 1d)"
 
@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rapidloop.capture import summary
+    from rapidloop.tools.capture import summary
 
     try:
         manifest = capture_to(args, args.out, args.decisions)

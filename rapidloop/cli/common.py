@@ -34,7 +34,7 @@ def one_line(*errors: type[Exception]) -> Iterator[None]:
 
 def time_range(since: str, until: str) -> tuple[float, float]:
     """Both time arguments as epoch seconds, or CliError naming the bad one."""
-    from rapidloop.capture import parse_time_arg
+    from rapidloop.tools.capture import parse_time_arg
 
     now = time.time()
     out = []
@@ -51,13 +51,13 @@ def time_range(since: str, until: str) -> tuple[float, float]:
 def capture_to(args: argparse.Namespace, out_dir: str, with_decisions: bool) -> dict[str, Any]:
     """Run a capture from parsed ``--since/--until/--brokers/--config`` arguments.
 
-    CliError on failure; :class:`rapidloop.signals.Interrupted` on Ctrl-C or
+    CliError on failure; :class:`rapidloop.base.signals.Interrupted` on Ctrl-C or
     SIGTERM (nothing left behind either way).
     """
-    from rapidloop.capture import CaptureError, capture
-    from rapidloop.config import load_config, tenant_topics
-    from rapidloop.kafka import client_config
-    from rapidloop.signals import stop_on_signals
+    from rapidloop.base.config import load_config, tenant_topics
+    from rapidloop.base.kafka import client_config
+    from rapidloop.base.signals import stop_on_signals
+    from rapidloop.tools.capture import CaptureError, capture
 
     since, until = time_range(args.since, args.until)
     cfg = load_config(args.config)
@@ -102,15 +102,16 @@ def view(args: argparse.Namespace) -> tuple[list[DecisionRecord], float | None]:
     """(the decisions in force in the asked view, the moment), or ([], None) if none.
 
     Reads ``--decisions`` or ``--from-kafka`` (``--brokers``, ``--config``,
-    ``--timeout``), ``--at`` and ``--org``; the rule is ``rapidloop.active``.
+    ``--timeout``), ``--at`` and ``--org``; the rule is ``rapidloop.feeds.active``.
     """
-    from rapidloop.active import ActiveError, in_force, latest_event_ts, read_file, read_topic
+    from rapidloop.feeds.active import ActiveError, read_file, read_topic
+    from rapidloop.schemas.enforcement import in_force, latest_event_ts
     from rapidloop.schemas.timefmt import parse_ts_or_none
 
     default_at: float | None
     with one_line(ActiveError):
         if args.from_kafka:
-            from rapidloop.config import load_config
+            from rapidloop.base.config import load_config
 
             decisions = read_topic(load_config(args.config), args.brokers, args.timeout)
             default_at = time.time()

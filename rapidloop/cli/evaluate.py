@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from rapidloop.base.config import load_config
 from rapidloop.cli import CliError
-from rapidloop.config import load_config
 from rapidloop.schemas.intake import FEEDBACK, REPORT
 
 if TYPE_CHECKING:   # the scoring modules load the models: only `evaluate` itself needs them
-    from rapidloop.evaluate import Result
+    from rapidloop.tools.evaluate import Result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -97,8 +97,9 @@ def table(res: Result, name: str, params: str | None = None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rapidloop.evalplot import write_png
-    from rapidloop.evaluate import (
+    from rapidloop.flows.replay import decide_files
+    from rapidloop.tools.evalplot import write_png
+    from rapidloop.tools.evaluate import (
         load_events,
         load_truth,
         params_line,
@@ -106,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
         score_decisions,
         world_file,
     )
-    from rapidloop.flows.replay import decide_files
-    from rapidloop.targets import check, verdict_lines
+    from rapidloop.tools.targets import check, verdict_lines
 
     cfg = load_config(args.config)
     world = Path(args.world)

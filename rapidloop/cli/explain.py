@@ -30,8 +30,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from rapidloop.base.config import Config
 from rapidloop.cli import CliError
-from rapidloop.config import Config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _lines(path: str) -> Iterable[bytes]:
-    from rapidloop.capture import iter_values
+    from rapidloop.tools.capture import iter_values
 
     return iter_values(path)
 
@@ -65,10 +65,10 @@ def _captured(cfg: Config, src: Path) -> tuple[list[bytes], list[bytes]]:
     """A capture's reports and feedback lines, every topic's (tenants' own included), as the
     job took them: a line a tenant's topic could not carry (another org's claim, a sandbox
     verdict) was a dead letter live, and is no part of the file's story."""
-    from rapidloop.capture import replay_inputs
     from rapidloop.schemas.intake import FEEDBACK, Intake
     from rapidloop.schemas.model import RawMessage
     from rapidloop.schemas.wire import Limits, WireParser
+    from rapidloop.tools.capture import replay_inputs
 
     files, kinds = replay_inputs(src)
     intake = Intake(WireParser(Limits.from_config(cfg)), kinds)
@@ -115,8 +115,8 @@ def _plain_inputs(directory: Path) -> dict[str, str] | None:
 def _inputs(directory: str, plain: dict[str, str] | None
             ) -> tuple[list[tuple[str, str]], dict[str, str]]:
     """The replay inputs of a capture or of a directory of plain files (CaptureError)."""
-    from rapidloop.capture import replay_inputs
     from rapidloop.schemas.intake import FEEDBACK, REPORT
+    from rapidloop.tools.capture import replay_inputs
 
     if plain is None:
         return replay_inputs(directory)
@@ -128,8 +128,8 @@ def _inputs(directory: str, plain: dict[str, str] | None
 def _replayed(directory: str, config: str | None, tmp: str,
               plain: dict[str, str] | None = None) -> str:
     """A replay of the inputs run now (``rapidloop.flows.replay``): its decisions' path."""
+    from rapidloop.base.config import load_config
     from rapidloop.cli.common import one_line
-    from rapidloop.config import load_config
     from rapidloop.flows.job import JobError
     from rapidloop.flows.replay import replay_files
 
@@ -141,11 +141,11 @@ def _replayed(directory: str, config: str | None, tmp: str,
 
 
 def run(args: argparse.Namespace) -> int:
-    from rapidloop.capture import CaptureError, read_manifest
-    from rapidloop.config import load_config
-    from rapidloop.explain import normalise_sha256, render, select
+    from rapidloop.base.config import load_config
     from rapidloop.flows.file_io import DECISION
     from rapidloop.schemas.intake import FEEDBACK, REPORT
+    from rapidloop.tools.capture import CaptureError, read_manifest
+    from rapidloop.tools.explain import normalise_sha256, render, select
 
     sha = normalise_sha256(args.sha256)
     if sha is None:
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
                 story = select(sha, reports, feedback, _lines(decisions_path))
             if plain is not None or src.is_dir():
                 if not args.no_report_scores:
-                    from rapidloop.modelwalk import score_history
+                    from rapidloop.tools.modelwalk import score_history
 
                     files, kinds = _inputs(str(src), plain)
                     story.scores = score_history(cfg, files, kinds, sha)
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"truncated file: {exc}") from None
     text = render(story, org=args.org, source=source, timeline=not args.no_timeline)
     if args.html:
-        from rapidloop.explain_html import render_html
+        from rapidloop.tools.explain_html import render_html
 
         try:
             Path(args.html).write_text(render_html(story, org=args.org, source=source),

@@ -3,7 +3,7 @@
 The same view as ``rapidloop active`` (the operator's, or one tenant's with
 ``--org``, at ``--at``), written whole to ``--output`` (a temporary name
 renamed at the end: a file that is there is complete). The shapes are
-``rapidloop.exports``.
+``rapidloop.feeds.exports``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rapidloop.cli import CliError
 from rapidloop.cli.common import add_view_args, view
-from rapidloop.exports import FORMATS, render
+from rapidloop.feeds.exports import FORMATS, render
 from rapidloop.schemas.timefmt import format_ts
 
 

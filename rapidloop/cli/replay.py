@@ -24,7 +24,7 @@ times event time (demos, training). ``--progress S`` prints events/s, and the
 share done and an ETA when the total is known (a capture's manifest) or
 estimated (from the files' sizes).
 
-What-if (:mod:`rapidloop.whatif`): ``--compare DECISIONS_A.jsonl`` compares
+What-if (:mod:`rapidloop.tools.whatif`): ``--compare DECISIONS_A.jsonl`` compares
 this run (B, with ``--config``) against earlier decisions A over the same
 input; ``--compare-config B.toml`` runs the input twice, with ``--config``
 (A) and with B, and compares them. The difference (blocks gained and lost by
@@ -45,13 +45,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rapidloop import jobstats
+from rapidloop.base import jobstats
+from rapidloop.base.config import Config, load_config
+from rapidloop.base.progress import summary_line
+from rapidloop.base.signals import stop_on_signals
 from rapidloop.cli import CliError
 from rapidloop.cli.common import capture_to, one_line
-from rapidloop.config import Config, load_config
-from rapidloop.progress import summary_line
 from rapidloop.schemas.intake import FEEDBACK, REPORT
-from rapidloop.signals import stop_on_signals
 
 TIME_HELP = "RFC 3339 or a time ago (90s, 30m, 2h, 1d)"
 
@@ -86,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pace", metavar="Nx",
                    help="feed the input at N times event time (e.g. 10x); default: as fast "
                         "as possible")
-    wi = p.add_argument_group("what-if (rapidloop.whatif)")
+    wi = p.add_argument_group("what-if (rapidloop.tools.whatif)")
     wi.add_argument("--compare", metavar="DECISIONS_A",
                     help="compare this run (B) against these decisions (A, JSONL)")
     wi.add_argument("--compare-config", metavar="FILE",
@@ -162,9 +162,9 @@ def _check_compare(args: argparse.Namespace) -> None:
 
 def _what_if(args: argparse.Namespace, cfg: Config, files: list[tuple[str, str]],
              kinds: dict[str, str], output: str, tmp: str) -> None:
-    from rapidloop import whatif
     from rapidloop.flows.file_io import open_lines
     from rapidloop.flows.replay import report_lines
+    from rapidloop.tools import whatif
 
     if args.compare_config:
         cfg_b = load_config(args.compare_config)
@@ -199,7 +199,7 @@ def _check_output_topic(args: argparse.Namespace, cfg: Config) -> None:
 
 
 def _publish(args: argparse.Namespace, cfg: Config, output: str) -> None:
-    from rapidloop.kafka import BrokerUnavailable, publish_values
+    from rapidloop.base.kafka import BrokerUnavailable, publish_values
 
     values = Path(output).read_bytes().splitlines()
     try:
@@ -255,7 +255,7 @@ def _run(args: argparse.Namespace, stage: dict[str, bool]) -> None:
         else:
             directory = args.capture
             if args.from_kafka:
-                from rapidloop.capture import summary
+                from rapidloop.tools.capture import summary
 
                 if args.until is None:
                     args.until = "now"
@@ -263,7 +263,7 @@ def _run(args: argparse.Namespace, stage: dict[str, bool]) -> None:
                 manifest = capture_to(args, directory, with_decisions=False)
                 if not args.quiet:
                     print(f"read {summary(manifest)} from Kafka", file=sys.stderr)
-            from rapidloop.capture import CaptureError, message_total, replay_inputs
+            from rapidloop.tools.capture import CaptureError, message_total, replay_inputs
 
             with one_line(CaptureError):
                 files, kinds = replay_inputs(directory)

@@ -30,7 +30,7 @@ scale; processes do. Three ways to run the same flow:
 This module reads the options and prints; the job is assembled and run by
 ``rapidloop.flows.job`` (connectors, flow) and ``rapidloop.flows.process`` (one
 process), its recovery state by ``rapidloop.flows.recovery_plan`` and a local
-cluster by ``rapidloop.supervisor``.
+cluster by ``rapidloop.base.supervisor``.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rapidloop.base.config import Config, load_config
+from rapidloop.base.kafka import BrokerUnavailable, client_config
+from rapidloop.base.supervisor import STATS_PREFIX, spread_line, stats_dict
 from rapidloop.cli import CliError
 from rapidloop.cli.common import one_line
-from rapidloop.config import Config, load_config
-from rapidloop.kafka import BrokerUnavailable, client_config
-from rapidloop.supervisor import STATS_PREFIX, spread_line, stats_dict
 
 if TYPE_CHECKING:
     from rapidloop.flows.recovery_plan import RunRecovery
@@ -158,9 +158,9 @@ def _say(line: str) -> None:
 
 
 def _run_process(args: argparse.Namespace, cfg: Config) -> int:
+    from rapidloop.base.progress import summary_line
     from rapidloop.flows import job, process, recovery_plan
     from rapidloop.flows.recovery import RecoveryError
-    from rapidloop.progress import summary_line
 
     addresses = _addresses(args)
     index = args.process_id
@@ -228,9 +228,9 @@ def _run_process(args: argparse.Namespace, cfg: Config) -> int:
 
 def _run_local_cluster(args: argparse.Namespace, cfg: Config) -> int:
     """Supervise ``args.processes`` children forming one Bytewax cluster on loopback."""
+    from rapidloop.base.supervisor import ports, supervise
     from rapidloop.flows import recovery_plan
     from rapidloop.flows.recovery import RecoveryError
-    from rapidloop.supervisor import ports, supervise
 
     n = int(args.processes)
     brokers = _check_kafka(cfg, args)

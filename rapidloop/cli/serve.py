@@ -10,7 +10,7 @@ from ``serve.tokens_file`` (or ``--tokens``); without one it does not start.
 ``--decisions FILE`` serves that file at its latest ``event_ts``, as
 ``rapidloop active`` shows it; ``--from-kafka`` follows the compacted feed
 (``kafka.active_topic``) and the moment is the wall clock. Loopback by
-default; Ctrl-C or SIGTERM stop it. The rules are ``rapidloop.serve``.
+default; Ctrl-C or SIGTERM stop it. The rules are ``rapidloop.feeds.serve``.
 
     rapidloop serve --decisions decisions.jsonl --tokens tokens.toml
     curl -H "Authorization: Bearer $TOKEN" \\
@@ -32,8 +32,8 @@ from rapidloop.cli import CliError
 from rapidloop.cli.common import view
 
 if TYPE_CHECKING:
-    from rapidloop.config import Config
-    from rapidloop.serve import Source
+    from rapidloop.base.config import Config
+    from rapidloop.feeds.serve import Source
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,13 +59,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _source(args: argparse.Namespace, cfg: Config) -> Source:
-    from rapidloop.serve import FeedSource, FileSource
+    from rapidloop.feeds.serve import FeedSource, FileSource
 
     if not args.from_kafka:
         active, at = view(args)
         return FileSource(args.decisions, active, at)
+    from rapidloop.base.kafka import BrokerUnavailable
     from rapidloop.client import ActiveView
-    from rapidloop.kafka import BrokerUnavailable
 
     def connect() -> ActiveView:
         return ActiveView(args.brokers, cfg=cfg, timeout=cfg.kafka.connect_timeout_s)
@@ -88,8 +88,8 @@ def _loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rapidloop.config import load_config
-    from rapidloop.serve import App, TokenError, load_tokens, make_server
+    from rapidloop.base.config import load_config
+    from rapidloop.feeds.serve import App, TokenError, load_tokens, make_server
 
     cfg = load_config(args.config)
     s = cfg.serve
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 def _serve(server: ThreadingHTTPServer, tokens_file: str, n_tokens: int, label: str,
            loopback: bool) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly (requests in flight finish)."""
-    from rapidloop.serve import tokens_note
+    from rapidloop.feeds.serve import tokens_note
 
     stop = threading.Event()
 

@@ -7,7 +7,7 @@ clock, so a simulated day of campaigns plays out in minutes while the
 engine's event-time windows (10 min, 1 h, 24 h) keep their meaning.
 
 By default (``simulate.vary``) each seed draws its own world first
-(:mod:`rapidloop.worldparams`): orgs, campaigns, hard negatives, sandbox
+(:mod:`rapidloop.tools.worldparams`): orgs, campaigns, hard negatives, sandbox
 coverage and noise, rogues, silent sensors, a glitch. ``--fixed`` gives the one
 world of the fixed ``[simulate]`` settings, byte-identical to before.
 """
@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rapidloop.base.config import load_config
 from rapidloop.cli import CliError
-from rapidloop.config import load_config
-from rapidloop.simulator import (
+from rapidloop.tools.simulator import (
     FEEDBACK,
     SimParams,
     SimulationError,
@@ -35,7 +35,7 @@ from rapidloop.simulator import (
     write_files,
     write_truth,
 )
-from rapidloop.worldparams import VaryRanges, draw_world, summary
+from rapidloop.tools.worldparams import VaryRanges, draw_world, summary
 
 DEFAULT_RATE = 1000.0       # reports per wall-clock second in --kafka mode
 PROGRESS_S = 10.0           # seconds between progress lines in --kafka mode (0: none)
@@ -205,7 +205,7 @@ class _Delivery:
 def _run_kafka(args: argparse.Namespace, cfg: Any) -> int:
     from confluent_kafka import KafkaException, Producer
 
-    from rapidloop.kafka import BrokerUnavailable, client_config, require_topics
+    from rapidloop.base.kafka import BrokerUnavailable, client_config, require_topics
 
     if args.no_gzip:
         raise CliError("--no-gzip only applies with --out")

@@ -23,15 +23,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from rapidloop.cli import CliError
-from rapidloop.config import load_config
-from rapidloop.kafka import (
+from rapidloop.base.config import load_config
+from rapidloop.base.kafka import (
     BrokerUnavailable,
     client_config,
     describe_error,
     quiet,
     topic_partitions,
 )
+from rapidloop.cli import CliError
 from rapidloop.schemas.wire import DecisionRecord, InvalidMessage, read_decision
 
 ACTION_COLORS = {"block": "1;31", "allow": "1;32", "unblock": "1;36", "audit": "1;33"}

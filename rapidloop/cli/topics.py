@@ -5,7 +5,7 @@ dead-letter and active-feed topics are missing, and each tenant's own two
 input topics (``[tenants] orgs``, ``tenants.partitions`` partitions each:
 one tenant's volume rarely needs more, and every partition is one more for
 the job's single merging consumer to follow). Existing ones are left alone,
-so it is safe to run on every start; configs in ``rapidloop.kafka.topic_config``.
+so it is safe to run on every start; configs in ``rapidloop.base.kafka.topic_config``.
 ``list`` shows the cluster's topics with their partition counts. An unreachable
 cluster is one line on stderr within ``kafka.connect_timeout_s``.
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 
+from rapidloop.base.config import Config, load_config, tenant_topics
+from rapidloop.base.kafka import BrokerUnavailable, describe_topics, ensure_topics, topic_names
 from rapidloop.cli import CliError
-from rapidloop.config import Config, load_config, tenant_topics
-from rapidloop.kafka import BrokerUnavailable, describe_topics, ensure_topics, topic_names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

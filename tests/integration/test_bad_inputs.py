@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import rapidloop.capture as capture_mod
-from rapidloop.capture import read_manifest
+import rapidloop.tools.capture as capture_mod
+from rapidloop.base.signals import Interrupted
 from rapidloop.cli import main
-from rapidloop.signals import Interrupted
+from rapidloop.tools.capture import read_manifest
 
 from ..conftest import TopicMaker
 from .test_kafka_io import config_file, produce

@@ -19,10 +19,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from rapidloop.capture import parse_time_arg, read_manifest
+from rapidloop.base.kafka import quiet
 from rapidloop.cli import main
-from rapidloop.kafka import quiet
 from rapidloop.schemas.timefmt import format_ts, parse_ts
+from rapidloop.tools.capture import parse_time_arg, read_manifest
 
 from ..conftest import ROOT, TopicMaker, free_port
 from . import scenario

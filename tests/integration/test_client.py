@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from rapidloop.base.config import load_config
 from rapidloop.client import ActiveView, Gateway, InvalidMessage
-from rapidloop.config import load_config
 
 from ..conftest import TopicMaker
 from .test_kafka_io import config_file, produce, read_all

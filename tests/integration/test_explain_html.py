@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from rapidloop.cli import main
-from rapidloop.explain_html import SCORE_COLOUR
+from rapidloop.tools.explain_html import SCORE_COLOUR
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

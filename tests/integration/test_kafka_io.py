@@ -26,8 +26,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient
 from jsonschema import Draft202012Validator
 
+from rapidloop.base.config import load_config
+from rapidloop.base.jobstats import JobStats
+from rapidloop.base.kafka import BrokerUnavailable, quiet
 from rapidloop.cli import main
-from rapidloop.config import load_config
 from rapidloop.flows.kafka_io import (
     DeliveryError,
     KafkaBatchSink,
@@ -35,8 +37,6 @@ from rapidloop.flows.kafka_io import (
     preflight,
     to_raw,
 )
-from rapidloop.jobstats import JobStats
-from rapidloop.kafka import BrokerUnavailable, quiet
 from rapidloop.schemas.model import RawMessage
 
 from ..conftest import ROOT, TopicMaker, free_port

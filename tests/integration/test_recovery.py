@@ -26,11 +26,11 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from rapidloop.active import in_force, latest_event_ts
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
+from rapidloop.base.kafka import quiet
 from rapidloop.flows.recovery import MANIFEST, RecoveryError, prepare
-from rapidloop.kafka import quiet
 from rapidloop.operators.activefeed import target_key
+from rapidloop.schemas.enforcement import in_force, latest_event_ts
 from rapidloop.schemas.wire import read_decision
 
 from ..conftest import ROOT, TopicMaker

@@ -75,9 +75,9 @@ def test_simulated_day_same_decisions_with_any_workers_and_replicas(tmp_path: Pa
 
 def test_score_at_every_report_matches_the_dataflow(tmp_path: Path, capsys) -> None:
     """explain's per-report scores are what each report met in the dataflow."""
-    from rapidloop.config import load_config
-    from rapidloop.modelwalk import score_history
+    from rapidloop.base.config import load_config
     from rapidloop.schemas.intake import FEEDBACK, REPORT
+    from rapidloop.tools.modelwalk import score_history
 
     reports = write(tmp_path / "reports.jsonl", scenario.reports())
     feedback = write(tmp_path / "feedback.jsonl", scenario.feedback())

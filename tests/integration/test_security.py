@@ -45,7 +45,7 @@ def _recording(real: type, kind: str, seen: list[tuple[str, dict[str, Any]]]) ->
 @pytest.fixture
 def clients(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
     """Wrap Consumer, Producer and AdminClient wherever rapidloop can reach them."""
-    for modname in ("rapidloop.capture", "rapidloop.flows.kafka_io", "rapidloop.kafka"):
+    for modname in ("rapidloop.tools.capture", "rapidloop.flows.kafka_io", "rapidloop.base.kafka"):
         importlib.import_module(modname)   # loaded first, so their globals are patched below
 
     seen: list[tuple[str, dict[str, Any]]] = []
@@ -55,7 +55,7 @@ def clients(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]
     for name in ("Consumer", "Producer"):
         monkeypatch.setattr(confluent_kafka, name, wrapped[name])
     # confluent_kafka.admin itself is left alone: AdminClient.__init__ looks its own name up
-    # there (super(AdminClient, self)); rapidloop imports it into rapidloop.kafka only.
+    # there (super(AdminClient, self)); rapidloop imports it into rapidloop.base.kafka only.
     for modname, module in list(sys.modules.items()):
         if modname.startswith("rapidloop"):
             for name, cls in real.items():

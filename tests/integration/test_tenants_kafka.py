@@ -21,9 +21,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rapidloop.capture import read_manifest
 from rapidloop.cli import main
 from rapidloop.schemas.timefmt import format_ts
+from rapidloop.tools.capture import read_manifest
 
 from ..conftest import ROOT, TopicMaker
 from . import scenario

@@ -11,7 +11,7 @@ import pytest
 
 from rapidloop.cli import CliError, main
 from rapidloop.cli.replay import parse_pace
-from rapidloop.progress import estimate_total
+from rapidloop.flows.file_io import estimate_total
 
 from . import scenario
 from .test_replay import write

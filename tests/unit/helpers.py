@@ -64,7 +64,7 @@ def run_flow(source: object, kinds: dict[str, str], workers: int, replicas: int
     import orjson
     from bytewax.testing import TestingSink, cluster_main, run_main
 
-    from rapidloop.config import load_config
+    from rapidloop.base.config import load_config
     from rapidloop.flows.dataflow import Connectors, build_flow
 
     decided: list = []

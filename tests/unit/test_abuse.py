@@ -7,7 +7,7 @@ hand-built report streams, without Bytewax or Kafka; the end-to-end version
 
 from __future__ import annotations
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.operators.allowlist import AllowList
 from rapidloop.operators.correlate import Correlator, Sighting
 from rapidloop.operators.decide import Decider

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rapidloop.active import in_force
 from rapidloop.cli import main
+from rapidloop.schemas.enforcement import in_force
 from rapidloop.schemas.timefmt import parse_ts
 from rapidloop.schemas.wire import read_decision
 
@@ -80,8 +80,8 @@ def test_the_command_prints_the_decisions_in_force(tmp_path, capsys) -> None:
 def test_the_feed_keeps_one_record_per_target_and_tombstones_what_ends() -> None:
     """Renewed blocks are not lapsed by their old expiry; an unblock and a lapse each leave a
     tombstone; what the feed holds is what in_force says at its clock."""
-    from rapidloop.active import in_force
     from rapidloop.operators.activefeed import ActiveFeed, target_key
+    from rapidloop.schemas.enforcement import in_force
     from rapidloop.schemas.timefmt import parse_ts
 
     def d(sha: str, scope: str, action: str, ts: str, exp: str | None = None,
@@ -127,9 +127,9 @@ def test_active_and_export_of_a_replayed_day_are_byte_identical_to_before(
 
 
 def test_the_feed_over_a_replayed_day_holds_what_active_prints() -> None:
-    from rapidloop.active import latest_event_ts
-    from rapidloop.capture import iter_values
     from rapidloop.operators.activefeed import ActiveFeed, target_key
+    from rapidloop.schemas.enforcement import latest_event_ts
+    from rapidloop.tools.capture import iter_values
 
     objects = [orjson.loads(line) for line in iter_values(DAY / "decisions.jsonl.gz")]
     feed, held = ActiveFeed(), {}
@@ -174,8 +174,8 @@ def test_ticks_of_a_live_clock_keep_the_feed_equal_to_active_at_its_clock() -> N
     late), the feed is what in_force says at the feed's clock after every step."""
     import random
 
-    from rapidloop.capture import iter_values
     from rapidloop.operators.activefeed import ActiveFeed, target_key
+    from rapidloop.tools.capture import iter_values
 
     objects = [orjson.loads(line) for line in iter_values(DAY / "decisions.jsonl.gz")]
     records = [read_decision(x) for x in objects]

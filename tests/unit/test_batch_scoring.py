@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from river import linear_model, optim
 
+from rapidloop.base.config import load_config
 from rapidloop.cli import main
-from rapidloop.config import load_config
 from rapidloop.operators.classifiers import (
     Ensemble,
     dense,

@@ -18,7 +18,7 @@ import time
 import pytest
 from river import naive_bayes
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.operators.classifiers import (
     NB_CUTS,
     CutBernoulliNB,
@@ -416,7 +416,7 @@ def test_fast_learner_scores_equal_rivers_own() -> None:
     """``learner_p_true`` skips River's dicts and copies, never its arithmetic."""
     import random
 
-    from rapidloop.config import load_config
+    from rapidloop.base.config import load_config
     from rapidloop.operators.classifiers import (
         FEATURE_NAMES,
         _p_true,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rapidloop.config import ConfigError, load_config
+from rapidloop.base.config import ConfigError, load_config
 
 
 def test_the_defaults_are_in_range() -> None:

@@ -1,7 +1,7 @@
 """File state and correlation, without Bytewax or Kafka."""
 
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.operators.classifiers import dense
 from rapidloop.operators.correlate import KIND, Correlator, Sighting, Verdict
 from rapidloop.operators.features import FEATURE_NAMES

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.operators.correlate import Correlator
 from rapidloop.operators.cost import Terms, vouching
 from rapidloop.operators.decide import Decider

@@ -10,7 +10,7 @@ import pytest
 
 import rapidloop
 
-PACKAGES = ("rapidloop.operators", "rapidloop.schemas", "rapidloop.flows", "rapidloop.sim")
+PACKAGES = ("rapidloop.operators", "rapidloop.schemas", "rapidloop.flows", "rapidloop.tools.sim")
 
 
 def _modules() -> list[str]:

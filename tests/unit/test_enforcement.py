@@ -1,4 +1,4 @@
-"""The one rule of "in force" (rapidloop.enforcement) at its boundaries, and that every
+"""The one rule of "in force" (rapidloop.schemas.enforcement) at its boundaries, and that every
 tool that asks it (active, evaluate and what-if's coverage, the feed, the job's own state)
 draws the line in the same place."""
 
@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from rapidloop.active import in_force
-from rapidloop.enforcement import Timeline, lapsed
 from rapidloop.operators.activefeed import ActiveFeed
 from rapidloop.operators.policy import Enforcement
+from rapidloop.schemas.enforcement import Timeline, in_force, lapsed
 from rapidloop.schemas.timefmt import format_ts
 from rapidloop.schemas.wire import read_decision
 

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from rapidloop.enforcement import Timeline
-from rapidloop.evaluate import _Prequential, score_decisions
+from rapidloop.schemas.enforcement import Timeline
 from rapidloop.schemas.timefmt import format_ts
 from rapidloop.schemas.wire import InvalidMessage, read_decision
+from rapidloop.tools.evaluate import _Prequential, score_decisions
 
 from .helpers import T0, report, sha
 
@@ -166,8 +166,8 @@ def test_counts_of_malicious_hashes_blocked():
 
 def test_prequential_measures_against_truth_not_noisy_labels():
     """A label flipped by sandbox noise is scored against the file's true class."""
-    from rapidloop.config import load_config
-    from rapidloop.evaluate import prequential
+    from rapidloop.base.config import load_config
+    from rapidloop.tools.evaluate import prequential
 
     from .helpers import feedback
 
@@ -263,8 +263,8 @@ def _held(checks):
 
 
 def test_the_issue_bars_per_world():
-    from rapidloop.config import load_config
-    from rapidloop.targets import check
+    from rapidloop.base.config import load_config
+    from rapidloop.tools.targets import check
 
     cfg = load_config(env={})
     assert all(c.held for c in check(_fig(), cfg))
@@ -282,8 +282,8 @@ def test_the_issue_bars_per_world():
 
 
 def test_worst_seed_and_median_over_seeds():
-    from rapidloop.config import load_config
-    from rapidloop.targets import aggregate, check_median, check_worst
+    from rapidloop.base.config import load_config
+    from rapidloop.tools.targets import aggregate, check_median, check_worst
 
     cfg = load_config(env={})
     # one bad world in three: it fails the every-world bar, the median stays good
@@ -306,7 +306,7 @@ def test_worst_seed_and_median_over_seeds():
 
 
 def test_figures_that_do_not_apply_are_left_out_of_the_aggregate():
-    from rapidloop.targets import aggregate
+    from rapidloop.tools.targets import aggregate
 
     figs = [_fig(poisoned_global_blocks=None, malware_unblocked_for_others=None,
                  multi_org_blocked_before_third_org=None),
@@ -317,7 +317,7 @@ def test_figures_that_do_not_apply_are_left_out_of_the_aggregate():
 
 
 def test_held_out_seeds_are_fresh_and_away_from_tuning():
-    from rapidloop.evalsuite import HELD_OUT_RANGE, draw_held_out
+    from rapidloop.tools.evalsuite import HELD_OUT_RANGE, draw_held_out
 
     a, b = draw_held_out(10, avoid=[1, 2, 3]), draw_held_out(10)
     assert len(set(a)) == 10 and all(HELD_OUT_RANGE[0] <= s <= HELD_OUT_RANGE[1] for s in a)
@@ -325,7 +325,7 @@ def test_held_out_seeds_are_fresh_and_away_from_tuning():
 
 
 def test_suite_tables_and_exit_status(tmp_path, monkeypatch, capsys):
-    from rapidloop import evalsuite
+    from rapidloop.tools import evalsuite
 
     figs = {1: _fig(), 2: _fig(protection_rate=0.90)}
 

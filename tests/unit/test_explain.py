@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from rapidloop.cli import main
-from rapidloop.explain import in_force, normalise_sha256, render, select
 from rapidloop.schemas.timefmt import parse_ts
 from rapidloop.schemas.wire import read_decision
+from rapidloop.tools.explain import in_force, normalise_sha256, render, select
 
 SHA = "e" * 63 + "5"
 OTHER = "f" * 64

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from rapidloop.explain import Story
-from rapidloop.explain_html import SCORE_COLOUR, H, W, render_html
 from rapidloop.schemas.wire import DecisionRecord, read_decision
+from rapidloop.tools.explain import Story
+from rapidloop.tools.explain_html import SCORE_COLOUR, H, W, render_html
 
 SHA = "ab" * 32
 FONT_PX = 11          # `svg text { font: 11px ... }` in explain_html.CSS

@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rapidloop.active import in_force
-from rapidloop.exports import defender, for_tools, misp, render, stix
+from rapidloop.feeds.exports import defender, for_tools, misp, render, stix
+from rapidloop.schemas.enforcement import in_force
 from rapidloop.schemas.timefmt import parse_ts
 from rapidloop.schemas.wire import DecisionRecord, read_decision
 

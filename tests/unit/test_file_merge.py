@@ -4,7 +4,7 @@ from pathlib import Path
 
 import orjson
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.flows.file_io import merged_lines
 
 

@@ -19,7 +19,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.schemas.intake import Intake
 from rapidloop.schemas.model import Feedback, RawMessage, Report
 from rapidloop.schemas.wire import MAX_TS, RAW_TEXT_CAP, Limits, WireParser

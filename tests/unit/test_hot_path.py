@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.operators.accusation import Accusation
 from rapidloop.operators.features import PATH_KEY, behavior_key
 from rapidloop.schemas.model import BEHAVIORS, FILE_PATHS, FileInfo, Report

@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
+from rapidloop.base.config import load_config
 from rapidloop.cli import build_parser
 from rapidloop.cli.run import _addresses, _check_args
-from rapidloop.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
+from rapidloop.base.config import Config, load_config
 from rapidloop.cli import main
-from rapidloop.config import Config, load_config
 from rapidloop.flows import steps
 from rapidloop.flows.file_io import merged_lines
 from rapidloop.operators.activefeed import ActiveFeed

@@ -199,7 +199,7 @@ def test_every_runtime_import_comes_from_a_runtime_dependency() -> None:
 def test_the_import_scan_sees_the_lazy_imports() -> None:
     """Guard the guard: the scan must find imports made inside functions (the CLI's style)."""
     found = {m for m, _ in _imports()}
-    # both imported inside a function body: rapidloop/evalplot.py, flows/replay.py
+    # both imported inside a function body: rapidloop/tools/evalplot.py, flows/replay.py
     assert {"matplotlib", "bytewax.testing"} <= found
     assert {"confluent_kafka", "river", "orjson"} <= {m.split(".")[0] for m in found}
     # and the optional OTLP exporter, imported under `except ImportError`, is left out

@@ -1,6 +1,6 @@
 """The policy's rules, one by one, without models, Bytewax or Kafka."""
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.operators.allowlist import AllowList
 from rapidloop.operators.correlate import Sighting
 from rapidloop.operators.policy import GLOBAL, Enforcement, Policy, Scored

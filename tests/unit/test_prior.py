@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.operators.features import BEHAVIOR_FEATURES, FEATURE_NAMES
 from rapidloop.operators.prior import (
     Prior,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.flows.dataflow import Connectors, build_flow
 from rapidloop.operators.correlate import Correlator
 from rapidloop.operators.decide import Decider

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rapidloop.config import load_config
-from rapidloop.kafka import BrokerUnavailable, client_config, cluster_metadata, redact
+from rapidloop.base.config import load_config
+from rapidloop.base.kafka import BrokerUnavailable, client_config, cluster_metadata, redact
 from rapidloop.schemas.model import RawMessage
 from rapidloop.schemas.wire import dead_letter, encode_dead_letter
 
@@ -108,7 +108,7 @@ def test_nothing_listens_by_default() -> None:
     cfg = load_config(env={})
     assert cfg.telemetry.exporter == "none"
     assert cfg.telemetry.otlp_endpoint.startswith(("http://127.0.0.1", "http://localhost"))
-    from rapidloop import telemetry
+    from rapidloop.base import telemetry
     src = Path(telemetry.__file__).read_text()
     assert "bind(" not in src and "start_http_server" not in src
     # The Bytewax dataflow API (0.0.0.0:3030) stays off unless the operator enables it.

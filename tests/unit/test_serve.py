@@ -15,11 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
+from rapidloop.base.config import load_config
 from rapidloop.cli import main
-from rapidloop.config import load_config
-from rapidloop.schemas.timefmt import parse_ts
-from rapidloop.schemas.wire import DecisionRecord, read_decision
-from rapidloop.serve import (
+from rapidloop.feeds.serve import (
     App,
     FeedSource,
     StreamMemory,
@@ -30,6 +28,8 @@ from rapidloop.serve import (
     load_tokens,
     to_crowdsec,
 )
+from rapidloop.schemas.timefmt import parse_ts
+from rapidloop.schemas.wire import DecisionRecord, read_decision
 
 from .test_active import DAY, DAY_EXPECTED, dec
 
@@ -341,7 +341,7 @@ def test_the_feed_source_follows_changes_at_the_wall_clock() -> None:
     source = FeedSource(lambda: views.pop(0), "feed", 1.0, 0.01, 0.01, logged.append)
     records, moment = source.snapshot()
     assert len(records) == 2 and moment >= now           # the wall clock
-    from rapidloop.active import in_force
+    from rapidloop.schemas.enforcement import in_force
     assert [d.sha256 for d in in_force(records, moment)] == [h(1)]   # the lapsed drops out
     source.start()
     try:
@@ -365,7 +365,7 @@ def test_the_stream_of_a_replayed_day_is_byte_identical_to_before(tmp_path: Path
     import hashlib
 
     from rapidloop.cli.common import view
-    from rapidloop.serve import FileSource
+    from rapidloop.feeds.serve import FileSource
 
     path = str(DAY / "decisions.jsonl.gz")
     active, at = view(argparse.Namespace(from_kafka=False, decisions=path, org=None, at=None))

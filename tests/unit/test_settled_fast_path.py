@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from rapidloop.base.config import load_config
 from rapidloop.cli import main
-from rapidloop.config import load_config
 from rapidloop.operators.correlate import Correlator, Sighting
 from rapidloop.operators.decide import Decider
 from rapidloop.operators.policy import Enforcement

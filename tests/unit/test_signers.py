@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.operators.correlate import Correlator, Sighting
 from rapidloop.operators.decide import Decider
 from rapidloop.operators.policy import Enforcement, Policy, Scored

@@ -24,10 +24,10 @@ from typing import Any
 import orjson
 import pytest
 
+from rapidloop.base.config import load_config
 from rapidloop.cli import main
-from rapidloop.config import load_config
-from rapidloop.sim.params import ROGUE_TARGET_RANKS
-from rapidloop.simulator import (
+from rapidloop.tools.sim.params import ROGUE_TARGET_RANKS
+from rapidloop.tools.simulator import (
     FEEDBACK,
     REPORT,
     SimParams,
@@ -37,7 +37,7 @@ from rapidloop.simulator import (
     parse_ts,
     write_files,
 )
-from rapidloop.worldparams import VaryRanges, draw_world
+from rapidloop.tools.worldparams import VaryRanges, draw_world
 
 SMALL = dict(reports=20000, orgs=12, devices_min=5, devices_max=400, benign_files=500,
              campaigns=5, hashes_per_campaign=3, duration_s=6 * 3600.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.flows.recovery import MANIFEST, RecoveryError, prepare
 from rapidloop.operators import snapshot
 from rapidloop.operators.classifiers import Ensemble

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from rapidloop.config import load_config
-from rapidloop.evalsuite import targets_table
-from rapidloop.targets import check, check_median, verdict_lines
+from rapidloop.base.config import load_config
+from rapidloop.tools.evalsuite import targets_table
+from rapidloop.tools.targets import check, check_median, verdict_lines
 
 GOOD = {"protection_rate": 0.95, "median_time_to_global_s": 240.0,
         "benign_hashes_blocked_global": 0, "collateral_rate": 0.0002,

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-import rapidloop.telemetry as telemetry_mod
-from rapidloop.config import ConfigError, load_config
-from rapidloop.telemetry import Telemetry
+import rapidloop.base.telemetry as telemetry_mod
+from rapidloop.base.config import ConfigError, load_config
+from rapidloop.base.telemetry import Telemetry
 
 
 def cfg(**telemetry: str) -> Any:

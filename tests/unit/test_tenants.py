@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rapidloop.config import ConfigError, load_config, tenant_topic, tenant_topics
+from rapidloop.base.config import ConfigError, load_config, tenant_topic, tenant_topics
 from rapidloop.schemas.intake import (
     FEEDBACK,
     REPORT,
@@ -289,7 +289,7 @@ def _fake_capture(d: Path, rules: dict[str, str] | None = None) -> None:
 
 
 def test_a_captures_replay_binds_each_tenant_file_to_its_org(tmp_path: Path) -> None:
-    from rapidloop.capture import CaptureError, read_manifest, replay_inputs, summary
+    from rapidloop.tools.capture import CaptureError, read_manifest, replay_inputs, summary
 
     _fake_capture(tmp_path / "cap", {"shared_reports": "any", "shared_feedback": "trusted_only"})
     files, kinds = replay_inputs(tmp_path / "cap")

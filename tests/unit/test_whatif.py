@@ -1,4 +1,4 @@
-"""rapidloop.whatif: the difference between two runs' decisions, as plain functions."""
+"""rapidloop.tools.whatif: the difference between two runs' decisions, as plain functions."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import orjson
 
-from rapidloop import whatif
 from rapidloop.schemas.timefmt import format_ts
+from rapidloop.tools import whatif
 
 H1, H2, H3, H4 = ("1" * 64, "2" * 64, "3" * 64, "4" * 64)
 T0 = 1_764_316_800.0   # 2025-11-28T08:00:00Z

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rapidloop.config import load_config
+from rapidloop.base.config import load_config
 from rapidloop.schemas.model import (
     BEHAVIORS,
     FILE_PATHS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from rapidloop.evaluate import Result
+from rapidloop.tools.evaluate import Result
 
 
 def write_png(res: Result, path: Path, title: str) -> None:

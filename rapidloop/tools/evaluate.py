@@ -4,7 +4,7 @@ A world directory (from ``rapidloop simulate --out``) holds the input and,
 beside it, the truth the engine never reads. This module replays the
 decisions' effect over event time exactly as enforcement points would apply
 them (the contract's most-specific-active-decision rule) and measures what
-the loop is for (``rapidloop.enforcement``): malicious sightings that met a
+the loop is for (``rapidloop.schemas.enforcement``): malicious sightings that met a
 block already in force (protection), benign sightings that did (collateral), how fast campaigns were
 blocked everywhere, whether rogue tenants achieved anything, and how well
 each classifier ranks files on the feedback stream (prequential: every label
@@ -41,10 +41,9 @@ from typing import Any
 
 import orjson
 
-from rapidloop.config import Config
-from rapidloop.enforcement import Timeline
-from rapidloop.modelwalk import walk
+from rapidloop.base.config import Config
 from rapidloop.operators.correlate import Verdict
+from rapidloop.schemas.enforcement import Timeline
 from rapidloop.schemas.model import Feedback, Report
 from rapidloop.schemas.wire import (
     DecisionRecord,
@@ -53,6 +52,7 @@ from rapidloop.schemas.wire import (
     WireParser,
     read_decision,
 )
+from rapidloop.tools.modelwalk import walk
 
 
 def read_jsonl(path: Path) -> Iterator[bytes]:

@@ -17,7 +17,7 @@ import orjson
 from .events import REPORT, SimStats
 
 if TYPE_CHECKING:
-    from rapidloop.simulator import Simulator
+    from rapidloop.tools.simulator import Simulator
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """The decisions in force, in the shapes SOC tools already ingest.
 
 A SOC runs a SIEM, a threat-intelligence platform and an EDR console, not a
-Kafka consumer. Each export here takes what ``rapidloop.active.in_force``
+Kafka consumer. Each export here takes what ``rapidloop.feeds.active.in_force``
 returns (one view: the operator's, or one tenant's) and writes it as:
 
 The tools' formats hold one decision per file: the operator's view is the

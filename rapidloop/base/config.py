@@ -63,7 +63,7 @@ class Config(Section):
 
 
 def _defaults() -> dict[str, Any]:
-    text = resources.files("rapidloop").joinpath("defaults.toml").read_text("utf-8")
+    text = resources.files("rapidloop.base").joinpath("defaults.toml").read_text("utf-8")
     return tomllib.loads(text)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
-from rapidloop.config import Config
+from rapidloop.base.config import Config
 
 SECRET_KEYS = ("sasl.password", "ssl.key.password", "ssl.keystore.password",
                "sasl.oauthbearer.client.secret")

@@ -18,8 +18,8 @@ command-line ``--orgs`` leaves every other draw as it was. The simulator's
 event streams are separate, and with ``vary`` off nothing here runs: the fixed
 world is byte-for-byte what it was.
 
->>> from rapidloop.config import load_config
->>> from rapidloop.simulator import SimParams
+>>> from rapidloop.base.config import load_config
+>>> from rapidloop.tools.simulator import SimParams
 >>> ranges = VaryRanges.from_config(load_config().simulate)
 >>> a, b = (draw_world(SimParams(seed=s), ranges) for s in (1, 2))
 >>> a.varied and 100 <= a.orgs <= 400 and 10 <= a.campaigns <= 300
@@ -38,7 +38,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from rapidloop.simulator import SimParams, SimulationError
+from rapidloop.tools.simulator import SimParams, SimulationError
 
 # What a glitching sensor may flag on every report: loud, commonly blocked behaviours.
 GLITCH_BEHAVIORS = ("process_injection", "defense_evasion", "credential_dumping",

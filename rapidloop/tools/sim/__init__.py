@@ -1,4 +1,4 @@
-"""The parts of the fleet simulator (:mod:`rapidloop.simulator` is its front door).
+"""The parts of the fleet simulator (:mod:`rapidloop.tools.simulator` is its front door).
 
 ``params`` what shapes a world · ``catalog`` tenants, software, malware
 families · ``campaigns`` how campaigns spread · ``rogues`` tenants that lie ·

@@ -9,7 +9,7 @@ is the thin ``http.server`` front end.
 Who sees what. Each bearer token (from ``serve.tokens_file``, never from the
 main configuration) names one organization, or ``*`` for the operator. A
 tenant's token sees exactly what ``rapidloop active --org ORG`` prints (the
-rule is :func:`rapidloop.active.in_force`): global decisions and its own
+rule is :func:`rapidloop.feeds.active.in_force`): global decisions and its own
 org's org and device decisions, its own org decision winning over a global
 one on the same file, never another tenant's. The operator's sees every
 target. Give each enforcement point a token of its own: the stream remembers
@@ -62,19 +62,16 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import orjson
 
-from rapidloop.active import in_force, in_view
-from rapidloop.explain import clean, normalise_sha256, select
 from rapidloop.operators.activefeed import target_key
+from rapidloop.schemas.enforcement import in_force, in_view
 from rapidloop.schemas.timefmt import format_ts
 from rapidloop.schemas.wire import DecisionRecord
-
-if TYPE_CHECKING:
-    from rapidloop.client import ActiveView
+from rapidloop.tools.explain import clean, normalise_sha256, select
 
 OPERATOR = "*"                       # a token's org in the tokens file: sees every target
 STREAM_PATH = "/v1/decisions/stream"
@@ -270,7 +267,7 @@ class FileSource:
     """
 
     def __init__(self, path: str, active: list[DecisionRecord], at: float | None) -> None:
-        from rapidloop.capture import iter_values
+        from rapidloop.tools.capture import iter_values
 
         self._iter = iter_values
         self.path = path
@@ -284,6 +281,18 @@ class FileSource:
 
     def history(self) -> Iterable[bytes]:
         return self._iter(self.path)
+
+
+class ActiveView(Protocol):
+    """What :class:`FeedSource` uses of ``rapidloop.client.ActiveView`` (the client sits
+    above the feeds, so it is passed in, not imported)."""
+
+    records: dict[str, DecisionRecord]
+    clock: float
+
+    def catch_up(self, timeout: float = ...) -> int: ...
+    def poll(self, timeout: float = ...) -> list[Any]: ...
+    def close(self) -> None: ...
 
 
 class FeedSource:
@@ -339,7 +348,7 @@ class FeedSource:
     def _follow(self) -> None:
         from confluent_kafka import KafkaException
 
-        from rapidloop.kafka import BrokerUnavailable
+        from rapidloop.base.kafka import BrokerUnavailable
 
         while not self._stop.is_set():
             try:
@@ -472,7 +481,7 @@ class App:
     def explain(self, sha: str, org: str | None) -> Response:
         """``rapidloop explain --html`` of one file, from the decisions the server holds, in
         the viewer's view; 404 unless the file has a decision that view shows."""
-        from rapidloop.explain_html import render_html
+        from rapidloop.tools.explain_html import render_html
 
         sha256 = normalise_sha256(sha)
         if sha256 is None:

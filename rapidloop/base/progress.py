@@ -1,22 +1,20 @@
 """The live progress line and the metrics pump of a running job.
 
-Both read the run's counters (a ``rapidloop.jobstats.JobStats``) from a
+Both read the run's counters (a ``rapidloop.base.jobstats.JobStats``) from a
 background thread once a period, so neither costs the hot path anything.
 A replay's line (:class:`EtaReporter`) also says how much is done and when
-it should end, from a known or estimated total (:func:`estimate_total`).
+it should end, from a known or estimated total (``flows.file_io.estimate_total``).
 """
 
 from __future__ import annotations
 
-import gzip
-import os
 import sys
 import threading
 import time
 from collections import Counter
 from typing import TextIO
 
-from rapidloop.jobstats import JobStats
+from rapidloop.base.jobstats import JobStats
 
 
 def format_progress(stats: JobStats, rate: float, lag: float | None,
@@ -102,37 +100,6 @@ class Reporter(threading.Thread):
             t.latency(lat)  # type: ignore[attr-defined]
         t.set_tracked_files(sum(s.tracked_files.values()))  # type: ignore[attr-defined]
         t.set_labels_seen(s.labels_seen)  # type: ignore[attr-defined]
-
-
-def estimate_total(files: list[tuple[str, str]], sample: int = 2000,
-                   max_bytes: int | None = None) -> int | None:
-    """Roughly how many lines ``files`` hold, from their sizes, without reading them all.
-
-    The uncompressed size (a plain file's size, a ``.gz``'s trailer) divided by
-    the mean length of the first ``sample`` lines. None if unknown. ``max_bytes``:
-    lines longer than that are measured without being held (``read_lines``).
-    """
-    from rapidloop.flows.file_io import open_lines, read_lines
-
-    total = 0
-    for path, _ in files:
-        try:
-            size = os.path.getsize(path)
-            if path.endswith(".gz"):
-                with open(path, "rb") as f:
-                    f.seek(-4, os.SEEK_END)
-                    size = int.from_bytes(f.read(4), "little")   # mod 2**32
-            n = length = 0
-            with open_lines(path) as f:
-                for n, line in read_lines(f, max_bytes):
-                    length += len(line) + 1
-                    if n >= sample:
-                        break
-        except (OSError, EOFError, gzip.BadGzipFile):
-            return None
-        if n:
-            total += n if n < sample else round(size / (length / n))
-    return total
 
 
 def _clock(seconds: float) -> str:

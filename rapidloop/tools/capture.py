@@ -68,7 +68,7 @@ from typing import Any
 
 import orjson
 
-from rapidloop.kafka import BrokerUnavailable, describe_error, quiet, topic_partitions
+from rapidloop.base.kafka import BrokerUnavailable, describe_error, quiet, topic_partitions
 from rapidloop.schemas.intake import bind_topics
 from rapidloop.schemas.timefmt import format_ts, parse_ts
 
@@ -283,9 +283,9 @@ def capture(conf: dict[str, Any], topics: dict[str, str], since: float, until: f
             timeout_s: float = 10.0, metadata_timeout_s: float = 10.0) -> dict[str, Any]:
     """Capture ``topics`` (kind → topic name) between ``since`` and ``until`` into ``out_dir``.
 
-    ``conf`` is librdkafka settings (``rapidloop.kafka.client_config``).
+    ``conf`` is librdkafka settings (``rapidloop.base.kafka.client_config``).
     ``tenants``: (org, reports topic, feedback topic) of each tenant with
-    topics of its own (``rapidloop.config.tenant_topics``), each captured to a
+    topics of its own (``rapidloop.base.config.tenant_topics``), each captured to a
     file of its own; ``shared_reports`` / ``shared_feedback``: the shared
     topics' rules (``[tenants]``), recorded for the replay.
     Returns the manifest, also written to ``out_dir/manifest.json`` last, so

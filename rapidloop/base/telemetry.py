@@ -1,6 +1,6 @@
 """Operational metrics through the OpenTelemetry SDK, kept off the hot path.
 
-The dataflow only counts into plain counters (``rapidloop.jobstats``); a
+The dataflow only counts into plain counters (``rapidloop.base.jobstats``); a
 reporter thread hands this class the deltas every few seconds, so the cost of
 OpenTelemetry never lands on a per-event code path. Each method takes a
 count, and callers add once per batch.

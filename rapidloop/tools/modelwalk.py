@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from rapidloop.config import Config
+from rapidloop.base.config import Config
 from rapidloop.operators.classifiers import Ensemble
 from rapidloop.operators.correlate import Correlator, Sighting, Verdict
 from rapidloop.operators.decide import Decider

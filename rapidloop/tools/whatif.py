@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from rapidloop.enforcement import Target, Timeline
+from rapidloop.schemas.enforcement import Target, Timeline
 from rapidloop.schemas.timefmt import format_ts, parse_ts_or_none
 from rapidloop.schemas.wire import DecisionRecord, InvalidMessage, read_decision
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import IO, Any
 
-from rapidloop import jobstats
+from rapidloop.base import jobstats
 
 STATS_PREFIX = "rapidloop-cluster-stats "
 """A child of ``--processes`` ends with this line on stderr (JSON): the supervisor adds
@@ -180,7 +180,7 @@ class Supervised:
     def report(self) -> tuple[list[str], int]:
         """The closing lines (how work spread, the combined summary, which process failed)
         and the exit code: 130 if interrupted, else the first failed child's (or 1)."""
-        from rapidloop.progress import summary_line
+        from rapidloop.base.progress import summary_line
 
         n = len(self.children)
         lines = [spread_line(c.index, n, c.stats) for c in self.children

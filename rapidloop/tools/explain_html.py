@@ -19,10 +19,10 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from rapidloop.active import in_view
-from rapidloop.explain import Story, clean, render, target, tenant_scrubber
+from rapidloop.schemas.enforcement import in_view
 from rapidloop.schemas.timefmt import format_ts, parse_ts_or_none
 from rapidloop.schemas.wire import DecisionRecord
+from rapidloop.tools.explain import Story, clean, render, target, tenant_scrubber
 
 Point = tuple[float, float | None, dict[str, float]]   # (time, ensemble score, each classifier's)
 

@@ -13,7 +13,7 @@ caught by the first, one that merely scrapes by everywhere by the second.
 The ensemble AUC is shown beside the per-world bars for information: it is a
 means (ranking files well), not one of the outcomes the loop is held to.
 
->>> from rapidloop.config import load_config
+>>> from rapidloop.base.config import load_config
 >>> fig = {"protection_rate": 0.95, "median_time_to_global_s": 420.0,
 ...        "benign_hashes_blocked_global": 1, "collateral_rate": 0.0002,
 ...        "multi_org_blocked_before_third_org": 0.65,
@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rapidloop.config import Config
+from rapidloop.base.config import Config
 
 Figures = Mapping[str, Any]
 

@@ -1,13 +1,13 @@
 """What shapes one simulated world: the parameters, their defaults, and time on the wire.
 
 Kept apart from the generator so the CLI, the eval suite and the world drawer
-(:mod:`rapidloop.worldparams`) can build and check parameters without the
+(:mod:`rapidloop.tools.worldparams`) can build and check parameters without the
 machinery that uses them.
 
 >>> SimParams(orgs=0).validate()
 Traceback (most recent call last):
 ...
-rapidloop.sim.params.SimulationError: orgs must be at least 1 (got 0)
+rapidloop.tools.sim.params.SimulationError: orgs must be at least 1 (got 0)
 >>> format_ts(parse_ts("2026-11-28T10:00:00Z"))
 '2026-11-28T10:00:00.000Z'
 """
@@ -118,7 +118,7 @@ class SimParams:
     rogue_whitewash_share: float = 0.5      # share of campaign hashes a whitewasher defends
     rogue_devices: int = 60                 # devices of its own a rogue reports from (at most)
     epochs: int | None = 1
-    # Knobs of worlds drawn per seed (rapidloop.worldparams). Their defaults reproduce the
+    # Knobs of worlds drawn per seed (rapidloop.tools.worldparams). Their defaults reproduce the
     # one fixed world, and world.json lists them only when a world was drawn or one is set.
     varied: bool = False                    # drawn by worldparams.draw_world
     org_size_alpha: float = ORG_SIZE_ALPHA  # Pareto shape of fleet sizes

@@ -11,7 +11,7 @@ separately:
 
 ``--seeds`` evaluates explicit seeds as a set of their own (re-running
 held-out ones). Each set gets a compact line per world, the worst-seed and
-median-over-seeds rows, and the bar of ``rapidloop/targets.py``: every world
+median-over-seeds rows, and the bar of ``rapidloop/tools/targets.py``: every world
 must clear the worst-seed bars, the median over seeds the median bars.
 
 Worlds go to ``OUT/seed-N/`` (each with its ``evaluation.json`` and the
@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rapidloop.config import Config, load_config
-from rapidloop.evaluate import params_line
-from rapidloop.targets import (
+from rapidloop.base.config import Config, load_config
+from rapidloop.tools.evaluate import params_line
+from rapidloop.tools.targets import (
     BARS,
     Bar,
     Check,
@@ -324,7 +324,7 @@ def _json_safe(v: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rapidloop.evalsuite",
+    ap = argparse.ArgumentParser(prog="python -m rapidloop.tools.evalsuite",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--tuning", type=int, nargs="+", default=[], metavar="SEED",
                     help="tuning seeds: the ones rules are tuned on")
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         ("explicit seeds", args.seeds)) if seeds]
     if held_out:
         print(f"held-out seeds drawn fresh: {' '.join(map(str, held_out))}\n"
-              f"  (re-run them: python -m rapidloop.evalsuite --seeds "
+              f"  (re-run them: python -m rapidloop.tools.evalsuite --seeds "
               f"{' '.join(map(str, held_out))})")
     seeds = list(dict.fromkeys(s for _, ss in sets for s in ss))
     out = Path(args.out)

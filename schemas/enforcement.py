@@ -49,9 +49,10 @@ from collections.abc import Iterable
 
 from rapidloop.schemas.wire import DecisionRecord, Target
 
-__all__ = ["ENFORCING", "Target", "Timeline", "lapsed"]
+__all__ = ["ENFORCING", "Target", "Timeline", "in_force", "in_view", "lapsed", "latest_event_ts"]
 
 ENFORCING = frozenset({"block", "allow"})   # what puts a target under a rule; the rest end it
+_SCOPE_ORDER = {"global": 0, "org": 1, "device": 2}
 
 
 def lapsed(expires_at: float | None, t: float) -> bool:
@@ -127,3 +128,28 @@ class Timeline:
 
 def _event_ts(d: DecisionRecord) -> float:
     return d.event_ts if d.event_ts is not None else float("-inf")   # placed ones only
+
+
+def latest_event_ts(decisions: Iterable[DecisionRecord]) -> float | None:
+    """The newest ``event_ts`` among the decisions (the default moment to look at)."""
+    return max((d.event_ts for d in decisions if d.event_ts is not None), default=None)
+
+
+def in_view(d: DecisionRecord, org: str | None) -> bool:
+    """Is ``d`` in ``org``'s view (None: the operator's, every decision)? A tenant sees the
+    global decisions and its own org's, never another tenant's."""
+    return org is None or d.scope == "global" or d.org_id == org
+
+
+def in_force(decisions: Iterable[DecisionRecord], at: float,
+             org: str | None = None) -> list[DecisionRecord]:
+    """The ``block`` and ``allow`` decisions in force at ``at`` (decided at ``at`` included),
+    one per target, in a stable order (file, then global, org, device); ``org`` gives that
+    tenant's view."""
+    out = [d for d in Timeline(decisions).all_in_force(at, inclusive=True) if in_view(d, org)]
+    if org is not None:
+        own = {d.sha256 for d in out if d.scope == "org"}
+        out = [d for d in out if not (d.scope == "global" and d.sha256 in own)]
+    out.sort(key=lambda d: (d.sha256, _SCOPE_ORDER.get(str(d.scope), 9), d.org_id or "",
+                            d.device_id or ""))
+    return out

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from rapidloop.active import in_force, in_view
+from rapidloop.schemas.enforcement import in_force, in_view
 from rapidloop.schemas.timefmt import format_ts, parse_ts_or_none
 from rapidloop.schemas.wire import DecisionRecord, InvalidMessage, read_decision
 
@@ -63,7 +63,7 @@ class Story:
     feedback: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[DecisionRecord] = field(default_factory=list)   # each with its event_ts
     untimed: int = 0      # messages for this file without a readable time (not shown)
-    # the models' score at each report (rapidloop.modelwalk.score_history), if computed
+    # the models' score at each report (rapidloop.tools.modelwalk.score_history), if computed
     scores: list[dict[str, Any]] = field(default_factory=list)
 
 

@@ -3,7 +3,7 @@
 The decision stream is a change log; an enforcement point that starts late,
 or a SOC asking "what is blocked right now, and for whom", needs its state:
 every target's ``block`` or ``allow`` in force at the moment, decisions made
-at that very moment included (``rapidloop.enforcement``, ``inclusive=True``).
+at that very moment included (``rapidloop.schemas.enforcement``, ``inclusive=True``).
 
 Views: the operator's (every target), or one tenant's: global decisions and
 that tenant's own org and device decisions, nothing of any other tenant, and
@@ -31,48 +31,19 @@ file is in force (the most specific wins for every one of its devices).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
-from rapidloop.config import Config
-from rapidloop.enforcement import Timeline
+from rapidloop.base.config import Config
 from rapidloop.schemas.wire import DecisionRecord, InvalidMessage, read_decision
-
-_SCOPE_ORDER = {"global": 0, "org": 1, "device": 2}
 
 
 class ActiveError(RuntimeError):
     """The decisions cannot be read (one line: which file or topic, and why)."""
 
 
-def latest_event_ts(decisions: Iterable[DecisionRecord]) -> float | None:
-    """The newest ``event_ts`` among the decisions (the default moment to look at)."""
-    return max((d.event_ts for d in decisions if d.event_ts is not None), default=None)
-
-
-def in_view(d: DecisionRecord, org: str | None) -> bool:
-    """Is ``d`` in ``org``'s view (None: the operator's, every decision)? A tenant sees the
-    global decisions and its own org's, never another tenant's."""
-    return org is None or d.scope == "global" or d.org_id == org
-
-
-def in_force(decisions: Iterable[DecisionRecord], at: float,
-             org: str | None = None) -> list[DecisionRecord]:
-    """The ``block`` and ``allow`` decisions in force at ``at`` (decided at ``at`` included),
-    one per target, in a stable order (file, then global, org, device); ``org`` gives that
-    tenant's view."""
-    out = [d for d in Timeline(decisions).all_in_force(at, inclusive=True) if in_view(d, org)]
-    if org is not None:
-        own = {d.sha256 for d in out if d.scope == "org"}
-        out = [d for d in out if not (d.scope == "global" and d.sha256 in own)]
-    out.sort(key=lambda d: (d.sha256, _SCOPE_ORDER.get(str(d.scope), 9), d.org_id or "",
-                            d.device_id or ""))
-    return out
-
-
 def read_file(path: str) -> list[DecisionRecord]:
     """Every decision of a decisions JSONL (.gz ok); a line that is not one stops it
     (ActiveError): a file the user named that holds something else is a mistake to say."""
-    from rapidloop.capture import iter_values
+    from rapidloop.tools.capture import iter_values
 
     decisions = []
     try:
@@ -92,7 +63,7 @@ def read_topic(cfg: Config, brokers: str | None, timeout: float) -> list[Decisio
     A message that is not a decision is skipped: nothing it could put in force."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    from rapidloop.kafka import (
+    from rapidloop.base.kafka import (
         BrokerUnavailable,
         client_config,
         describe_error,

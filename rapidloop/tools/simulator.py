@@ -22,7 +22,7 @@ behaviours, low verdicts, no or a forged signer), hoping to get real malware
 unblocked for everyone. Every rogue line is a valid contract message: the
 engine has to see through lies, not parse errors.
 
-Worlds drawn per seed (:mod:`rapidloop.worldparams`) set a few more knobs:
+Worlds drawn per seed (:mod:`rapidloop.tools.worldparams`) set a few more knobs:
 hard negatives picked apart at a share of all reports and spread across orgs,
 sandbox detonation by a coverage of hashes rather than two fixed shares,
 devices whose sensors send no scores, and one org's sensors glitching for an
@@ -49,7 +49,7 @@ Design constraints and why:
 * **Truth stays outside.** Labels, campaigns and families never appear in the
   wire data; they are available from :meth:`Simulator.truth` for evaluation.
 
-The parts, one concept each, live in :mod:`rapidloop.sim`: the parameters
+The parts, one concept each, live in :mod:`rapidloop.tools.sim`: the parameters
 (``params``), the benign world (``catalog``), campaigns (``campaigns``),
 rogue tenants (``rogues``), what sensors say (``sensors``), sandbox and
 analyst verdicts (``verdicts``), malformed lines (``dirt``) and the files
@@ -70,12 +70,12 @@ from typing import Any
 
 import orjson
 
-from rapidloop.sim.campaigns import SIGHTING, Campaigns
-from rapidloop.sim.catalog import FAMILIES, Catalog, Family, Fleet, SimFile
-from rapidloop.sim.dirt import corrupt_feedback, corrupt_report
-from rapidloop.sim.events import FEEDBACK, REPORT, Event, SimStats
-from rapidloop.sim.output import WriteResult, write_files, write_truth
-from rapidloop.sim.params import (
+from rapidloop.tools.sim.campaigns import SIGHTING, Campaigns
+from rapidloop.tools.sim.catalog import FAMILIES, Catalog, Family, Fleet, SimFile
+from rapidloop.tools.sim.dirt import corrupt_feedback, corrupt_report
+from rapidloop.tools.sim.events import FEEDBACK, REPORT, Event, SimStats
+from rapidloop.tools.sim.output import WriteResult, write_files, write_truth
+from rapidloop.tools.sim.params import (
     DEFAULT_START,
     DRAWN_ONLY,
     SimParams,
@@ -83,9 +83,9 @@ from rapidloop.sim.params import (
     format_ts,
     parse_ts,
 )
-from rapidloop.sim.rogues import ROGUE_FEEDBACK, ROGUE_REPORT, Rogues
-from rapidloop.sim.sensors import SensorQuirks, behaviors, verdicts
-from rapidloop.sim.verdicts import VERDICT, VerdictPipeline
+from rapidloop.tools.sim.rogues import ROGUE_FEEDBACK, ROGUE_REPORT, Rogues
+from rapidloop.tools.sim.sensors import SensorQuirks, behaviors, verdicts
+from rapidloop.tools.sim.verdicts import VERDICT, VerdictPipeline
 
 __all__ = ["DEFAULT_START", "FAMILIES", "FEEDBACK", "REPORT", "Event", "Family", "SimParams",
            "SimStats", "SimulationError", "Simulator", "WriteResult", "format_ts", "parse_ts",
