@@ -74,7 +74,7 @@ def measure_tracemalloc(n: int) -> dict[str, float]:
     cfg = load_config(env={})
     gc.collect()
     tracemalloc.start()
-    c = Correlator(cfg)
+    c = Correlator.from_config(cfg)
     base = tracemalloc.get_traced_memory()[0]
     t = time.perf_counter()
     for batch in reports(n):
@@ -96,7 +96,7 @@ def measure_tracemalloc(n: int) -> dict[str, float]:
 def measure_rss(n: int) -> dict[str, float]:
     cfg = load_config(env={})
     gc.collect()
-    c = Correlator(cfg)
+    c = Correlator.from_config(cfg)
     before = rss_bytes()
     for batch in reports(n):
         c.process(batch, 0.0)
@@ -109,8 +109,8 @@ def measure_rss(n: int) -> dict[str, float]:
 
 def measure_decider(n: int) -> dict[str, float]:
     cfg = load_config(env={})
-    c = Correlator(cfg)
-    d = Decider(cfg)
+    c = Correlator.from_config(cfg)
+    d = Decider.from_config(cfg)
     # Correlate first (not traced), so only the decider's own growth is measured.
     units = [[s for _, s in c.process(batch, 0.0)[0]] for batch in reports(n, malicious=True)]
     gc.collect()

@@ -79,7 +79,7 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
         # One routed source (the live event-time merge): split its batches unparsed and
         # let each shard parse its own; dead letters come out of the correlate step.
         pieces = op.flat_map("split", batches, steps.RawSplit(shards, io.kinds, limits, stats))
-        correlated = op.stateful_batch("correlate", pieces, steps.correlate_builder(
+        correlated = op.stateful_batch(steps.CORRELATE, pieces, steps.correlate_builder(
             settings, layout, recovery, stats, (io.kinds, limits)))
         split = op.branch("dead_or_routed", correlated, steps.is_dead)
         if io.dead_letters is not None:
@@ -93,16 +93,16 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
             op.output("dead_letters", op.map("encode_dead", units, steps.encode_dead_letters),
                       io.dead_letters)
         pieces = op.flat_map("split", units, steps.Split(shards))
-        correlated = op.stateful_batch("correlate", pieces,
+        correlated = op.stateful_batch(steps.CORRELATE, pieces,
                                        steps.correlate_builder(settings, layout, recovery, stats))
     routed = op.map("route", correlated, steps.unwrap)
-    decided = op.stateful_batch("decide", routed,
+    decided = op.stateful_batch(steps.DECIDE, routed,
                                 steps.decide_builder(settings, allow, recovery, stats))
     encoded = op.map("encode", decided, steps.EncodeDecisions(stats))
     op.output("decisions", encoded, io.decisions)
     if io.active is not None:
         live = cfg.stream.active_clock == "live"
-        feed = op.stateful_batch("active_feed", op.key_on("feed_key", encoded, _one_key),
+        feed = op.stateful_batch(steps.ACTIVE_FEED, op.key_on("feed_key", encoded, _one_key),
                                  steps.active_feed_builder(recovery, live))
         op.output("active", op.map("feed_records", feed, steps.unwrap_feed), io.active)
     _freeze_startup_objects()

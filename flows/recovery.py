@@ -35,17 +35,22 @@ place at the end, so a crash during creation leaves nothing half-made. A
 process of a multi-machine cluster gets a *share* instead
 (:func:`create_share`): the same directory and manifest holding only its
 partitions, and a ``rapidloop-cluster.json`` saying which. Which directory
-or share a process runs with is decided in ``rapidloop.flows.recovery_plan``.
+or share a process runs with is decided in ``rapidloop.flows.recovery_plan``,
+which also reads every snapshot the partitions hold (:func:`stored_snapshots`)
+before the flow starts: one that cannot be restored is refused in one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -57,6 +62,7 @@ from rapidloop.base.config import Config, tenant_topics
 from rapidloop.operators.snapshot import STATE_FORMAT
 
 MANIFEST = "rapidloop-recovery.json"
+PARTITIONS = "part-*.sqlite3"   # Bytewax's recovery partitions (``init_db_dir``'s names)
 SHARE = "rapidloop-cluster.json"
 """In a multi-machine process's recovery dir: which partitions of how many it holds."""
 # 2: decide state holds the siblings' record, vouching and verdict reliability, and file
@@ -68,6 +74,17 @@ FORMAT = 3
 
 class RecoveryError(RuntimeError):
     """The recovery directory cannot be used by this job (one line, says what to do)."""
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """One snapshot of one step's state for one key, as a recovery partition holds it."""
+
+    partition: str     # the partition's file name
+    step_id: str       # the flow's id, a dot, the step's name
+    state_key: str
+    epoch: int
+    blob: bytes        # Bytewax's pickle of what the step's ``snapshot()`` returned
 
 
 @dataclass
@@ -145,6 +162,37 @@ def topic_ids(conf: dict[str, Any], topics: list[str], timeout: float) -> dict[s
     except Exception:   # ids are an extra check; names are still compared
         pass
     return out
+
+
+def stored_snapshots(directory: Path) -> Iterator[StoredSnapshot]:
+    """Every snapshot the recovery partitions of ``directory`` hold, partition by partition.
+
+    Bytewax 0.21 keeps them in each partition's ``snaps`` table, one row per
+    step, key and epoch, the value its pickle of what the step returned (NULL
+    for a state discarded: nothing to restore, left out here). Older epochs
+    than the last committed are collected as it goes, so this is about one
+    snapshot per key. Read with the directory locked, so nothing writes
+    meanwhile. RecoveryError if a partition is not such a database.
+    """
+    for path in sorted(directory.glob(PARTITIONS)):
+        try:
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                rows = db.execute("SELECT step_id, state_key, snap_epoch, ser_change FROM snaps "
+                                  "WHERE ser_change IS NOT NULL "
+                                  "ORDER BY step_id, state_key, snap_epoch")
+                for step_id, key, epoch, blob in rows:
+                    yield StoredSnapshot(path.name, step_id, key, epoch, blob)
+        except sqlite3.Error as exc:
+            raise RecoveryError(f"recovery dir {directory}: partition {path.name} is not a "
+                                f"readable recovery partition ({exc}); "
+                                f"{set_aside(directory)}") from None
+
+
+def set_aside(directory: Path) -> str:
+    """What to do with a directory whose state cannot be resumed (kept, not deleted: it
+    may be worth a look)."""
+    return (f"move {directory} aside to start over from the beginning of the topics "
+            f"(or run with --no-recovery)")
 
 
 def _differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:

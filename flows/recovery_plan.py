@@ -11,6 +11,12 @@ gets and prepares it:
 * process k of a multi-machine cluster (``-i k -a ...``): its own share
   (:func:`prepare_share`), partitions j with j mod N == k.
 
+Either way the directory's snapshots are checked before the flow starts
+(:func:`check_snapshots`): each step restores its own inside Bytewax, where a
+snapshot that cannot be restored (garbled bytes, an envelope of an unknown
+version) ends the job in a long traceback, or a panic when the bytes are not
+even Bytewax's pickle, with other steps perhaps already resumed.
+
 Every refusal is a :class:`~rapidloop.flows.recovery.RecoveryError` whose
 text is the one line the CLI prints.
 """
@@ -28,6 +34,8 @@ from bytewax.recovery import RecoveryConfig
 
 from rapidloop.base.config import Config
 from rapidloop.base.kafka import BrokerUnavailable
+from rapidloop.operators.settings import Settings
+from rapidloop.operators.snapshot import SnapshotError, loads_plain
 from rapidloop.schemas.intake import input_kinds
 
 from .placement import resolve_replicas
@@ -37,9 +45,12 @@ from .recovery import (
     RecoveryError,
     create_share,
     prepare,
+    set_aside,
     stored_replicas,
+    stored_snapshots,
     topic_ids,
 )
+from .steps import restorers
 
 
 def _nothing() -> None:
@@ -83,6 +94,42 @@ def input_topic_ids(cfg: Config, conf: dict[str, Any]) -> dict[str, str | None]:
     return ids
 
 
+def check_snapshots(cfg: Config, directory: Path, flow_id: str) -> None:
+    """RecoveryError naming the first snapshot in ``directory`` that its step could not
+    restore under ``cfg``, and why.
+
+    Each is restored as its step's builder would (``flows.steps.restorers``);
+    snapshots of other steps (the sources' read positions) are only read back
+    (they are plain data). Every stored snapshot is checked, not only those the
+    next run would resume from: one that cannot be read is a sign the
+    directory is damaged, and it costs no more than one resume.
+    """
+    restore = restorers(Settings.from_config(cfg))
+    prefix = f"{flow_id}."
+    for snap in stored_snapshots(directory):
+        step = snap.step_id.removeprefix(prefix)
+        try:
+            resume = loads_plain(snap.blob)
+            if resume is not None and step in restore:
+                restore[step](resume)
+        except Exception as exc:   # whatever fails here would fail inside Bytewax
+            why = str(exc) if isinstance(exc, SnapshotError) else f"{type(exc).__name__}: {exc}"
+            raise RecoveryError(
+                f"recovery dir {directory}: the snapshot of step {step} for key "
+                f"{snap.state_key} (epoch {snap.epoch}) in {snap.partition} cannot be restored "
+                f"({' '.join(why.split())}); {set_aside(directory)}") from None
+
+
+def _checked(cfg: Config, rec: Recovery) -> Recovery:
+    """``rec`` once all of its snapshots restore; else released, and RecoveryError."""
+    try:
+        check_snapshots(cfg, rec.directory, str(rec.manifest["flow"]))
+    except RecoveryError:
+        rec.close()
+        raise
+    return rec
+
+
 def prepare_whole(cfg: Config, directory: str, conf: dict[str, Any], replicas: int
                   ) -> Recovery:
     """Create or check and lock a directory holding every partition (one machine)."""
@@ -90,7 +137,7 @@ def prepare_whole(cfg: Config, directory: str, conf: dict[str, Any], replicas: i
         raise RecoveryError(f"recovery dir {directory} holds one process's share of a "
                             f"multi-machine cluster's state: run it with that cluster's -i/-a, "
                             f"or pass another --recovery-dir")
-    return prepare(cfg, directory, input_topic_ids(cfg, conf), replicas=replicas)
+    return _checked(cfg, prepare(cfg, directory, input_topic_ids(cfg, conf), replicas=replicas))
 
 
 def prepare_share(cfg: Config, directory: str, conf: dict[str, Any], index: int,
@@ -123,7 +170,7 @@ def prepare_share(cfg: Config, directory: str, conf: dict[str, Any], index: int,
                             f"cluster, not of process {index} of {count}: give each process "
                             f"its own directory, and keep the process count (or delete every "
                             f"process's directory to start over)")
-    return rec
+    return _checked(cfg, rec)
 
 
 def plan(cfg: Config, conf: dict[str, Any], directory: str | None, replicas: int, *,

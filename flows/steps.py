@@ -18,12 +18,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
 from bytewax.operators import StatefulBatchLogic
 
-from rapidloop.base.config import Config
 from rapidloop.base.jobstats import JobStats
 from rapidloop.operators import activefeed, correlate, decide, sharding
 from rapidloop.operators.activefeed import ActiveFeed
@@ -51,6 +51,11 @@ from rapidloop.schemas.wire import GivenNewestParser, Limits, encode_dead_letter
 from .placement import ReplicaLayout
 
 KV = tuple[bytes | None, bytes | None]   # (key, value); a None value is a tombstone
+
+# The stateful steps' names: a recovery snapshot is stored under the flow's id and one of these.
+CORRELATE = "correlate"
+DECIDE = "decide"
+ACTIVE_FEED = "active_feed"
 
 
 class Parse:
@@ -145,20 +150,29 @@ def snapshot_feed(feed: ActiveFeed) -> bytes:
     return encode([envelope(activefeed.KIND, feed.snapshot())])
 
 
-def restore_correlate(cfg: Config | Settings, blob: bytes) -> Correlator:
+def restore_correlate(settings: Settings, blob: bytes) -> Correlator:
     (state,) = decode(blob, correlate.KIND)
-    return Correlator.from_snapshot(cfg, state)
+    return Correlator.from_snapshot(settings, state)
 
 
-def restore_decide(cfg: Config | Settings, allow: AllowList, blob: bytes
+def restore_decide(settings: Settings, allow: AllowList, blob: bytes
                    ) -> tuple[Decider, UnitAssembler]:
     dec, asm = decode(blob, decide.KIND, sharding.KIND)
-    return Decider.from_snapshot(cfg, dec, allow), UnitAssembler.from_snapshot(asm)
+    return Decider.from_snapshot(settings, dec, allow), UnitAssembler.from_snapshot(asm)
 
 
 def restore_feed(blob: bytes) -> ActiveFeed:
     (state,) = decode(blob, activefeed.KIND)
     return ActiveFeed.from_snapshot(state)
+
+
+def restorers(settings: Settings) -> dict[str, Callable[[bytes], object]]:
+    """Each stateful step's name → how its builder restores a snapshot, for checking a
+    recovery directory's snapshots before the flow starts (``flows.recovery_plan``). The
+    allow-list is not state: the real one plays no part in restoring."""
+    return {CORRELATE: partial(restore_correlate, settings),
+            DECIDE: partial(restore_decide, settings, AllowList()),
+            ACTIVE_FEED: restore_feed}
 
 
 class CorrelateLogic(StatefulBatchLogic[Piece | RawPiece, tuple[str, Any], bytes | None]):

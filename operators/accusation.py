@@ -9,7 +9,7 @@ pooled history of the file, which other tenants shaped, plays no part.
 
 >>> from rapidloop.base.config import load_config
 >>> from rapidloop.schemas.model import FileInfo, Report
->>> acc = Accusation(load_config(env={}))
+>>> acc = Accusation.from_config(load_config(env={}))
 >>> f = FileInfo(name="x.exe", size=1, type="pe", signed=False, signer=None, path="temp")
 >>> r = Report("r1", 0.0, "org-1", "dev-1", "a" * 64, "edr", f, ("ransomware_encryption",), {})
 >>> acc.accuses(r)
@@ -43,19 +43,18 @@ class Accusation:
 
     __slots__ = ("_memo", "prior", "strong", "threshold")
 
-    def __init__(self, settings: AccusationSettings | Config, prior: Prior | None = None
-                 ) -> None:
-        """``prior``: the job's shared rule (a configuration given instead of settings
-        builds its own)."""
-        if not isinstance(settings, AccusationSettings):   # a configuration: read it here
-            prior = prior if prior is not None else Prior(settings)
-            settings = AccusationSettings.from_config(settings)
-        elif prior is None:
-            raise TypeError("Accusation(settings) needs the job's prior (Settings.prior)")
+    def __init__(self, settings: AccusationSettings, prior: Prior) -> None:
+        """``prior``: the job's shared rule (``Settings.prior``)."""
         self.prior = prior
         self.threshold = settings.threshold
         self.strong = settings.strong
         self._memo: dict[tuple[Any, ...], bool] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Accusation:
+        """The test of ``cfg``, with a prior of its own (tools and tests; a job's
+        correlators share the job's)."""
+        return cls(AccusationSettings.from_config(cfg), Prior.from_config(cfg))
 
     def accuses(self, r: Report, parent_flagged: float = 0.0) -> bool:
         behaviors = r.behaviors

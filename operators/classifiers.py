@@ -41,7 +41,7 @@ and restores exactly from a snapshot (``Ensemble.snapshot``), so replicas
 fed the same labels in the same order score identically.
 
 >>> from rapidloop.base.config import load_config
->>> ens = Ensemble(load_config(env={}))
+>>> ens = Ensemble.from_config(load_config(env={}))
 >>> f = {"verdict_max": 0.93, "beh_ransomware_encryption": 1.0}
 >>> score, per_model = ens.score(f)
 >>> round(score, 6) == round(per_model["prior"], 6), sorted(per_model), ens.model_version
@@ -506,14 +506,8 @@ def _log_loss(y: bool, p: float) -> float:
 class Ensemble:
     """Prior plus online learners and their combiner; deterministic."""
 
-    def __init__(self, settings: ModelSettings | Config, prior: Prior | None = None) -> None:
-        """``prior``: the job's shared rule (a configuration given instead of settings
-        builds its own)."""
-        if not isinstance(settings, ModelSettings):   # a configuration: read it here
-            prior = prior if prior is not None else Prior(settings)
-            settings = ModelSettings.from_config(settings)
-        elif prior is None:
-            raise TypeError("Ensemble(settings) needs the job's prior (Settings.prior)")
+    def __init__(self, settings: ModelSettings, prior: Prior) -> None:
+        """``prior``: the job's shared rule (``Settings.prior``)."""
         self.settings = settings
         self.prior = prior
         self.learners = make_learners(settings)
@@ -532,6 +526,12 @@ class Ensemble:
         self._window: deque[bool] = deque(maxlen=METRIC_WINDOW)   # labels in the AUC window
         # last score, for explain: (features, learners' log-odds, learner weight, score)
         self._memo: tuple[dict[str, float], float, float, float] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Ensemble:
+        """An untrained ensemble of ``cfg``, with a prior of its own (tools and tests; a
+        job's replicas share the job's)."""
+        return cls(ModelSettings.from_config(cfg), Prior.from_config(cfg))
 
     # -- state ---------------------------------------------------------------
 
@@ -609,7 +609,7 @@ class Ensemble:
         says little about the rest.
 
         >>> from rapidloop.base.config import load_config
-        >>> ens = Ensemble(load_config(env={}))
+        >>> ens = Ensemble.from_config(load_config(env={}))
         >>> ens.base_rate_logit()   # no verdicts: no base rate
         0.0
         >>> ens.n_benign = 49       # (what 49 benign verdicts leave; normally set by learn)
@@ -812,7 +812,7 @@ class Ensemble:
         weighted samples.
 
         >>> from rapidloop.base.config import load_config
-        >>> ens = Ensemble(load_config(env={}))
+        >>> ens = Ensemble.from_config(load_config(env={}))
         >>> ens.n_benign = 99
         >>> ens.class_weight(True), round(ens.class_weight(False), 3)
         (10.0, 0.5)

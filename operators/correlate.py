@@ -28,7 +28,7 @@ from .accusation import Accusation
 from .dedup import RecentIds
 from .filestate import FileState
 from .lineage import lineage_key
-from .settings import CorrelatorSettings, Settings, settings_of
+from .settings import CorrelatorSettings, Settings
 from .snapshot import register
 
 KIND = "correlator"
@@ -116,9 +116,8 @@ _VERDICTS_KEPT = 4         # trusted verdicts remembered per file (for sources' 
 class Correlator:
     """Per-shard file states; plain Python, its state plain data (``snapshot``)."""
 
-    def __init__(self, cfg: Config | Settings) -> None:
-        """``cfg``: the job's settings (``Settings``), or a configuration to read them from."""
-        settings = settings_of(cfg)
+    def __init__(self, settings: Settings) -> None:
+        """``settings``: the job's, read once and shared by every shard (with its prior)."""
         s: CorrelatorSettings = settings.correlator
         self.settings = s
         self.accusation = Accusation(s.accusation, settings.prior)
@@ -129,6 +128,12 @@ class Correlator:
         self.duplicates = 0
         self.evicted = 0
         self._canonical: dict[str, str] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Correlator:
+        """A shard of a job of ``cfg`` on its own (tools and tests; a job's shards share
+        one ``Settings``)."""
+        return cls(Settings.from_config(cfg))
 
     def snapshot(self) -> dict[str, Any]:
         """The shard's state as plain data (``operators.snapshot``); settings, the
@@ -144,9 +149,9 @@ class Correlator:
                 "duplicates": self.duplicates, "evicted": self.evicted}
 
     @classmethod
-    def from_snapshot(cls, cfg: Config | Settings, state: dict[str, Any]) -> Correlator:
-        """The correlator ``snapshot`` saved, with the settings of ``cfg``."""
-        c = cls(cfg)
+    def from_snapshot(cls, settings: Settings, state: dict[str, Any]) -> Correlator:
+        """The correlator ``snapshot`` saved, with ``settings``."""
+        c = cls(settings)
         s = c.settings
         shas, rows = state["files"]
         windows, max_orgs, max_devices = s.windows, s.max_orgs, s.max_devices

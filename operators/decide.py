@@ -30,7 +30,7 @@ from .correlate import Sighting, Verdict
 from .lineage import LineageRecord
 from .policy import Enforcement, Policy, Scored
 from .reliability import SourceReliability
-from .settings import DeciderSettings, Settings, settings_of
+from .settings import DeciderSettings, Settings
 from .signers import SignerRecord
 from .snapshot import register
 from .trust import OrgTrust
@@ -56,10 +56,9 @@ class Decider:
     """Per-shard ensemble replica, policy and enforcement state; its state plain data
     (``snapshot``)."""
 
-    def __init__(self, cfg: Config | Settings, allowlist: AllowList | None = None,
+    def __init__(self, settings: Settings, allowlist: AllowList | None = None,
                  batch_min: int = BATCH_MIN) -> None:
-        """``cfg``: the job's settings (``Settings``), or a configuration to read them from."""
-        settings = settings_of(cfg)
+        """``settings``: the job's, read once and shared by every replica (with its prior)."""
         s: DeciderSettings = settings.decider
         self.settings = s
         self.ensemble = Ensemble(s.models, settings.prior)
@@ -79,6 +78,13 @@ class Decider:
         self.batch_min = int(batch_min)
         self.latencies: list[float] = []   # event-arrival → decision, seconds (drained by the flow)
 
+    @classmethod
+    def from_config(cls, cfg: Config, allowlist: AllowList | None = None,
+                    batch_min: int = BATCH_MIN) -> Decider:
+        """A replica of a job of ``cfg`` on its own (tools and tests; a job's replicas share
+        one ``Settings``)."""
+        return cls(Settings.from_config(cfg), allowlist, batch_min)
+
     def snapshot(self) -> dict[str, Any]:
         """What the replica learned and enforces, as plain data (``operators.snapshot``):
         the ensemble, the records of organizations, signers, siblings, vouchers and
@@ -92,11 +98,11 @@ class Decider:
                 "now": self.now, "next_sweep": self.next_sweep}
 
     @classmethod
-    def from_snapshot(cls, cfg: Config | Settings, state: dict[str, Any],
+    def from_snapshot(cls, settings: Settings, state: dict[str, Any],
                       allowlist: AllowList | None = None,
                       batch_min: int = BATCH_MIN) -> Decider:
-        """The replica ``snapshot`` saved, with the settings of ``cfg`` and ``allowlist``."""
-        d = cls(cfg, allowlist, batch_min)
+        """The replica ``snapshot`` saved, with ``settings`` and ``allowlist``."""
+        d = cls(settings, allowlist, batch_min)
         d.ensemble.restore(state["ensemble"])
         d.trust.restore(state["trust"])
         d.signers.restore(state["signers"])

@@ -170,16 +170,13 @@ def _fmt_window(seconds: float) -> str:
 class Policy:
     """Turns sightings and verdicts into the decisions that change enforcement."""
 
-    def __init__(self, settings: PolicySettings | Config, allowlist: AllowList | None = None,
+    def __init__(self, s: PolicySettings, allowlist: AllowList | None = None,
                  trust: OrgTrust | None = None, signers: SignerRecord | None = None,
                  lineage: LineageRecord | None = None,
                  vouchers: OrgTrust | None = None,
                  reliability: SourceReliability | None = None) -> None:
-        """``settings``: the rules' thresholds, bars and TTLs, typed (a configuration is
-        read here), kept as ``s``; settings are not state. The records not given (a
-        decider shares its own) start empty."""
-        s = settings if isinstance(settings, PolicySettings) else PolicySettings.from_config(
-            settings)
+        """``s``: the rules' thresholds, bars and TTLs, typed; settings are not state. The
+        records not given (a decider shares its own) start empty."""
         self.s = s
         rec = s.records
         self.trust = trust if trust is not None else rec.new_trust()
@@ -191,6 +188,13 @@ class Policy:
         # the lowest bar of any block: a score this far below it decides nothing
         self._floor = min(logit(t) for t in (s.device_score, s.org_score,
                                              s.global_score, s.trusted_block_score))
+
+    @classmethod
+    def from_config(cls, cfg: Config, allowlist: AllowList | None = None,
+                    signers: SignerRecord | None = None) -> Policy:
+        """The rules of ``cfg``'s ``[policy]``, their records empty but ``signers`` (tools
+        and tests; a decider builds its own from the job's settings)."""
+        return cls(PolicySettings.from_config(cfg), allowlist, signers=signers)
 
     def terms(self, score: float, lineage: str | None, allowers: tuple[str, ...],
               accusers: list[str], orgs: int, parent: str | None = None) -> Terms:

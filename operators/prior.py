@@ -20,7 +20,7 @@ ones into decision reasons. The classifier ensemble hands over from this
 rule to the learners as labels arrive (``classifiers.Ensemble``).
 
 >>> from rapidloop.base.config import load_config
->>> prior = Prior(load_config(env={}))
+>>> prior = Prior.from_config(load_config(env={}))
 >>> f = {"verdict_max": 0.93, "beh_ransomware_encryption": 1.0, "signed": 0.0}
 >>> round(prior.score(f), 3), prior.explain(f)
 (0.991, ['sensor verdict 0.93', 'ransomware_encryption behaviour', 'unsigned'])
@@ -94,8 +94,7 @@ class Prior:
                  "path_weight", "prevalence_weight", "prevalent", "unsigned_weight",
                  "verdict_weight")
 
-    def __init__(self, settings: PriorSettings | Config) -> None:
-        s = settings if isinstance(settings, PriorSettings) else PriorSettings.from_config(settings)
+    def __init__(self, s: PriorSettings) -> None:
         self.bias = s.bias
         self.verdict_weight = s.verdict_weight
         self.unsigned_weight = s.unsigned_weight
@@ -108,6 +107,12 @@ class Prior:
         self.behavior_weights: tuple[tuple[str, str, float], ...] = tuple(
             (behavior_key(name), name, w) for name, w in s.behavior_weights)
         self._terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Prior:
+        """The rule of ``cfg``'s ``[models]``, for code holding a configuration rather than
+        the job's settings (tools, tests); a job shares one (``Settings.prior``)."""
+        return cls(PriorSettings.from_config(cfg))
 
     def logit(self, features: dict[str, float]) -> float:
         """The rule's log-odds for a feature vector (missing features are 0)."""
@@ -147,7 +152,7 @@ class Prior:
         changes no sum (at most the sign of a zero, which the sigmoid ignores).
 
         >>> from rapidloop.base.config import load_config
-        >>> prior = Prior(load_config(env={}))
+        >>> prior = Prior.from_config(load_config(env={}))
         >>> rows = [{"verdict_max": 0.9, "beh_c2_beacon": 0.5, "log_orgs": 4.0}, {"signed": 1.0}]
         >>> x = np.array([[f.get(n, 0.0) for n in FEATURE_NAMES] for f in rows])
         >>> prior.logit_many(x).tolist() == [prior.logit(f) for f in rows]
@@ -191,7 +196,8 @@ class Prior:
         """(logit contribution, reason) for every term that moved the logit, largest first.
 
         >>> from rapidloop.base.config import load_config
-        >>> Prior(load_config(env={})).contributions({"verdict_max": 0.5, "signed": 1.0})
+        >>> prior = Prior.from_config(load_config(env={}))
+        >>> prior.contributions({"verdict_max": 0.5, "signed": 1.0})
         [(2.5, 'sensor verdict 0.50')]
         """
         get = features.get

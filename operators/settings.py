@@ -27,7 +27,7 @@ from rapidloop.base.config import Config
 
 from .cost import CostSettings
 from .lineage import LineageRecord
-from .prior import Prior, PriorSettings
+from .prior import Prior
 from .reliability import SourceReliability
 from .signers import SignerRecord
 from .trust import OrgTrust
@@ -219,10 +219,4 @@ class Settings:
     @classmethod
     def from_config(cls, cfg: Config) -> Settings:
         return cls(CorrelatorSettings.from_config(cfg), DeciderSettings.from_config(cfg),
-                   Prior(PriorSettings.from_config(cfg)))
-
-
-def settings_of(cfg: Config | Settings) -> Settings:
-    """``cfg``'s settings (the operators also take a configuration, as tests and tools
-    build them one at a time)."""
-    return cfg if isinstance(cfg, Settings) else Settings.from_config(cfg)
+                   Prior.from_config(cfg))

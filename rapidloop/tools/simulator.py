@@ -76,7 +76,6 @@ from rapidloop.tools.sim.dirt import corrupt_feedback, corrupt_report
 from rapidloop.tools.sim.events import FEEDBACK, REPORT, Event, SimStats
 from rapidloop.tools.sim.output import WriteResult, write_files, write_truth
 from rapidloop.tools.sim.params import (
-    DEFAULT_START,
     DRAWN_ONLY,
     SimParams,
     SimulationError,
@@ -87,9 +86,9 @@ from rapidloop.tools.sim.rogues import ROGUE_FEEDBACK, ROGUE_REPORT, Rogues
 from rapidloop.tools.sim.sensors import SensorQuirks, behaviors, verdicts
 from rapidloop.tools.sim.verdicts import VERDICT, VerdictPipeline
 
-__all__ = ["DEFAULT_START", "FAMILIES", "FEEDBACK", "REPORT", "Event", "Family", "SimParams",
-           "SimStats", "SimulationError", "Simulator", "WriteResult", "format_ts", "parse_ts",
-           "write_files", "write_truth"]
+__all__ = ["FAMILIES", "FEEDBACK", "REPORT", "Event", "Family", "SimParams", "SimStats",
+           "SimulationError", "Simulator", "WriteResult", "format_ts", "parse_ts", "write_files",
+           "write_truth"]
 
 RAW_FEEDBACK = 2          # the schedule's kind for a prepared raw line (duplicate, malformed)
 

@@ -21,12 +21,12 @@ world is byte-for-byte what it was.
 >>> from rapidloop.base.config import load_config
 >>> from rapidloop.tools.simulator import SimParams
 >>> ranges = VaryRanges.from_config(load_config().simulate)
->>> a, b = (draw_world(SimParams(seed=s), ranges) for s in (1, 2))
+>>> a, b = (draw_world(SimParams.defaults(seed=s), ranges) for s in (1, 2))
 >>> a.varied and 100 <= a.orgs <= 400 and 10 <= a.campaigns <= 300
 True
->>> a == draw_world(SimParams(seed=1), ranges), a == b
+>>> a == draw_world(SimParams.defaults(seed=1), ranges), a == b
 (True, False)
->>> draw_world(SimParams(seed=1, orgs=8), ranges, keep={"orgs"}).orgs
+>>> draw_world(SimParams.defaults(seed=1, orgs=8), ranges, keep={"orgs"}).orgs
 8
 """
 
@@ -149,8 +149,8 @@ def draw_world(base: SimParams, ranges: VaryRanges,
 def summary(p: SimParams) -> str:
     """The drawn parameters that matter most, on one line (the CLI's summary).
 
-    >>> p = SimParams(orgs=212, campaigns=48, hard_negative_reports=0.21,
-    ...               sandbox_coverage=0.3, label_noise=0.02)
+    >>> p = SimParams.defaults(orgs=212, campaigns=48, hard_negative_reports=0.21,
+    ...                        sandbox_coverage=0.3, label_noise=0.02)
     >>> summary(p).split(", ")  # doctest: +NORMALIZE_WHITESPACE
     ['orgs 212', 'campaigns 48x5', 'hard negatives 21% of reports', 'sandbox 30% of hashes',
      'label noise 2.0%', 'silent 0%', 'rogues 1+1', 'no glitch']

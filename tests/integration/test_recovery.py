@@ -12,10 +12,13 @@ phantom), a repeat (at-least-once) identical to the first copy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
 import random
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,7 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from rapidloop.base.config import load_config
 from rapidloop.base.kafka import quiet
-from rapidloop.flows.recovery import MANIFEST, RecoveryError, prepare
+from rapidloop.flows.recovery import MANIFEST, RecoveryError, prepare, stored_snapshots
 from rapidloop.operators.activefeed import target_key
 from rapidloop.schemas.enforcement import in_force, latest_event_ts
 from rapidloop.schemas.wire import read_decision
@@ -39,6 +42,7 @@ from .test_kafka_io import read_all
 REPORTS = 60_000
 SEED = 20261129
 KILLS = 3
+DAMAGED_REPORTS = 3000   # enough for every shard to hold a file, and a snapshot of it
 START = "2026-11-28T00:00:00Z"
 
 
@@ -245,6 +249,41 @@ def test_recovery_dir_of_other_input_is_refused_in_one_line(
     _, err = job.communicate(timeout=60)
     assert job.returncode == 2 and len(err.strip().splitlines()) == 1, err
     assert f"topic {rep} as it was before it was recreated" in err, err
+
+
+@pytest.mark.integration
+def test_a_damaged_snapshot_is_refused_in_one_line_before_the_flow_starts(
+        broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
+    rep, fb, dec, dlq = kafka_topics("reports", "feedback", "dec", "dlq")
+    topics = {"reports": rep, "feedback": fb, "decisions": dec, "deadletter": dlq}
+    sim = subprocess.run(
+        [sys.executable, "-m", "rapidloop.cli", "simulate", "--kafka", "--brokers", broker,
+         "--rate", "0", "--reports", str(DAMAGED_REPORTS), "--seed", str(SEED), "--start",
+         START, "--progress", "0"],
+        cwd=ROOT, env=_env(topics), capture_output=True, text=True, timeout=60)
+    assert sim.returncode == 0, sim.stderr
+    recovery = tmp_path / "recovery"
+    _finish(_job(broker, _env(topics), "--recovery-dir", str(recovery), "--progress", "0"))
+    snap = next(s for s in stored_snapshots(recovery) if s.step_id == "rapidloop.correlate")
+    state = bytearray(pickle.loads(snap.blob))   # what the step returned, in Bytewax's pickle
+    middle = len(state) // 2
+    state[middle:middle + 64] = bytes(b ^ 0xFF for b in state[middle:middle + 64])
+    with contextlib.closing(sqlite3.connect(recovery / snap.partition)) as db, db:
+        db.execute("UPDATE snaps SET ser_change = ? WHERE step_id = ? AND state_key = ?",
+                   (pickle.dumps(bytes(state)), snap.step_id, snap.state_key))
+
+    for how in ([], ["--processes", "2"]):   # one process, and a local cluster's supervisor
+        job = _job(broker, _env(topics), "--recovery-dir", str(recovery), *how)
+        _, err = job.communicate(timeout=60)
+        # (a note on how partitions spread over workers may come first; nothing else)
+        lines = [line for line in err.strip().splitlines()
+                 if not line.startswith("rapidloop run: note: ")]
+        assert job.returncode == 2 and len(lines) == 1, err   # not even the start line
+        assert lines[0].startswith(f"rapidloop run: recovery dir {recovery}: the snapshot of "
+                                   f"step correlate for key {snap.state_key} "), lines[0]
+        assert snap.partition in lines[0] and f"move {recovery} aside" in lines[0], lines[0]
+        assert "Traceback" not in err and "panicked" not in err, err
+        print(f"exit {job.returncode}: {lines[0]}")
 
 
 def test_recovery_dir_is_locked_and_checked(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def warm_up(t0: float = T0 - 50_000) -> list[Report | Feedback]:
 def run(events: list[Report | Feedback], allowlist: AllowList | None = None,
         warm: bool = False) -> list[Decision]:
     """Decisions about H (the file under attack) from the real operators."""
-    c, d = Correlator(CFG), Decider(CFG, allowlist)
+    c, d = Correlator.from_config(CFG), Decider.from_config(CFG, allowlist)
     out: list[Decision] = []
     for i, ev in enumerate([*warm_up(), *events] if warm else events):
         items, _ = c.process([(i, ev)], 0.0)
@@ -107,7 +107,7 @@ def test_evidence_from_several_tenants_still_blocks_globally() -> None:
 
 
 def test_lone_accuser_rule_at_policy_level() -> None:
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     sc = Scored(0.999, {"prior": 0.999}, "ens-50")   # clears the cost bar of a 5-org file
     evil = poison(1, T0)[0]
     out = p.on_sighting(e, Sighting(evil, {}, [1, 1, 5], 5, 0.0, ["evil"]), sc)
@@ -127,7 +127,7 @@ def test_lone_accuser_rule_at_policy_level() -> None:
 
 
 def test_trusted_organizations_corroborate_sooner() -> None:
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     sc = Scored(0.99, {"prior": 0.99}, "ens-50")
     for _ in range(5):   # their past accusations were confirmed by the sandbox
         p.trust.settle(["o1", "o2"], malicious=True)
@@ -135,7 +135,7 @@ def test_trusted_organizations_corroborate_sooner() -> None:
     out = p.on_sighting(e, Sighting(r, {}, [2, 2, 2], 2, 0.0, ["o1", "o2"]), sc)
     assert ("global", "block") in [(d.scope, d.action) for d in out]
     # an organization whose accusations were refuted counts for little
-    p2, e2 = Policy(CFG), Enforcement()
+    p2, e2 = Policy.from_config(CFG), Enforcement()
     for _ in range(5):
         p2.trust.settle(["liar"], malicious=False)
     out = p2.on_sighting(e2, Sighting(r, {}, [3, 3, 3], 3, 0.0, ["liar", "o1", "o2"]), sc)
@@ -144,7 +144,7 @@ def test_trusted_organizations_corroborate_sooner() -> None:
 
 def test_model_only_scores_never_block_globally() -> None:
     """No accusing report at all (the learners' own judgement): the org, not everyone."""
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     sc = Scored(0.99, {"logreg": 0.99}, "ens-30")
     out = p.on_sighting(e, Sighting(report(H, org="o1"), {}, [3, 3, 3], 3, 0.0), sc)
     assert {(d.scope, d.org_id) for d in out} == {("org", "o1")}
@@ -168,15 +168,15 @@ def test_org_report_benign_never_unblocks_for_others() -> None:
 
 
 def test_org_reports_do_not_teach_the_shared_models() -> None:
-    d = Decider(CFG)
-    c = Correlator(CFG)
+    d = Decider.from_config(CFG)
+    c = Correlator.from_config(CFG)
     events: list[Report | Feedback] = [report(sha(i), org="evil", ts=T0 + i) for i in range(50)]
     events += [feedback(sha(i), "benign", "org_report", org="evil", ts=T0 + 100 + i)
                for i in range(50)]
     for i, ev in enumerate(events):
         items, _ = c.process([(i, ev)], 0.0)
         d.process([x for _, x in items], 0.0)
-    assert d.ensemble.model_version == Decider(CFG).ensemble.model_version
+    assert d.ensemble.model_version == Decider.from_config(CFG).ensemble.model_version
 
 
 # ----------------------------------------------------------- the allow-list always wins
@@ -191,7 +191,7 @@ def test_allowlist_wins_over_any_score_and_verdict() -> None:
     events.append(feedback(H, "malicious", "org_report", org="o1", ts=T0 + 901))
     for allow in (by_hash, by_signer):
         assert [d for d in run(events, allow) if d.action == "block"] == []
-    p = Policy(CFG, by_hash)
+    p = Policy.from_config(CFG, by_hash)
     top = Scored(1.0, {"prior": 1.0}, "ens-9")
     r = poison(1, T0, signed=False)[0]
     assert p.on_sighting(Enforcement(), Sighting(r, {}, [99, 99, 99], 99, 0.0), top) == []

@@ -79,7 +79,7 @@ def test_batch_scores_equal_per_report_scores_at_every_stage_of_learning(env):
     """Fresh (the prior alone), one class only (the base rate), a few labels of each (the
     evidence bound clamps), many (it does not); the tree has split by the end."""
     rng = random.Random(17)
-    ens = Ensemble(load_config(env=env))
+    ens = Ensemble.from_config(load_config(env=env))
     stream = synthetic_stream(1300, seed=21)
     benign_first = sorted(stream[:40], key=lambda s: s[1]) + stream[40:]
     batch = PROBES[:120] + odd_vectors(rng)
@@ -137,7 +137,7 @@ def test_row_sums_add_left_to_right_as_a_loop_does():
 def test_the_prior_of_a_batch_is_the_prior_of_each_vector():
     rng = random.Random(4)
     cfg = load_config(env={})
-    prior = Ensemble(cfg).prior
+    prior = Ensemble.from_config(cfg).prior
     rows = [dict(zip(FEATURE_NAMES, (rng.random() * rng.choice((0, 1, 3)) for _ in FEATURE_NAMES),
                      strict=True)) for _ in range(500)]
     rows += [dense(f) for f in PROBES[:100]]
@@ -146,7 +146,7 @@ def test_the_prior_of_a_batch_is_the_prior_of_each_vector():
 
 def test_batch_reasons_are_the_per_report_reasons():
     """``explain`` of a batch-scored vector says what it says right after ``score``."""
-    ens = Ensemble(load_config(env={}))
+    ens = Ensemble.from_config(load_config(env={}))
     for f, y, _ in synthetic_stream(400):
         ens.learn(f, y)
     batch = [{"verdict_max": 0.95, "beh_ransomware_encryption": 1.0, "signed": 1.0},
@@ -170,7 +170,7 @@ def decide(world: Path, batch_min: int, fast: bool = True
     cfg = load_config(env={"RAPIDLOOP_STREAM__SETTLED_FAST_PATH": str(fast).lower()})
     intake = Intake(WireParser(Limits.from_config(cfg)), {"reports": REPORT,
                                                           "feedback": FEEDBACK})
-    correlator, decider = Correlator(cfg), Decider(cfg, batch_min=batch_min)
+    correlator, decider = Correlator.from_config(cfg), Decider.from_config(cfg, batch_min=batch_min)
     read: list[tuple] = []
     on_sighting = decider.policy.on_sighting
     batched = 0

@@ -105,7 +105,7 @@ def synthetic_stream(n: int, seed: int = 3) -> list[Sample]:
 
 
 def trained(n: int, seed: int = 3, env: dict[str, str] | None = None) -> Ensemble:
-    ens = Ensemble(load_config(env=env or {}))
+    ens = Ensemble.from_config(load_config(env=env or {}))
     for f, y, _ in synthetic_stream(n, seed):
         ens.learn(f, y)
     return ens
@@ -123,7 +123,7 @@ def ens_400() -> Ensemble:
 
 
 def test_before_labels_the_score_is_the_prior():
-    ens = Ensemble(load_config(env={}))
+    ens = Ensemble.from_config(load_config(env={}))
     assert ens.labels_seen == 0 and ens.learner_weight == 0.0 and ens.model_version == "ens-0"
     for f in PROBES[:50]:
         score, per_model = ens.score(f)
@@ -139,7 +139,7 @@ STACK = {"RAPIDLOOP_MODELS__COMBINER": '"stack"'}
 def test_stack_learners_get_no_say_until_each_class_has_enough_labels():
     cfg = load_config(env=STACK)
     need = cfg.models.min_class_labels
-    ens = Ensemble(cfg)
+    ens = Ensemble.from_config(cfg)
     malicious = [(f, y) for f, y, _ in synthetic_stream(400) if y]
     benign = [(f, y) for f, y, _ in synthetic_stream(400) if not y]
     for f, y in malicious[:50]:   # plenty of one class, none of the other
@@ -158,7 +158,7 @@ def test_stack_learners_get_no_say_until_each_class_has_enough_labels():
 
 
 def test_sum_gives_every_learner_a_say_once_both_classes_were_seen():
-    ens = Ensemble(load_config(env={}))
+    ens = Ensemble.from_config(load_config(env={}))
     assert ens.stacker.active == ens.experts and ens.learner_weight == 0.0
     stream = synthetic_stream(200)
     for wanted in (True, False):
@@ -196,7 +196,8 @@ def test_trimmed_drops_the_learner_that_raised_the_score_most(ens_400: Ensemble)
 
 
 def test_min_class_labels_follows_the_config():
-    ens = Ensemble(load_config(env={"RAPIDLOOP_MODELS__MIN_CLASS_LABELS": "1", **STACK}))
+    cfg = load_config(env={"RAPIDLOOP_MODELS__MIN_CLASS_LABELS": "1", **STACK})
+    ens = Ensemble.from_config(cfg)
     for f, y, _ in synthetic_stream(20):
         ens.learn(f, y)
     assert ens.learner_weight == 1.0
@@ -236,7 +237,7 @@ def test_learners_fix_what_the_prior_gets_wrong(combiner: str):
 
 
 def test_metrics_are_nan_until_both_classes_were_seen():
-    ens = Ensemble(load_config(env={}))
+    ens = Ensemble.from_config(load_config(env={}))
     assert all(math.isnan(row["auc"]) for row in ens.metrics().values())
     f, _, _ = synthetic_stream(1)[0]
     ens.learn(f, True)
@@ -247,7 +248,7 @@ def test_metrics_are_nan_until_both_classes_were_seen():
 
 def test_explain_adds_the_learners_view_once_they_count(ens_400: Ensemble):
     f = {"verdict_max": 0.95, "beh_ransomware_encryption": 1.0, "signed": 1.0}
-    fresh = Ensemble(load_config(env={}))
+    fresh = Ensemble.from_config(load_config(env={}))
     fresh.score(f)
     assert fresh.explain(f) == ["sensor verdict 0.95", "ransomware_encryption behaviour"]
     ens_400.score(f)
@@ -344,7 +345,7 @@ def test_same_labels_same_order_same_scores():
 
 
 def _restored(ens: Ensemble) -> Ensemble:
-    back = Ensemble(load_config(env={}))
+    back = Ensemble.from_config(load_config(env={}))
     back.restore(loads_plain(_blob(ens)))
     return back
 
@@ -368,7 +369,7 @@ def test_snapshot_round_trip_scores_and_learns_identically(ens_400: Ensemble):
 
 
 def test_size_stays_bounded():
-    ens = Ensemble(load_config(env={}))
+    ens = Ensemble.from_config(load_config(env={}))
     stream = synthetic_stream(6000, seed=4)
     sizes = []
     for i, (f, y, _) in enumerate(stream, 1):
@@ -384,7 +385,7 @@ def test_size_stays_bounded():
 
 def test_costs(capsys: pytest.CaptureFixture[str]):
     """Measured, not asserted: µs per score and per label, and snapshot size."""
-    ens = Ensemble(load_config(env={}))
+    ens = Ensemble.from_config(load_config(env={}))
     stream = synthetic_stream(10_000, seed=6)
     report = []
     done = 0
@@ -444,7 +445,7 @@ def test_a_learner_that_has_seen_one_class_says_only_the_base_rate():
     everything (log-odds -12): in the combiner that would drown the first malicious
     file. Until then each learner says the (smoothed) share of malice among the
     verdicts, the same for every file, and once both classes are in, its own view."""
-    ens = Ensemble(load_config(env={}))
+    ens = Ensemble.from_config(load_config(env={}))
     benign = [f for f, y, _ in synthetic_stream(200) if not y]
     for f in benign[:30]:
         ens.learn(f, False)
@@ -470,7 +471,7 @@ def test_the_base_rate_lowers_every_score_alike_and_a_verdict_still_counts():
     suspicious (the policy weighs it against the trimmed view, where the base rate
     counts once), but not one the prior only half suspects."""
     cfg = load_config(env={})
-    fresh, quiet = Ensemble(cfg), Ensemble(cfg)
+    fresh, quiet = Ensemble.from_config(cfg), Ensemble.from_config(cfg)
     benign = [f for f, y, _ in synthetic_stream(2000) if not y]
     for f in benign[:250]:
         quiet.learn(f, False)
@@ -495,7 +496,7 @@ def test_the_base_rate_lowers_every_score_alike_and_a_verdict_still_counts():
 
 def test_a_score_held_down_by_the_base_rate_says_so():
     """A SOC engineer seeing a release at score 0.00 in a quiet first hour is told why."""
-    ens = Ensemble(load_config(env={}))
+    ens = Ensemble.from_config(load_config(env={}))
     for f in [f for f, y, _ in synthetic_stream(200) if not y][:20]:
         ens.learn(f, False)
     f = {"verdict_max": 0.6, "beh_ransomware_encryption": 1.0}

@@ -5,6 +5,7 @@ from rapidloop.base.config import load_config
 from rapidloop.operators.classifiers import dense
 from rapidloop.operators.correlate import KIND, Correlator, Sighting, Verdict
 from rapidloop.operators.features import FEATURE_NAMES
+from rapidloop.operators.settings import Settings
 from rapidloop.operators.snapshot import decode, encode, envelope
 
 from .helpers import T0, feedback, report, sha
@@ -18,7 +19,7 @@ def run(c, events):
 
 
 def test_prevalence_windows_and_features():
-    c = Correlator(CFG)
+    c = Correlator.from_config(CFG)
     events = [report(H, org=f"org-{i % 3}", device=f"d{i}", ts=T0 + 60 * i,
                      behaviors=("persistence",), verdict=0.4 + 0.1 * (i % 2)) for i in range(6)]
     out, copies = run(c, events)
@@ -36,7 +37,7 @@ def test_prevalence_windows_and_features():
 
 
 def test_ten_minute_window_slides():
-    c = Correlator(CFG)
+    c = Correlator.from_config(CFG)
     run(c, [report(H, org="a", ts=T0), report(H, org="b", ts=T0 + 60)])
     out, _ = run(c, [report(H, org="c", ts=T0 + 3600)])
     s = out[0][1]
@@ -46,14 +47,14 @@ def test_ten_minute_window_slides():
 
 
 def test_duplicates_are_counted_not_reobserved():
-    c = Correlator(CFG)
+    c = Correlator.from_config(CFG)
     r = report(H, report_id="same")
     out, _ = run(c, [r, r, r])
     assert len(out) == 1 and c.duplicates == 2 and c.files[H].n_reports == 1
 
 
 def test_verdicts_carry_features_and_trusted_ones_are_copied():
-    c = Correlator(CFG)
+    c = Correlator.from_config(CFG)
     out, copies = run(c, [report(H, verdict=0.9), feedback(H, "malicious", "sandbox"),
                           feedback(H, "benign", "org_report", org="org-1"),
                           feedback(sha(7), "malicious", "sandbox")])
@@ -63,7 +64,7 @@ def test_verdicts_carry_features_and_trusted_ones_are_copied():
 
 
 def test_cold_files_evicted_after_idle_ttl():
-    c = Correlator(CFG)
+    c = Correlator.from_config(CFG)
     run(c, [report(H, ts=T0)])
     ttl = CFG.state.idle_ttl_s
     run(c, [report(sha(9), ts=T0 + ttl + CFG.state.sweep_interval_s + 1)])
@@ -72,11 +73,11 @@ def test_cold_files_evicted_after_idle_ttl():
 
 def _restored(c: Correlator) -> Correlator:
     (state,) = decode(encode([envelope(KIND, c.snapshot())]), KIND)
-    return Correlator.from_snapshot(CFG, state)
+    return Correlator.from_snapshot(Settings.from_config(CFG), state)
 
 
 def test_state_snapshots():
-    c = Correlator(CFG)
+    c = Correlator.from_config(CFG)
     run(c, [report(H, org=f"o{i}", ts=T0 + i) for i in range(20)])
     c2 = _restored(c)
     assert c2.files[H].orgs.counts(T0 + 20) == c.files[H].orgs.counts(T0 + 20)
@@ -89,7 +90,7 @@ def test_a_restored_snapshot_carries_on_exactly():
                      behaviors=("persistence",) if i % 3 else (), verdict=(i % 10) / 10)
               for i in range(60)]
     events.insert(30, feedback(sha(1), "malicious", "sandbox", ts=T0 + 37 * 30))
-    straight, resumed = Correlator(CFG), Correlator(CFG)
+    straight, resumed = Correlator.from_config(CFG), Correlator.from_config(CFG)
     first, _ = run(straight, events)
     head, _ = resumed.process(list(enumerate(events))[:25], 0.0)
     resumed = _restored(resumed)

@@ -24,7 +24,7 @@ def named(sha256: str, name: str, org: str = "org-1", ts: float = T0, **kw) -> R
 
 
 def run(events: list[Report | Feedback]) -> tuple[Decider, list[Decision]]:
-    c, d = Correlator(CFG), Decider(CFG)
+    c, d = Correlator.from_config(CFG), Decider.from_config(CFG)
     out: list[Decision] = []
     for i, ev in enumerate(events):
         items, _ = c.process([(i, ev)], 0.0)
@@ -102,7 +102,7 @@ def test_analysts_overturning_the_sandbox_lower_its_weight_on_every_replica() ->
 def test_a_payload_inherits_its_condemned_droppers_verdict() -> None:
     """A file reported as dropped by a file trusted verdicts condemned starts suspect."""
     from rapidloop.operators.policy import Policy
-    p = Policy(CFG)
+    p = Policy.from_config(CFG)
     p.lineage.learn("script|-|update_#.js", sha(0xD1), malicious=True)
     assert p.terms(0.5, None, (), [], 1, parent=sha(0xD1)).siblings == (
         CFG.policy.parent_condemned)

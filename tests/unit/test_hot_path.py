@@ -37,7 +37,7 @@ def _random_report(rnd: random.Random) -> Report:
 
 
 def test_accusation_memo_answers_as_the_prior_does():
-    acc = Accusation(load_config(env={}))
+    acc = Accusation.from_config(load_config(env={}))
     rnd = random.Random(5)
     reports = [_random_report(rnd) for _ in range(3000)]
     for r in reports + reports:   # the second pass is answered from the memo

@@ -33,6 +33,7 @@ from rapidloop.operators.activefeed import ActiveFeed
 from rapidloop.operators.allowlist import AllowList
 from rapidloop.operators.correlate import Correlator
 from rapidloop.operators.decide import Decider
+from rapidloop.operators.settings import Settings
 from rapidloop.operators.sharding import UnitAssembler, route, split_unit
 from rapidloop.schemas.intake import FEEDBACK, REPORT, Intake
 from rapidloop.schemas.model import Decision, RawMessage
@@ -91,8 +92,8 @@ class Pipeline:
 
     def __init__(self, cfg: Config) -> None:
         self.intake = Intake(WireParser(Limits.from_config(cfg)), KINDS)
-        self.correlator = Correlator(cfg)
-        self.decider = Decider(cfg)
+        self.correlator = Correlator.from_config(cfg)
+        self.decider = Decider.from_config(cfg)
 
     def feed(self, batch: list[RawMessage]) -> list[tuple[Any, ...]]:
         unit = self.intake.parse(batch, 0.0)
@@ -101,6 +102,7 @@ class Pipeline:
 
 
 CFG = load_config(env={})
+SETTINGS = Settings.from_config(CFG)
 
 
 def _no_class_inside(blob: bytes) -> bytes:
@@ -114,9 +116,9 @@ def _no_class_inside(blob: bytes) -> bytes:
 
 def _restored_pipeline(c: Correlator, d: Decider) -> tuple[Correlator, Decider]:
     """Through the bytes of the correlate and decide steps' snapshots, as recovery does."""
-    c2 = steps.restore_correlate(CFG, _no_class_inside(steps.snapshot_correlate(c)))
+    c2 = steps.restore_correlate(SETTINGS, _no_class_inside(steps.snapshot_correlate(c)))
     blob = _no_class_inside(steps.snapshot_decide(d, UnitAssembler()))
-    return c2, steps.restore_decide(CFG, AllowList(), blob)[0]
+    return c2, steps.restore_decide(SETTINGS, AllowList(), blob)[0]
 
 
 def _decisions_json(world: list[list[RawMessage]]) -> list[dict[str, Any]]:
@@ -155,8 +157,8 @@ def _assembler_run(pieces: list[Any], cut: int | None) -> list[Any]:
     asm, out = UnitAssembler(), []
     for i, p in enumerate(pieces):
         if i == cut:
-            blob = _no_class_inside(steps.snapshot_decide(Decider(CFG), asm))
-            asm = steps.restore_decide(CFG, AllowList(), blob)[1]
+            blob = _no_class_inside(steps.snapshot_decide(Decider.from_config(CFG), asm))
+            asm = steps.restore_decide(SETTINGS, AllowList(), blob)[1]
         out += [(u.source, u.seq, len(u.items)) for u in asm.add(copy.copy(p))]
     return out
 
@@ -168,15 +170,17 @@ def _sharded_run(world: list[list[RawMessage]], cut: int | None) -> list[tuple[A
     intake = Intake(WireParser(Limits.from_config(CFG)), KINDS)
     keys = ["r0", "r1", "r2"]
     owner = [keys[s % len(keys)] for s in range(shards)]
-    cors = [Correlator(CFG) for _ in range(shards)]
-    deciders = {k: (Decider(CFG), UnitAssembler()) for k in keys}
+    cors = [Correlator.from_config(CFG) for _ in range(shards)]
+    deciders = {k: (Decider.from_config(CFG), UnitAssembler()) for k in keys}
     out: list[tuple[Any, ...]] = []
     n = 0
     for seq, batch in enumerate(world):
         for piece in _split(intake, batch, seq, shards):
             if n == cut:
-                cors = [steps.restore_correlate(CFG, steps.snapshot_correlate(c)) for c in cors]
-                deciders = {k: steps.restore_decide(CFG, AllowList(), steps.snapshot_decide(*da))
+                cors = [steps.restore_correlate(SETTINGS, steps.snapshot_correlate(c))
+                        for c in cors]
+                deciders = {k: steps.restore_decide(SETTINGS, AllowList(),
+                                                    steps.snapshot_decide(*da))
                             for k, da in deciders.items()}
                 assert any(len(asm) for _, asm in deciders.values()) or cut % shards == 0
             n += 1
@@ -235,10 +239,10 @@ def _replicated(world: list[list[RawMessage]], replicas: int) -> list[tuple[Any,
     cfg = load_config(env={})
     shards = int(cfg.stream.shards)
     intake = Intake(WireParser(Limits.from_config(cfg)), KINDS)
-    correlators = [Correlator(cfg) for _ in range(shards)]
+    correlators = [Correlator.from_config(cfg) for _ in range(shards)]
     keys = [f"r{i}" for i in range(replicas)]
     owner = [keys[s % replicas] for s in range(shards)]
-    deciders = {k: Decider(cfg) for k in keys}
+    deciders = {k: Decider.from_config(cfg) for k in keys}
     asm = {k: UnitAssembler() for k in keys}
     out: list[tuple[Any, ...]] = []
     for seq, batch in enumerate(world):

@@ -24,12 +24,12 @@ def scored(score):
 
 
 def test_low_score_decides_nothing():
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     assert p.on_sighting(e, sighting(report(H)), scored(0.1)) == []
 
 
 def test_device_block_on_strong_behaviour():
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     r = report(H, behaviors=("ransomware_encryption",))
     (d,) = p.on_sighting(e, sighting(r), scored(0.6))
     assert (d.action, d.scope, d.org_id, d.device_id) == ("block", "device", r.org_id, r.device_id)
@@ -41,7 +41,7 @@ def test_device_block_on_strong_behaviour():
 
 
 def test_org_then_global_block_and_only_changes_emitted():
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     (d,) = p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.86))
     assert (d.action, d.scope, d.org_id) == ("block", "org", "org-1")
     assert p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.86)) == []
@@ -55,13 +55,13 @@ def test_org_then_global_block_and_only_changes_emitted():
 
 
 def test_high_score_in_one_org_is_not_global():
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     out = p.on_sighting(e, sighting(report(H), orgs=(1, 1, 1)), scored(0.99))
     assert [d.scope for d in out] == ["org"]
 
 
 def test_prevalent_signed_file_needs_trusted_verdict_for_global():
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     r = report(H, signed=True, signer="Vendor")
     out = p.on_sighting(e, sighting(r, orgs=(30, 30, 30), ever=30, accusers=ACCUSERS),
                         scored(0.999))   # 30 orgs run it: the org bar is 0.994 (cost)
@@ -71,7 +71,7 @@ def test_prevalent_signed_file_needs_trusted_verdict_for_global():
 
 
 def test_trusted_benign_unblocks_everything_and_stops_correlation():
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.9))
     p.on_sighting(e, sighting(report(H, org="org-2"), orgs=(3, 3, 3), accusers=ACCUSERS),
                   scored(0.95))
@@ -83,7 +83,7 @@ def test_trusted_benign_unblocks_everything_and_stops_correlation():
 
 
 def test_sandbox_verdicts_are_weighed_against_the_evidence():
-    p = Policy(CFG)
+    p = Policy.from_config(CFG)
     # a sandbox "malicious" on a file everything else calls clean blocks nothing...
     e = Enforcement()
     assert p.on_verdict(e, feedback(H, "malicious", "sandbox"), scored(0.01)) == []
@@ -103,7 +103,7 @@ def test_sandbox_verdicts_are_weighed_against_the_evidence():
 
 
 def test_score_blocks_are_released_when_the_file_proves_widespread():
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     (d,) = p.on_sighting(e, sighting(report(H, org="org-1")), scored(0.9))
     assert (d.action, d.scope) == ("block", "org")
     few = sighting(report(H, org="org-2", ts=T0 + 1), ever=3)
@@ -115,7 +115,7 @@ def test_score_blocks_are_released_when_the_file_proves_widespread():
 
 
 def test_org_report_benign_allows_for_that_org_only():
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     p.on_verdict(e, feedback(H, "malicious", "sandbox"), scored(0.9))
     (a,) = p.on_verdict(e, feedback(H, "benign", "org_report", org="org-7", ts=T0 + 1),
                         scored(0.9))
@@ -127,14 +127,14 @@ def test_org_report_benign_allows_for_that_org_only():
 
 
 def test_org_report_malicious_blocks_that_org_only():
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     (d,) = p.on_verdict(e, feedback(H, "malicious", "org_report", org="org-3"), scored(0.2))
     assert (d.action, d.scope, d.org_id) == ("block", "org", "org-3")
 
 
 def test_allowlist_is_never_blocked():
     allow = AllowList.parse([H, "signer:Good Vendor"])
-    p, e = Policy(CFG, allow), Enforcement()
+    p, e = Policy.from_config(CFG, allow), Enforcement()
     r = report(H, behaviors=("ransomware_encryption",))
     assert p.on_sighting(e, sighting(r, orgs=(9, 9, 9)), scored(1.0)) == []
     assert p.on_verdict(e, feedback(H, "malicious", "sandbox"), scored(1.0)) == []
@@ -144,7 +144,7 @@ def test_allowlist_is_never_blocked():
 
 
 def test_blocks_expire_and_can_be_renewed():
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     (d,) = p.on_sighting(e, sighting(report(H)), scored(0.9))
     later = d.expires_at + 1
     (d2,) = p.on_sighting(e, sighting(report(H, ts=later)), scored(0.9))
@@ -153,8 +153,8 @@ def test_blocks_expire_and_can_be_renewed():
 
 def test_decision_ids_are_deterministic():
     r = report(H, report_id="fixed")
-    a = Policy(CFG).on_sighting(Enforcement(), sighting(r), scored(0.9))
-    b = Policy(CFG).on_sighting(Enforcement(), sighting(r), scored(0.9))
+    a = Policy.from_config(CFG).on_sighting(Enforcement(), sighting(r), scored(0.9))
+    b = Policy.from_config(CFG).on_sighting(Enforcement(), sighting(r), scored(0.9))
     assert [d.decision_id for d in a] == [d.decision_id for d in b]
 
 
@@ -166,31 +166,31 @@ def doubted(score, trimmed):
 
 def test_no_single_learner_blocks_a_widespread_file_across_an_org():
     widespread = CFG.policy.release_min_orgs
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     assert p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.999, 0.3)) == []
     # the rest of the models agree: blocked
     (d,) = p.on_sighting(e, sighting(report(H), ever=widespread), doubted(0.999, 0.9))
     assert (d.action, d.scope) == ("block", "org")
     # a file still confined to a few orgs (where campaigns start) goes by the full score
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     (d,) = p.on_sighting(e, sighting(report(H), ever=3), doubted(0.99, 0.3))
     assert (d.action, d.scope) == ("block", "org")
 
 
 def test_global_correlation_needs_the_models_without_their_most_eager_learner():
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     s = sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3, accusers=ACCUSERS)
     out = p.on_sighting(e, s, doubted(0.98, CFG.policy.global_trimmed_score - 0.05))
     assert [d.scope for d in out] == ["org"]
     out = p.on_sighting(e, s, doubted(0.98, CFG.policy.global_trimmed_score + 0.05))
     assert [d.scope for d in out] == ["global"]
     off = load_config(env={"RAPIDLOOP_POLICY__TRIM_EAGER_LEARNER": "false"})
-    out = Policy(off).on_sighting(Enforcement(), s, doubted(0.98, 0.1))
+    out = Policy.from_config(off).on_sighting(Enforcement(), s, doubted(0.98, 0.1))
     assert [d.scope for d in out] == ["global"]
 
 
 def test_sandbox_verdict_is_weighed_against_the_trimmed_score():
-    p = Policy(CFG)
+    p = Policy.from_config(CFG)
     fb = feedback(H, "malicious", "sandbox")
     # one learner alone thought it malicious; without it the file looks clean
     assert p.on_verdict(Enforcement(), fb, doubted(0.5, 0.01)) == []
@@ -203,7 +203,7 @@ def test_sandbox_verdict_is_weighed_against_the_trimmed_score():
 
 
 def test_first_sight_blocks_everywhere_when_the_models_are_sure_and_the_org_is_trusted():
-    p = Policy(CFG)
+    p = Policy.from_config(CFG)
     p.trust.settle(["org-1"], malicious=True)   # one accusation confirmed: trust 2/3
     first = sighting(report(H, org="org-1"), ever=1, accusers=["org-1"])
     out = p.on_sighting(Enforcement(), first, doubted(0.95, 0.9))
@@ -222,7 +222,7 @@ def test_first_sight_blocks_everywhere_when_the_models_are_sure_and_the_org_is_t
     assert [d.scope for d in p.on_sighting(Enforcement(), second, doubted(0.95, 0.9))] == [
         "org"]
     off = load_config(env={"RAPIDLOOP_POLICY__FIRST_SIGHT_SCORE": "0"})
-    q = Policy(off)
+    q = Policy.from_config(off)
     q.trust.settle(["org-1"], malicious=True)
     assert [d.scope for d in q.on_sighting(Enforcement(), first, doubted(0.95, 0.9))] == ["org"]
 
@@ -231,10 +231,11 @@ def test_a_widespread_file_is_not_blocked_on_a_device_on_one_learners_word():
     r = report(H, behaviors=("ransomware_encryption",))   # a backup agent, or ransomware
     many = sighting(r, ever=CFG.policy.release_min_orgs)
     # (ten orgs run it: the device bar is logit 0.5 + 1.5 ln 10, a score of 0.97: cost)
-    assert Policy(CFG).on_sighting(Enforcement(), many, doubted(0.99, 0.1)) == []
-    (d,) = Policy(CFG).on_sighting(Enforcement(), many, doubted(0.99, 0.55))
+    assert Policy.from_config(CFG).on_sighting(Enforcement(), many, doubted(0.99, 0.1)) == []
+    (d,) = Policy.from_config(CFG).on_sighting(Enforcement(), many, doubted(0.99, 0.55))
     assert d.scope == "device"
-    (d,) = Policy(CFG).on_sighting(Enforcement(), sighting(r, ever=1), doubted(0.6, 0.1))
+    (d,) = Policy.from_config(CFG).on_sighting(Enforcement(), sighting(r, ever=1),
+                                               doubted(0.6, 0.1))
     assert d.scope == "device"   # one org: where campaigns start, the full score decides
 
 
@@ -243,7 +244,7 @@ def test_a_vouched_publisher_is_blocked_on_its_devices_not_across_orgs_on_a_gues
     record = SignerRecord(vouch_clean=3, max_files=100)
     for i in range(3):
         record.learn("Microsoft Corporation", sha(0x900 + i), malicious=False)
-    p = Policy(CFG, signers=record)
+    p = Policy.from_config(CFG, signers=record)
     r = report(H, org="org-1", behaviors=("credential_dumping",), signed=True,
                signer="Microsoft Corporation")   # procdump, as naive Bayes sees it
     s = Sighting(r, {}, [3, 3, 3], 3, 0.0, ACCUSERS, True, "Microsoft Corporation")
@@ -259,23 +260,23 @@ def test_the_bar_of_a_block_for_others_rises_with_the_orgs_that_run_the_file():
     everyone, and not one forty orgs run, where a mistake would break forty."""
     s3 = sighting(report(H, org="org-2"), orgs=(3, 3, 3), ever=3, accusers=ACCUSERS)
     s40 = sighting(report(H, org="org-2"), orgs=(3, 3, 40), ever=40, accusers=ACCUSERS)
-    assert "global" in [d.scope for d in Policy(CFG).on_sighting(Enforcement(), s3,
+    assert "global" in [d.scope for d in Policy.from_config(CFG).on_sighting(Enforcement(), s3,
                                                                    scored(0.98))]
-    assert "global" not in [d.scope for d in Policy(CFG).on_sighting(Enforcement(), s40,
+    assert "global" not in [d.scope for d in Policy.from_config(CFG).on_sighting(Enforcement(), s40,
                                                                        scored(0.98))]
-    (g,) = [d for d in Policy(CFG).on_sighting(Enforcement(), s3, scored(0.98))
+    (g,) = [d for d in Policy.from_config(CFG).on_sighting(Enforcement(), s3, scored(0.98))
             if d.scope == "global"]
     assert any(r.startswith("expected cost: log-odds +3.9") and "seen in 3 orgs" in r
                for r in g.reasons)
     # a sandbox "malicious" is held to the same bar
     fb = feedback(H, "malicious", "sandbox")
-    assert Policy(CFG).on_verdict(Enforcement(), fb, scored(0.3), orgs=1)
-    assert Policy(CFG).on_verdict(Enforcement(), fb, scored(0.3), orgs=60) == []
+    assert Policy.from_config(CFG).on_verdict(Enforcement(), fb, scored(0.3), orgs=1)
+    assert Policy.from_config(CFG).on_verdict(Enforcement(), fb, scored(0.3), orgs=60) == []
 
 
 def test_siblings_condemned_by_trusted_verdicts_block_the_next_wave_at_first_sight():
     from rapidloop.operators.lineage import lineage_key
-    p = Policy(CFG)
+    p = Policy.from_config(CFG)
     p.trust.settle(["org-1"], malicious=True)   # a tenant whose accusations held before
     key = lineage_key("invoice_1.exe", None, "pe")
     for i in range(4):
@@ -288,7 +289,7 @@ def test_siblings_condemned_by_trusted_verdicts_block_the_next_wave_at_first_sig
     assert out[0].reasons[0].startswith("its siblings (same name pattern, signer and type) "
                                         "were condemned by 4 trusted verdicts")
     # a lineage the verdicts keep clearing holds a scary report back instead
-    q = Policy(CFG)
+    q = Policy.from_config(CFG)
     for i in range(6):
         q.lineage.learn(key, sha(0x800 + i), malicious=False)
     assert [d.scope for d in q.on_sighting(Enforcement(), s, scored(0.9))] == ["device"]
@@ -298,7 +299,7 @@ def test_a_sandbox_block_is_weighed_again_as_the_file_spreads():
     """A sandbox "malicious" on a file one org ran: blocked for everyone. Once ten and more
     orgs run it and the models call it clean, the cost of a wrong block outweighs the
     verdict and it is lifted; an analyst's block is final."""
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     (g,) = p.on_verdict(e, feedback(H, "malicious", "sandbox"), scored(0.5), orgs=1)
     assert (g.action, g.scope) == ("block", "global")
     few = sighting(report(H, org="org-5", ts=T0 + 10), ever=5)
@@ -308,7 +309,7 @@ def test_a_sandbox_block_is_weighed_again_as_the_file_spreads():
     assert (u.action, u.scope) == ("unblock", "global")
     assert u.reasons[0] == ("sandbox verdict malicious no longer outweighs the cost of "
                             "blocking a file 40 orgs run")
-    q, f = Policy(CFG), Enforcement()
+    q, f = Policy.from_config(CFG), Enforcement()
     q.on_verdict(f, feedback(H, "malicious", "analyst"), scored(0.5), orgs=1)
     assert q.on_sighting(f, many, scored(0.05)) == []
 
@@ -316,7 +317,7 @@ def test_a_sandbox_block_is_weighed_again_as_the_file_spreads():
 def test_a_sandbox_benign_does_not_clear_a_file_whose_siblings_were_condemned():
     from rapidloop.operators.lineage import lineage_key
     key = lineage_key("invoice_1.exe", None, "pe")
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     p.on_verdict(e, feedback(H, "malicious", "analyst"), scored(0.9))
     fb = feedback(H, "benign", "sandbox", ts=T0 + 5)
     assert p.accepts(scored(0.5), fb, lineage=key)           # nothing known of siblings
@@ -329,7 +330,7 @@ def test_a_sandbox_benign_does_not_clear_a_file_whose_siblings_were_condemned():
 def test_an_org_block_is_weighed_again_as_the_file_spreads():
     """Blocked in its first org at 0.97, the file turns out to run in 40: the org block is
     lifted with the line that says why; a device block placed on what that device saw stays."""
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     r = report(H, org="org-1", behaviors=("process_injection",))
     (d,) = p.on_sighting(e, sighting(r), scored(0.97))
     assert (d.action, d.scope) == ("block", "org")
@@ -343,7 +344,7 @@ def test_an_org_block_is_weighed_again_as_the_file_spreads():
     assert u.reasons[1].startswith("expected cost: log-odds +3.5 = +3.5 vs bar +7.3")
     assert e.current(("device", "org-1", "dev-x"), T0 + 60) == "block"
     # evidence that keeps up with the bar keeps the block
-    p, e = Policy(CFG), Enforcement()
+    p, e = Policy.from_config(CFG), Enforcement()
     p.on_sighting(e, sighting(r), scored(0.97))
     out = p.on_sighting(e, sighting(later, orgs=(25, 25, 25), ever=25), scored(0.9999))
     assert [(d.action, d.org_id) for d in out] == [("block", "org-9")]   # and org-9's own
@@ -360,7 +361,7 @@ def test_a_settled_sighting_decides_nothing_whatever_the_score():
     orgs = [f"org-{i}" for i in range(8)]
     allow = AllowList(hashes={sha(0xA11)})
     for trial in range(40):
-        p, e = Policy(CFG, allow), Enforcement()
+        p, e = Policy.from_config(CFG, allow), Enforcement()
         h = sha(0xA11) if trial % 10 == 0 else sha(0x5E7 + trial)
         ts, seen, settled = T0, set(), 0
         for _ in range(60):

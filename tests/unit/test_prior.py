@@ -16,7 +16,7 @@ from rapidloop.operators.prior import (
 
 @pytest.fixture
 def prior() -> Prior:
-    return Prior(load_config(env={}))
+    return Prior.from_config(load_config(env={}))
 
 
 def test_feature_names_are_unique_and_cover_every_behaviour():
@@ -61,7 +61,7 @@ def test_config_sets_the_weights():
     cfg = load_config(env={"RAPIDLOOP_MODELS__PRIOR_BIAS": "0.0",
                            "RAPIDLOOP_MODELS__PRIOR_VERDICT_WEIGHT": "0.0",
                            "RAPIDLOOP_MODELS__BEHAVIOR_WEIGHTS__DISCOVERY": "2.0"})
-    p = Prior(cfg)
+    p = Prior.from_config(cfg)
     assert p.score({"signed": 1.0, "verdict_max": 1.0}) == pytest.approx(0.5)
     assert p.score({"signed": 1.0, "beh_discovery": 1.0}) == pytest.approx(sigmoid(2.0))
 

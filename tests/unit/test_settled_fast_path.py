@@ -29,7 +29,7 @@ def decide(world: Path, fast: bool) -> tuple[list[tuple], int]:
     cfg = load_config(env={"RAPIDLOOP_STREAM__SETTLED_FAST_PATH": str(fast).lower()})
     intake = Intake(WireParser(Limits.from_config(cfg)), {"reports": REPORT,
                                                           "feedback": FEEDBACK})
-    correlator, decider = Correlator(cfg), Decider(cfg)
+    correlator, decider = Correlator.from_config(cfg), Decider.from_config(cfg)
     skipped = 0
     settled = decider.policy.settled
 

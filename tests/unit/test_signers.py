@@ -59,7 +59,7 @@ def test_a_vouched_signer_outweighs_one_sandbox_verdict_but_not_the_analyst() ->
     record = SignerRecord(vouch_clean=3, max_files=100)
     for i in range(3):
         record.learn("Vendor", sha(i), malicious=False)
-    p = Policy(CFG, signers=record)
+    p = Policy.from_config(CFG, signers=record)
     fb = feedback(sha(7), "malicious", "sandbox")
     assert p.on_verdict(Enforcement(), fb, scored(0.9), "Vendor") == []
     assert not p.accepts(scored(0.9), fb, "Vendor")
@@ -71,7 +71,7 @@ def test_a_vouched_signer_outweighs_one_sandbox_verdict_but_not_the_analyst() ->
 
 
 def run(events: list[Report | Feedback], d: Decider | None = None) -> list[Decision]:
-    c, d = Correlator(CFG), d or Decider(CFG)
+    c, d = Correlator.from_config(CFG), d or Decider.from_config(CFG)
     out: list[Decision] = []
     for i, ev in enumerate(events):
         items, _ = c.process([(i, ev)], 0.0)
@@ -90,10 +90,10 @@ def test_a_wrong_sandbox_verdict_on_a_cleared_publisher_is_not_enforced_everywhe
         events += [vendor_file(n, T0 + 10 * n), feedback(sha(0x500 + n), "benign",
                                                          ts=T0 + 10 * n + 5)]
     events += [vendor_file(3, T0 + 100), feedback(sha(0x503), "malicious", ts=T0 + 105)]
-    dec = Decider(CFG)
+    dec = Decider.from_config(CFG)
     assert not [d for d in run(events, dec) if d.scope == "global" and d.action == "block"]
     # the same verdict about a publisher the sandbox has not cleared is enforced
-    other = Decider(CFG)
+    other = Decider.from_config(CFG)
     out = run([*events[:-2], vendor_file(3, T0 + 100, "Other Vendor"), events[-1]], other)
     assert [d.sha256 for d in out if d.scope == "global"] == [sha(0x503)]
     # the refused verdict still counts against the vendor: the next one is weighed as usual
@@ -116,7 +116,7 @@ def test_no_tenant_can_buy_a_signer_its_reputation() -> None:
 def test_a_condemned_signer_is_blocked_everywhere_on_sight() -> None:
     record = SignerRecord(vouch_clean=3, max_files=100)
     record.learn("Nordic Digital ApS", sha(1), malicious=True)
-    p = Policy(CFG, signers=record)
+    p = Policy.from_config(CFG, signers=record)
     r = report(sha(9), org="org-1", signed=True, signer="Nordic Digital ApS")
     seen = Sighting(r, {}, [1, 1, 1], 1, 0.0, [], True, "Nordic Digital ApS")
     assert p.on_sighting(Enforcement(), seen, scored(0.7)) == []   # one condemned: not yet
@@ -144,7 +144,7 @@ def test_a_block_of_a_condemned_signer_is_not_released_because_the_score_fell() 
     record = SignerRecord(vouch_clean=3, max_files=100)
     for i in (1, 2, 3):
         record.learn("TOV Softline Plus", sha(i), malicious=True)
-    p, e = Policy(CFG, signers=record), Enforcement()
+    p, e = Policy.from_config(CFG, signers=record), Enforcement()
     r = report(sha(9), org="org-1", signed=True, signer="TOV Softline Plus")
     (d,) = p.on_sighting(e, Sighting(r, {}, [1, 1, 1], 1, 0.0, ["org-1"], True,
                                       "TOV Softline Plus"), scored(0.7))
@@ -153,7 +153,7 @@ def test_a_block_of_a_condemned_signer_is_not_released_because_the_score_fell() 
     later = report(sha(9), org="org-2", ts=T0 + 60, signed=True, signer="TOV Softline Plus")
     spread = Sighting(later, {}, [1, 1, 1], widespread, 0.0, [], True, "TOV Softline Plus")
     assert p.on_sighting(e, spread, scored(0.05)) == []   # kin condemned: the block stays
-    unsigned = Policy(CFG)
+    unsigned = Policy.from_config(CFG)
     (b,) = unsigned.on_sighting(e2 := Enforcement(), Sighting(
         report(sha(8), org="org-1"), {}, [1, 1, 1], 1, 0.0, ["org-1"], False, None),
         scored(0.97))

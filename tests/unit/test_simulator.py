@@ -19,6 +19,7 @@ import itertools
 import re
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -104,7 +105,7 @@ def _valid(check: Any, raw: bytes) -> bool:
 
 @pytest.fixture(scope="module")
 def run() -> tuple[Simulator, list[Any]]:
-    sim = Simulator(SimParams(seed=3, **SMALL))
+    sim = Simulator(SimParams.defaults(seed=3, **SMALL))
     return sim, list(sim.events())
 
 
@@ -124,7 +125,7 @@ def parsed(run: tuple[Simulator, list[Any]]) -> dict[str, Any]:
 
 def test_same_seed_same_bytes_and_other_seed_differs() -> None:
     def stream(seed: int) -> list[bytes]:
-        return [ev.value for ev in Simulator(SimParams(seed=seed, **SMALL)).events()]
+        return [ev.value for ev in Simulator(SimParams.defaults(seed=seed, **SMALL)).events()]
     a, b, c = stream(5), stream(5), stream(6)
     assert a == b
     assert a != c
@@ -132,7 +133,8 @@ def test_same_seed_same_bytes_and_other_seed_differs() -> None:
 
 def test_files_are_byte_identical_across_runs(tmp_path: Path) -> None:
     for name in ("x", "y"):
-        write_files(Simulator(SimParams(seed=9, **{**SMALL, "reports": 5000})), tmp_path / name)
+        params = SimParams.defaults(seed=9, **{**SMALL, "reports": 5000})
+        write_files(Simulator(params), tmp_path / name)
     for fname in ("reports.jsonl.gz", "feedback.jsonl.gz", "truth.jsonl", "world.json"):
         assert (tmp_path / "x" / fname).read_bytes() == (tmp_path / "y" / fname).read_bytes()
 
@@ -183,7 +185,8 @@ def test_malformed_lines_are_really_malformed(run: tuple[Simulator, list[Any]]) 
         assert not _valid(check, ev.value), ev.value
         assert ev.key is None or SHA_RE.match(ev.key.decode())
     # a larger run shows every kind of damage
-    big = Simulator(SimParams(seed=4, **{**SMALL, "reports": 60000, "malformed_share": 0.01}))
+    big = Simulator(SimParams.defaults(seed=4, **{**SMALL, "reports": 60000,
+                                                  "malformed_share": 0.01}))
     for _ in big.events():
         pass
     kinds = {k for k in big.stats.malformed_by_reason if not k.startswith("feedback_")}
@@ -279,7 +282,8 @@ def test_world_shape(run: tuple[Simulator, list[Any]], parsed: dict[str, Any]) -
 
 
 def test_forever_keeps_bringing_new_campaigns() -> None:
-    params = SimParams(seed=2, epochs=None, **{**SMALL, "reports": 2000, "duration_s": 3600.0})
+    params = SimParams.defaults(seed=2, epochs=None,
+                                **{**SMALL, "reports": 2000, "duration_s": 3600.0})
     sim = Simulator(params)
     events = list(itertools.islice(sim.events(), 7000))
     assert events[-1].t > params.start + 2 * params.duration_s
@@ -288,8 +292,8 @@ def test_forever_keeps_bringing_new_campaigns() -> None:
 
 
 def test_live_start_changes_traffic_not_world() -> None:
-    a = Simulator(SimParams(seed=1, **SMALL))
-    b = Simulator(SimParams(seed=1, start=parse_ts("2030-01-01T00:00:00Z"), **SMALL))
+    a = Simulator(SimParams.defaults(seed=1, **SMALL))
+    b = Simulator(SimParams.defaults(seed=1, start=parse_ts("2030-01-01T00:00:00Z"), **SMALL))
     assert [f.sha for f in a.benign] == [f.sha for f in b.benign]
     next(a.events())
     next(b.events())
@@ -310,7 +314,24 @@ def test_bad_params_are_rejected() -> None:
     for bad in ({"reports": 0}, {"orgs": 0}, {"devices_min": 50, "devices_max": 10},
                 {"sandbox_share": 1.5}, {"sandbox_delay_s": (10.0, 5.0)}):
         with pytest.raises(SimulationError):
-            SimParams(**bad).validate()
+            SimParams.defaults(**bad)
+
+
+def test_simulate_settings_have_their_defaults_in_defaults_toml_only() -> None:
+    settings = load_config(env={}).simulate.as_dict()
+    fields = {f.name: f for f in dataclasses.fields(SimParams)}
+    shared = sorted(set(settings) & set(fields))
+    assert len(shared) > 20   # [simulate] shapes most of the world
+    repeated = [name for name in shared if fields[name].default is not dataclasses.MISSING
+                or fields[name].default_factory is not dataclasses.MISSING]
+    assert repeated == [], f"defaults repeated in code: {repeated}"
+    p = SimParams.defaults()
+    assert p.orgs == settings["orgs"] and p.start == parse_ts(settings["start"])
+    assert p.sandbox_delay_s == tuple(float(v) for v in settings["sandbox_delay_s"])
+    without_orgs = SimpleNamespace(**{k: v for k, v in settings.items() if k != "orgs"})
+    with pytest.raises(SimulationError, match=r"simulate\.orgs is not set"):
+        SimParams.from_config(without_orgs)
+    assert SimParams.from_config(without_orgs, orgs=7).orgs == 7
 
 
 def _read_lines(path: Path) -> list[bytes]:
@@ -454,7 +475,7 @@ def test_rogue_tenants_lie_validly(run: tuple[Simulator, list[Any]],
 
 def test_rogues_are_deterministic_and_seeded() -> None:
     def rogues(seed: int) -> dict[str, Any]:
-        sim = Simulator(SimParams(seed=seed, **{**SMALL, "reports": 8000}))
+        sim = Simulator(SimParams.defaults(seed=seed, **{**SMALL, "reports": 8000}))
         for _ in sim.events():
             pass
         return sim.world()["rogues"]
@@ -464,7 +485,7 @@ def test_rogues_are_deterministic_and_seeded() -> None:
 
 
 def test_no_rogues_when_switched_off() -> None:
-    sim = Simulator(SimParams(seed=3, **{**SMALL, "reports": 5000, "rogue_flooders": 0,
+    sim = Simulator(SimParams.defaults(seed=3, **{**SMALL, "reports": 5000, "rogue_flooders": 0,
                                          "rogue_whitewashers": 0}))
     for _ in sim.events():
         pass
@@ -474,7 +495,7 @@ def test_no_rogues_when_switched_off() -> None:
 
 
 def test_rogues_stay_a_minority_in_tiny_worlds() -> None:
-    sim = Simulator(SimParams(seed=1, **{**SMALL, "orgs": 4, "reports": 3000}))
+    sim = Simulator(SimParams.defaults(seed=1, **{**SMALL, "orgs": 4, "reports": 3000}))
     for _ in sim.events():
         pass
     assert len(sim.world()["rogues"]["orgs"]) == 1
@@ -500,7 +521,7 @@ def test_sandbox_prefers_suspicious_files(run: tuple[Simulator, list[Any]],
 
 
 def test_hundreds_of_orgs_with_heavy_tailed_fleets() -> None:
-    sim = Simulator(SimParams(seed=1))   # the defaults: building the world is cheap
+    sim = Simulator(SimParams.defaults(seed=1))   # the defaults: building the world is cheap
     sizes = sorted(sim.org_sizes)
     assert len(sizes) == 300 == len(set(sim.org_ids))
     assert sizes[-1] == sim.p.devices_max and sizes[0] >= sim.p.devices_min
@@ -666,7 +687,7 @@ def test_fixed_mode_is_byte_identical_to_before(tmp_path: Path,
             assert hashlib.sha256((tmp_path / run / fname).read_bytes()).hexdigest() == digest
     world = orjson.loads((tmp_path / "flag" / "world.json").read_bytes())
     assert "varied" not in world["params"] and "glitch" not in world
-    assert not SimParams().varied   # code building SimParams itself gets the fixed world
+    assert not SimParams.defaults().varied   # code building SimParams itself gets the fixed world
 
 
 def test_bad_vary_range_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -54,7 +54,7 @@ def test_a_version_1_envelope_passes_through_its_migration() -> None:
 
 
 def test_a_snapshot_of_pickled_objects_is_refused_not_loaded() -> None:
-    old = pickle.dumps(Correlator(CFG))   # what the previous rapidloop stored
+    old = pickle.dumps(Correlator.from_config(CFG))   # what the previous rapidloop stored
     with pytest.raises(SnapshotError, match="not plain data"):
         decode(old, "correlator")
     with pytest.raises(SnapshotError, match="not a rapidloop-state envelope of 'decider'"):
@@ -62,7 +62,7 @@ def test_a_snapshot_of_pickled_objects_is_refused_not_loaded() -> None:
 
 
 def test_foreign_blobs_may_not_hide_a_rapidloop_class() -> None:
-    ens = Ensemble(CFG)
+    ens = Ensemble.from_config(CFG)
     assert set(load_objects(ens.snapshot()["river"])[0]) == {"logreg", "tree"}
     with pytest.raises(SnapshotError, match="never pickled classes"):
         load_objects(pickle.dumps(ens.learners["nb"]))   # CutBernoulliNB is rapidloop's

@@ -1,10 +1,16 @@
-"""What shapes one simulated world: the parameters, their defaults, and time on the wire.
+"""What shapes one simulated world: the parameters, and time on the wire.
 
 Kept apart from the generator so the CLI, the eval suite and the world drawer
 (:mod:`rapidloop.tools.worldparams`) can build and check parameters without the
-machinery that uses them.
+machinery that uses them. The defaults of the settings are those of
+``[simulate]`` in ``defaults.toml`` and nowhere else: parameters are built from
+a configuration's section (:meth:`SimParams.from_config`), or from the
+packaged one (:meth:`SimParams.defaults`), so a default changed there is
+changed for every caller.
 
->>> SimParams(orgs=0).validate()
+>>> SimParams.defaults().orgs
+300
+>>> SimParams.defaults(orgs=0)
 Traceback (most recent call last):
 ...
 rapidloop.tools.sim.params.SimulationError: orgs must be at least 1 (got 0)
@@ -14,25 +20,18 @@ rapidloop.tools.sim.params.SimulationError: orgs must be at least 1 (got 0)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from rapidloop.base.config import load_config
 from rapidloop.schemas.model import BEHAVIORS
 
-# --- knobs not (yet) in [simulate] of defaults.toml -----------------------------------
-# Each is read from the config section when present (``getattr`` with these
-# defaults), so moving one into defaults.toml needs no code change.
-DEFAULT_START = "2026-11-28T00:00:00Z"
-LABEL_NOISE = 0.01              # share of sandbox verdicts that are wrong
-ANALYST_SHARE = 0.1             # chance an analyst rules on a malicious hash (less for benign)
-ORG_REPORT_SHARE = 0.01         # chance an org reports a hard negative it sees as a false positive
-HARD_NEGATIVE_SHARE = 0.04      # share of the benign catalogue that behaves like malware
-INHOUSE_SHARE = 0.15            # share of the benign catalogue private to one org
-JITTER_SHARE = 0.05             # share of reports whose sensor clock is off...
-JITTER_S = 5.0                  # ...by up to this many seconds either way
-UPPERCASE_SHARE = 0.002         # share of reports carrying an upper-case sha256
+# --- the simulator's own constants, not settings of [simulate] -------------------------
+# (ZIPF_S and ORG_SIZE_ALPHA are also the fixed world's values of two knobs only drawn
+# worlds set: see the fields of the drawn worlds below.)
 ZIPF_S = 1.1                    # popularity exponent of benign software
 MAX_CAMPAIGN_SHARE = 0.25       # campaigns are thinned to at most this share of reports
 QUIET_SHARE = 0.35              # waves of statically loud families that barely behave
@@ -83,40 +82,46 @@ def parse_ts(text: str) -> float:
 
 # --- parameters ------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SimParams:
-    """Everything that shapes one simulated world; ``epochs=None`` means forever."""
+    """Everything that shapes one simulated world; ``epochs=None`` means forever.
+
+    The settings of ``[simulate]`` have no default here: each comes from a
+    configuration (:meth:`from_config`, :meth:`defaults`). What is not a
+    setting there (the seed, how many epochs, the knobs only drawn worlds
+    set) keeps a default that gives the fixed world.
+    """
 
     seed: int = 1
-    start: float = field(default_factory=lambda: parse_ts(DEFAULT_START))
-    orgs: int = 300
-    devices_min: int = 10
-    devices_max: int = 5000
-    benign_files: int = 3000
-    campaigns: int = 12
-    hashes_per_campaign: int = 5
-    duration_s: float = 86400.0
-    reports: int = 200000
-    sandbox_share: float = 0.1              # hashes whose first report looks ordinary
-    sandbox_suspicious_share: float = 0.8   # hashes whose first report looks suspicious
-    sandbox_delay_s: tuple[float, float] = (120.0, 600.0)   # cloud detonation: minutes
-    malformed_share: float = 0.001
-    duplicate_share: float = 0.002
-    label_noise: float = LABEL_NOISE
-    analyst_share: float = ANALYST_SHARE
-    org_report_share: float = ORG_REPORT_SHARE
-    hard_negative_share: float = HARD_NEGATIVE_SHARE
-    inhouse_share: float = INHOUSE_SHARE
-    jitter_share: float = JITTER_SHARE
-    jitter_s: float = JITTER_S
-    uppercase_share: float = UPPERCASE_SHARE
-    rogue_flooders: int = 1                 # orgs flooding fake reports about benign files
-    rogue_whitewashers: int = 1             # orgs vouching for real malware
-    rogue_targets: int = 5                  # popular benign files each flooder attacks
-    rogue_flood_reports: int = 3000         # fabricated reports per flooder per duration
-    rogue_whitewash_reports: int = 1200     # fabricated clean reports per whitewasher per duration
-    rogue_whitewash_share: float = 0.5      # share of campaign hashes a whitewasher defends
-    rogue_devices: int = 60                 # devices of its own a rogue reports from (at most)
+    start: float                            # epoch seconds (simulate.start is RFC 3339)
+    orgs: int
+    devices_min: int
+    devices_max: int
+    benign_files: int
+    campaigns: int
+    hashes_per_campaign: int
+    duration_s: float
+    reports: int
+    sandbox_share: float                    # hashes whose first report looks ordinary
+    sandbox_suspicious_share: float         # hashes whose first report looks suspicious
+    sandbox_delay_s: tuple[float, float]    # cloud detonation: minutes
+    malformed_share: float
+    duplicate_share: float
+    label_noise: float
+    analyst_share: float
+    org_report_share: float
+    hard_negative_share: float
+    inhouse_share: float
+    jitter_share: float
+    jitter_s: float
+    uppercase_share: float
+    rogue_flooders: int                     # orgs flooding fake reports about benign files
+    rogue_whitewashers: int                 # orgs vouching for real malware
+    rogue_targets: int                      # popular benign files each flooder attacks
+    rogue_flood_reports: int                # fabricated reports per flooder per duration
+    rogue_whitewash_reports: int            # fabricated clean reports per whitewasher per duration
+    rogue_whitewash_share: float            # share of campaign hashes a whitewasher defends
+    rogue_devices: int                      # devices of its own a rogue reports from (at most)
     epochs: int | None = 1
     # Knobs of worlds drawn per seed (rapidloop.tools.worldparams). Their defaults reproduce the
     # one fixed world, and world.json lists them only when a world was drawn or one is set.
@@ -134,26 +139,36 @@ class SimParams:
 
     @classmethod
     def from_config(cls, section: Any, **overrides: Any) -> SimParams:
-        """Parameters from ``cfg.simulate``; keys it lacks keep the module defaults."""
+        """Parameters from ``cfg.simulate``, then ``overrides`` (None: not given, but for
+        ``epochs``, where None means forever); SimulationError if the section lacks a
+        setting no override gives."""
+        given = {k: v for k, v in overrides.items() if v is not None or k == "epochs"}
         values: dict[str, Any] = {}
-        for name in cls.__dataclass_fields__:
-            if name in ("seed", "start", "epochs"):
+        for f in dataclasses.fields(cls):
+            if f.name in given or f.name in ("seed", "epochs"):
                 continue
             try:
-                values[name] = getattr(section, name)
+                values[f.name] = getattr(section, f.name)
             except AttributeError:
-                continue
+                if f.default is dataclasses.MISSING:
+                    raise SimulationError(f"simulate.{f.name} is not set") from None
         if "sandbox_delay_s" in values:
             delay = values["sandbox_delay_s"]
             if not (isinstance(delay, (list, tuple)) and len(delay) == 2):
                 raise SimulationError("simulate.sandbox_delay_s must be [min, max] seconds")
             values["sandbox_delay_s"] = (float(delay[0]), float(delay[1]))
-        if "start" in overrides and isinstance(overrides["start"], str):
-            overrides["start"] = parse_ts(overrides["start"])
-        values.update({k: v for k, v in overrides.items() if v is not None or k == "epochs"})
+        values.update(given)
+        if isinstance(values["start"], str):
+            values["start"] = parse_ts(values["start"])
         params = cls(**values)
         params.validate()
         return params
+
+    @classmethod
+    def defaults(cls, **overrides: Any) -> SimParams:
+        """The packaged ``[simulate]`` settings, then ``overrides`` (tests, doctests, code
+        that wants a world without a configuration of its own)."""
+        return cls.from_config(load_config(env={}).simulate, **overrides)
 
     def validate(self) -> None:
         """Raise SimulationError naming the first unusable setting."""
