@@ -1,11 +1,32 @@
 """The flow over files, offline: the runner of ``rapidloop replay``, ``explain`` and ``evaluate``.
 
 A replay is the live flow with file connectors (``rapidloop.flows.job``):
-same input and config, same decisions but for ``decided_at``. This module
-checks the input files before anything runs, runs the flow on one or more
-worker threads, and writes the output only once the run ended well. Failures
-are :class:`~rapidloop.flows.job.JobError` (one line); Ctrl-C and SIGTERM
-end it as :class:`rapidloop.base.signals.Interrupted`, no output written.
+reports and feedback merged in event-time order, decisions written as JSONL
+in emission order. Same input and config, same decisions but for
+``decided_at``: this is how an incident is re-run and a policy change tried.
+This module checks the input files before anything runs, runs the flow on
+one or more worker threads, and writes the output only once the run ended
+well. Failures are :class:`~rapidloop.flows.job.JobError` (one line); Ctrl-C
+and SIGTERM end it as :class:`rapidloop.base.signals.Interrupted`, no output
+written.
+
+``rapidloop replay`` has three sources, one code path: JSONL files
+(``--reports F [--feedback F]``, :func:`named_inputs`); a capture directory
+(``--capture DIR``, ``rapidloop.tools.capture.replay_inputs``); or the input
+topics read by time (``--from-kafka --since T [--until T]``), which *is* a
+capture (to a temporary directory, or ``--save-capture DIR``) followed by a
+replay of it, so a replay from Kafka and a replay of a capture of the same
+range are identical by construction. It joins no consumer group and commits
+nothing: the live job is not disturbed. Decisions go to a file and/or a
+separate Kafka topic, published in emission order once the replay is done
+(:func:`publish_decisions`); the live decisions topic is refused unless
+asked for (``--to-live-topic``): enforcement points read it.
+
+Speed: as fast as possible by default; ``pace`` feeds the input at that many
+times event time (demos, training). ``progress`` prints events/s, and the
+share done and an ETA when the total is known (a capture's manifest) or
+estimated (from the files' sizes). Comparing two runs is
+``rapidloop.tools.whatif``.
 """
 
 from __future__ import annotations
@@ -20,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from rapidloop.base.config import Config
 from rapidloop.base.jobstats import JobStats
-from rapidloop.schemas.intake import REPORT
+from rapidloop.schemas.intake import FEEDBACK, REPORT
 
 from .job import JobError, file_connectors
 
@@ -60,6 +81,19 @@ def check_inputs(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str
             elif exc.found is not None:
                 hint = f" (given as {options[path]}: --reports and --feedback swapped?)"
             raise JobError(f"{exc}{hint} — stopped before replaying anything") from None
+
+
+def named_inputs(reports: str, feedback: str | None = None
+                 ) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, str]]:
+    """The replay inputs of a reports file and maybe a feedback file the user named: (path,
+    topic name) pairs, topic name → kind, and path → the option that named it (each file
+    is its own topic, named by its path, so the two must differ)."""
+    files, kinds, given = [(reports, reports)], {reports: REPORT}, {reports: "--reports"}
+    if feedback:
+        files.append((feedback, feedback))
+        kinds[feedback] = FEEDBACK
+        given[feedback] = "--feedback"
+    return files, kinds, given
 
 
 def run_flow(flow: Dataflow, workers: int = 1) -> None:
@@ -180,3 +214,11 @@ def report_lines(files: list[tuple[str, str]], kinds: dict[str, str],
             with open_lines(path) as f:
                 for _, line in read_lines(f, max_bytes):
                     yield line
+
+
+def publish_decisions(cfg: Config, topic: str, output: str, brokers: str | None = None) -> int:
+    """A replay's decisions (the JSONL ``output``) to ``topic``, in emission order; how
+    many. Every one confirmed by the broker, or BrokerUnavailable."""
+    from rapidloop.base.kafka import publish_values
+
+    return publish_values(cfg, topic, Path(output).read_bytes().splitlines(), brokers=brokers)

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
 
 from rapidloop.base.config import load_config
-from rapidloop.cli import CliError
-from rapidloop.schemas.intake import FEEDBACK, REPORT
 
 if TYPE_CHECKING:   # the scoring modules load the models: only `evaluate` itself needs them
     from rapidloop.tools.evaluate import Result
@@ -97,44 +92,20 @@ def table(res: Result, name: str, params: str | None = None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rapidloop.flows.replay import decide_files
+    from rapidloop.cli.common import one_line
     from rapidloop.tools.evalplot import write_png
-    from rapidloop.tools.evaluate import (
-        load_events,
-        load_truth,
-        params_line,
-        prequential,
-        score_decisions,
-        world_file,
-    )
+    from rapidloop.tools.evaluate import WorldError, evaluate_world, params_line
     from rapidloop.tools.targets import check, verdict_lines
 
     cfg = load_config(args.config)
     world = Path(args.world)
-    try:
-        reports_path = world_file(world, "reports")
-        feedback_path = world_file(world, "feedback")
-        truth = load_truth(world)
-    except (FileNotFoundError, OSError) as exc:
-        raise CliError(f"not a simulated world: {exc}") from None
-    meta_path = world / "world.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "decisions.jsonl"
-        files = [(str(reports_path), str(reports_path)), (str(feedback_path), str(feedback_path))]
-        decide_files(cfg, files, {str(reports_path): REPORT, str(feedback_path): FEEDBACK},
-                     str(out))
-        decisions = [orjson.loads(x) for x in out.read_bytes().splitlines()]
-    replay_s = time.perf_counter() - t0
-    reports, feedback = load_events(world, cfg)
-    res = score_decisions(reports, truth, decisions, meta)
-    res.classifiers, res.learning = prequential(cfg, reports, feedback, truth, res.labels)
+    with one_line(WorldError):
+        ev = evaluate_world(cfg, world)
+    res, meta = ev.result, ev.meta
     png = Path(args.png) if args.png else world / "evaluation.png"
-    write_png(res, png, f"{world.name} ({len(reports):,} reports, {len(decisions)} decisions)")
-    print(table(res, f"{world} ({len(reports):,} reports, {len(decisions):,} decisions, "
-                     f"replayed in {replay_s:.1f}s)", params_line(meta)))
+    write_png(res, png, f"{world.name} ({ev.reports:,} reports, {ev.decisions} decisions)")
+    print(table(res, f"{world} ({ev.reports:,} reports, {ev.decisions:,} decisions, "
+                     f"replayed in {ev.replay_s:.1f}s)", params_line(meta)))
     print(f"chart: {png}")
     checks = check(vars(res), cfg)
     bars = [c for c in checks if c.bar]

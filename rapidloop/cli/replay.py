@@ -1,38 +1,9 @@
 """`rapidloop replay`: the same dataflow over files, a capture, or Kafka by time, offline.
 
-Reports and feedback are merged in event-time order and decisions written as
-JSONL in emission order. Same input and config, same output but for
-``decided_at``: this is how an incident is re-run and a policy change tried.
-
-Three sources, one code path:
-
-* ``--reports F [--feedback F]``: JSONL files (``.gz`` too);
-* ``--capture DIR``: a directory written by ``rapidloop capture``;
-* ``--from-kafka --since T [--until T]``: the input topics read by time. This
-  *is* a capture (to a temporary directory, or ``--save-capture DIR``)
-  followed by a replay of it, so a replay from Kafka and a replay of a
-  capture of the same range are identical by construction. It joins no
-  consumer group and commits nothing: the live job is not disturbed.
-
-Decisions go to ``--output`` (JSONL) and/or ``--output-topic TOPIC`` (a
-separate Kafka topic, published in emission order once the replay is done).
-The live decisions topic is refused unless ``--to-live-topic`` says so:
-enforcement points read it.
-
-Speed: as fast as possible by default; ``--pace 10x`` feeds the input at ten
-times event time (demos, training). ``--progress S`` prints events/s, and the
-share done and an ETA when the total is known (a capture's manifest) or
-estimated (from the files' sizes).
-
-What-if (:mod:`rapidloop.tools.whatif`): ``--compare DECISIONS_A.jsonl`` compares
-this run (B, with ``--config``) against earlier decisions A over the same
-input; ``--compare-config B.toml`` runs the input twice, with ``--config``
-(A) and with B, and compares them. The difference (blocks gained and lost by
-scope, earlier and later, unblocks, the most consequential hashes) is
-printed to stdout, as JSON with ``--json``.
-
-The run itself is ``rapidloop.flows.replay`` (shared with ``explain`` and
-``evaluate``); this module reads the options and prints.
+Same input and config, same decisions but for ``decided_at``. The run and its
+sources are ``rapidloop.flows.replay`` (shared with ``explain`` and
+``evaluate``), the capture ``rapidloop.tools.capture``, the comparison of two
+runs ``rapidloop.tools.whatif``; this module reads the options and prints.
 """
 
 from __future__ import annotations
@@ -45,13 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rapidloop.base import jobstats
 from rapidloop.base.config import Config, load_config
 from rapidloop.base.progress import summary_line
 from rapidloop.base.signals import stop_on_signals
 from rapidloop.cli import CliError
 from rapidloop.cli.common import capture_to, one_line
-from rapidloop.schemas.intake import FEEDBACK, REPORT
 
 TIME_HELP = "RFC 3339 or a time ago (90s, 30m, 2h, 1d)"
 
@@ -112,19 +81,6 @@ def parse_pace(text: str | None) -> float | None:
     return float(m.group(1))
 
 
-def _replay(cfg: Config, files: list[tuple[str, str]], kinds: dict[str, str], output: str,
-            dead_letters: str | None, workers: int, progress: float, pace: float | None,
-            total: int | None = None, given: dict[str, str] | None = None
-            ) -> tuple[jobstats.JobStats, float]:
-    """``rapidloop.flows.replay.replay_files``, its one-line failures as CliError."""
-    from rapidloop.flows.job import JobError
-    from rapidloop.flows.replay import replay_files
-
-    with one_line(JobError):
-        return replay_files(cfg, files, kinds, output, dead_letters, workers, progress, pace,
-                            total, given)
-
-
 def _check_sources(args: argparse.Namespace) -> None:
     given = [name for name, on in (("--reports", args.reports), ("--capture", args.capture),
                                    ("--from-kafka", args.from_kafka)) if on]
@@ -162,15 +118,16 @@ def _check_compare(args: argparse.Namespace) -> None:
 
 def _what_if(args: argparse.Namespace, cfg: Config, files: list[tuple[str, str]],
              kinds: dict[str, str], output: str, tmp: str) -> None:
-    from rapidloop.flows.file_io import open_lines
-    from rapidloop.flows.replay import report_lines
+    from rapidloop.flows.job import JobError
+    from rapidloop.flows.replay import replay_files
     from rapidloop.tools import whatif
 
     if args.compare_config:
-        cfg_b = load_config(args.compare_config)
         out_b = str(Path(tmp) / "decisions-b.jsonl")
-        stats, elapsed = _replay(cfg_b, files, kinds, out_b, None, args.workers,
-                                 args.progress, parse_pace(args.pace))
+        with one_line(JobError):
+            stats, elapsed = replay_files(load_config(args.compare_config), files, kinds, out_b,
+                                          None, args.workers, args.progress,
+                                          parse_pace(args.pace))
         if not args.quiet:
             print(f"replayed with {args.compare_config} (B) "
                   f"{summary_line(stats, elapsed)}", file=sys.stderr)
@@ -180,10 +137,9 @@ def _what_if(args: argparse.Namespace, cfg: Config, files: list[tuple[str, str]]
         path_a, label_a = args.compare, f"{args.compare} (--compare)"
         path_b, label_b = output, f"this run with {args.config or 'default configuration'}"
     try:
-        with open_lines(path_a) as fa, open_lines(path_b) as fb:
-            diff = whatif.compare(fa, fb, report_lines(files, kinds,
-                                                       int(cfg.limits.max_message_bytes)),
-                                  label_a, label_b, top=args.top)
+        diff = whatif.compare_files(path_a, path_b, files, kinds,
+                                    int(cfg.limits.max_message_bytes), label_a, label_b,
+                                    top=args.top)
     except (OSError, EOFError) as exc:
         raise CliError(f"cannot read decisions: {exc}") from None
     text = (json.dumps(diff, indent=2) + "\n") if args.json else whatif.render(diff)
@@ -199,13 +155,11 @@ def _check_output_topic(args: argparse.Namespace, cfg: Config) -> None:
 
 
 def _publish(args: argparse.Namespace, cfg: Config, output: str) -> None:
-    from rapidloop.base.kafka import BrokerUnavailable, publish_values
+    from rapidloop.base.kafka import BrokerUnavailable
+    from rapidloop.flows.replay import publish_decisions
 
-    values = Path(output).read_bytes().splitlines()
-    try:
-        n = publish_values(cfg, args.output_topic, values, brokers=args.brokers)
-    except BrokerUnavailable as exc:
-        raise CliError(str(exc)) from None
+    with one_line(BrokerUnavailable):
+        n = publish_decisions(cfg, args.output_topic, output, args.brokers)
     if not args.quiet:
         print(f"published {n:,} decision(s) to {args.output_topic}", file=sys.stderr)
 
@@ -230,6 +184,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, stage: dict[str, bool]) -> None:
     """``run`` without the signal handling; sets ``stage["replayed"]`` once the replay is
     done (its output complete, whatever comes after)."""
+    from rapidloop.flows.job import JobError
+    from rapidloop.flows.replay import replay_files
+
     _check_sources(args)
     _check_compare(args)
     pace = parse_pace(args.pace)
@@ -237,39 +194,14 @@ def _run(args: argparse.Namespace, stage: dict[str, bool]) -> None:
     _check_output_topic(args, cfg)
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
-    tmp = tempfile.TemporaryDirectory(prefix="rapidloop-replay-")
-    try:
-        output = args.output or str(Path(tmp.name) / "decisions.jsonl")
-        total = None
-        given: dict[str, str] = {}
-        if args.reports:
-            files = [(args.reports, args.reports)]
-            kinds = {args.reports: REPORT}
-            given[args.reports] = "--reports"
-            if args.feedback:
-                if args.feedback == args.reports:
-                    raise CliError("--reports and --feedback must be different files")
-                files.append((args.feedback, args.feedback))
-                kinds[args.feedback] = FEEDBACK
-                given[args.feedback] = "--feedback"
-        else:
-            directory = args.capture
-            if args.from_kafka:
-                from rapidloop.tools.capture import summary
-
-                if args.until is None:
-                    args.until = "now"
-                directory = args.save_capture or str(Path(tmp.name) / "capture")
-                manifest = capture_to(args, directory, with_decisions=False)
-                if not args.quiet:
-                    print(f"read {summary(manifest)} from Kafka", file=sys.stderr)
-            from rapidloop.tools.capture import CaptureError, message_total, replay_inputs
-
-            with one_line(CaptureError):
-                files, kinds = replay_inputs(directory)
-            total = message_total(directory)
-        stats, elapsed = _replay(cfg, files, kinds, output, args.dead_letters,
-                                 args.workers, args.progress, pace, total, given)
+    if args.reports and args.feedback == args.reports:
+        raise CliError("--reports and --feedback must be different files")
+    with tempfile.TemporaryDirectory(prefix="rapidloop-replay-") as tmp:
+        output = args.output or str(Path(tmp) / "decisions.jsonl")
+        files, kinds, given, total = _inputs(args, tmp)
+        with one_line(JobError):
+            stats, elapsed = replay_files(cfg, files, kinds, output, args.dead_letters,
+                                          args.workers, args.progress, pace, total, given)
         stage["replayed"] = True
         if not args.quiet:
             name = f" with {args.config} (A)" if args.compare_config and args.config else ""
@@ -277,6 +209,26 @@ def _run(args: argparse.Namespace, stage: dict[str, bool]) -> None:
         if args.output_topic:
             _publish(args, cfg, output)
         if args.compare or args.compare_config:
-            _what_if(args, cfg, files, kinds, output, tmp.name)
-    finally:
-        tmp.cleanup()
+            _what_if(args, cfg, files, kinds, output, tmp)
+
+
+def _inputs(args: argparse.Namespace, tmp: str
+            ) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, str], int | None]:
+    """The replay's input files, their kinds, the ones the user named, and the message
+    total if known; from Kafka by way of a capture (to ``tmp`` unless kept)."""
+    from rapidloop.flows.replay import named_inputs
+    from rapidloop.tools.capture import CaptureError, message_total, replay_inputs, summary
+
+    if args.reports:
+        return (*named_inputs(args.reports, args.feedback), None)
+    directory = args.capture
+    if args.from_kafka:
+        if args.until is None:
+            args.until = "now"
+        directory = args.save_capture or str(Path(tmp) / "capture")
+        manifest = capture_to(args, directory, with_decisions=False)
+        if not args.quiet:
+            print(f"read {summary(manifest)} from Kafka", file=sys.stderr)
+    with one_line(CaptureError):
+        files, kinds = replay_inputs(directory)
+    return files, kinds, {}, message_total(directory)

@@ -20,12 +20,8 @@ default; Ctrl-C or SIGTERM stop it. The rules are ``rapidloop.feeds.serve``.
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import signal
 import sys
-import threading
 from http.server import ThreadingHTTPServer
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from rapidloop.cli import CliError
@@ -80,16 +76,9 @@ def _source(args: argparse.Namespace, cfg: Config) -> Source:
     return source
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def run(args: argparse.Namespace) -> int:
     from rapidloop.base.config import load_config
-    from rapidloop.feeds.serve import App, TokenError, load_tokens, make_server
+    from rapidloop.feeds.serve import App, TokenError, is_loopback, load_tokens, make_server
 
     cfg = load_config(args.config)
     s = cfg.serve
@@ -112,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             why = getattr(exc, "strerror", None) or exc
             raise CliError(f"cannot listen on {host}:{port}: {why}") from None
         _serve(server, tokens_file, len(tokens), f"{source.label}, in force at {source.clock}",
-               _loopback(host))
+               is_loopback(host))
     finally:
         stop = getattr(source, "stop", None)
         if stop is not None:
@@ -122,18 +111,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(server: ThreadingHTTPServer, tokens_file: str, n_tokens: int, label: str,
            loopback: bool) -> None:
-    """Serve until SIGINT or SIGTERM, then stop cleanly (requests in flight finish)."""
-    from rapidloop.feeds.serve import tokens_note
+    """Serve until SIGINT or SIGTERM (``rapidloop.feeds.serve``), saying where and how."""
+    from rapidloop.feeds.serve import serve_until_signalled, tokens_note
 
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    thread = threading.Thread(target=server.serve_forever, name="rapidloop-serve", daemon=True)
-    try:
-        host, port = server.server_address[:2]
+    def announce(host: str, port: int) -> None:
         note = tokens_note(tokens_file)
         if note:
             print(f"rapidloop serve: {note}", file=sys.stderr)
@@ -143,12 +124,6 @@ def _serve(server: ThreadingHTTPServer, tokens_file: str, n_tokens: int, label: 
                   file=sys.stderr)
         print(f"rapidloop serve: listening on http://{host}:{port} ({n_tokens} token(s); "
               f"{label})", file=sys.stderr, flush=True)
-        thread.start()
-        stop.wait()
-    finally:
-        if thread.is_alive():
-            server.shutdown()   # waits for serve_forever's loop to end
-        server.server_close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+
+    serve_until_signalled(server, announce)
     print("rapidloop serve: stopped", file=sys.stderr)

@@ -4,7 +4,8 @@ An enforcement point that cannot read Kafka (a proxy, a mail gateway, a script
 beside a firewall) polls CrowdSec's decision stream instead, and a person opens
 a page. Everything here is plain functions and classes over decisions read
 once (``rapidloop.schemas.wire.DecisionRecord``), no socket; :func:`make_server`
-is the thin ``http.server`` front end.
+is the thin ``http.server`` front end, :func:`serve_until_signalled` runs it
+until Ctrl-C or SIGTERM.
 
 Who sees what. Each bearer token (from ``serve.tokens_file``, never from the
 main configuration) names one organization, or ``*`` for the operator. A
@@ -49,8 +50,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import ipaddress
 import json
 import os
+import signal
 import socket
 import stat
 import sys
@@ -62,6 +65,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import FrameType
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -662,3 +666,40 @@ def make_server(app: App, host: str, port: int, request_timeout_s: float,
     server.app = app
     server.access_log = access_log
     return server
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (beyond it, serve behind TLS:
+    tokens travel in headers, and in URLs for the page)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve_until_signalled(server: ThreadingHTTPServer,
+                          announce: Callable[[str, int], None] = lambda host, port: None
+                          ) -> None:
+    """Serve until SIGINT or SIGTERM, then stop cleanly (requests in flight finish).
+
+    ``announce(host, port)`` is called once the signals are caught, just before
+    the first request is taken. The previous signal handlers are restored.
+    """
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=server.serve_forever, name="rapidloop-serve", daemon=True)
+    try:
+        host, port = server.server_address[:2]
+        announce(str(host), int(port))
+        thread.start()
+        stop.wait()
+    finally:
+        if thread.is_alive():
+            server.shutdown()   # waits for serve_forever's loop to end
+        server.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

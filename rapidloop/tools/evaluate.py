@@ -26,13 +26,20 @@ Poisoning is judged from ``world.json``'s ``rogues`` (which orgs lie, which
 benign files the flooders attacked, which malware the whitewashers vouched
 for): a rogue may do what it likes within its own org, so only effects that
 reach other tenants count.
+
+:func:`evaluate_world` is the whole of ``rapidloop evaluate``'s work: the
+world's input replayed (``rapidloop.flows.replay.decide_files``), its
+decisions scored against the truth, and the classifiers judged.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import statistics
+import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -444,3 +451,49 @@ def prequential(cfg: Config, reports: list[Report], feedback: list[Feedback],
         steps = sorted({max(20, n * k // 20) for k in range(1, 21)} & set(range(1, n + 1)))
         curves[name] = [(s, m.auc(s)) for s in steps]
     return table, curves
+
+
+class WorldError(RuntimeError):
+    """The directory is not a simulated world (one line: what is missing)."""
+
+
+@dataclass
+class Evaluation:
+    """One world's figures, and what they were computed over."""
+
+    result: Result
+    meta: dict[str, Any]      # world.json: the world's parameters and rogues ({} if none)
+    reports: int              # valid, de-duplicated reports
+    decisions: int
+    replay_s: float           # how long the replay of the input took
+
+
+def evaluate_world(cfg: Config, world: Path) -> Evaluation:
+    """Replay the world's input with ``cfg`` and score the decisions against its truth.
+
+    WorldError if ``world`` is not a simulated world (``rapidloop simulate --out``).
+    """
+    from rapidloop.flows.replay import decide_files
+    from rapidloop.schemas.intake import FEEDBACK, REPORT
+
+    try:
+        reports_path = world_file(world, "reports")
+        feedback_path = world_file(world, "feedback")
+        truth = load_truth(world)
+    except (FileNotFoundError, OSError) as exc:
+        raise WorldError(f"not a simulated world: {exc}") from None
+    meta_path = world / "world.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "decisions.jsonl"
+        files = [(str(reports_path), str(reports_path)), (str(feedback_path), str(feedback_path))]
+        decide_files(cfg, files, {str(reports_path): REPORT, str(feedback_path): FEEDBACK},
+                     str(out))
+        decisions = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    replay_s = time.perf_counter() - t0
+    reports, feedback = load_events(world, cfg)
+    res = score_decisions(reports, truth, decisions, meta)
+    res.classifiers, res.learning = prequential(cfg, reports, feedback, truth, res.labels)
+    return Evaluation(res, meta, len(reports), len(decisions), replay_s)

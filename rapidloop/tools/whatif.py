@@ -16,7 +16,13 @@ B the alternative (another configuration over the same input):
   active decision wins), then by the organizations those sightings are in,
   then by how far the first block moved.
 
-:func:`compare` returns a JSON-ready dict; :func:`render` writes it as text.
+:func:`compare` returns a JSON-ready dict; :func:`render` writes it as text;
+:func:`compare_files` compares two decisions files over the replay input both
+runs were fed. ``rapidloop replay --compare DECISIONS_A.jsonl`` compares its
+run (B, with ``--config``) against earlier decisions A over the same input;
+``--compare-config B.toml`` runs the input twice, with ``--config`` (A) and
+with B, and compares them; the difference goes to stdout, as JSON with
+``--json``.
 """
 
 from __future__ import annotations
@@ -237,6 +243,20 @@ def compare(a: Iterable[DecisionRecord | dict[str, Any] | bytes],
         "top_hashes": hashes[:top],
         "changes": changes,
     }
+
+
+def compare_files(path_a: str, path_b: str, files: list[tuple[str, str]],
+                  kinds: dict[str, str], max_bytes: int, label_a: str = "A",
+                  label_b: str = "B", top: int = 10) -> dict[str, Any]:
+    """:func:`compare` of two decisions files (JSONL, ``.gz`` ok) over the replay input both
+    runs were fed (``files``, ``kinds``: its reports weigh the ranking; a line over
+    ``max_bytes`` never parses). OSError or EOFError when a file cannot be read."""
+    from rapidloop.flows.file_io import open_lines
+    from rapidloop.flows.replay import report_lines
+
+    with open_lines(path_a) as fa, open_lines(path_b) as fb:
+        return compare(fa, fb, report_lines(files, kinds, max_bytes), label_a, label_b,
+                       top=top)
 
 
 def duration(seconds: float | None) -> str:

@@ -2,9 +2,9 @@
 
 import re
 
-from rapidloop.cli.tail import _json_line
-from rapidloop.cli.tail import format_decision as format_record
 from rapidloop.schemas.wire import read_decision
+from rapidloop.tools.tail import format_decision as format_record
+from rapidloop.tools.tail import json_line as _json_line
 
 SHA = "3f2a" + "0" * 56 + "9c1d"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
