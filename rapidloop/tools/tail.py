@@ -18,7 +18,6 @@ the CLI (``rapidloop tail``).
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -26,10 +25,10 @@ from typing import Any
 
 from rapidloop.base.kafka import describe_error, quiet
 from rapidloop.schemas.wire import DecisionRecord, InvalidMessage, read_decision
+from rapidloop.tools.explain import clean as _clean
 
 ACTION_COLORS = {"block": "1;31", "allow": "1;32", "unblock": "1;36", "audit": "1;33"}
 DIM = "2"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _WHERE_WIDTH = 24
 _MAX_FIELD = 64
 _WARN_INTERVAL_S = 10.0
@@ -39,12 +38,6 @@ _POLL_S = 0.2            # how long one ask waits: also how often a --timeout is
 
 
 # ---------------------------------------------------------------- formatting
-
-def clean(value: Any, limit: int = _MAX_FIELD) -> str:
-    """A field as safe, bounded terminal text."""
-    text = _CONTROL.sub("?", value if isinstance(value, str) else str(value))
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
 
 def _paint(text: str, code: str, color: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
@@ -65,6 +58,11 @@ def _clock(d: DecisionRecord) -> str:
     if ts is not None:
         return ts.strftime("%H:%M:%SZ")
     return clean(d.event_ts_text or d.decided_at_text or "--:--:--", 9).ljust(9)
+
+
+def clean(value: Any, limit: int = _MAX_FIELD) -> str:
+    """A field as safe, bounded terminal text (``tools.explain.clean``, a tail's width)."""
+    return _clean(value, limit)
 
 
 def _where(d: DecisionRecord) -> str:
