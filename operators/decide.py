@@ -36,7 +36,9 @@ from .snapshot import register
 from .trust import OrgTrust
 
 KIND = "decider"
-register(KIND, 1)
+# version 2: each file's enforcement row ends with its provisional org blocks (none before)
+register(KIND, 2, {1: lambda state: {**state, "states": {
+    sha: (*row, set()) for sha, row in state["states"].items()}}})
 
 # Fewest sightings between two labels worth scoring as one batch: a batch costs ~40 µs of
 # numpy calls whatever its size, then ~5 µs a report, against ~14 µs a report scored

@@ -97,6 +97,7 @@ class Enforcement:
     verdict_by: str | None = None   # the global block rests on this source's "malicious"...
     weighed_orgs: int = 0           # ...last weighed against this many orgs (operators.cost)
     score_weighed_orgs: int = 0     # org score blocks last weighed at this many orgs
+    provisional: set[Target] = field(default_factory=set)   # org blocks of the prior alone
 
     def current(self, target: Target, now: float) -> str | None:
         """The action in force on ``target`` at event time ``now`` (None if none)."""
@@ -116,7 +117,7 @@ class Enforcement:
     def row(self) -> tuple[Any, ...]:
         """The record as one tuple of plain values, fields in declaration order."""
         return (self.active, self.label, self.last_event, self.scored, self.first_sight,
-                self.verdict_by, self.weighed_orgs, self.score_weighed_orgs)
+                self.verdict_by, self.weighed_orgs, self.score_weighed_orgs, self.provisional)
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Enforcement:
@@ -301,6 +302,8 @@ class Policy:
                      *sc.explain()[:2]],
                     now + self.s.global_ttl))
                 enf.scored.add(GLOBAL)
+        if enf.provisional and sc.calibrated:
+            out += self._weigh_provisional(enf, s, sc, now)
         cost = self.s.cost
         if enf.verdict_by is None and logit(score) + cost.sibling_bound < self._floor:
             return out   # no term can lift this score over any bar: nothing to weigh
@@ -386,6 +389,8 @@ class Policy:
                  *own.lines(self.s.org_score, cost.exposure_weight), *sc.explain()[:2]],
                 now + self.s.org_ttl))
             enf.scored.add(org_t)
+            if not sc.calibrated:
+                enf.provisional.add(org_t)
             return out
         strong = [b for b in r.behaviors if b in self.s.device_behaviors]
         # on the device itself, siblings may only add suspicion (a masquerade under a
@@ -467,12 +472,41 @@ class Policy:
             if target[0] != "org":
                 continue
             blocks.discard(target)
+            enf.provisional.discard(target)
             if enf.current(target, now) == "block":
                 out.append(self._decide(
                     enf, s.report.sha256, target, "unblock", sc, now, s.report.report_id,
                     [f"malice score {sc.score:.2f} no longer outweighs the cost of blocking "
                      f"a file {s.orgs_ever} orgs run", *weighed.lines(self.s.org_score, w)],
                     None))
+        return out
+
+    def _weigh_provisional(self, enf: Enforcement, s: Sighting, sc: Scored,
+                           now: float) -> list[Decision]:
+        """Org blocks the hand-set prior placed alone, weighed again once verdicts have
+        checked the models.
+
+        Until then no learner has a say and the score is the prior's guess,
+        uncalibrated: a backup agent that encrypts files or an admin tool that
+        injects looks like ransomware to it. Such a block is provisional. At the
+        file's first sighting with checked models each is lifted if they now find
+        benign likelier (``provisional_lift_score``), and kept as any score block
+        otherwise. Not when a trusted verdict or condemned kin has the say.
+        """
+        blocks, enf.provisional = enf.provisional, set()
+        if (enf.label is not None or sc.score >= self.s.provisional_lift_score
+                or self._kin_condemned(s)):
+            return []
+        out: list[Decision] = []
+        for target in sorted(blocks, key=_target_order):
+            enf.scored.discard(target)
+            if enf.current(target, now) == "block":
+                out.append(self._decide(
+                    enf, s.report.sha256, target, "unblock", sc, now, s.report.report_id,
+                    [f"placed on the prior alone before verdicts had checked the models, "
+                     f"which now score it {sc.score:.2f}: below "
+                     f"{self.s.provisional_lift_score:.2f}, benign likelier",
+                     *sc.explain()[:1]], None))
         return out
 
     def _lift_first_sight(self, enf: Enforcement, sha: str, sc: Scored, now: float,
@@ -498,6 +532,7 @@ class Policy:
                     [f"malice score {sc.score:.2f} fell below release threshold "
                      f"{self.s.release_score:.2f}", *sc.explain()[:1]], None))
         enf.scored.clear()
+        enf.provisional.clear()
         return out
 
     # -- verdicts -------------------------------------------------------------

@@ -148,6 +148,7 @@ class PolicySettings:
     release_score: float
     release_min_orgs: int
     reweigh_min_orgs: int
+    provisional_lift_score: float
     trim: bool                # trim_eager_learner
     global_trimmed_score: float
     global_score: float
@@ -176,7 +177,8 @@ class PolicySettings:
         return cls(
             float(p.device_block_score), frozenset(p.device_block_behaviors),
             float(p.org_block_score), float(p.release_score), int(p.release_min_orgs),
-            int(p.reweigh_min_orgs), bool(p.trim_eager_learner), float(p.global_trimmed_score),
+            int(p.reweigh_min_orgs), float(p.provisional_lift_score),
+            bool(p.trim_eager_learner), float(p.global_trimmed_score),
             float(p.global_block_score), max(2, int(p.global_min_orgs)),
             float(p.global_min_corroboration), float(p.trusted_block_score),
             float(p.first_sight_score), float(p.first_sight_min_trust), int(p.signer_condemn),

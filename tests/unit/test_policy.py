@@ -351,6 +351,43 @@ def test_an_org_block_is_weighed_again_as_the_file_spreads():
     assert e.current(("org", "org-1", None), T0 + 60) == "block"
 
 
+def uncalibrated(score):
+    """The ensemble before verdicts checked it: the hand-set prior's score alone."""
+    return Scored(score, {"prior": score, "logreg": 0.5}, "ens-0", lambda: ["because"],
+                  calibrated=False)
+
+
+def test_an_org_block_of_the_prior_alone_is_lifted_when_the_checked_models_find_it_benign():
+    """Before any verdict the prior scores a backup agent that encrypts files 0.95 and
+    its org is blocked; the file's first sighting once verdicts have checked the models
+    scores 0.1, and the block is lifted with the line that says why (device blocks and
+    blocks the checked models placed are not provisional)."""
+    p, e = Policy.from_config(CFG), Enforcement()
+    (d,) = p.on_sighting(e, sighting(report(H, org="org-1")), uncalibrated(0.95))
+    assert (d.action, d.scope, d.org_id) == ("block", "org", "org-1")
+    assert e.provisional == {("org", "org-1", None)}
+    assert p.on_sighting(e, sighting(report(H, org="org-1", ts=T0 + 5)), uncalibrated(0.2)) == []
+    later = report(H, org="org-2", ts=T0 + 600)
+    (u,) = p.on_sighting(e, sighting(later, orgs=(2, 2, 2), ever=2), scored(0.1))
+    assert (u.action, u.scope, u.org_id) == ("unblock", "org", "org-1")
+    assert u.reasons[0] == ("placed on the prior alone before verdicts had checked the models, "
+                            "which now score it 0.10: below 0.50, benign likelier")
+    assert not e.provisional and not e.scored
+    # weighed once: a calibrated score that still finds malice likelier keeps the block
+    p, e = Policy.from_config(CFG), Enforcement()
+    p.on_sighting(e, sighting(report(H, org="org-1")), uncalibrated(0.95))
+    assert p.on_sighting(e, sighting(later, orgs=(2, 2, 2), ever=2), scored(0.6)) == []
+    assert not e.provisional and e.current(("org", "org-1", None), T0 + 600) == "block"
+    assert p.on_sighting(e, sighting(report(H, org="org-3", ts=T0 + 700), orgs=(3, 3, 3),
+                                     ever=3), scored(0.1)) == []   # now a score block
+    # a trusted verdict has the say over the prior's block
+    p, e = Policy.from_config(CFG), Enforcement()
+    p.on_sighting(e, sighting(report(H, org="org-1")), uncalibrated(0.95))
+    e.label = "malicious"
+    assert p.on_sighting(e, sighting(later, orgs=(2, 2, 2), ever=2), scored(0.1)) == []
+    assert e.current(("org", "org-1", None), T0 + 600) == "block"
+
+
 def test_a_settled_sighting_decides_nothing_whatever_the_score():
     """``Policy.settled`` lets the decider skip the models: wherever it says so, the full rule
     decides nothing at any score and leaves the state as the fast path does."""

@@ -53,6 +53,24 @@ def test_a_version_1_envelope_passes_through_its_migration() -> None:
         register("test-kind", 2)
 
 
+def test_a_version_1_decider_state_restores_with_no_provisional_blocks() -> None:
+    """Version 2 of the decider's state ends each file's enforcement row with its
+    provisional org blocks; a version-1 row (eight slots) gets none."""
+    from rapidloop.operators.decide import Decider
+    from rapidloop.operators.policy import Enforcement
+    from rapidloop.operators.settings import Settings
+
+    settings = Settings.from_config(CFG)
+    state = Decider.from_config(CFG).snapshot()
+    row = Enforcement(active={("org", "o1", None): ("block", None)},
+                      scored={("org", "o1", None)}).row()
+    old = {"format": snapshot.FORMAT, "kind": "decider", "version": 1,
+           "state": {**state, "states": {"a" * 64: row[:-1]}}}
+    (restored,) = decode(encode([old]), "decider")
+    enf = Decider.from_snapshot(settings, restored).states["a" * 64]
+    assert enf.provisional == set() and enf.scored == {("org", "o1", None)}
+
+
 def test_a_snapshot_of_pickled_objects_is_refused_not_loaded() -> None:
     old = pickle.dumps(Correlator.from_config(CFG))   # what the previous rapidloop stored
     with pytest.raises(SnapshotError, match="not plain data"):
