@@ -243,7 +243,8 @@ class DecideLogic(StatefulBatchLogic[Piece, list[Decision], bytes | None]):
         now = time.time()
         for piece in pieces:
             for unit in self.assembler.add(piece):
-                decided = self.decider.process((it for _, it in unit.items), now)
+                # a list, which Decider.process reads as it is (a generator it would copy)
+                decided = self.decider.process([it for _, it in unit.items], now)
                 if decided:
                     out.append(decided)
         lat = self.decider.latencies

@@ -56,7 +56,10 @@ class Accusation:
         correlators share the job's)."""
         return cls(AccusationSettings.from_config(cfg), Prior.from_config(cfg))
 
-    def accuses(self, r: Report, parent_flagged: float = 0.0) -> bool:
+    def accuses(self, r: Report, parent_flagged: float = 0.0, top: float | None = None
+                ) -> bool:
+        """``top``, when given, is the report's strongest sensor verdict (0.0 without any),
+        as the correlator already has it from ``FileState.observe``: not taken again."""
         behaviors = r.behaviors
         if not self.strong.isdisjoint(behaviors):
             return True
@@ -64,7 +67,8 @@ class Accusation:
         if not behaviors and not verdicts:
             return False   # nothing claimed: the common case, decided without scoring
         f = r.file
-        top = max(verdicts.values(), default=0.0)
+        if top is None:
+            top = max(verdicts.values(), default=0.0)
         key = (behaviors, top, f.signed, f.path, parent_flagged)
         memo = self._memo
         got = memo.get(key)

@@ -227,6 +227,9 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
         # the classes in the tables' order, each one's base and its deltas
         self._arrays: tuple[list[Any], np.ndarray, np.ndarray] | None = None
         self._cut_array: np.ndarray | None = None   # self.cuts over FEATURE_NAMES (fixed)
+        # per class, what its part of the tables was built from and its terms (see
+        # _build_tables): (class count, features counted, offsets in order, deltas)
+        self._parts: dict[Any, tuple[int, int, list[float], dict[str, float]]] = {}
 
     def _on(self, x: dict[str, float]) -> list[str]:
         if len(x) == _N_FEATURES and [*x] == _FEATURE_LIST:   # dense: cuts in the same order
@@ -323,6 +326,7 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
         for f, counts in features:
             self.feature_counts[f] = collections.Counter(dict(counts))
         self._tables = self._arrays = None
+        self._parts = {}
 
     def learn_one(self, x: dict[str, float], y: Any) -> None:
         """River's ``BernoulliNB.learn_one`` of ``{f: 1.0 if f is on else 0.0 for f in x}``,
@@ -351,22 +355,44 @@ class CutBernoulliNB(naive_bayes.BernoulliNB):
         ``p_class`` and ``p_feature_given_class`` are River's expressions written
         out (the same operations, in the same order): a method call per feature
         and class was half the cost of a rebuild, and a rebuild follows every label.
+
+        A label changes the counts of its own class only (``learn_one``), so the
+        other classes' offsets and deltas, two logarithms per feature, are kept
+        from the last build (``_parts``) while their class count and the number of
+        features counted are unchanged; only each base is summed again, from its
+        own ``p_class`` (which every label moves) and the kept offsets, in order.
+        Within a class, features with equal counts share one pair of logarithms.
         """
         log = math.log
         alpha = self.alpha
         counts = self.class_counts
+        feature_counts = self.feature_counts
+        n_features = len(feature_counts)
+        parts = self._parts
         n = sum(counts.values())
         tables: dict[Any, tuple[float, dict[str, float]]] = {}
         for c in counts:
-            base = log(counts[c] / n)        # p_class(c)
-            den = counts[c] + alpha * 2
-            delta: dict[str, float] = {}
-            for f, seen in self.feature_counts.items():
-                p = (seen.get(c, 0.0) + alpha) / den   # p_feature_given_class(f, c)
-                off = log(1e-9 + 1.0 - p)   # River's smoothing of log(0)
+            k = counts[c]
+            part = parts.get(c)
+            if part is None or part[0] != k or part[1] != n_features:
+                den = k + alpha * 2
+                offsets: list[float] = []
+                delta: dict[str, float] = {}
+                same: dict[Any, tuple[float, float]] = {}   # count -> (offset, delta)
+                for f, seen in feature_counts.items():
+                    m = seen.get(c, 0.0)
+                    terms = same.get(m)
+                    if terms is None:
+                        p = (m + alpha) / den   # p_feature_given_class(f, c)
+                        off = log(1e-9 + 1.0 - p)   # River's smoothing of log(0)
+                        terms = same[m] = (off, log(1e-9 + p) - off)
+                    offsets.append(terms[0])
+                    delta[f] = terms[1]
+                part = parts[c] = (k, n_features, offsets, delta)
+            base = log(k / n)        # p_class(c)
+            for off in part[2]:
                 base += off
-                delta[f] = log(1e-9 + p) - off
-            tables[c] = (base, delta)
+            tables[c] = (base, part[3])
         self._tables = tables
         return tables
 

@@ -200,13 +200,18 @@ class Correlator:
                 device = canonical.get(ev.device_id)
                 if device is None:
                     device = self._remember(ev.device_id)
-                state.observe(ev, max_parents, max_behaviors, org, device, evidence_orgs)
-                if (ev.behaviors or ev.verdicts) and accuses(ev):
+                top = state.observe(ev, max_parents, max_behaviors, org, device, evidence_orgs)
+                if (ev.behaviors or ev.verdicts) and accuses(ev, 0.0, top):
                     state.accuse(org, ts, max_accusers)
                 orgs = state.orgs.counts(ts)   # state.window_orgs(ts)
                 feats = state.features(ts, orgs)
                 signed, signer = state.signature()
-                accusers = state.accusing(ts - accuse_window)
+                acc = state.accusers   # state.accusing(ts - accuse_window), inline
+                if acc:
+                    since = ts - accuse_window
+                    accusers = [o for o, t in acc.items() if t >= since]
+                else:
+                    accusers = []
                 signer = signer if signed else None
                 parents = state.parents
                 append((idx, Sighting(ev, feats, orgs, state.orgs.ever, arrived, accusers,

@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .features import behavior_key
+from .features import BEHAVIOR_KEY, behavior_key
 
 
 class OrgEvidence:
@@ -81,10 +81,12 @@ class OrgEvidence:
                 orgs = beh.get(b)
                 if orgs is None:
                     beh[b] = [org]
-                elif org not in orgs and len(orgs) < cap:
+                elif len(orgs) < cap and org not in orgs:
                     orgs.append(org)
-        if verdict > 0.0:
-            top = self.top
+        top = self.top
+        # Nothing changes for a verdict no better than the second best (most reports of a
+        # file many organizations see): the loop below would neither raise nor add one.
+        if verdict > 0.0 and (len(top) < 2 or verdict > top[1][0]):
             for i, (v, o) in enumerate(top):
                 if o == org:
                     if verdict > v:
@@ -105,7 +107,7 @@ class OrgEvidence:
             if orgs is None:
                 if len(sigs) < 4:   # a handful of distinct claims is already a dispute
                     sigs[key] = [org]
-            elif org not in orgs and len(orgs) < cap:
+            elif len(orgs) < cap and org not in orgs:
                 orgs.append(org)
 
     def signature(self) -> tuple[bool, str | None]:
@@ -122,16 +124,21 @@ class OrgEvidence:
         """Rewrite pooled features in place so that each organization counts once."""
         if orgs_ever <= 1:
             return
+        # Runs for nearly every report (most files are seen by several organizations):
+        # the known behaviours' keys, min() and an undisputed signature are read inline.
         cap = self.cap
         beh = self.beh_orgs
         if beh:
+            keys = BEHAVIOR_KEY
             for b, orgs in beh.items():
                 if len(orgs) < cap:
-                    features[behavior_key(b)] = len(orgs) / orgs_ever
+                    features[keys.get(b) or behavior_key(b)] = len(orgs) / orgs_ever
         top = self.top
         if len(top) == 2:
             second = top[1][0]
             features["verdict_max"] = second
-            features["verdict_mean"] = min(features.get("verdict_mean", 0.0), second)
-        signed, _ = self.signature()
+            mean = features.get("verdict_mean", 0.0)
+            features["verdict_mean"] = second if second < mean else mean   # min(mean, second)
+        sigs = self.signatures   # one claim (no dispute): signature()'s common case, inline
+        signed = next(iter(sigs))[0] if sigs and len(sigs) == 1 else self.signature()[0]
         features["signed"] = 1.0 if signed else 0.0

@@ -92,8 +92,9 @@ class FileState:
 
     def observe(self, r: Report, max_parents: int, max_behaviors: int,
                 org_id: str | None = None, device_id: str | None = None,
-                evidence_orgs: int = 8) -> None:
-        """Fold one (non-duplicate) report into the state.
+                evidence_orgs: int = 8) -> float:
+        """Fold one (non-duplicate) report into the state; returns the report's strongest
+        sensor verdict (0.0 without any), which the correlator's accusation test reads too.
 
         ``org_id``/``device_id``, when given, are equal to the report's and
         replace them as the stored keys (the correlator passes one shared
@@ -150,6 +151,7 @@ class FileState:
         p = r.parent_sha256
         if p is not None and p not in self.parents and len(self.parents) < max_parents:
             self.parents += (p,)
+        return top
 
     def _seed_evidence(self, cap: int, first_org: str) -> OrgEvidence:
         """Per-organization evidence, started when a second organization sees the file:
@@ -190,17 +192,23 @@ class FileState:
 
     def features(self, now: float, org_counts: list[int] | None = None,
                  org_trust: float = 0.5) -> dict[str, float]:
-        """The feature vector at event time ``now`` (see features.FEATURE_NAMES)."""
-        n = self.n_reports or 1
+        """The feature vector at event time ``now`` (see features.FEATURE_NAMES).
+
+        Runs for every report: each attribute is read once, into a local.
+        """
+        n_reports = self.n_reports
+        n = n_reports or 1
+        orgs_ever = self.orgs.ever
         orgs = org_counts if org_counts is not None else self.orgs.counts(now)
         devices = self.devices
+        beh_counts = self.beh_counts
         log1p = math.log1p
         feats = _ZEROS.copy()   # every feature, in FEATURE_NAMES order: already dense
         feats["verdict_max"] = self.verdict_max
         feats["verdict_mean"] = self.verdict_sum / n
         feats["n_verdict_sources"] = log1p(len(self.verdict_sources))
-        if self.beh_counts:
-            feats["n_behaviors"] = float(len(self.beh_counts))
+        if beh_counts:
+            feats["n_behaviors"] = float(len(beh_counts))
         if self.signed:
             feats["signed"] = 1.0
         feats[_TYPE_KEYS.get(self.ftype, "type_other")] = 1.0
@@ -209,20 +217,22 @@ class FileState:
         if self.parents:
             feats["has_parent"] = 1.0
         feats["log_devices"] = log1p(devices.ever)
-        feats["log_orgs"] = log1p(self.orgs.ever)
+        feats["log_orgs"] = log1p(orgs_ever)
         feats["orgs_10m"] = log1p(orgs[0])
         feats["orgs_1h"] = log1p(orgs[1] if len(orgs) > 1 else orgs[-1])
         feats["orgs_24h"] = log1p(orgs[-1])
         # the 1 h window, or the only one: the same choice as for orgs_1h
         feats["devices_1h"] = log1p(devices.count(now, 1 if len(devices.windows) > 1 else 0))
-        feats["log_age_h"] = log1p(max(0.0, now - self.first_seen) / 3600.0)
-        feats["log_reports"] = log1p(self.n_reports)
+        age = now - self.first_seen
+        feats["log_age_h"] = log1p((age if age > 0.0 else 0.0) / 3600.0)   # max(0.0, age)
+        feats["log_reports"] = log1p(n_reports)
         feats["org_trust"] = org_trust
-        if self.beh_counts:
-            for b, c in self.beh_counts.items():
+        if beh_counts:
+            for b, c in beh_counts.items():
                 feats[_BEH_KEYS[b]] = c / n
-        if self.evidence is not None:
-            self.evidence.robust(feats, self.orgs.ever)
+        evidence = self.evidence
+        if evidence is not None:
+            evidence.robust(feats, orgs_ever)
         return feats
 
     def row(self) -> tuple[Any, ...]:

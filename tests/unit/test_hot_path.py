@@ -1,13 +1,17 @@
-"""The per-report shortcuts give what the plain code gave: the accusation memo, the
-fast path's hex check, the RFC 3339 shape check."""
+"""The per-report shortcuts give what the plain code gave: the accusation memo (and the
+strongest verdict the correlator hands it), the fast path's hex check, the RFC 3339 shape
+check, naive Bayes's log tables kept between labels."""
 
 from __future__ import annotations
 
+import math
 import random
 
 from rapidloop.base.config import load_config
 from rapidloop.operators.accusation import Accusation
-from rapidloop.operators.features import PATH_KEY, behavior_key
+from rapidloop.operators.classifiers import NB_CUTS, CutBernoulliNB
+from rapidloop.operators.features import FEATURE_NAMES, PATH_KEY, behavior_key
+from rapidloop.operators.filestate import FileState
 from rapidloop.schemas.model import BEHAVIORS, FILE_PATHS, FileInfo, Report
 from rapidloop.schemas.timefmt import _parse_general, parse_ts
 from rapidloop.schemas.wire import _HEX, _hex64_fast
@@ -79,3 +83,57 @@ def test_parse_ts_shape_check_agrees_with_the_general_parser():
         except ValueError:
             continue
         raise AssertionError(f"parse_ts accepts {s!r}")
+
+
+def test_accusation_with_the_callers_top_verdict_answers_alike():
+    acc = Accusation.from_config(load_config(env={}))
+    rnd = random.Random(11)
+    for r in [_random_report(rnd) for _ in range(2000)]:
+        top = max(r.verdicts.values(), default=0.0)
+        assert acc.accuses(r, 0.0, top) == _plain_accuses(acc, r)
+
+
+def test_file_state_observe_returns_the_reports_strongest_verdict():
+    rnd = random.Random(12)
+    state = FileState((600.0, 3600.0, 86400.0), 64, 64)
+    for _ in range(200):
+        r = _random_report(rnd)
+        assert state.observe(r, 4, 8) == max(r.verdicts.values(), default=0.0)
+
+
+def _full_tables(nb: CutBernoulliNB) -> dict[object, tuple[float, dict[str, float]]]:
+    """``CutBernoulliNB._build_tables`` as it was before it kept the unchanged classes' part:
+    River's expressions, every class and feature recomputed."""
+    counts = nb.class_counts
+    n = sum(counts.values())
+    tables = {}
+    for c in counts:
+        base = math.log(counts[c] / n)
+        den = counts[c] + nb.alpha * 2
+        delta = {}
+        for f, seen in nb.feature_counts.items():
+            p = (seen.get(c, 0.0) + nb.alpha) / den
+            off = math.log(1e-9 + 1.0 - p)
+            base += off
+            delta[f] = math.log(1e-9 + p) - off
+        tables[c] = (base, delta)
+    return tables
+
+
+def test_naive_bayes_tables_kept_between_labels_are_the_full_rebuild():
+    rnd = random.Random(13)
+    nb = CutBernoulliNB(cuts=NB_CUTS)
+    for i in range(300):
+        x = {f: rnd.choice((0.0, 0.3, 0.7, 1.0, rnd.random())) for f in FEATURE_NAMES}
+        nb.learn_one(x, rnd.random() < 0.3)
+        if i % 3:   # also several labels between two scorings
+            continue
+        got, want = nb._build_tables(), _full_tables(nb)
+        assert list(got) == list(want)
+        for c, (base, delta) in want.items():
+            assert got[c][0] == base and list(got[c][1].items()) == list(delta.items())
+    state = nb.snapshot()
+    fresh = CutBernoulliNB(cuts=NB_CUTS)
+    fresh._build_tables()
+    fresh.restore(state)   # a restore starts the kept parts over
+    assert fresh._build_tables() == _full_tables(nb)
