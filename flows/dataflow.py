@@ -105,7 +105,7 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
         feed = op.stateful_batch(steps.ACTIVE_FEED, op.key_on("feed_key", encoded, _one_key),
                                  steps.active_feed_builder(recovery, live))
         op.output("active", op.map("feed_records", feed, steps.unwrap_feed), io.active)
-    _freeze_startup_objects()
+    _tune_collector(int(cfg.stream.gc_gen0_threshold))
     return flow
 
 
@@ -114,8 +114,9 @@ def _one_key(_: object) -> str:
     return "active"
 
 
-def _freeze_startup_objects() -> None:
-    """Take what exists now out of the cyclic collector's sight.
+def _tune_collector(gen0_threshold: int) -> None:
+    """Take what exists now out of the cyclic collector's sight, and collect the
+    young generation less often (``stream.gc_gen0_threshold``).
 
     Imported modules (River, Bytewax, NumPy...), the configuration and the
     flow itself live as long as the job, yet every full collection walks
@@ -123,6 +124,10 @@ def _freeze_startup_objects() -> None:
     collections keep coming. Collecting once and freezing the survivors
     makes those passes walk only what the stream has built since: about 5 %
     of a replay's time. Nothing frozen is ever freed, which is the point.
+    The stream's own objects die by reference counting, so a young collection
+    every few hundred allocations mostly finds nothing to free: another ~5 %.
     """
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, older, oldest)

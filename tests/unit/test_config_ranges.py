@@ -17,6 +17,7 @@ def test_the_defaults_are_in_range() -> None:
     ("POLICY__VERDICT_RELIABILITY__SANDBOX", "1.2",
      "policy.verdict_reliability.sandbox = 1.2: must be in [0, 1]"),
     ("KAFKA__CONSUME_BATCH", "0", "kafka.consume_batch = 0: must be > 0"),
+    ("STREAM__GC_GEN0_THRESHOLD", "0", "stream.gc_gen0_threshold = 0: must be > 0"),
     ("POLICY__ORG_BLOCK_TTL_S", "0", "policy.org_block_ttl_s = 0: must be > 0"),
     ("POLICY__EXPOSURE_WEIGHT", "-1", "policy.exposure_weight = -1.0: must be >= 0"),
     ("SIMULATE__VARY_ORGS", "[400, 100]",

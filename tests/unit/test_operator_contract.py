@@ -273,7 +273,11 @@ def _flow_decisions(world: list[list[RawMessage]], workers: int,
 
 def test_the_flow_decides_alike_on_any_number_of_workers_and_replicas(
         world: list[list[RawMessage]]) -> None:
+    import gc
+
     single = _flow_decisions(world, 1, 1)
+    # building the flow set the young generation's threshold from [stream]
+    assert gc.get_threshold()[0] == CFG.stream.gc_gen0_threshold
     assert single
     assert _flow_decisions(world, 2, 3) == single
     assert len(single) == len(_replicated(world, 1))
