@@ -466,20 +466,10 @@ class Policy:
         weighed = Terms(terms.score, terms.siblings, 0.0, s.orgs_ever)  # each org's own view
         if terms.siblings > 0 or weighed.clears(self.s.org_score, w):
             return []   # kin of condemned files: its spread is a campaign's, not software's
-        out: list[Decision] = []
-        blocks = enf.scored
-        for target in sorted(blocks, key=_target_order):
-            if target[0] != "org":
-                continue
-            blocks.discard(target)
-            enf.provisional.discard(target)
-            if enf.current(target, now) == "block":
-                out.append(self._decide(
-                    enf, s.report.sha256, target, "unblock", sc, now, s.report.report_id,
-                    [f"malice score {sc.score:.2f} no longer outweighs the cost of blocking "
-                     f"a file {s.orgs_ever} orgs run", *weighed.lines(self.s.org_score, w)],
-                    None))
-        return out
+        orgs = [t for t in enf.scored if t[0] == "org"]
+        return self._lift(enf, s.report.sha256, orgs, sc, now, s.report.report_id, lambda: [
+            f"malice score {sc.score:.2f} no longer outweighs the cost of blocking "
+            f"a file {s.orgs_ever} orgs run", *weighed.lines(self.s.org_score, w)])
 
     def _weigh_provisional(self, enf: Enforcement, s: Sighting, sc: Scored,
                            now: float) -> list[Decision]:
@@ -497,17 +487,11 @@ class Policy:
         if (enf.label is not None or sc.score >= self.s.provisional_lift_score
                 or self._kin_condemned(s)):
             return []
-        out: list[Decision] = []
-        for target in sorted(blocks, key=_target_order):
-            enf.scored.discard(target)
-            if enf.current(target, now) == "block":
-                out.append(self._decide(
-                    enf, s.report.sha256, target, "unblock", sc, now, s.report.report_id,
-                    [f"placed on the prior alone before verdicts had checked the models, "
-                     f"which now score it {sc.score:.2f}: below "
-                     f"{self.s.provisional_lift_score:.2f}, benign likelier",
-                     *sc.explain()[:1]], None))
-        return out
+        return self._lift(enf, s.report.sha256, list(blocks), sc, now, s.report.report_id,
+                          lambda: [f"placed on the prior alone before verdicts had checked "
+                                   f"the models, which now score it {sc.score:.2f}: below "
+                                   f"{self.s.provisional_lift_score:.2f}, benign likelier",
+                                   *sc.explain()[:1]])
 
     def _lift_first_sight(self, enf: Enforcement, sha: str, sc: Scored, now: float,
                           trigger: str, orgs: int) -> list[Decision]:
@@ -521,19 +505,25 @@ class Policy:
                              [f"seen in {orgs} orgs, accused by no other than the first"],
                              None)]
 
+    def _lift(self, enf: Enforcement, sha: str, targets: list[Target], sc: Scored,
+              now: float, trigger: str, reasons: Callable[[], list[str]]) -> list[Decision]:
+        """Unblock each of the score's ``targets`` still blocked (in ``_target_order``),
+        each decision saying ``reasons()``; they are no longer score blocks."""
+        out = []
+        for target in sorted(targets, key=_target_order):
+            enf.scored.discard(target)
+            enf.provisional.discard(target)
+            if enf.current(target, now) == "block":
+                out.append(self._decide(enf, sha, target, "unblock", sc, now, trigger,
+                                        reasons(), None))
+        return out
+
     def _release(self, enf: Enforcement, sha: str, sc: Scored, now: float,
                  trigger: str) -> list[Decision]:
         """Unblock what the score alone blocked, now that the score fell below release."""
-        out = []
-        for target in sorted(enf.scored, key=_target_order):
-            if enf.current(target, now) == "block":
-                out.append(self._decide(
-                    enf, sha, target, "unblock", sc, now, trigger,
-                    [f"malice score {sc.score:.2f} fell below release threshold "
-                     f"{self.s.release_score:.2f}", *sc.explain()[:1]], None))
-        enf.scored.clear()
-        enf.provisional.clear()
-        return out
+        return self._lift(enf, sha, list(enf.scored), sc, now, trigger, lambda: [
+            f"malice score {sc.score:.2f} fell below release threshold "
+            f"{self.s.release_score:.2f}", *sc.explain()[:1]])
 
     # -- verdicts -------------------------------------------------------------
     def on_verdict(self, enf: Enforcement, fb: Feedback, sc: Scored,
