@@ -28,7 +28,6 @@ each partition's resume state is the next offset to read.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -36,7 +35,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import (
@@ -60,10 +58,9 @@ from rapidloop.base.kafka import (
     require_topics,
     topic_partitions,
 )
-from rapidloop.operators.eventtime import _NEVER, OLDEST_PLAUSIBLE_TS, EventTimeMerge
+from rapidloop.operators.eventtime import EventTimeMerge, read_time
 from rapidloop.operators.sharding import ReadItem
 from rapidloop.schemas.model import DeadLetter, RawMessage
-from rapidloop.schemas.timefmt import parse_ts
 from rapidloop.schemas.wire import RAW_TEXT_CAP, encode_dead_letter
 
 log = logging.getLogger(__name__)
@@ -296,27 +293,18 @@ def read_fields(value: bytes | None, last: float, max_jump: float
     bit (tests/unit/test_raw_split.py compares them); ``route`` and ``ts`` are
     what :func:`rapidloop.operators.sharding.split_raw` and
     :class:`~rapidloop.operators.sharding.SkewReference` need (see ``ReadItem``),
-    read from the same decode: the merge parses every message's JSON anyway.
+    read from the same decode (:func:`~rapidloop.operators.eventtime.read_time`).
     """
-    try:
-        obj = orjson.loads(value)  # type: ignore[arg-type]
-    except Exception:
-        return last, last, None, None
-    route = ts_str = None
+    mts, last, obj, ts = read_time(value, last, max_jump)
+    route = None
     if type(obj) is dict:
         sha = obj.get("sha256")
         if type(sha) is str:
-            with contextlib.suppress(ValueError):
+            try:   # noqa: SIM105 (contextlib.suppress: an object per message, on the hot path)
                 route = int(sha[:8], 16)
-        ts_str = obj.get("ts")
-    try:
-        ts = parse_ts(obj["ts"])
-    except Exception:
-        return last, last, route, None
-    parsed = ts if type(ts_str) is str else None
-    if ts < OLDEST_PLAUSIBLE_TS or (last != _NEVER and ts > last + max_jump):
-        return last, last, route, parsed
-    return ts, ts, route, parsed
+            except ValueError:
+                pass
+    return mts, last, route, ts
 
 
 class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[ReadItem]],
@@ -371,6 +359,8 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[ReadItem]],
         merge = self.merge
         last, max_jump = merge.last, merge.max_jump
         msgs = self.consumer.consume(self.batch_size, 0)
+        # each partition's messages in its order, handed to the merge together
+        read: dict[str, list[tuple[int, float, ReadItem]]] = {}
         for msg in msgs:
             err = msg.error()
             topic, partition = msg.topic(), msg.partition()
@@ -379,9 +369,14 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[ReadItem]],
                 value = msg.value()
                 offset = msg.offset()
                 mts, last[name], route, ts = read_fields(value, last[name], max_jump)
-                merge.add(name, offset, mts,
-                          (topic, value, msg.key(), partition, offset, route, ts))
+                entries = read.get(name)
+                if entries is None:
+                    entries = read[name] = []
+                entries.append((offset, mts,
+                                (topic, value, msg.key(), partition, offset, route, ts)))
                 continue
+            if name in read:   # what came before it, first
+                merge.add_many(name, read.pop(name))
             if err.code() == KafkaError._PARTITION_EOF:
                 if name in merge.buffers:
                     merge.caught_up(name)
@@ -398,6 +393,8 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[ReadItem]],
             else:
                 self._log(err.code(), logging.WARNING,
                           f"kafka source {name}: {describe_error(err)}")
+        for name, entries in read.items():
+            merge.add_many(name, entries)
         stats = self.stats
         for msg in reversed(msgs):
             if msg.error() is None:

@@ -38,6 +38,37 @@ def test_order_does_not_depend_on_fetch_timing() -> None:
     assert outs[0][3:6] == ["r#0@4.0", "r#1@4.0", "f#0@4.0"]   # ties: input, partition
 
 
+def test_adding_a_poll_partition_by_partition_releases_the_same_as_one_by_one() -> None:
+    """``add_many`` (what the live source does with a poll) is ``add`` for each in turn."""
+    rng = random.Random(7)
+    names = ["r#0", "r#1", "f#0"]
+    for _ in range(30):
+        polls = [[(rng.choice(names), float(rng.randint(0, 20))) for _ in range(rng.randint(0, 9))]
+                 for _ in range(6)]
+        one, many = _merge(0.0), _merge(0.0)
+        got_one: list[str] = []
+        got_many: list[str] = []
+        offsets = dict.fromkeys(names, 0)
+        for poll in polls:
+            grouped: dict[str, list[tuple[int, float, str]]] = {}
+            for part, ts in poll:
+                off = offsets[part]
+                offsets[part] += 1
+                one.add(part, off, ts, f"{part}@{off}")
+                grouped.setdefault(part, []).append((off, ts, f"{part}@{off}"))
+            for part, entries in grouped.items():
+                many.add_many(part, entries)
+            if rng.random() < 0.3:
+                part = rng.choice(names)
+                one.caught_up(part)
+                many.caught_up(part)
+            limit = rng.randint(1, 8)
+            got_one += one.release(limit, 0.0)
+            got_many += many.release(limit, 0.0)
+        assert got_many == got_one
+        assert many.resume_offsets() == one.resume_offsets()
+
+
 def test_a_silent_partition_is_passed_over_after_idle_s() -> None:
     m = _merge(idle_s=5.0)
     m.add("r#0", 0, 1.0, "a")
