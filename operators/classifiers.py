@@ -13,7 +13,7 @@ the learners are chosen for cheap prediction and small, bounded state
   learns a label faster, identically) with a histogram splitter, bounded
   depth and a memory cap: interactions the linear model cannot express (bad
   behaviours *but* signed and widespread is an admin tool); ~6 µs to score,
-  ~65 µs to learn a label with 41 features (80 by River's own path; the
+  ~56 µs to learn a label with 41 features (80 by River's own path; the
   adaptive variant costs more, and every label is learned by every replica);
 * ``nb`` — ``CutBernoulliNB``, a Bernoulli naive Bayes over evidence flags
   (``NB_CUTS``) with cached log tables: a generative model whose mistakes

@@ -7,7 +7,9 @@ updates one histogram per feature at the leaf it reaches (River's
 label, about half of a label's whole cost in the decide step. The leaf here
 does the same for a unit weight in one loop: the histogram's own update
 (find the bin, count or insert, merge the closest pair past ``max_bins``)
-written out, the same operations on the same objects, so the tree grows
+written out, and a value at the lowest bin's left edge (most features are
+0.0 most of the time) counted where the search would have found it: the
+same operations on the same objects, so the tree grows
 exactly as River's (``tests/unit/test_hoeffding.py`` compares the two after
 thousands of labels: splits, leaf counts and every histogram bin). Anything
 else (another weight, another splitter, a nominal feature) goes through
@@ -66,6 +68,12 @@ class FastLeaf(LeafMajorityClass):
             data = hist.data
             if not data:
                 data.append(Bin(att_val, att_val, 1))
+                continue
+            first = data[0]
+            if att_val == first.left:
+                # the lowest bin's left edge (most features are 0.0 most of the time): the
+                # search below would stop at bin 0 (its right edge is not below it) and count
+                first.count += 1
                 continue
             lo = 0
             hi = len(data)
