@@ -149,16 +149,17 @@ def _num(value: Any, digits: int = 3) -> str:
     return "?"
 
 
-def target(d: DecisionRecord) -> str:
-    """Where a decision applies: ``global``, ``org ORG`` or ``device ORG/DEVICE``."""
+def target(d: DecisionRecord, width: int = 40, scope_width: int = 20) -> str:
+    """Where a decision applies: ``global``, ``org ORG`` or ``device ORG/DEVICE`` (each id
+    cut to ``width``; an unknown scope, to ``scope_width``)."""
     scope = d.scope
     if scope == "global":
         return "global"
     if scope == "org":
-        return f"org {clean(d.org_id, 40)}"
+        return f"org {clean(d.org_id, width)}"
     if scope == "device":
-        return f"device {clean(d.org_id, 40)}/{clean(d.device_id, 40)}"
-    return clean(scope or "?", 20)
+        return f"device {clean(d.org_id, width)}/{clean(d.device_id, width)}"
+    return clean(scope or "?", scope_width)
 
 
 def _decision_line(d: DecisionRecord) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 from rapidloop.base.kafka import describe_error, quiet
 from rapidloop.schemas.wire import DecisionRecord, InvalidMessage, read_decision
 from rapidloop.tools.explain import clean as _clean
+from rapidloop.tools.explain import target
 
 ACTION_COLORS = {"block": "1;31", "allow": "1;32", "unblock": "1;36", "audit": "1;33"}
 DIM = "2"
@@ -65,17 +66,6 @@ def clean(value: Any, limit: int = _MAX_FIELD) -> str:
     return _clean(value, limit)
 
 
-def _where(d: DecisionRecord) -> str:
-    scope, org, device = d.scope, d.org_id, d.device_id
-    if scope == "global":
-        return "global"
-    if scope == "org":
-        return f"org {clean(org)}"
-    if scope == "device":
-        return f"device {clean(org)}/{clean(device)}"
-    return clean(scope or "?")
-
-
 def _short_hash(value: Any) -> str:
     text = clean(value or "?")
     return f"{text[:4]}…{text[-4:]}" if len(text) > 12 else text
@@ -92,7 +82,7 @@ def format_decision(d: DecisionRecord, color: bool) -> str:
     parts = [
         _paint(_clock(d), DIM, color),
         _paint(f"{action_text:<7}", ACTION_COLORS.get(str(d.action), ""), color),
-        f"{_where(d):<{_WHERE_WIDTH}}",
+        f"{target(d, _MAX_FIELD, _MAX_FIELD):<{_WHERE_WIDTH}}",
         _paint(_short_hash(d.sha256), DIM, color),
         f" score {score_text}",
         f" {why}",
