@@ -47,10 +47,15 @@ pytestmark = pytest.mark.integration
 # ---------------------------------------------------------------- helpers
 
 def produce(brokers: str, topic: str, pairs: list[tuple[bytes | None, bytes]],
-            one_batch_each: bool = False) -> None:
+            one_batch_each: bool = False, partitions: int = 0) -> None:
+    """``partitions``: spread the messages over that many partitions in turn (keyless
+    messages otherwise go where the client's sticky partitioner puts whole batches)."""
     p = Producer(quiet({"bootstrap.servers": brokers, "linger.ms": 5}))
-    for key, value in pairs:
-        p.produce(topic, value, key)
+    for i, (key, value) in enumerate(pairs):
+        if partitions:
+            p.produce(topic, value, key, partition=i % partitions)
+        else:
+            p.produce(topic, value, key)
         if one_batch_each:
             p.flush(10)
     assert p.flush(15) == 0
@@ -176,7 +181,7 @@ def test_two_process_cluster_spreads_partitions_and_copies_exactly_once(
         broker: str, kafka_topics: TopicMaker) -> None:
     src, dst = kafka_topics("in", "out")
     sent = [(None, f"m{i}".encode()) for i in range(3000)]
-    produce(broker, src, sent)
+    produce(broker, src, sent, partitions=3)   # every partition, so each process has a share
     target = f"tests.integration.test_kafka_io:copy_flow({broker!r}, {src!r}, {dst!r}, " \
              f"100, None, True)"
     proc = subprocess.run([sys.executable, "-m", "bytewax.testing", target, "-p", "2"],
