@@ -16,6 +16,12 @@
 * ``maxrss_kib``: peak resident set size of the job process;
 * ``cpu_s``: CPU seconds (user + system) the job process used, start-up
   included: what a cluster's processes add up to against one process;
+* ``busy``: ``{"wall_s", "cpu_s"}`` from the start of the first batch the decide
+  step got to the end of the last, wall clock and the CPU time of the thread
+  that ran them (the Bytewax worker: every step of this process runs on it).
+  ``cpu_s / wall_s`` is how busy the worker was while the job had work; below
+  100 % it waited: for the broker, or in a cluster for the other process (a
+  unit is decided once every shard's share of it has arrived);
 * ``pauses``: ``[wall clock, seconds]`` of each time the source was not asked
   for input for more than ``PAUSE_S`` after it last answered (the worker busy
   elsewhere, or Bytewax holding the input at an epoch close until every
@@ -40,6 +46,7 @@ _marks: dict[str, float | None] = {"first_poll": None, "first_consume": None,
 PAUSE_S = 0.025
 _pauses: list[tuple[float, float]] = []
 _last_return: list[float] = []
+_busy: list[float] = []   # wall, thread CPU at the first decided batch's start; at the last's end
 
 
 def _patch_one(part: Any, ready_file: Path | None) -> None:
@@ -77,9 +84,12 @@ def _patch_sources(ready_file: Path | None) -> bool:
         return True
 
     def on_batch(self: Any, pieces: Any) -> Any:
+        if pieces and not _busy:
+            _busy.extend((time.time(), time.thread_time()))
         result = decide(self, pieces)
         if pieces:
             _marks["last_decide"] = time.time()
+            _busy[2:] = [_marks["last_decide"], time.thread_time()]
         return result
 
     steps.DecideLogic.on_batch = on_batch  # type: ignore[method-assign]
@@ -104,6 +114,8 @@ def main(argv: list[str]) -> int:
             "patched": patched,
             "maxrss_kib": usage.ru_maxrss,
             "cpu_s": usage.ru_utime + usage.ru_stime,
+            "busy": ({"wall_s": _busy[2] - _busy[0], "cpu_s": _busy[3] - _busy[1]}
+                     if len(_busy) == 4 else None),
             "pauses": _pauses,
             "rc": rc,
         }))

@@ -12,7 +12,14 @@ worst case for state per sighting: every report creates a file), then:
 * RSS delta (what the OS sees, allocator overhead and fragmentation included)
   in a separate process, since tracemalloc's own bookkeeping inflates RSS;
 * the ``Decider``'s enforcement state per file that has a decision (most
-  files never get one, so it is reported per blocked file).
+  files never get one, so it is reported per blocked file);
+* what one shard's epoch-close snapshot costs at that state (``snapshot``):
+  with recovery on, Bytewax calls the correlate step's snapshot for every
+  shard touched in an epoch, and it pickles every tracked file, so its time
+  grows with the state, not with what changed. The time per file says how
+  much state one process can hold before the snapshots eat its epochs
+  (``stream.epoch_interval_s``). Bytewax's write of the bytes to SQLite
+  comes on top and is not timed here.
 
 ``python -m bench.memory --method tracemalloc|rss|decider --files N`` prints
 one JSON line; the harness runs each method in a fresh process.
@@ -129,13 +136,35 @@ def measure_decider(n: int) -> dict[str, float]:
             "per_file_bytes": grown / max(files, 1), "feed_s": elapsed}
 
 
+def measure_snapshot(n: int) -> dict[str, float]:
+    from rapidloop.flows.steps import snapshot_correlate
+
+    cfg = load_config(env={})
+    c = Correlator.from_config(cfg)
+    for batch in reports(n):
+        c.process(batch, 0.0)
+    gc.collect()
+    gc.freeze()   # as the job does (flows.dataflow): the state is not walked by each collection
+    times, size = [], 0
+    for _ in range(3):
+        t = time.perf_counter()
+        size = len(snapshot_correlate(c))
+        times.append(time.perf_counter() - t)
+    seconds = sorted(times)[1]
+    per_file = seconds / max(len(c.files), 1)
+    interval = float(cfg.stream.epoch_interval_s)
+    return {"files": len(c.files), "snapshot_s_median": seconds, "snapshot_bytes": size,
+            "per_file_us": per_file * 1e6, "epoch_interval_s": interval,
+            "files_filling_epoch": interval / per_file if per_file else float("inf")}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--method", choices=["tracemalloc", "rss", "decider"], required=True)
+    p.add_argument("--method", choices=["tracemalloc", "rss", "decider", "snapshot"], required=True)
     p.add_argument("--files", type=int, default=1_000_000)
     args = p.parse_args(argv)
     fn = {"tracemalloc": measure_tracemalloc, "rss": measure_rss,
-          "decider": measure_decider}[args.method]
+          "decider": measure_decider, "snapshot": measure_snapshot}[args.method]
     print(json.dumps(fn(args.files)))
     return 0
 

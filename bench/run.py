@@ -19,7 +19,8 @@ Phases (all on a private embedded broker on a free port, data in a temp dir):
    input at every epoch close until every snapshot is written, which is what
    sets the tail.
 3. replay: ``rapidloop replay`` over a simulated file of 1M reports.
-4. memory: peak RSS of the job runs; bytes per tracked file (bench.memory).
+4. memory: peak RSS of the job runs; bytes per tracked file, and what one
+   shard's epoch-close snapshot costs at that many files (bench.memory).
 5. stages: where the time goes (bench.stages, in a process of its own): the
    job's steps run in-process, single-threaded, without Bytewax, over a
    simulated file world; each stage's µs per event (read, parse, shard,
@@ -74,7 +75,7 @@ from .stages import stage_table
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 SIZES: dict[str, Any] = {
     "throughput_reports": 50_000 if QUICK else 200_000,
-    "throughput_runs": 1 if QUICK else 3,
+    "throughput_runs": 3,   # quick too: one run of the cluster varied from x1.26 to x1.69
     "latency_fraction": 0.5,
     "latency_seconds": 15 if QUICK else 25,
     "latency_runs": 1 if QUICK else 3,
@@ -114,7 +115,8 @@ def run_job(brokers: str, topics: Topics, work: Path, tag: str,
     decisions = read_topic(brokers, topics.decisions)
     last = max((r.ts for r in decisions), default=None)
     res: dict[str, Any] = {"summary": summary, "maxrss_mib": m["maxrss_kib"] / 1024,
-                           "cpu_s": m.get("cpu_s"), "decisions_read": len(decisions)}
+                           "cpu_s": m.get("cpu_s"), "busy": m.get("busy"),
+                           "decisions_read": len(decisions)}
     if m["first_consume"] is not None and last is not None:
         end = max(last, m.get("last_decide") or last)
         span = end - m["first_consume"]
@@ -179,7 +181,8 @@ def run_cluster_job(brokers: str, topics: Topics, work: Path, tag: str,
     res: dict[str, Any] = {
         "processes": processes, "messages": messages, "summary_rate": messages / elapsed,
         "maxrss_mib": [m["maxrss_kib"] / 1024 for m in ms],
-        "cpu_s": [m.get("cpu_s") for m in ms], "decisions_read": len(decisions),
+        "cpu_s": [m.get("cpu_s") for m in ms], "busy": [m.get("busy") for m in ms],
+        "decisions_read": len(decisions),
         "per_process": spread}
     if firsts and last is not None:
         end = max([last, *(m["last_decide"] for m in ms if m.get("last_decide"))])
@@ -249,6 +252,14 @@ def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
             f"{base['rate']:,.0f}/s, ratio {ratios[-1]:.2f}, peak RSS {job['maxrss_mib']:.0f} MiB; "
             f"in arrival order {arrival['rate']:,.0f}/s")
     cluster_rate = median([c["rate"] for c in clusters])
+    why = [scaling(j, c) for j, c in zip(jobs, clusters, strict=True)]
+    if all(why):
+        log("2-process cluster, why not x2 (medians): the workers were busy "
+            + " / ".join(f"{median([w['busy_share'][k] for w in why]):.0%}"
+                         for k in range(CLUSTER_PROCESSES))
+            + " of the time they had work, and did "
+            + f"x{median([w['work_cpu_vs_one_process'] for w in why]):.2f} the CPU of "
+            + "one process's worker (every replica learns every label; pieces cross)")
     return {
         "messages": jobs[0]["summary"]["messages"],
         "job_rate_median": median([j["rate"] for j in jobs]),
@@ -272,8 +283,24 @@ def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
             "cpu_s_per_process_median": [median([c["per_process"][k].get("cpu_s", 0.0)
                                                  for c in clusters]) for k in range(2)],
             "per_process_last_run": clusters[-1]["per_process"],
+            "busy_share_median": ([median([w["busy_share"][k] for w in why])
+                                   for k in range(CLUSTER_PROCESSES)] if all(why) else None),
+            "work_cpu_vs_one_process_median": (
+                median([w["work_cpu_vs_one_process"] for w in why]) if all(why) else None),
         },
     }
+
+
+def scaling(job: dict[str, Any], cluster: dict[str, Any]) -> dict[str, Any] | None:
+    """Why a cluster run is not ``processes`` times one process: how busy each worker was
+    while it had work (its thread's CPU over the wall clock from its first decided
+    batch to its last), and the CPU all the workers used against the one process's.
+    Speed-up ≈ processes × mean busy share ÷ work CPU ratio. None if not recorded."""
+    one, many = job.get("busy"), cluster.get("busy") or []
+    if not one or not many or not all(many):
+        return None
+    return {"busy_share": [b["cpu_s"] / b["wall_s"] if b["wall_s"] > 0 else 0.0 for b in many],
+            "work_cpu_vs_one_process": sum(b["cpu_s"] for b in many) / one["cpu_s"]}
 
 
 def _index_inputs(records: list[Any], into: dict[tuple[str, float], float]) -> None:
@@ -444,7 +471,8 @@ def phase_memory() -> dict[str, Any]:
     rss = _memory("rss", n)
     tm = _memory("tracemalloc", n)
     dec = _memory("decider", SIZES["decider_files"])
-    res = {"files": n, "rss": rss, "tracemalloc": tm, "decider": dec}
+    snap = _memory("snapshot", n)
+    res = {"files": n, "rss": rss, "tracemalloc": tm, "decider": dec, "snapshot": snap}
     log(f"memory: {res}")
     return res
 
@@ -470,6 +498,7 @@ def _fmt(x: float, unit: str = "") -> str:
 def table(r: dict[str, Any]) -> str:
     """The results as a Markdown table, ready for the README."""
     t, lat, rep, mem = r["throughput"], r["latency"], r["replay"], r["memory"]
+    snap, st = mem["snapshot"], r["stages"]
     c2 = t["two_process_cluster"]
     per_file = mem["tracemalloc"]["per_file_bytes"]
     # The ring holds min(files, capacity) ids here; scale to its capacity.
@@ -491,6 +520,10 @@ def table(r: dict[str, Any]) -> str:
         ("2-process cluster: share of messages read by process 0",
          f"{c2['messages_share_p0_median']:.0%}",
          "cpu s " + " / ".join(f"{x:.1f}" for x in c2["cpu_s_per_process_median"])),
+        ("2-process cluster: each worker busy while it had work",
+         " / ".join(f"{x:.0%}" for x in c2["busy_share_median"] or []) or "n/a",
+         (f"the workers' CPU × {c2['work_cpu_vs_one_process_median']:.2f} of one process's"
+          if c2["work_cpu_vs_one_process_median"] else "")),
         ("baseline: consume + orjson + dict update (events/s)",
          _fmt(t["baseline_rate_median"]), ""),
         ("ratio job / baseline", f"{t['ratio_median']:.2f}",
@@ -521,6 +554,13 @@ def table(r: dict[str, Any]) -> str:
          f"{ring_per_id * ring_cap / 2**20:,.1f}", f"{ring_per_id:,.0f} bytes per id"),
         ("decider enforcement state per blocked file (bytes)",
          _fmt(mem["decider"]["per_file_bytes"]), ""),
+        (f"epoch-close snapshot of the stages world's {st['state_files']:,} files, "
+         "all shards (ms)", f"{st['snapshot_ms_median']:,.1f}",
+         f"{st['snapshot_us_per_file']:.1f} µs a file"),
+        (f"one shard's epoch-close snapshot at {snap['files']:,} one-org files (ms)",
+         _fmt(snap["snapshot_s_median"] * 1e3),
+         f"{snap['per_file_us']:.1f} µs a file: {snap['files_filling_epoch']:,.0f} files "
+         f"fill a {snap['epoch_interval_s']:g} s epoch"),
     ]
     w0 = max(len(a) for a, _, _ in rows)
     w1 = max(len(b) for _, b, _ in rows)

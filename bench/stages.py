@@ -270,6 +270,8 @@ class PassResult:
     stage_ns: dict[str, float] = field(default_factory=dict)
     overhead_ns: dict[str, float] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    files: int = 0         # files the shards track at the end
+    snapshot_ns: int = 0   # every shard's epoch-close snapshot of that state, once
 
 
 def _read_batch(lines: Iterator[tuple[float, RawMessage]], size: int) -> list[RawMessage]:
@@ -345,6 +347,12 @@ def run_pass(world: Path, cfg: Config, clock: StageClock | None = None) -> PassR
         while step():
             pass
         res.wall_ns = time.perf_counter_ns() - t0
+        # What one epoch close would pickle now, with recovery on (see bench.memory).
+        res.files = sum(len(logic.c.files) for logic in correlators.values())
+        t0 = time.perf_counter_ns()
+        for logic in correlators.values():
+            steps.snapshot_correlate(logic.c)
+        res.snapshot_ns = time.perf_counter_ns() - t0
     finally:
         gc.unfreeze()
     return res
@@ -402,6 +410,10 @@ def measure(world: Path, runs: int = RUNS, cfg: Config | None = None) -> dict[st
         "plain_us_per_event": plain_us, "plain_events_per_s": median(
             [p.messages / (p.wall_ns / 1e9) for p in plain]),
         "instrumented_wall_us_per_event": timed_us,
+        "state_files": plain[0].files,
+        "snapshot_ms_median": median([p.snapshot_ns / 1e6 for p in plain]),
+        "snapshot_us_per_file": median([p.snapshot_ns / NS_PER_US / max(p.files, 1)
+                                        for p in plain]),
         "wrapper_ns_per_call": {"inner": over.inner_ns, "outer": over.outer_ns},
         "method": "self time per stage (perf_counter_ns wrappers on the classes' methods), "
                   "wrapper cost calibrated on an empty method and subtracted; plain pass "
