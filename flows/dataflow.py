@@ -103,7 +103,7 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
     if io.active is not None:
         live = cfg.stream.active_clock == "live"
         feed = op.stateful_batch(steps.ACTIVE_FEED, op.key_on("feed_key", encoded, _one_key),
-                                 steps.active_feed_builder(recovery, live))
+                                 steps.active_feed_builder(recovery, live, stats))
         op.output("active", op.map("feed_records", feed, steps.unwrap_feed), io.active)
     _tune_collector(int(cfg.stream.gc_gen0_threshold))
     return flow

@@ -116,13 +116,18 @@ def run_process(cfg: Config, flow: Dataflow, conf: dict[str, Any], *, stats: Job
 
     from rapidloop.base.kafka import BrokerWatch
     from rapidloop.base.progress import Reporter
+    from rapidloop.base.snapshotwatch import SnapshotWatch, window_for
     from rapidloop.base.telemetry import Telemetry
 
     from .kafka_io import delivery_failure, find_cause
 
     telemetry = Telemetry(cfg)
+    epoch_s = float(cfg.stream.epoch_interval_s)
+    watch = (SnapshotWatch(float(cfg.stream.snapshot_warn_share),
+                           window_for(epoch_s, float(cfg.stream.snapshot_warn_window_s)))
+             if recovery is not None else None)
     reporter = Reporter(stats, progress or 1.0, sys.stderr if progress > 0 else None,
-                        telemetry)
+                        telemetry, watch=watch, warn=say, epoch_s=epoch_s)
     announce()
     reporter.start()
     watch = BrokerWatch(conf, float(cfg.kafka.broker_timeout_s),

@@ -62,6 +62,9 @@ class JobStats:
     # event-arrival → decision seconds, drained by the progress reporter; bounded so a
     # run without a reporter (replay) cannot grow it without limit
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    # seconds this process's stateful steps spent building their epoch-close snapshots
+    # (recovery on): it grows with the state, and the input waits meanwhile
+    snapshot_s: float = 0.0
     # the Kafka sinks' delivery outcomes, by topic, for the summary (``delivery``)
     deliveries: dict[str, DeliveryStats] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -74,6 +77,10 @@ class JobStats:
         for (action, scope), n in self.decisions.items():
             out[f"{action}:{scope}" if action != "block" else scope] += n
         return out
+
+    def add_snapshot(self, seconds: float) -> None:
+        with self.lock:   # worker threads of one process snapshot at the same epoch close
+            self.snapshot_s += seconds
 
     def drain_latencies(self) -> list[float]:
         with self.lock:

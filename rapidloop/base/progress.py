@@ -12,13 +12,18 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import TextIO
 
 from rapidloop.base.jobstats import JobStats
+from rapidloop.base.snapshotwatch import SnapshotWatch, warning
 
 
 def format_progress(stats: JobStats, rate: float, lag: float | None,
-                    latencies: list[float] | None = None) -> str:
+                    latencies: list[float] | None = None,
+                    snapshots: float | None = None) -> str:
+    """``snapshots``: the share of the time the epoch-close snapshots took lately
+    (``base.snapshotwatch``), when recovery is on and it is known."""
     scopes = stats.by_scope()
     parts = [f"events {stats.total_in():,} ({rate:,.0f}/s)",
              "decisions " + (" ".join(f"{k} {v}" for k, v in sorted(scopes.items())) or "0"),
@@ -31,6 +36,8 @@ def format_progress(stats: JobStats, rate: float, lag: float | None,
     if latencies:
         lat = sorted(latencies)
         parts.append(f"decision latency p50 {lat[len(lat) // 2] * 1000:.0f} ms")
+    if snapshots is not None:
+        parts.append(f"snapshots {snapshots:.0%} of the time")
     return " | ".join(parts)
 
 
@@ -45,15 +52,25 @@ def summary_line(stats: JobStats, elapsed: float) -> str:
 
 
 class Reporter(threading.Thread):
-    """Every ``period`` seconds: print the progress line and push metrics deltas."""
+    """Every ``period`` seconds: print the progress line and push metrics deltas.
+
+    ``watch``: the share of time in epoch-close snapshots (recovery on), shown on
+    the line; ``warn`` gets the one line saying it crossed its threshold (printed
+    even without progress lines).
+    """
 
     def __init__(self, stats: JobStats, period: float = 2.0, out: TextIO | None = sys.stderr,
-                 telemetry: object | None = None) -> None:
+                 telemetry: object | None = None, watch: SnapshotWatch | None = None,
+                 warn: Callable[[str], None] | None = None, epoch_s: float = 0.0) -> None:
         super().__init__(name="rapidloop-progress", daemon=True)
         self.stats = stats
         self.period = period
         self.out = out
         self.telemetry = telemetry
+        self.watch = watch
+        self.warn = warn
+        self.epoch_s = epoch_s
+        self._sent_snapshot_s = 0.0
         self._stop_evt = threading.Event()
         self._last_in = 0
         self._last_t = time.monotonic()
@@ -79,8 +96,16 @@ class Reporter(threading.Thread):
         if self.stats.newest_produce_ts:
             lag = max(0.0, time.time() - self.stats.newest_produce_ts)
         latencies = self.stats.drain_latencies()
+        share = None
+        if self.watch is not None:
+            crossed = self.watch.observe(now, self.stats.snapshot_s)
+            share = self.watch.share
+            if crossed is not None and self.warn is not None:
+                self.warn(warning(crossed, self.watch.window_s,
+                                  sum(self.stats.tracked_files.values()), self.epoch_s))
         if self.out is not None:
-            print(format_progress(self.stats, rate, lag, latencies), file=self.out, flush=True)
+            print(format_progress(self.stats, rate, lag, latencies, share), file=self.out,
+                  flush=True)
         if self.telemetry is not None:
             self._push(latencies)
 
@@ -98,6 +123,9 @@ class Reporter(threading.Thread):
         self._sent_dec, self._sent_dup = Counter(s.decisions), s.duplicates
         for lat in latencies:
             t.latency(lat)  # type: ignore[attr-defined]
+        if s.snapshot_s > self._sent_snapshot_s:
+            t.snapshot_time(s.snapshot_s - self._sent_snapshot_s)  # type: ignore[attr-defined]
+            self._sent_snapshot_s = s.snapshot_s
         t.set_tracked_files(sum(s.tracked_files.values()))  # type: ignore[attr-defined]
         t.set_labels_seen(s.labels_seen)  # type: ignore[attr-defined]
 

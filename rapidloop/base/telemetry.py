@@ -14,9 +14,10 @@ one, and nothing listens on a port: metrics are pushed, never scraped.
 
 Instruments: counters ``rapidloop.events_in`` {topic}, ``rapidloop.dead_letters``
 {reason}, ``rapidloop.duplicates`` {topic}, ``rapidloop.decisions`` {action,
-scope}; histogram ``rapidloop.decision_latency`` (seconds from an event's
-arrival to the decision it triggered); observable gauges
-``rapidloop.tracked_files`` and ``rapidloop.model_labels``.
+scope}, ``rapidloop.snapshot_time`` (seconds in epoch-close snapshots, recovery
+on); histogram ``rapidloop.decision_latency`` (seconds from an event's arrival
+to the decision it triggered); observable gauges ``rapidloop.tracked_files``
+and ``rapidloop.model_labels``.
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ class Telemetry:
         self._decisions = meter.create_counter(
             "rapidloop.decisions", unit="{decision}",
             description="Decisions emitted, by action and scope.")
+        self._snapshot_time = meter.create_counter(
+            "rapidloop.snapshot_time", unit="s",
+            description="Time the stateful steps spent building epoch-close snapshots "
+                        "(recovery on; the input waits for them).")
         self._latency = meter.create_histogram(
             LATENCY, unit="s",
             description="Processing latency from an event's arrival to the decision it caused.")
@@ -135,6 +140,10 @@ class Telemetry:
     def decisions(self, action: str, scope: str, n: int = 1) -> None:
         if self._provider is not None and n:
             self._decisions.add(n, {"action": action, "scope": scope})
+
+    def snapshot_time(self, seconds: float) -> None:
+        if self._provider is not None and seconds > 0:
+            self._snapshot_time.add(seconds)
 
     def latency(self, seconds: float) -> None:
         if self._provider is not None:

@@ -263,7 +263,16 @@ def test_a_damaged_snapshot_is_refused_in_one_line_before_the_flow_starts(
         cwd=ROOT, env=_env(topics), capture_output=True, text=True, timeout=60)
     assert sim.returncode == 0, sim.stderr
     recovery = tmp_path / "recovery"
-    _finish(_job(broker, _env(topics), "--recovery-dir", str(recovery), "--progress", "0"))
+    # (the run also shows the job watching its snapshots: short epochs and a tiny
+    # threshold, so that it says so in a run this small)
+    first = _finish(_job(broker, _env(topics, RAPIDLOOP_STREAM__EPOCH_INTERVAL_S="0.05",
+                                      RAPIDLOOP_STREAM__SNAPSHOT_WARN_SHARE="0.0001",
+                                      RAPIDLOOP_STREAM__SNAPSHOT_WARN_WINDOW_S="0"),
+                         "--recovery-dir", str(recovery), "--progress", "0.05"))
+    warned = [line for line in first.splitlines() if "epoch-close snapshots took" in line]
+    assert warned and warned[0].startswith("rapidloop run: "), first[-3000:]
+    assert "tracked files, 0.05s epochs" in warned[0] and "stream.epoch_interval_s" in warned[0]
+    assert any("| snapshots " in line for line in first.splitlines()), first[-3000:]
     snap = next(s for s in stored_snapshots(recovery) if s.step_id == "rapidloop.correlate")
     state = bytearray(pickle.loads(snap.blob))   # what the step returned, in Bytewax's pickle
     middle = len(state) // 2

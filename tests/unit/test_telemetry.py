@@ -60,6 +60,17 @@ def test_counters_take_batch_counts_with_attributes() -> None:
     t.shutdown()
 
 
+def test_snapshot_time_counts_seconds() -> None:
+    reader = InMemoryMetricReader()
+    t = Telemetry(cfg(), reader=reader)
+    t.snapshot_time(0.25)
+    t.snapshot_time(0.5)
+    t.snapshot_time(0.0)   # nothing to add
+    (p,) = points(reader)["rapidloop.snapshot_time"]
+    assert p.value == pytest.approx(0.75)
+    t.shutdown()
+
+
 def test_latency_histogram_in_seconds() -> None:
     reader = InMemoryMetricReader()
     t = Telemetry(cfg(), reader=reader)
