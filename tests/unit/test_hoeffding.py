@@ -108,3 +108,45 @@ def test_other_leaves_and_weights_take_rivers_path() -> None:
 def test_the_ensemble_uses_it() -> None:
     learners = make_learners(ModelSettings.from_config(load_config(env={})))
     assert type(learners["tree"]) is HoeffdingTree
+
+
+def _suggestions(found: list[Any]) -> list[Any]:
+    return [(s.merit, s.feature, s.split_info, s.children_stats, s.numerical_feature,
+             s.multiway_split) for s in found]
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_split_suggestions_are_rivers_bit_for_bit(seed: int) -> None:
+    """Every leaf, every few labels: the fast suggestions against River's own method on
+    the same leaf (merits, thresholds and child counts compared as floats, exactly)."""
+    rng = random.Random(seed)
+    model = _tree(HoeffdingTree)
+    checked = 0
+    for i in range(1500):
+        x = _vector(rng)
+        model.learn_one(x, _label(x, rng))
+        if i % 5:
+            continue
+        root = model._root
+        for leaf in (root.iter_leaves() if isinstance(root, DTBranch) else [root]):
+            if leaf.splitters is None or not leaf.splitters:
+                continue
+            criterion = model._new_split_criterion()
+            fast = leaf.best_split_suggestions(criterion, model)
+            plain = super(FastLeaf, leaf).best_split_suggestions(criterion, model)
+            assert _suggestions(fast) == _suggestions(plain)
+            checked += len(fast) > 1   # not the early answer of a dominant class
+    assert checked > 50
+
+
+def test_a_class_without_histogram_and_flat_features_split_as_rivers() -> None:
+    model = _tree(HoeffdingTree)
+    for i in range(30):   # one class only so far, and a feature that never varies
+        model.learn_one({"a": i / 30, "flat": 1.0}, True)
+    leaf = model._root
+    leaf.stats[False] = 2.0   # a class the histograms have not seen (as after a split)
+    criterion = model._new_split_criterion()
+    fast = leaf.best_split_suggestions(criterion, model)
+    plain = super(FastLeaf, leaf).best_split_suggestions(criterion, model)
+    assert _suggestions(fast) == _suggestions(plain)
+    assert [s.feature for s in fast] == [None, "a", None]   # null split, a, flat has none
