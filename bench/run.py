@@ -18,6 +18,8 @@ Phases (all on a private embedded broker on a free port, data in a temp dir):
    asked for input for over 25 ms, ``bench.jobwrap``): Bytewax holds the
    input at every epoch close until every snapshot is written, which is what
    sets the tail.
+   Then the epoch-close pause at a larger state (bench.state): the job holding
+   200k distinct files (50k quick), new reports trickling in.
 3. replay: ``rapidloop replay`` over a simulated file of 1M reports.
 4. memory: peak RSS of the job runs; bytes per tracked file, and what one
    shard's epoch-close snapshot costs at that many files (bench.memory).
@@ -51,6 +53,7 @@ from rapidloop.base.config import load_config
 from rapidloop.schemas.timefmt import parse_ts
 from rapidloop.tools.evalsuite import commit, machine
 
+from . import state
 from .common import (
     PYTHON,
     RAPIDLOOP,
@@ -84,6 +87,9 @@ SIZES: dict[str, Any] = {
     "replay_runs": 1 if QUICK else 2,
     "memory_files": 100_000 if QUICK else 1_000_000,
     "decider_files": 5_000 if QUICK else 20_000,
+    "state_files": 50_000 if QUICK else 200_000,
+    "state_rate": 1000,
+    "state_seconds": 20 if QUICK else 30,
     "stages_reports": 20_000 if QUICK else 200_000,
     "stages_runs": 1 if QUICK else 3,
     "seed": 7,
@@ -538,6 +544,12 @@ def table(r: dict[str, Any]) -> str:
          f"{_fmt(lat.get('input_pause_max_ms', float('nan')))} / "
          f"{_fmt(lat.get('input_pause_median_ms', float('nan')))}",
          "snapshots of every shard written (`stream.epoch_interval_s`)"),
+        (f"input held at each epoch close at {r['state']['files']:,} tracked files, "
+         "median / longest (ms)",
+         f"{_fmt(r['state']['pause_median_ms'])} / {_fmt(r['state']['pause_max_ms'])}",
+         "grows with the state: "
+         + ("the job's own snapshot share n/a" if r["state"]["job_snapshot_share"] is None
+            else f"the job's own snapshot share {r['state']['job_snapshot_share']:.0%}")),
         (f"replay, {rep['reports']:,} reports (events/s)", _fmt(rep["rate_median"]),
          f"× {rep['ratio_to_plain_loop']:.2f} of gunzip + orjson + dict over the same files "
          f"({_fmt(rep['plain_loop_rate_median'])}/s)"),
@@ -584,6 +596,8 @@ def main() -> int:
             results["throughput"] = phase_throughput(brokers, work)
             results["latency"] = phase_latency(brokers, work,
                                                results["throughput"]["job_rate_median"])
+            results["state"] = state.measure(brokers, work, SIZES["state_files"],
+                                             SIZES["state_rate"], SIZES["state_seconds"])
         results["replay"] = phase_replay(work)
     results["memory"] = phase_memory()
     results["stages"] = phase_stages()
