@@ -123,11 +123,11 @@ def run_process(cfg: Config, flow: Dataflow, conf: dict[str, Any], *, stats: Job
 
     telemetry = Telemetry(cfg)
     epoch_s = float(cfg.stream.epoch_interval_s)
-    watch = (SnapshotWatch(float(cfg.stream.snapshot_warn_share),
-                           window_for(epoch_s, float(cfg.stream.snapshot_warn_window_s)))
-             if recovery is not None else None)
+    snapshots = (SnapshotWatch(float(cfg.stream.snapshot_warn_share),
+                               window_for(epoch_s, float(cfg.stream.snapshot_warn_window_s)))
+                 if recovery is not None else None)   # without recovery the steps save nothing
     reporter = Reporter(stats, progress or 1.0, sys.stderr if progress > 0 else None,
-                        telemetry, watch=watch, warn=say, epoch_s=epoch_s)
+                        telemetry, watch=snapshots, warn=say, epoch_s=epoch_s)
     announce()
     reporter.start()
     watch = BrokerWatch(conf, float(cfg.kafka.broker_timeout_s),
