@@ -31,8 +31,9 @@ from .test_kafka_io import config_file, produce, read_all
 NOISE = "d" * 63 + "4"
 
 
-def noise(n: int) -> bytes:
-    return orjson.dumps({"report_id": f"noise-{n}", "ts": scenario.ts(0, n), "org_id": "org-9",
+def noise(n: int, ts: str | None = None) -> bytes:
+    return orjson.dumps({"report_id": f"noise-{n}", "ts": ts or scenario.ts(0, n),
+                         "org_id": "org-9",
                          "device_id": "org-9-dev-1", "sha256": NOISE, "source": "antivirus",
                          "verdicts": {"static_ml": 0.01}})
 
@@ -64,8 +65,13 @@ def test_capture_of_a_live_run_replays_like_kafka(
     rep, fb, dec, dlq = kafka_topics("reports", "feedback", "decisions", "deadletter")
     cfg = config_file(tmp_path, {"reports_topic": rep, "feedback_topic": fb,
                                  "decisions_topic": dec, "deadletter_topic": dlq})
-    # An hour before the range: must not be captured.
-    produce_at(broker, rep, [noise(i) for i in range(5)], int((time.time() - 3600) * 1000))
+    # An hour before the range: must not be captured. The live run reads it, first; its
+    # event time comes before the scenario's too, so that whichever partitions the keyless
+    # messages land in, the live run's input is in event-time order (a partition is read in
+    # offset order: noise timed mid-scenario ahead of the scenario's own reports in the same
+    # partition once made the live run decide otherwise, and this test's story fail).
+    produce_at(broker, rep, [noise(i, f"2026-11-28T08:00:0{i}.000Z") for i in range(5)],
+               int((time.time() - 3600) * 1000))
     since = format_ts(time.time() - 60)
     produce(broker, rep, [(None, v) for v in scenario.reports()])
     produce(broker, fb, [(None, v) for v in scenario.feedback()])
@@ -110,6 +116,10 @@ def test_capture_of_a_live_run_replays_like_kafka(
     scenario.check(from_capture[0])
     assert from_capture == from_kafka
     assert len(from_capture[1]) == 5 and {d["topic"] for d in from_capture[1]} == {rep, fb}
+    # and the live run over this backlog decided as they do (its input was in event-time
+    # order: see the noise above)
+    assert ({d["decision_id"] for d in live_decisions}
+            == {d["decision_id"] for d in from_capture[0]})
 
     # Capturing the same range again gives the same bytes, whatever the fetch order.
     again = tmp_path / "again"
@@ -121,7 +131,7 @@ def test_capture_of_a_live_run_replays_like_kafka(
     capsys.readouterr()
     assert main(["explain", scenario.CAMPAIGN, "--from", str(cap), "--org", "org-2"]) == 0
     story = capsys.readouterr().out
-    assert "org-2-dev-3" in story and "BLOCK   " in story
+    assert "org-2-dev-3" in story and "BLOCK   " in story, story
     for other in ("org-1", "org-3", "org-4", "org-5"):
         assert other not in story
 
