@@ -569,10 +569,10 @@ def table(r: dict[str, Any]) -> str:
         (f"epoch-close snapshot of the stages world's {st['state_files']:,} files, "
          "all shards (ms)", f"{st['snapshot_ms_median']:,.1f}",
          f"{st['snapshot_us_per_file']:.1f} µs a file"),
-        (f"one shard's epoch-close snapshot at {snap['files']:,} one-org files (ms)",
-         _fmt(snap["snapshot_s_median"] * 1e3),
-         f"{snap['per_file_us']:.1f} µs a file: {snap['files_filling_epoch']:,.0f} files "
-         f"fill a {snap['epoch_interval_s']:g} s epoch"),
+        (f"one shard's epoch-close snapshot at {snap['files']:,} one-org files, none "
+         "changed (ms)", _fmt(snap["snapshot_s_median"] * 1e3),
+         f"{snap['per_file_us']:.2f} µs a file; {snap['first_per_file_us']:.1f} µs a file "
+         f"changed ({snap['first_snapshot_s'] * 1e3:,.0f} ms for the first, all new)"),
     ]
     w0 = max(len(a) for a, _, _ in rows)
     w1 = max(len(b) for _, b, _ in rows)

@@ -17,6 +17,7 @@ over, which only costs sharing, never correctness).
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +30,19 @@ from .dedup import RecentIds
 from .filestate import FileState
 from .lineage import lineage_key
 from .settings import CorrelatorSettings, Settings
-from .snapshot import register
+from .snapshot import loads_plain, register
 
 KIND = "correlator"
-register(KIND, 1)   # version 1: the first plain layout (snapshot, FileState.ROW)
+
+
+def _rows_as_bytes(state: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 → 2: each file, hash and row, becomes one pickle (``Correlator.snapshot``)."""
+    shas, rows = state["files"]
+    return {**state, "files": [_dump_row(sha, row) for sha, row in zip(shas, rows, strict=True)]}
+
+
+# version 1: the first plain layout (snapshot, FileState.ROW); 2: each file pickled apart
+register(KIND, 2, {1: _rows_as_bytes})
 
 
 @dataclass(slots=True)
@@ -128,6 +138,10 @@ class Correlator:
         self.duplicates = 0
         self.evicted = 0
         self._canonical: dict[str, str] = {}
+        # What the last snapshot saved of each file (its row, pickled), and the files an
+        # event has touched since: a snapshot pickles only those again (``snapshot``).
+        self._saved: dict[str, bytes] | None = None   # None: no snapshot taken yet
+        self._touched: set[str] = set()
 
     @classmethod
     def from_config(cls, cfg: Config) -> Correlator:
@@ -139,12 +153,27 @@ class Correlator:
         """The shard's state as plain data (``operators.snapshot``); settings, the
         accusation memo and the id table are not state.
 
-        With recovery on this runs for every shard at every epoch, over every
-        file: files go as two flat lists (hashes, ``FileState.row`` tuples),
-        which pickle several times faster than the objects.
+        With recovery on this runs for every shard at every epoch close, and the
+        input waits for it: the files go as one list, each file's hash and
+        ``FileState.row`` pickled on their own. A file's pickle is kept and
+        made again only once an event has touched the file, so a snapshot
+        costs a pickle per file that changed in the epoch and a copy of the
+        bytes of the rest (a fleet's state is mostly files not seen today),
+        for the memory of one pickled row a file (~250 bytes for a file one
+        organization reported).
         """
-        files = self.files
-        return {"files": (list(files), [st.row() for st in files.values()]),
+        files, saved = self.files, self._saved
+        if saved is None:
+            saved = self._saved = {sha: _dump_row(sha, st.row()) for sha, st in files.items()}
+        else:
+            for sha in self._touched:
+                st = files.get(sha)
+                if st is not None:
+                    saved[sha] = _dump_row(sha, st.row())
+                else:
+                    saved.pop(sha, None)
+        self._touched = set()
+        return {"files": list(saved.values()),
                 "ids": self.ids.snapshot(), "now": self.now, "next_sweep": self.next_sweep,
                 "duplicates": self.duplicates, "evicted": self.evicted}
 
@@ -153,11 +182,14 @@ class Correlator:
         """The correlator ``snapshot`` saved, with ``settings``."""
         c = cls(settings)
         s = c.settings
-        shas, rows = state["files"]
         windows, max_orgs, max_devices = s.windows, s.max_orgs, s.max_devices
         evidence_orgs, from_row = s.evidence_orgs, FileState.from_row
-        c.files = {sha: from_row(row, windows, max_orgs, max_devices, evidence_orgs)
-                   for sha, row in zip(shas, rows, strict=True)}
+        files, saved = c.files, {}
+        for blob in state["files"]:
+            sha, row = loads_plain(blob)
+            files[sha] = from_row(row, windows, max_orgs, max_devices, evidence_orgs)
+            saved[sha] = blob   # what was restored is what is saved
+        c._saved = saved
         c.ids = RecentIds.from_snapshot(s.ids_per_shard, state["ids"])
         c.now, c.next_sweep = state["now"], state["next_sweep"]
         c.duplicates, c.evicted = state["duplicates"], state["evicted"]
@@ -181,6 +213,7 @@ class Correlator:
         accuse_window, lesson_max = s.accuse_window, s.lesson_max
         # bound once per batch: the loop below runs for every event
         seen, accuses = self.ids.seen, self.accusation.accuses
+        touch = self._touched.add if self._saved is not None else None
         append = out.append
         for idx, ev in events:
             if type(ev) is Report:
@@ -191,6 +224,8 @@ class Correlator:
                 if ts > self.now:
                     self.now = ts
                 sha = ev.sha256
+                if touch is not None:
+                    touch(sha)
                 state = files.get(sha)
                 if state is None:
                     state = files[sha] = FileState(windows, max_orgs, max_devices)
@@ -230,6 +265,8 @@ class Correlator:
                     continue
                 if ev.ts > self.now:
                     self.now = ev.ts
+                if touch is not None:
+                    touch(ev.sha256)
                 state = files.get(ev.sha256)
                 feats = signer = lineage = None
                 accusers: list[str] = []
@@ -275,6 +312,13 @@ class Correlator:
         cold = [sha for sha, st in self.files.items() if st.last_seen < horizon]
         for sha in cold:
             del self.files[sha]
+        if cold and self._saved is not None:
+            self._touched.update(cold)   # the next snapshot drops them
         self.evicted += len(cold)
         self.next_sweep = self.now + self.settings.sweep_interval
         return len(cold)
+
+
+def _dump_row(sha: str, row: tuple[Any, ...]) -> bytes:
+    """One file in a snapshot: its hash and row, pickled (plain data: ``operators.snapshot``)."""
+    return pickle.dumps((sha, row), protocol=pickle.HIGHEST_PROTOCOL)

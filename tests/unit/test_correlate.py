@@ -6,7 +6,7 @@ from rapidloop.operators.classifiers import dense
 from rapidloop.operators.correlate import KIND, Correlator, Sighting, Verdict
 from rapidloop.operators.features import FEATURE_NAMES
 from rapidloop.operators.settings import Settings
-from rapidloop.operators.snapshot import decode, encode, envelope
+from rapidloop.operators.snapshot import decode, encode, envelope, loads_plain
 
 from .helpers import T0, feedback, report, sha
 
@@ -97,3 +97,55 @@ def test_a_restored_snapshot_carries_on_exactly():
     tail, _ = resumed.process(list(enumerate(events))[25:], 0.0)
     assert [(i, o.features) for i, o in first] == [(i, o.features) for i, o in head + tail]
     assert resumed.duplicates == straight.duplicates == 0
+
+
+def _saved_files(c: Correlator) -> dict:
+    """The files a snapshot of ``c`` holds, as (hash → row), read back as a restore does."""
+    (state,) = decode(encode([envelope(KIND, c.snapshot())]), KIND)
+    return {sha: row for sha, row in (loads_plain(blob) for blob in state["files"])}
+
+
+def test_snapshots_pickle_again_only_the_files_events_touched():
+    """A snapshot keeps each file's pickle until an event touches the file: at every
+    snapshot the saved rows must equal the rows made afresh, through reports, trusted
+    and untrusted verdicts, verdicts on unknown files, duplicates and evictions."""
+    c = Correlator.from_config(CFG)
+    ttl = CFG.state.idle_ttl_s
+    step = 0
+    for epoch in range(12):
+        events = []
+        for _ in range(40):
+            step += 1
+            ts = T0 + 600 * step + (ttl + CFG.state.sweep_interval_s + 1) * (epoch >= 8)
+            events.append(report(sha(step % 23 + 30 * (epoch >= 8)), org=f"org-{step % 5}",
+                                 device=f"d{step % 11}", ts=ts, report_id=f"r{step % 400}",
+                                 behaviors=("persistence",) if step % 3 else (),
+                                 verdict=(step % 10) / 10))
+            if step % 17 == 0:
+                events.append(feedback(sha(step % 23), "malicious" if step % 2 else "benign",
+                                       "sandbox" if step % 4 else "org_report",
+                                       org="org-1", ts=ts))
+            if step % 29 == 0:
+                events.append(feedback(sha(900 + step), "malicious", "sandbox", ts=ts))
+        kept = dict(c._saved or {})
+        run(c, events)
+        touched = set(c._touched)
+        saved = _saved_files(c)
+        assert saved == {sha_: st.row() for sha_, st in c.files.items()}
+        for sha_, blob in kept.items():   # untouched files: the very same bytes, not pickled again
+            if sha_ not in touched:
+                assert c._saved[sha_] is blob
+    assert c.evicted > 0 and c.duplicates > 0
+
+
+def test_a_snapshot_of_the_first_layout_is_migrated():
+    """Version 1 held the hashes and the row tuples in two lists."""
+    c = Correlator.from_config(CFG)
+    run(c, [report(sha(i % 4), org=f"o{i % 3}", ts=T0 + i) for i in range(12)])
+    state = {**c.snapshot()}
+    state["files"] = (list(c.files), [st.row() for st in c.files.values()])
+    old = encode([{**envelope(KIND, state), "version": 1}])
+    (migrated,) = decode(old, KIND)
+    c2 = Correlator.from_snapshot(Settings.from_config(CFG), migrated)
+    assert {s: st.row() for s, st in c2.files.items()} == {
+        s: st.row() for s, st in c.files.items()}
