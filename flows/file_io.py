@@ -38,7 +38,7 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from rapidloop.operators.eventtime import DEFAULT_MAX_JUMP_S, merge_time
+from rapidloop.operators.eventtime import DEFAULT_MAX_JUMP_S, read_time
 from rapidloop.schemas.intake import FEEDBACK, REPORT
 from rapidloop.schemas.model import RawMessage
 from rapidloop.schemas.wire import (
@@ -296,8 +296,8 @@ def _kind_of(line: bytes, expected: str, parser: WireParser) -> tuple[str | None
 def _timed_lines(path: str, name: str, order: int, max_jump: float = DEFAULT_MAX_JUMP_S,
                  max_bytes: int | None = None) -> Iterator[tuple[float, int, int, RawMessage]]:
     """Lines with the event time they merge at (:func:`merge_time`: a line whose time
-    cannot be used keeps its place in the file; the parser judges it). ``max_bytes``:
-    see :func:`read_lines`."""
+    cannot be used keeps its place in the file; the parser judges it), each with what
+    that decode read (``RawMessage.decoded``). ``max_bytes``: see :func:`read_lines`."""
     last = float("-inf")
     n = 0
     try:
@@ -305,8 +305,9 @@ def _timed_lines(path: str, name: str, order: int, max_jump: float = DEFAULT_MAX
             for n, line in read_lines(f, max_bytes):
                 if not line.strip():
                     continue
-                ts, last = merge_time(line, last, max_jump)
-                yield (ts, order, n, RawMessage(name, line, None, None, n))
+                ts, last, obj, read = read_time(line, last, max_jump)
+                yield (ts, order, n, RawMessage(name, line, None, None, n,
+                                                (obj, read) if type(obj) is dict else None))
     except (EOFError, zlib.error, OSError) as exc:
         raise _read_error(path, n, exc) from None
 

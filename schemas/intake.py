@@ -190,11 +190,12 @@ class Intake:
                 if msg.value is None:
                     raise InvalidMessage("empty", "message has no value")
                 if kind is plain_report:
-                    append(report(msg.value))
+                    append(report(msg.value, msg.decoded))
                 elif kind is plain_feedback:
-                    append(feedback(msg.value))
+                    append(feedback(msg.value, msg.decoded))
                 elif isinstance(kind, TopicKind):
-                    event = report(msg.value) if kind == REPORT else feedback(msg.value)
+                    event = (report(msg.value, msg.decoded) if kind == REPORT
+                             else feedback(msg.value, msg.decoded))
                     check_origin(event, kind, msg.topic)
                     append(event)
                 else:

@@ -9,6 +9,7 @@ only at the wire. Slots keep per-event objects small and cheap to build.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 FILE_TYPES = ("pe", "script", "document", "archive", "elf", "other")
 FILE_PATHS = ("downloads", "temp", "system", "program_files", "user", "other")
@@ -87,13 +88,22 @@ class Decision:
 
 @dataclass(slots=True)
 class RawMessage:
-    """Bytes as they arrived, with where they came from (for dead letters)."""
+    """Bytes as they arrived, with where they came from (for dead letters).
+
+    ``decoded``: what a reader that had to decode the value already (the
+    event-time merge of files reads every message's time) found: the JSON
+    object and the ``parse_ts`` of its ``ts`` (None if not a readable time
+    string), so the parser does not decode it twice. Only a JSON object is
+    handed on; the parser judges the message exactly as from the bytes.
+    """
 
     topic: str
     value: bytes | None
     key: bytes | None = None
     partition: int | None = None
     offset: int | None = None
+    decoded: tuple[dict[str, Any], float | None] | None = field(default=None, compare=False,
+                                                                 repr=False)
 
 
 @dataclass(slots=True)

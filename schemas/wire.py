@@ -90,6 +90,9 @@ _LOWER_HEX64 = re.compile(r"[0-9a-f]{64}").fullmatch
 _ABSENT: Any = object()
 _LOADS = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
+Decoded = tuple[dict[str, Any], float | None]
+"""A value as a reader decoded it already: its JSON object and its ``ts``'s time
+(``schemas.model.RawMessage.decoded``)."""
 # value -> the constant string itself: a dict lookup both validates and canonicalises
 _FILE_TYPES = {t: t for t in FILE_TYPES}
 _FILE_PATHS = {p: p for p in FILE_PATHS}
@@ -388,42 +391,59 @@ class WireParser:
         if newest is None or ts > newest:
             self._newest = ts
 
-    def report(self, value: bytes) -> Report:
-        """One Report message value, validated and normalised."""
+    def report(self, value: bytes, decoded: Decoded | None = None) -> Report:
+        """One Report message value, validated and normalised. ``decoded``: the value's
+        JSON object and the time its ``ts`` reads as, if a reader decoded it already
+        (``RawMessage.decoded``): the same checks, without decoding it again."""
         if len(value) <= self._max_bytes:
-            try:
-                obj = _LOADS(value)
-            except _JSONDecodeError:
-                obj = None
+            if decoded is None:
+                try:
+                    obj = _LOADS(value)
+                except _JSONDecodeError:
+                    obj = None
+                ts: Any = _ABSENT
+            else:
+                obj, ts = decoded
             if type(obj) is dict:
-                r = self._report_fast(obj)
+                r = self._report_fast(obj, ts)
                 if r is not None:
                     self._accepted(r.ts)
                     return r
         return self._report_checked(value)
 
-    def feedback(self, value: bytes) -> Feedback:
-        """One Feedback message value, validated and normalised."""
+    def feedback(self, value: bytes, decoded: Decoded | None = None) -> Feedback:
+        """One Feedback message value, validated and normalised (``decoded``: see
+        :meth:`report`)."""
         if len(value) <= self._max_bytes:
-            try:
-                obj = _LOADS(value)
-            except _JSONDecodeError:
-                obj = None
+            if decoded is None:
+                try:
+                    obj = _LOADS(value)
+                except _JSONDecodeError:
+                    obj = None
+                ts: Any = _ABSENT
+            else:
+                obj, ts = decoded
             if type(obj) is dict:
-                f = self._feedback_fast(obj)
+                f = self._feedback_fast(obj, ts)
                 if f is not None:
                     self._accepted(f.ts)
                     return f
         return self._feedback_checked(value)
 
-    def _ts_fast(self, value: Any) -> float | None:
-        """``_ts`` for the fast path: the time if acceptable, else None."""
-        if type(value) is not str:
+    def _ts_fast(self, value: Any, parsed: Any = _ABSENT) -> float | None:
+        """``_ts`` for the fast path: the time if acceptable, else None. ``parsed``: the
+        ``parse_ts`` of ``value`` if already read (None: not a string that reads)."""
+        if parsed is not _ABSENT:
+            if parsed is None:
+                return None
+            ts = parsed
+        elif type(value) is not str:
             return None
-        try:
-            ts = parse_ts(value)
-        except (ValueError, OverflowError):
-            return None
+        else:
+            try:
+                ts = parse_ts(value)
+            except (ValueError, OverflowError):
+                return None
         if ts < self._min_ts or ts >= MAX_TS:
             return None
         newest = self._newest
@@ -431,7 +451,7 @@ class WireParser:
             return None
         return ts
 
-    def _report_fast(self, obj: dict[str, Any]) -> Report | None:
+    def _report_fast(self, obj: dict[str, Any], parsed: Any = _ABSENT) -> Report | None:
         """The whole Report check inline; None as soon as anything is off (see module doc)."""
         get = obj.get
         max_len = self._max_len
@@ -447,7 +467,7 @@ class WireParser:
         sha256 = _hex64_fast(sha256)
         if sha256 is None:
             return None
-        ts = self._ts_fast(get("ts"))
+        ts = self._ts_fast(get("ts"), parsed)
         if ts is None:
             return None
         source = get("source", "other")
@@ -504,7 +524,7 @@ class WireParser:
         return Report(report_id, ts, org_id, device_id, sha256, source, file, behaviors,
                       verdicts, parent)
 
-    def _feedback_fast(self, obj: dict[str, Any]) -> Feedback | None:
+    def _feedback_fast(self, obj: dict[str, Any], parsed: Any = _ABSENT) -> Feedback | None:
         """The whole Feedback check inline; None as soon as anything is off."""
         get = obj.get
         max_len = self._max_len
@@ -523,7 +543,7 @@ class WireParser:
         source = _FEEDBACK_SOURCES.get(source)
         if verdict is None or source is None:
             return None
-        ts = self._ts_fast(get("ts"))
+        ts = self._ts_fast(get("ts"), parsed)
         if ts is None:
             return None
         org_id = get("org_id")

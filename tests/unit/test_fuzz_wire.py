@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rapidloop.base.config import load_config
+from rapidloop.operators.eventtime import read_time
 from rapidloop.schemas.intake import Intake
 from rapidloop.schemas.model import Feedback, RawMessage, Report
 from rapidloop.schemas.wire import MAX_TS, RAW_TEXT_CAP, Limits, WireParser
@@ -280,6 +281,13 @@ def test_fuzzed_messages_become_events_or_specific_dead_letters() -> None:
                     assert any(c in dl.error for c in _phrases(want)), (want, dl.error)
         for ev in unit.events:
             _check_event(ev)
+        # Handed on decoded, as the merge of files does (RawMessage.decoded): judged the same.
+        handed = [RawMessage(r.topic, r.value, r.key, r.partition, r.offset, _decoded(r.value))
+                  for r in raws]
+        twin = Intake(WireParser(LIMITS), KINDS).parse(handed, now=1.0, seq=0)
+        assert twin.events == unit.events
+        assert [(d.offset, d.error) for d in twin.dead] == [(d.offset, d.error)
+                                                            for d in unit.dead]
         total["messages"] += len(batch)
         total["dead"] += len(unit.dead)
         total["accepted"] += len(unit.events)
@@ -297,6 +305,12 @@ _PHRASES = {
     "missing_field": "missing required field", "empty_string": "must not be empty",
     "bad_enum": "must be one of",
 }
+
+
+def _decoded(value: bytes) -> tuple[dict[str, Any], float | None] | None:
+    """What the merge of files hands on with a line (``flows.file_io._timed_lines``)."""
+    _, _, obj, ts = read_time(value, float("-inf"))
+    return (obj, ts) if type(obj) is dict else None
 
 
 def _phrases(codes: set[str]) -> list[str]:
