@@ -10,8 +10,8 @@ about N files, and a trickle of new reports keeps it busy while
 over 25 ms: each such pause is an epoch close, every shard's snapshot built,
 handed to Bytewax and written before the input goes on. Reported: the pauses'
 median and longest, and the job's own account of the same thing (the share
-of the time its snapshots took, from its progress line; see
-``rapidloop.base.snapshotwatch``), which does not include Bytewax's write.
+of the time the epoch closes held its input, from its first snapshot to its
+source's next poll, from its progress line; see ``rapidloop.base.snapshotwatch``).
 
 Event times continue from the pre-load, so no file is idle long enough to be
 forgotten (``state.idle_ttl_s``) while it is measured.

@@ -160,6 +160,7 @@ class _KafkaPartition(StatefulSourcePartition[list[RawMessage], int]):
                   f"kafka source {self.topic}#{self.partition}: {describe_error(err)}")
 
     def next_batch(self) -> list[list[RawMessage]]:
+        self.stats.input_polled(time.perf_counter())   # an epoch close, if any, is over
         if self.eof or (self.stop is not None and self.stop.is_set()):
             raise StopIteration
         msgs = self.consumer.consume(self.batch_size, self.poll_timeout)
@@ -417,6 +418,7 @@ class _MergedKafkaPartition(StatefulSourcePartition[tuple[int, list[ReadItem]],
             self.paused.difference_update(go)
 
     def next_batch(self) -> list[tuple[int, list[ReadItem]]]:
+        self.stats.input_polled(time.perf_counter())   # an epoch close, if any, is over
         if self.stop is not None and self.stop.is_set():
             raise StopIteration   # asked to stop: what was not released is read next time
         # A batch is a unit downstream (a barrier across shards): fill it while the client

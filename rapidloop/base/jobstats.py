@@ -65,6 +65,10 @@ class JobStats:
     # seconds this process's stateful steps spent building their epoch-close snapshots
     # (recovery on): it grows with the state, and the input waits meanwhile
     snapshot_s: float = 0.0
+    # seconds the input waited at epoch closes: from a close's first snapshot to the
+    # source's next poll, so Bytewax's write of the snapshots is in it (``input_polled``)
+    epoch_close_s: float = 0.0
+    _close_began: float | None = field(default=None, repr=False)
     # the Kafka sinks' delivery outcomes, by topic, for the summary (``delivery``)
     deliveries: dict[str, DeliveryStats] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -78,9 +82,31 @@ class JobStats:
             out[f"{action}:{scope}" if action != "block" else scope] += n
         return out
 
-    def add_snapshot(self, seconds: float) -> None:
+    def add_snapshot(self, seconds: float, began: float | None = None) -> None:
+        """A snapshot took ``seconds``, from ``began`` (``time.perf_counter``): the first
+        of an epoch close starts the wait ``input_polled`` ends."""
         with self.lock:   # worker threads of one process snapshot at the same epoch close
             self.snapshot_s += seconds
+            if began is not None and self._close_began is None:
+                self._close_began = began
+
+    def input_polled(self, now: float) -> None:
+        """The source is asked for input at ``now`` (``time.perf_counter``): an epoch
+        close under way has ended, snapshots built and written. Called at every poll,
+        so the usual case is one attribute read."""
+        if self._close_began is None:
+            return
+        with self.lock:
+            began = self._close_began
+            if began is not None:
+                self.epoch_close_s += max(0.0, now - began)
+                self._close_began = None
+
+    def held_s(self) -> float:
+        """Seconds the epoch closes have held the input so far: measured at the source
+        where it polls in this process, else the snapshots' own time (a process of a
+        cluster that reads no input), which leaves out Bytewax's write."""
+        return max(self.epoch_close_s, self.snapshot_s)
 
     def drain_latencies(self) -> list[float]:
         with self.lock:

@@ -22,8 +22,9 @@ from rapidloop.base.snapshotwatch import SnapshotWatch, warning
 def format_progress(stats: JobStats, rate: float, lag: float | None,
                     latencies: list[float] | None = None,
                     snapshots: float | None = None) -> str:
-    """``snapshots``: the share of the time the epoch-close snapshots took lately
-    (``base.snapshotwatch``), when recovery is on and it is known."""
+    """``snapshots``: the share of the time the epoch closes held the input lately,
+    snapshots built and written (``base.snapshotwatch``), when recovery is on and it
+    is known."""
     scopes = stats.by_scope()
     parts = [f"events {stats.total_in():,} ({rate:,.0f}/s)",
              "decisions " + (" ".join(f"{k} {v}" for k, v in sorted(scopes.items())) or "0"),
@@ -98,7 +99,7 @@ class Reporter(threading.Thread):
         latencies = self.stats.drain_latencies()
         share = None
         if self.watch is not None:
-            crossed = self.watch.observe(now, self.stats.snapshot_s)
+            crossed = self.watch.observe(now, self.stats.held_s())
             share = self.watch.share
             if crossed is not None and self.warn is not None:
                 self.warn(warning(crossed, self.watch.window_s,
@@ -123,9 +124,10 @@ class Reporter(threading.Thread):
         self._sent_dec, self._sent_dup = Counter(s.decisions), s.duplicates
         for lat in latencies:
             t.latency(lat)  # type: ignore[attr-defined]
-        if s.snapshot_s > self._sent_snapshot_s:
-            t.snapshot_time(s.snapshot_s - self._sent_snapshot_s)  # type: ignore[attr-defined]
-            self._sent_snapshot_s = s.snapshot_s
+        held = s.held_s()
+        if held > self._sent_snapshot_s:
+            t.snapshot_time(held - self._sent_snapshot_s)  # type: ignore[attr-defined]
+            self._sent_snapshot_s = held
         t.set_tracked_files(sum(s.tracked_files.values()))  # type: ignore[attr-defined]
         t.set_labels_seen(s.labels_seen)  # type: ignore[attr-defined]
 

@@ -14,10 +14,11 @@ one, and nothing listens on a port: metrics are pushed, never scraped.
 
 Instruments: counters ``rapidloop.events_in`` {topic}, ``rapidloop.dead_letters``
 {reason}, ``rapidloop.duplicates`` {topic}, ``rapidloop.decisions`` {action,
-scope}, ``rapidloop.snapshot_time`` (seconds in epoch-close snapshots, recovery
-on); histogram ``rapidloop.decision_latency`` (seconds from an event's arrival
-to the decision it triggered); observable gauges ``rapidloop.tracked_files``
-and ``rapidloop.model_labels``.
+scope}, ``rapidloop.snapshot_time`` (seconds the epoch closes held the input,
+snapshots built and written, recovery on); histogram
+``rapidloop.decision_latency`` (seconds from an event's arrival to the decision
+it triggered); observable gauges ``rapidloop.tracked_files`` and
+``rapidloop.model_labels``.
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ class Telemetry:
             description="Decisions emitted, by action and scope.")
         self._snapshot_time = meter.create_counter(
             "rapidloop.snapshot_time", unit="s",
-            description="Time the stateful steps spent building epoch-close snapshots "
-                        "(recovery on; the input waits for them).")
+            description="Time the epoch closes held the input: snapshots built and "
+                        "written (recovery on; JobStats.held_s).")
         self._latency = meter.create_histogram(
             LATENCY, unit="s",
             description="Processing latency from an event's arrival to the decision it caused.")

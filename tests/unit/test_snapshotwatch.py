@@ -84,3 +84,19 @@ def test_without_a_watch_the_line_is_as_before() -> None:
     out = io.StringIO()
     Reporter(stats, period=1.0, out=out).tick()
     assert "snapshots" not in out.getvalue()
+
+
+def test_an_epoch_close_holds_the_input_from_its_first_snapshot_to_the_next_poll() -> None:
+    """What the input feels: the snapshots and Bytewax's write of them, up to the source's
+    next poll; the snapshots' own time alone where no source polls in the process."""
+    stats = JobStats()
+    stats.input_polled(1.0)                   # no close under way: nothing
+    assert stats.held_s() == 0.0
+    stats.add_snapshot(0.25, began=10.0)      # a close: two steps' snapshots...
+    stats.add_snapshot(0.25, began=10.25)
+    assert stats.held_s() == 0.5              # (not polled yet: their own time)
+    stats.input_polled(11.5)                  # ...written, then the input goes on
+    assert stats.epoch_close_s == 1.5 and stats.held_s() == 1.5
+    stats.input_polled(12.0)                  # later polls add nothing
+    assert stats.held_s() == 1.5
+
