@@ -544,12 +544,13 @@ def table(r: dict[str, Any]) -> str:
          f"{_fmt(lat.get('input_pause_max_ms', float('nan')))} / "
          f"{_fmt(lat.get('input_pause_median_ms', float('nan')))}",
          "snapshots of every shard written (`stream.epoch_interval_s`)"),
-        (f"input held at each epoch close at {r['state']['files']:,} tracked files, "
+        (f"input held over {PAUSE_S * 1e3:.0f} ms at {r['state']['files']:,} tracked files, "
          "median / longest (ms)",
-         f"{_fmt(r['state']['pause_median_ms'])} / {_fmt(r['state']['pause_max_ms'])}",
-         "grows with the state: "
-         + ("the job's own snapshot share n/a" if r["state"]["job_snapshot_share"] is None
-            else f"the job's own snapshot share {r['state']['job_snapshot_share']:.0%}")),
+         (f"{_fmt(r['state']['pause_median_ms'])} / {_fmt(r['state']['pause_max_ms'])}"
+          if r["state"]["pauses"] else "never"),
+         f"{r['state']['pauses']} time(s) in {r['state']['seconds']:.0f} s; "
+         + ("the job's own share n/a" if r["state"]["job_snapshot_share"] is None
+            else f"the job's own account: {r['state']['job_snapshot_share']:.0%} of the time")),
         (f"replay, {rep['reports']:,} reports (events/s)", _fmt(rep["rate_median"]),
          f"× {rep['ratio_to_plain_loop']:.2f} of gunzip + orjson + dict over the same files "
          f"({_fmt(rep['plain_loop_rate_median'])}/s)"),
@@ -569,10 +570,15 @@ def table(r: dict[str, Any]) -> str:
         (f"epoch-close snapshot of the stages world's {st['state_files']:,} files, "
          "all shards (ms)", f"{st['snapshot_ms_median']:,.1f}",
          f"{st['snapshot_us_per_file']:.1f} µs a file"),
-        (f"one shard's epoch-close snapshot at {snap['files']:,} one-org files, none "
+        (f"one shard's epoch-close snapshot at {snap['files']:,} one-org files, whole, none "
          "changed (ms)", _fmt(snap["snapshot_s_median"] * 1e3),
          f"{snap['per_file_us']:.2f} µs a file; {snap['first_per_file_us']:.1f} µs a file "
          f"changed ({snap['first_snapshot_s'] * 1e3:,.0f} ms for the first, all new)"),
+        (f"same in chunks (`recovery.chunks`), {snap['chunked_changed_files']:,} files "
+         "changed (ms)", f"{snap['chunked_s_median'] * 1e3:,.1f}",
+         f"{snap['chunked_written_bytes_median'] / 2**20:,.1f} MiB written, "
+         f"{snap['chunked_blob_bytes'] / 2**10:,.0f} KiB to Bytewax (whole: "
+         f"{snap['snapshot_bytes'] / 2**20:,.0f} MiB)"),
     ]
     w0 = max(len(a) for a, _, _ in rows)
     w1 = max(len(b) for _, b, _ in rows)

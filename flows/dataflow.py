@@ -58,8 +58,11 @@ class Connectors:
 
 
 def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
-               flow_id: str = "rapidloop", replicas: int | None = None) -> Dataflow:
+               flow_id: str = "rapidloop", replicas: int | None = None,
+               chunks: steps.ChunkSettings | None = None) -> Dataflow:
     """``replicas``: model replicas to run (default: ``stream.replicas``, 0 meaning one).
+    ``chunks``: with recovery on, where the correlate step keeps the bulk of its
+    snapshots (``flows.chunked``; None: they are whole in Bytewax's).
 
     The operators' settings are read from ``cfg`` once, here, and shared by
     every shard and replica (with the one prior they score with).
@@ -80,7 +83,7 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
         # let each shard parse its own; dead letters come out of the correlate step.
         pieces = op.flat_map("split", batches, steps.RawSplit(shards, io.kinds, limits, stats))
         correlated = op.stateful_batch(steps.CORRELATE, pieces, steps.correlate_builder(
-            settings, layout, recovery, stats, (io.kinds, limits)))
+            settings, layout, recovery, stats, (io.kinds, limits), chunks))
         split = op.branch("dead_or_routed", correlated, steps.is_dead)
         if io.dead_letters is not None:
             op.output("dead_letters",
@@ -93,8 +96,8 @@ def build_flow(cfg: Config, io: Connectors, recovery: bool = False,
             op.output("dead_letters", op.map("encode_dead", units, steps.encode_dead_letters),
                       io.dead_letters)
         pieces = op.flat_map("split", units, steps.Split(shards))
-        correlated = op.stateful_batch(steps.CORRELATE, pieces,
-                                       steps.correlate_builder(settings, layout, recovery, stats))
+        correlated = op.stateful_batch(steps.CORRELATE, pieces, steps.correlate_builder(
+            settings, layout, recovery, stats, chunks=chunks))
     routed = op.map("route", correlated, steps.unwrap)
     decided = op.stateful_batch(steps.DECIDE, routed,
                                 steps.decide_builder(settings, allow, recovery, stats))

@@ -25,6 +25,7 @@ the functions that use them, so that ``rapidloop --help`` stays quick.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rapidloop.base.config import Config
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
     from .dataflow import Connectors
     from .recovery_plan import RunRecovery
+    from .steps import ChunkSettings
 
 
 class JobError(RuntimeError):
@@ -144,8 +146,34 @@ def build(cfg: Config, io: Connectors, *, recovery: RunRecovery | None = None,
     from .dataflow import build_flow
 
     try:
-        return build_flow(cfg, io, recovery=recovery is not None, replicas=replicas)
+        return build_flow(cfg, io, recovery=recovery is not None, replicas=replicas,
+                          chunks=chunk_settings(cfg, recovery.config.db_dir if recovery
+                                                else None, recovery is not None and
+                                                recovery.share))
     except AllowListError as exc:
         if recovery is not None:
             recovery.close()
         raise JobError(str(exc)) from None
+
+
+def chunk_settings(cfg: Config, recovery_dir: str | Path | None, share: bool = False
+                   ) -> ChunkSettings | None:
+    """Where the correlate step keeps its snapshots' bulk in ``recovery_dir`` (None:
+    recovery off). With ``recovery.chunks`` false, or in a multi-machine ``share`` (the
+    snapshots of a process's keys may be stored in another's share, beside none of its
+    chunks), it writes whole snapshots, and still reads chunks a snapshot names. The
+    grace covers the backup interval's epochs too: Bytewax keeps superseded snapshots
+    that long."""
+    import math
+
+    from .chunkstore import CHUNKS_DIR
+    from .steps import ChunkSettings
+
+    if recovery_dir is None:
+        return None
+    epoch = max(float(cfg.stream.epoch_interval_s), 1e-3)
+    backup = math.ceil(float(cfg.recovery.backup_interval_s) / epoch)
+    return ChunkSettings(Path(recovery_dir) / CHUNKS_DIR,
+                         int(cfg.recovery.chunk_grace_snapshots) + backup,
+                         int(cfg.recovery.file_log_segments),
+                         bool(cfg.recovery.chunks) and not share)

@@ -38,6 +38,7 @@ from rapidloop.operators.settings import Settings
 from rapidloop.operators.snapshot import SnapshotError, loads_plain
 from rapidloop.schemas.intake import input_kinds
 
+from .chunkstore import remove_unnamed
 from .placement import resolve_replicas
 from .recovery import (
     SHARE,
@@ -50,7 +51,7 @@ from .recovery import (
     stored_snapshots,
     topic_ids,
 )
-from .steps import restorers
+from .steps import CORRELATE, correlate_chunk_names, restorers
 
 
 def _nothing() -> None:
@@ -64,6 +65,9 @@ class RunRecovery:
     config: RecoveryConfig
     description: str                 # for the start line
     close: Callable[[], None] = field(default=_nothing)
+    # a multi-machine process's share: its keys' snapshots may be stored in other
+    # processes' shares, so it keeps them whole, never in chunks (``flows.chunked``)
+    share: bool = False
 
 
 def replicas(cfg: Config, directory: str | None, workers: int) -> int:
@@ -94,36 +98,47 @@ def input_topic_ids(cfg: Config, conf: dict[str, Any]) -> dict[str, str | None]:
     return ids
 
 
-def check_snapshots(cfg: Config, directory: Path, flow_id: str) -> None:
+def check_snapshots(cfg: Config, directory: Path, flow_id: str, whole: bool = True) -> None:
     """RecoveryError naming the first snapshot in ``directory`` that its step could not
     restore under ``cfg``, and why.
 
-    Each is restored as its step's builder would (``flows.steps.restorers``);
-    snapshots of other steps (the sources' read positions) are only read back
-    (they are plain data). Every stored snapshot is checked, not only those the
-    next run would resume from: one that cannot be read is a sign the
-    directory is damaged, and it costs no more than one resume.
+    Each is restored as its step's builder would (``flows.steps.restorers``),
+    chunks included (``flows.chunked``); snapshots of other steps (the sources'
+    read positions) are only read back (they are plain data). Every stored
+    snapshot is checked, not only those the next run would resume from: one
+    that cannot be read is a sign the directory is damaged, and it costs no
+    more than one resume. In a ``whole`` directory (every snapshot of the
+    run is here, none in another process's share) the chunks no snapshot
+    names, a crash's leftovers, are then removed.
     """
-    restore = restorers(Settings.from_config(cfg))
+    from .job import chunk_settings
+
+    chunks = chunk_settings(cfg, directory)
+    restore = restorers(Settings.from_config(cfg), chunks)
     prefix = f"{flow_id}."
+    named: set[str] = set()
     for snap in stored_snapshots(directory):
         step = snap.step_id.removeprefix(prefix)
         try:
             resume = loads_plain(snap.blob)
             if resume is not None and step in restore:
                 restore[step](resume)
+                if step == CORRELATE:
+                    named |= correlate_chunk_names(resume)
         except Exception as exc:   # whatever fails here would fail inside Bytewax
             why = str(exc) if isinstance(exc, SnapshotError) else f"{type(exc).__name__}: {exc}"
             raise RecoveryError(
                 f"recovery dir {directory}: the snapshot of step {step} for key "
                 f"{snap.state_key} (epoch {snap.epoch}) in {snap.partition} cannot be restored "
                 f"({' '.join(why.split())}); {set_aside(directory)}") from None
+    if whole and chunks is not None:
+        remove_unnamed(chunks.directory, named)
 
 
-def _checked(cfg: Config, rec: Recovery) -> Recovery:
+def _checked(cfg: Config, rec: Recovery, whole: bool = True) -> Recovery:
     """``rec`` once all of its snapshots restore; else released, and RecoveryError."""
     try:
-        check_snapshots(cfg, rec.directory, str(rec.manifest["flow"]))
+        check_snapshots(cfg, rec.directory, str(rec.manifest["flow"]), whole)
     except RecoveryError:
         rec.close()
         raise
@@ -170,7 +185,7 @@ def prepare_share(cfg: Config, directory: str, conf: dict[str, Any], index: int,
                             f"cluster, not of process {index} of {count}: give each process "
                             f"its own directory, and keep the process count (or delete every "
                             f"process's directory to start over)")
-    return _checked(cfg, rec)
+    return _checked(cfg, rec, whole=False)   # its keys' snapshots may be in other shares
 
 
 def plan(cfg: Config, conf: dict[str, Any], directory: str | None, replicas: int, *,
@@ -196,7 +211,7 @@ def plan(cfg: Config, conf: dict[str, Any], directory: str | None, replicas: int
         held = ", ".join(f"part-{j}" for j in share["holds"]) or "no partition"
         verb = "created in" if rec.created else "resumed from"
         return RunRecovery(rec.config, f"recovery state {verb} {rec.directory}: {held} of "
-                                       f"{share['partitions']}", rec.close)
+                                       f"{share['partitions']}", rec.close, share=True)
     rec = prepare_whole(cfg, directory, conf, replicas)
     verb = "created in" if rec.created else "resumed from"
     return RunRecovery(rec.config, f"recovery state {verb} {rec.directory}", rec.close)

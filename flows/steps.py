@@ -17,8 +17,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -43,11 +45,13 @@ from rapidloop.operators.sharding import (
     split_raw,
     split_unit,
 )
-from rapidloop.operators.snapshot import decode, encode, envelope
+from rapidloop.operators.snapshot import SnapshotError, decode, encode, envelope, loads_plain
 from rapidloop.schemas.intake import Intake, Unit
 from rapidloop.schemas.model import DeadLetter, Decision, RawMessage
 from rapidloop.schemas.wire import GivenNewestParser, Limits, encode_dead_letter, encode_decision
 
+from . import chunked
+from .chunked import ChunkedSnapshots
 from .placement import ReplicaLayout
 
 KV = tuple[bytes | None, bytes | None]   # (key, value); a None value is a tombstone
@@ -136,11 +140,12 @@ def encode_routed_dead(kv: tuple[str, tuple[str, list[DeadLetter]]]) -> list[KV]
 
 def timed(stats: JobStats, snapshot: Callable[..., bytes], *state: Any) -> bytes:
     """``snapshot(*state)``, its time added to ``stats.snapshot_s``: at each epoch close
-    the input waits for every snapshot, and their cost grows with the state, so the job
-    reports its share of the time (``base.snapshotwatch``)."""
+    the input waits for every snapshot and Bytewax's write of them, which grow with the
+    state, so the job reports its share of the time (``JobStats.held_s``,
+    ``base.snapshotwatch``)."""
     t0 = time.perf_counter()
     blob = snapshot(*state)
-    stats.add_snapshot(time.perf_counter() - t0)
+    stats.add_snapshot(time.perf_counter() - t0, t0)
     return blob
 
 
@@ -160,9 +165,31 @@ def snapshot_feed(feed: ActiveFeed) -> bytes:
     return encode([envelope(activefeed.KIND, feed.snapshot())])
 
 
-def restore_correlate(settings: Settings, blob: bytes) -> Correlator:
+def restore_correlate(settings: Settings, blob: bytes,
+                      chunks: ChunkedSnapshots | None = None) -> Correlator:
+    """A correlate step's snapshot, whole or in chunks (``flows.chunked``: ``chunks``
+    reads them back, and takes up their bookkeeping)."""
+    if _in_chunks(blob):
+        state, stored = decode(blob, correlate.KIND, chunked.KIND)
+        if chunks is None:
+            raise SnapshotError("the snapshot's files are in chunks, and no chunk "
+                                "directory was given")
+        return chunks.restore(settings, state, stored)
     (state,) = decode(blob, correlate.KIND)
     return Correlator.from_snapshot(settings, state)
+
+
+def _in_chunks(blob: bytes) -> bool:
+    data = loads_plain(blob)
+    return isinstance(data, list) and len(data) == 2
+
+
+def correlate_chunk_names(blob: bytes) -> set[str]:
+    """The chunks a correlate step's snapshot names (none if it is whole)."""
+    if not _in_chunks(blob):
+        return set()
+    state, stored = decode(blob, correlate.KIND, chunked.KIND)
+    return chunked.named_chunks(state, stored)
 
 
 def restore_decide(settings: Settings, allow: AllowList, blob: bytes
@@ -176,11 +203,14 @@ def restore_feed(blob: bytes) -> ActiveFeed:
     return ActiveFeed.from_snapshot(state)
 
 
-def restorers(settings: Settings) -> dict[str, Callable[[bytes], object]]:
+def restorers(settings: Settings, chunks: ChunkSettings | None = None
+              ) -> dict[str, Callable[[bytes], object]]:
     """Each stateful step's name → how its builder restores a snapshot, for checking a
     recovery directory's snapshots before the flow starts (``flows.recovery_plan``). The
     allow-list is not state: the real one plays no part in restoring."""
-    return {CORRELATE: partial(restore_correlate, settings),
+    def correlator(blob: bytes) -> Correlator:
+        return restore_correlate(settings, blob, chunks.make() if chunks else None)
+    return {CORRELATE: correlator,
             DECIDE: partial(restore_decide, settings, AllowList()),
             ACTIVE_FEED: restore_feed}
 
@@ -190,12 +220,15 @@ class CorrelateLogic(StatefulBatchLogic[Piece | RawPiece, tuple[str, Any], bytes
     (a routed source), and its dead letters leave as ``(DEAD, [DeadLetter, ...])``."""
 
     def __init__(self, correlator: Correlator, layout: ReplicaLayout, recovery: bool,
-                 stats: JobStats, intake: Intake | None = None) -> None:
+                 stats: JobStats, intake: Intake | None = None,
+                 chunks: ChunkedSnapshots | None = None) -> None:
         self.c = correlator
         self.layout = layout
         self.recovery = recovery
         self.stats = stats
         self.intake = intake
+        self.chunks = chunks   # None: the snapshots are whole (``flows.chunked``)
+        self.shard = chunks.store.shard if chunks and chunks.store else None
 
     def _parsed(self, raw: RawPiece, out: list[tuple[str, Any]]) -> Piece:
         assert self.intake is not None, "a raw piece needs the flow's kinds (correlate_builder)"
@@ -213,31 +246,53 @@ class CorrelateLogic(StatefulBatchLogic[Piece | RawPiece, tuple[str, Any], bytes
         out: list[tuple[str, Any]] = []
         dup0 = self.c.duplicates
         owner, replicas = self.layout.owner, self.layout.keys
-        for p in pieces:
-            if type(p) is RawPiece:
-                p = self._parsed(p, out)
+        for given in pieces:
+            p = self._parsed(given, out) if type(given) is RawPiece else given
+            assert isinstance(p, Piece)
             items, copies = self.c.process(p.items, p.arrived)
             p.items = items
             out.extend(route(p, owner[p.shard], replicas, copies))
         stats = self.stats
         stats.duplicates += self.c.duplicates - dup0
         if pieces:
-            stats.tracked_files[f"{pieces[0].shard:03d}"] = len(self.c.files)
+            self.shard = pieces[0].shard
+            stats.tracked_files[f"{self.shard:03d}"] = len(self.c.files)
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
-        return timed(self.stats, snapshot_correlate, self.c) if self.recovery else None
+        if not self.recovery:
+            return None
+        if self.chunks is not None and self.shard is not None:
+            return timed(self.stats, self.chunks.snapshot, self.c, self.shard)
+        return timed(self.stats, snapshot_correlate, self.c)
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """Where and how the correlate step keeps its snapshots' bulk (``flows.chunked``)."""
+
+    directory: Path
+    grace: int        # snapshots of a shard a chunk no longer named is kept for
+    roll_after: int   # live file-log segments before the oldest is rolled forward
+    write: bool = True   # False: snapshots are whole (chunks named are still read)
+
+    def make(self) -> ChunkedSnapshots:
+        return ChunkedSnapshots(self.directory, self.grace, self.roll_after)
 
 
 def correlate_builder(settings: Settings, layout: ReplicaLayout, recovery: bool,
-                      stats: JobStats, raw: tuple[dict[str, str], Limits] | None = None
+                      stats: JobStats, raw: tuple[dict[str, str], Limits] | None = None,
+                      chunks: ChunkSettings | None = None
                       ) -> Callable[[bytes | None], CorrelateLogic]:
     """``raw``: the flow's input kinds and the parser's limits, when its pieces come raw
-    (each shard parses)."""
+    (each shard parses). ``chunks``: keep the snapshots' files and ids in chunks (with
+    recovery on), else whole."""
     def build(resume: bytes | None) -> CorrelateLogic:
-        c = restore_correlate(settings, resume) if resume else Correlator(settings)
+        kept = chunks.make() if chunks is not None and recovery else None
+        c = restore_correlate(settings, resume, kept) if resume else Correlator(settings)
         intake = (Intake(GivenNewestParser(raw[1]), raw[0]) if raw is not None else None)
-        return CorrelateLogic(c, layout, recovery, stats, intake)
+        return CorrelateLogic(c, layout, recovery, stats, intake,
+                              kept if chunks is not None and chunks.write else None)
     return build
 
 

@@ -149,9 +149,10 @@ class Correlator:
         one ``Settings``)."""
         return cls(Settings.from_config(cfg))
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, files: bool = True) -> dict[str, Any]:
         """The shard's state as plain data (``operators.snapshot``); settings, the
-        accusation memo and the id table are not state.
+        accusation memo and the id table are not state. ``files=False``: without the
+        files (their rows are saved apart: ``saved_rows``, ``operators.filelog``).
 
         With recovery on this runs for every shard at every epoch close, and the
         input waits for it: the files go as one list, each file's hash and
@@ -162,20 +163,29 @@ class Correlator:
         for the memory of one pickled row a file (~250 bytes for a file one
         organization reported).
         """
+        rows = list(self.saved_rows()[0].values()) if files else []
+        return {"files": rows,
+                "ids": self.ids.snapshot(), "now": self.now, "next_sweep": self.next_sweep,
+                "duplicates": self.duplicates, "evicted": self.evicted}
+
+    def saved_rows(self) -> tuple[dict[str, bytes], set[str]]:
+        """Every tracked file's row as the snapshots save it (hash and ``FileState.row``,
+        pickled), brought up to date, and the files an event touched (or the sweep
+        forgot) since the last call: all of them the first time."""
         files, saved = self.files, self._saved
         if saved is None:
             saved = self._saved = {sha: _dump_row(sha, st.row()) for sha, st in files.items()}
+            changed = set(saved)
         else:
-            for sha in self._touched:
+            changed = self._touched
+            for sha in changed:
                 st = files.get(sha)
                 if st is not None:
                     saved[sha] = _dump_row(sha, st.row())
                 else:
                     saved.pop(sha, None)
         self._touched = set()
-        return {"files": list(saved.values()),
-                "ids": self.ids.snapshot(), "now": self.now, "next_sweep": self.next_sweep,
-                "duplicates": self.duplicates, "evicted": self.evicted}
+        return saved, changed
 
     @classmethod
     def from_snapshot(cls, settings: Settings, state: dict[str, Any]) -> Correlator:

@@ -191,7 +191,7 @@ _PROBABILITY = re.compile(r"(_score|_share|label_noise|_protection|_collateral|"
 _POSITIVE = frozenset({
     "kafka.partitions", "kafka.connect_timeout_s", "kafka.consume_batch", "stream.shards",
     "stream.epoch_interval_s", "stream.merge_buffer", "stream.gc_gen0_threshold",
-    "recovery.partitions",
+    "recovery.partitions", "recovery.chunk_grace_snapshots", "recovery.file_log_segments",
     "limits.max_message_bytes", "limits.max_string_len", "limits.max_list_len",
     "limits.max_verdicts", "limits.max_future_skew_s", "dedup.ids_per_shard",
     "state.idle_ttl_s", "state.max_devices", "state.max_orgs", "state.max_parents",

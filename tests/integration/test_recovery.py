@@ -31,7 +31,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from rapidloop.base.config import load_config
 from rapidloop.base.kafka import quiet
+from rapidloop.flows.chunkstore import CHUNKS_DIR
 from rapidloop.flows.recovery import MANIFEST, RecoveryError, prepare, stored_snapshots
+from rapidloop.flows.steps import correlate_chunk_names
 from rapidloop.operators.activefeed import target_key
 from rapidloop.schemas.enforcement import in_force, latest_event_ts
 from rapidloop.schemas.wire import read_decision
@@ -165,7 +167,12 @@ def test_kill_9_and_restart_loses_and_invents_no_decision(
         job = _job(broker, env, "--recovery-dir", str(recovery), "--progress", "0.05")
         killed_at.append(_kill_after(job, int(total * rng.uniform(0.2, 0.3))))
         assert (recovery / MANIFEST).is_file(), f"no recovery state after kill {i + 1}"
+    chunks = recovery / CHUNKS_DIR
+    assert any(chunks.iterdir()), "the shards' files and ids were not written as chunks"
+    orphan = chunks / "000-files-0123456789abcdef"   # as a crash mid-write may leave one
+    orphan.write_bytes(b"left over")
     last = _finish(_job(broker, env, "--recovery-dir", str(recovery), "--progress", "0"))
+    assert not orphan.exists(), "a chunk no snapshot names was not removed at the start"
     assert f"recovery state resumed from {recovery}" in last
     resumed_reads = _messages_read(last)
     assert resumed_reads < total, \
@@ -293,6 +300,33 @@ def test_a_damaged_snapshot_is_refused_in_one_line_before_the_flow_starts(
         assert snap.partition in lines[0] and f"move {recovery} aside" in lines[0], lines[0]
         assert "Traceback" not in err and "panicked" not in err, err
         print(f"exit {job.returncode}: {lines[0]}")
+
+
+@pytest.mark.integration
+def test_a_snapshot_whose_chunk_is_missing_is_refused_in_one_line(
+        broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
+    rep, fb, dec, dlq = kafka_topics("reports", "feedback", "dec", "dlq")
+    topics = {"reports": rep, "feedback": fb, "decisions": dec, "deadletter": dlq}
+    sim = subprocess.run(
+        [sys.executable, "-m", "rapidloop.cli", "simulate", "--kafka", "--brokers", broker,
+         "--rate", "0", "--reports", str(DAMAGED_REPORTS), "--seed", str(SEED), "--start",
+         START, "--progress", "0"],
+        cwd=ROOT, env=_env(topics), capture_output=True, text=True, timeout=60)
+    assert sim.returncode == 0, sim.stderr
+    recovery = tmp_path / "recovery"
+    _finish(_job(broker, _env(topics), "--recovery-dir", str(recovery), "--progress", "0"))
+    snap = next(s for s in stored_snapshots(recovery) if s.step_id == "rapidloop.correlate")
+    gone = sorted(correlate_chunk_names(pickle.loads(snap.blob)))[0]
+    (recovery / CHUNKS_DIR / gone).unlink()
+    job = _job(broker, _env(topics), "--recovery-dir", str(recovery))
+    _, err = job.communicate(timeout=60)
+    lines = [line for line in err.strip().splitlines()
+             if not line.startswith("rapidloop run: note: ")]
+    assert job.returncode == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"rapidloop run: recovery dir {recovery}: the snapshot of "
+                               f"step correlate for key {snap.state_key} "), lines[0]
+    assert f"chunk {gone} is missing" in lines[0], lines[0]
+    assert "Traceback" not in err and "panicked" not in err, err
 
 
 def test_recovery_dir_is_locked_and_checked(tmp_path: Path) -> None:
