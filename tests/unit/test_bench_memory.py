@@ -17,6 +17,10 @@ def test_snapshot_figure_counts_every_file_and_scales_to_an_epoch() -> None:
     assert res["per_file_us"] > 0
     filled_s = res["files_filling_epoch"] * res["per_file_us"] / 1e6
     assert filled_s == pytest.approx(res["epoch_interval_s"])
+    # in chunks: 1 % changed and 1/64 rolled are written, and Bytewax gets the names
+    assert res["chunked_changed_files"] == 30
+    assert 0 < res["chunked_written_bytes_median"] < res["snapshot_bytes"] / 4
+    assert res["chunked_blob_bytes"] < 64 << 10   # the names, and the ring's open chunk
 
 
 def test_state_phase_reads_the_jobs_progress_lines(tmp_path: Path) -> None:
