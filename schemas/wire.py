@@ -93,6 +93,14 @@ _JSONDecodeError = orjson.JSONDecodeError
 Decoded = tuple[dict[str, Any], float | None]
 """A value as a reader decoded it already: its JSON object and its ``ts``'s time
 (``schemas.model.RawMessage.decoded``)."""
+
+
+def _decode(value: bytes) -> tuple[Any, Any]:
+    """``value``'s JSON (None if it is not JSON), its time not read yet (``_ABSENT``)."""
+    try:
+        return _LOADS(value), _ABSENT
+    except _JSONDecodeError:
+        return None, _ABSENT
 # value -> the constant string itself: a dict lookup both validates and canonicalises
 _FILE_TYPES = {t: t for t in FILE_TYPES}
 _FILE_PATHS = {p: p for p in FILE_PATHS}
@@ -396,14 +404,7 @@ class WireParser:
         JSON object and the time its ``ts`` reads as, if a reader decoded it already
         (``RawMessage.decoded``): the same checks, without decoding it again."""
         if len(value) <= self._max_bytes:
-            if decoded is None:
-                try:
-                    obj = _LOADS(value)
-                except _JSONDecodeError:
-                    obj = None
-                ts: Any = _ABSENT
-            else:
-                obj, ts = decoded
+            obj, ts = decoded if decoded is not None else _decode(value)
             if type(obj) is dict:
                 r = self._report_fast(obj, ts)
                 if r is not None:
@@ -415,14 +416,7 @@ class WireParser:
         """One Feedback message value, validated and normalised (``decoded``: see
         :meth:`report`)."""
         if len(value) <= self._max_bytes:
-            if decoded is None:
-                try:
-                    obj = _LOADS(value)
-                except _JSONDecodeError:
-                    obj = None
-                ts: Any = _ABSENT
-            else:
-                obj, ts = decoded
+            obj, ts = decoded if decoded is not None else _decode(value)
             if type(obj) is dict:
                 f = self._feedback_fast(obj, ts)
                 if f is not None:

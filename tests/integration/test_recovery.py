@@ -258,9 +258,8 @@ def test_recovery_dir_of_other_input_is_refused_in_one_line(
     assert f"topic {rep} as it was before it was recreated" in err, err
 
 
-@pytest.mark.integration
-def test_a_damaged_snapshot_is_refused_in_one_line_before_the_flow_starts(
-        broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
+def _small_day(broker: str, kafka_topics: TopicMaker) -> dict[str, str]:
+    """Topics holding a small simulated day, for the tests of damaged recovery state."""
     rep, fb, dec, dlq = kafka_topics("reports", "feedback", "dec", "dlq")
     topics = {"reports": rep, "feedback": fb, "decisions": dec, "deadletter": dlq}
     sim = subprocess.run(
@@ -269,6 +268,25 @@ def test_a_damaged_snapshot_is_refused_in_one_line_before_the_flow_starts(
          START, "--progress", "0"],
         cwd=ROOT, env=_env(topics), capture_output=True, text=True, timeout=60)
     assert sim.returncode == 0, sim.stderr
+    return topics
+
+
+def _refusal(broker: str, topics: dict[str, str], recovery: Path, *how: str) -> str:
+    """The one line a start over damaged recovery state is refused with (exit 2)."""
+    job = _job(broker, _env(topics), "--recovery-dir", str(recovery), *how)
+    _, err = job.communicate(timeout=60)
+    # (a note on how partitions spread over workers may come first; nothing else)
+    lines = [line for line in err.strip().splitlines()
+             if not line.startswith("rapidloop run: note: ")]
+    assert job.returncode == 2 and len(lines) == 1, err   # not even the start line
+    assert "Traceback" not in err and "panicked" not in err, err
+    return lines[0]
+
+
+@pytest.mark.integration
+def test_a_damaged_snapshot_is_refused_in_one_line_before_the_flow_starts(
+        broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
+    topics = _small_day(broker, kafka_topics)
     recovery = tmp_path / "recovery"
     # (the run also shows the job watching its snapshots: short epochs and a tiny
     # threshold, so that it says so in a run this small)
@@ -289,44 +307,26 @@ def test_a_damaged_snapshot_is_refused_in_one_line_before_the_flow_starts(
                    (pickle.dumps(bytes(state)), snap.step_id, snap.state_key))
 
     for how in ([], ["--processes", "2"]):   # one process, and a local cluster's supervisor
-        job = _job(broker, _env(topics), "--recovery-dir", str(recovery), *how)
-        _, err = job.communicate(timeout=60)
-        # (a note on how partitions spread over workers may come first; nothing else)
-        lines = [line for line in err.strip().splitlines()
-                 if not line.startswith("rapidloop run: note: ")]
-        assert job.returncode == 2 and len(lines) == 1, err   # not even the start line
-        assert lines[0].startswith(f"rapidloop run: recovery dir {recovery}: the snapshot of "
-                                   f"step correlate for key {snap.state_key} "), lines[0]
-        assert snap.partition in lines[0] and f"move {recovery} aside" in lines[0], lines[0]
-        assert "Traceback" not in err and "panicked" not in err, err
-        print(f"exit {job.returncode}: {lines[0]}")
+        line = _refusal(broker, topics, recovery, *how)
+        assert line.startswith(f"rapidloop run: recovery dir {recovery}: the snapshot of "
+                               f"step correlate for key {snap.state_key} "), line
+        assert snap.partition in line and f"move {recovery} aside" in line, line
+        print(f"exit 2: {line}")
 
 
 @pytest.mark.integration
 def test_a_snapshot_whose_chunk_is_missing_is_refused_in_one_line(
         broker: str, kafka_topics: TopicMaker, tmp_path: Path) -> None:
-    rep, fb, dec, dlq = kafka_topics("reports", "feedback", "dec", "dlq")
-    topics = {"reports": rep, "feedback": fb, "decisions": dec, "deadletter": dlq}
-    sim = subprocess.run(
-        [sys.executable, "-m", "rapidloop.cli", "simulate", "--kafka", "--brokers", broker,
-         "--rate", "0", "--reports", str(DAMAGED_REPORTS), "--seed", str(SEED), "--start",
-         START, "--progress", "0"],
-        cwd=ROOT, env=_env(topics), capture_output=True, text=True, timeout=60)
-    assert sim.returncode == 0, sim.stderr
+    topics = _small_day(broker, kafka_topics)
     recovery = tmp_path / "recovery"
     _finish(_job(broker, _env(topics), "--recovery-dir", str(recovery), "--progress", "0"))
     snap = next(s for s in stored_snapshots(recovery) if s.step_id == "rapidloop.correlate")
     gone = sorted(correlate_chunk_names(pickle.loads(snap.blob)))[0]
     (recovery / CHUNKS_DIR / gone).unlink()
-    job = _job(broker, _env(topics), "--recovery-dir", str(recovery))
-    _, err = job.communicate(timeout=60)
-    lines = [line for line in err.strip().splitlines()
-             if not line.startswith("rapidloop run: note: ")]
-    assert job.returncode == 2 and len(lines) == 1, err
-    assert lines[0].startswith(f"rapidloop run: recovery dir {recovery}: the snapshot of "
-                               f"step correlate for key {snap.state_key} "), lines[0]
-    assert f"chunk {gone} is missing" in lines[0], lines[0]
-    assert "Traceback" not in err and "panicked" not in err, err
+    line = _refusal(broker, topics, recovery)
+    assert line.startswith(f"rapidloop run: recovery dir {recovery}: the snapshot of "
+                           f"step correlate for key {snap.state_key} "), line
+    assert f"chunk {gone} is missing" in line, line
 
 
 def test_recovery_dir_is_locked_and_checked(tmp_path: Path) -> None:
