@@ -17,10 +17,11 @@ named is deleted only ``grace`` snapshots of its shard later, as Bytewax
 may still resume from a snapshot that named it until a newer one is
 committed (and keeps superseded ones ``recovery.backup_interval_s``).
 Names are unique (shard, kind, sequence, random token), never reused, so a
-chunk left by a crash cannot be mistaken for a new one; such leftovers are
+chunk left by a crash cannot be mistaken for a new one. Such leftovers are
 removed when a whole recovery directory is checked before a start
-(:func:`remove_unnamed`), not in a multi-machine share, whose snapshots may
-be held by other processes.
+(:func:`remove_unnamed`); in a multi-machine share, whose shards' snapshots
+may be held by other processes, each shard's store takes up its own at its
+first snapshot (the grace applies, a partial write goes at once).
 
 >>> import tempfile
 >>> store = ChunkStore(tempfile.mkdtemp(), shard=3, grace=1)
@@ -98,15 +99,33 @@ class ChunkStore:
 
     def retain(self, named: set[str]) -> None:
         """A snapshot naming ``named`` is being handed to Bytewax: chunks the last one
-        named and this one does not start their grace; those past it are deleted."""
+        named and this one does not start their grace; those past it are deleted. The
+        first time, so do this shard's chunks that nothing here names (a crash's
+        leftovers, or a previous run's, whose snapshots this one no longer resumes
+        from once its own are committed), and its partial writes go at once."""
         self._snapshots += 1
         now = self._snapshots
+        if now == 1:
+            self._leftovers(named, now)
         for name in self._named - named:
             self._dropped[name] = now
         self._named = set(named)
         for name in [n for n, t in self._dropped.items() if now - t >= self.grace]:
             del self._dropped[name]
             (self.dir / name).unlink(missing_ok=True)
+
+    def _leftovers(self, named: set[str], now: int) -> None:
+        mine = f"{self.shard:03d}-"
+        try:
+            entries = list(self.dir.iterdir())
+        except FileNotFoundError:
+            return
+        for path in entries:
+            name = path.name
+            if name.startswith(f".{mine}") and name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+            elif name.startswith(mine) and name not in named and name not in self._named:
+                self._dropped.setdefault(name, now)
 
     def adopt(self, named: Iterable[str]) -> None:
         """The chunks a restored snapshot names are this store's, as if it had written them."""

@@ -148,22 +148,18 @@ def build(cfg: Config, io: Connectors, *, recovery: RunRecovery | None = None,
     try:
         return build_flow(cfg, io, recovery=recovery is not None, replicas=replicas,
                           chunks=chunk_settings(cfg, recovery.config.db_dir if recovery
-                                                else None, recovery is not None and
-                                                recovery.share))
+                                                else None))
     except AllowListError as exc:
         if recovery is not None:
             recovery.close()
         raise JobError(str(exc)) from None
 
 
-def chunk_settings(cfg: Config, recovery_dir: str | Path | None, share: bool = False
-                   ) -> ChunkSettings | None:
+def chunk_settings(cfg: Config, recovery_dir: str | Path | None) -> ChunkSettings | None:
     """Where the correlate step keeps its snapshots' bulk in ``recovery_dir`` (None:
-    recovery off). With ``recovery.chunks`` false, or in a multi-machine ``share`` (the
-    snapshots of a process's keys may be stored in another's share, beside none of its
-    chunks), it writes whole snapshots, and still reads chunks a snapshot names. The
-    grace covers the backup interval's epochs too: Bytewax keeps superseded snapshots
-    that long."""
+    recovery off). With ``recovery.chunks`` false it writes whole snapshots, and still
+    reads chunks a snapshot names. The grace covers the backup interval's epochs too:
+    Bytewax keeps superseded snapshots that long."""
     import math
 
     from .chunkstore import CHUNKS_DIR
@@ -175,5 +171,4 @@ def chunk_settings(cfg: Config, recovery_dir: str | Path | None, share: bool = F
     backup = math.ceil(float(cfg.recovery.backup_interval_s) / epoch)
     return ChunkSettings(Path(recovery_dir) / CHUNKS_DIR,
                          int(cfg.recovery.chunk_grace_snapshots) + backup,
-                         int(cfg.recovery.file_log_segments),
-                         bool(cfg.recovery.chunks) and not share)
+                         int(cfg.recovery.file_log_segments), bool(cfg.recovery.chunks))

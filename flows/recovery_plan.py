@@ -65,9 +65,6 @@ class RunRecovery:
     config: RecoveryConfig
     description: str                 # for the start line
     close: Callable[[], None] = field(default=_nothing)
-    # a multi-machine process's share: its keys' snapshots may be stored in other
-    # processes' shares, so it keeps them whole, never in chunks (``flows.chunked``)
-    share: bool = False
 
 
 def replicas(cfg: Config, directory: str | None, workers: int) -> int:
@@ -109,12 +106,15 @@ def check_snapshots(cfg: Config, directory: Path, flow_id: str, whole: bool = Tr
     that cannot be read is a sign the directory is damaged, and it costs no
     more than one resume. In a ``whole`` directory (every snapshot of the
     run is here, none in another process's share) the chunks no snapshot
-    names, a crash's leftovers, are then removed.
+    names, a crash's leftovers, are then removed. A multi-machine process's
+    share holds snapshots of other processes' shards, whose chunks are in
+    their shares: those are read back without their chunks (each process
+    reads its own when it restores a shard, and takes up its leftovers).
     """
     from .job import chunk_settings
 
     chunks = chunk_settings(cfg, directory)
-    restore = restorers(Settings.from_config(cfg), chunks)
+    restore = restorers(Settings.from_config(cfg), chunks, read_chunks=whole)
     prefix = f"{flow_id}."
     named: set[str] = set()
     for snap in stored_snapshots(directory):
@@ -211,7 +211,7 @@ def plan(cfg: Config, conf: dict[str, Any], directory: str | None, replicas: int
         held = ", ".join(f"part-{j}" for j in share["holds"]) or "no partition"
         verb = "created in" if rec.created else "resumed from"
         return RunRecovery(rec.config, f"recovery state {verb} {rec.directory}: {held} of "
-                                       f"{share['partitions']}", rec.close, share=True)
+                                       f"{share['partitions']}", rec.close)
     rec = prepare_whole(cfg, directory, conf, replicas)
     verb = "created in" if rec.created else "resumed from"
     return RunRecovery(rec.config, f"recovery state {verb} {rec.directory}", rec.close)

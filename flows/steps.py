@@ -203,12 +203,16 @@ def restore_feed(blob: bytes) -> ActiveFeed:
     return ActiveFeed.from_snapshot(state)
 
 
-def restorers(settings: Settings, chunks: ChunkSettings | None = None
-              ) -> dict[str, Callable[[bytes], object]]:
+def restorers(settings: Settings, chunks: ChunkSettings | None = None,
+              read_chunks: bool = True) -> dict[str, Callable[[bytes], object]]:
     """Each stateful step's name → how its builder restores a snapshot, for checking a
     recovery directory's snapshots before the flow starts (``flows.recovery_plan``). The
-    allow-list is not state: the real one plays no part in restoring."""
-    def correlator(blob: bytes) -> Correlator:
+    allow-list is not state: the real one plays no part in restoring. ``read_chunks``
+    false: a correlate snapshot in chunks is only decoded (its chunks may be elsewhere)."""
+    def correlator(blob: bytes) -> Correlator | None:
+        if not read_chunks and _in_chunks(blob):
+            correlate_chunk_names(blob)   # decodes it, and checks what it names
+            return None
         return restore_correlate(settings, blob, chunks.make() if chunks else None)
     return {CORRELATE: correlator,
             DECIDE: partial(restore_decide, settings, AllowList()),

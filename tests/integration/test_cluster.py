@@ -32,6 +32,7 @@ import orjson
 import pytest
 
 from rapidloop.cli import main
+from rapidloop.flows.chunkstore import CHUNKS_DIR
 
 from ..conftest import ROOT, create_topics, free_port
 from .test_kafka_io import read_all
@@ -188,10 +189,13 @@ def test_one_command_per_process_forms_one_cluster(world: World, tmp_path: Path)
         "part-1.sqlite3"]
     _same(world, dec, dlq)
     # ...and together they resume the cluster: nothing is read twice past the snapshot.
+    for i in range(2):   # each process wrote its shards' files and ids as chunks
+        assert any((tmp_path / f"recovery-{i}" / CHUNKS_DIR).iterdir())
     again = _per_process(world, env, addresses, tmp_path)
     for i, e in enumerate(again):
         assert f"recovery state resumed from {tmp_path / f'recovery-{i}'}" in e
     assert sum(_messages(e) for e in again) < REPORTS
+    _same(world, dec, dlq)   # what the resumed shards decided again is what they decided
     # A process given another's share, or a share under another process count, is refused.
     wrong = subprocess.run(
         [sys.executable, "-m", "rapidloop.cli", "run", "--brokers", world.broker,

@@ -109,3 +109,28 @@ def test_an_epoch_writes_what_changed_not_the_state(tmp_path: Path) -> None:
     assert len(second) < 64 << 10   # what Bytewax stores: the ring's open chunk and names
     assert len(first) < 64 << 10
     assert sum(new.values()) < sum(before.values()) / 20   # 50 changed + 1/64 rolled
+
+
+def test_a_shard_that_cannot_be_restored_inside_the_flow_is_one_line(tmp_path: Path) -> None:
+    """A multi-machine process reads its shards' chunks only inside the flow, where Bytewax
+    wraps what the builder raised: the run stops with one line, not a traceback."""
+    from datetime import timedelta
+
+    from bytewax.recovery import RecoveryConfig
+
+    from rapidloop.flows.process import unrestorable
+    from rapidloop.flows.recovery import RecoveryError
+    from rapidloop.flows.recovery_plan import RunRecovery
+
+    recovery = RunRecovery(RecoveryConfig(tmp_path, timedelta(0)), "share")
+    try:
+        try:
+            raise SnapshotError("chunk 003-files-0123456789abcdef is missing from X")
+        except SnapshotError as exc:
+            raise RuntimeError("PyException while building the step's state") from exc
+    except RuntimeError as wrapped:
+        with pytest.raises(RecoveryError, match="chunk 003-files-0123456789abcdef is missing"
+                           ) as got:
+            unrestorable(wrapped, recovery)
+        assert "\n" not in str(got.value) and "aside" in str(got.value)
+        unrestorable(RuntimeError("something else"), recovery)   # not ours: left alone
