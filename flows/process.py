@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rapidloop.base.config import Config
@@ -152,7 +151,6 @@ def run_process(cfg: Config, flow: Dataflow, conf: dict[str, Any], *, stats: Job
         else:
             outcome.failure = delivery_failure(exc)
             if outcome.failure is None:
-                unrestorable(exc, recovery)
                 raise
     finally:
         for sig, handler in previous.items():
@@ -217,19 +215,3 @@ def undelivered(cfg: Config, stats: JobStats) -> tuple[int, list[str]]:
                          f"{k.deadletter_topic} instead: {d.errors}")
     return lost, lines
 
-
-def unrestorable(exc: BaseException, recovery: RunRecovery | None) -> None:
-    """RecoveryError (one line) if ``exc`` is a shard that could not be restored inside
-    the flow: a multi-machine process reads its shards' chunks only there (its share's
-    snapshots are checked before the start without them, ``flows.recovery_plan``)."""
-    from rapidloop.operators.snapshot import SnapshotError
-
-    from .kafka_io import find_cause
-    from .recovery import RecoveryError, set_aside
-
-    bad = find_cause(exc, SnapshotError)
-    if bad is None or recovery is None:
-        return
-    where = Path(recovery.config.db_dir)
-    raise RecoveryError(f"recovery dir {where}: a shard's snapshot cannot be restored "
-                        f"({' '.join(str(bad).split())}); {set_aside(where)}") from None

@@ -14,6 +14,8 @@ biggest cost.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from bytewax.operators import StatefulBatchLogic
@@ -271,6 +273,23 @@ class CorrelateLogic(StatefulBatchLogic[Piece | RawPiece, tuple[str, Any], bytes
         return timed(self.stats, snapshot_correlate, self.c)
 
 
+def unrestorable(directory: Path, exc: SnapshotError) -> NoReturn:
+    """A shard this process must resume cannot be restored: one line, exit 2, now.
+
+    Before a start every snapshot is restored once (``flows.recovery_plan``),
+    but a multi-machine process's share holds other processes' shards and
+    each reads its own chunks only here, inside the flow, where an exception
+    becomes a Bytewax panic whose message is lost (as ``flows.process``
+    says of stopping a flow from outside).
+    """
+    from .recovery import set_aside
+
+    print(f"rapidloop run: recovery dir {directory}: a shard's snapshot cannot be restored "
+          f"({' '.join(str(exc).split())}); {set_aside(directory)}", file=sys.stderr,
+          flush=True)
+    os._exit(2)
+
+
 @dataclass(frozen=True)
 class ChunkSettings:
     """Where and how the correlate step keeps its snapshots' bulk (``flows.chunked``)."""
@@ -293,7 +312,12 @@ def correlate_builder(settings: Settings, layout: ReplicaLayout, recovery: bool,
     recovery on), else whole."""
     def build(resume: bytes | None) -> CorrelateLogic:
         kept = chunks.make() if chunks is not None and recovery else None
-        c = restore_correlate(settings, resume, kept) if resume else Correlator(settings)
+        try:
+            c = restore_correlate(settings, resume, kept) if resume else Correlator(settings)
+        except SnapshotError as exc:
+            if chunks is None:
+                raise
+            unrestorable(chunks.directory.parent, exc)
         intake = (Intake(GivenNewestParser(raw[1]), raw[0]) if raw is not None else None)
         return CorrelateLogic(c, layout, recovery, stats, intake,
                               kept if chunks is not None and chunks.write else None)

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from rapidloop.base.config import load_config
+from rapidloop.base.jobstats import JobStats
 from rapidloop.flows import steps
 from rapidloop.flows.chunked import ChunkedSnapshots
+from rapidloop.flows.placement import replica_layout
 from rapidloop.operators.correlate import Correlator
 from rapidloop.operators.settings import Settings
 from rapidloop.operators.snapshot import SnapshotError
@@ -111,26 +113,28 @@ def test_an_epoch_writes_what_changed_not_the_state(tmp_path: Path) -> None:
     assert sum(new.values()) < sum(before.values()) / 20   # 50 changed + 1/64 rolled
 
 
-def test_a_shard_that_cannot_be_restored_inside_the_flow_is_one_line(tmp_path: Path) -> None:
-    """A multi-machine process reads its shards' chunks only inside the flow, where Bytewax
-    wraps what the builder raised: the run stops with one line, not a traceback."""
-    from datetime import timedelta
 
-    from bytewax.recovery import RecoveryConfig
+def test_a_shard_that_cannot_be_restored_inside_the_flow_stops_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    """A multi-machine process reads its shards' chunks only inside the flow, where an
+    exception would become a Bytewax panic: the builder says why in one line and exits 2."""
+    chunks_dir = tmp_path / "rapidloop-chunks"
+    c, kept = Correlator(SETTINGS), ChunkedSnapshots(chunks_dir, grace=2, roll_after=3)
+    c.process(_epoch(0), 0.0)
+    blob = kept.snapshot(c, shard=3)
+    gone = sorted(steps.correlate_chunk_names(blob))[0]
+    (chunks_dir / gone).unlink()
 
-    from rapidloop.flows.process import unrestorable
-    from rapidloop.flows.recovery import RecoveryError
-    from rapidloop.flows.recovery_plan import RunRecovery
+    def exit_(code: int) -> None:
+        raise SystemExit(code)
 
-    recovery = RunRecovery(RecoveryConfig(tmp_path, timedelta(0)), "share")
-    try:
-        try:
-            raise SnapshotError("chunk 003-files-0123456789abcdef is missing from X")
-        except SnapshotError as exc:
-            raise RuntimeError("PyException while building the step's state") from exc
-    except RuntimeError as wrapped:
-        with pytest.raises(RecoveryError, match="chunk 003-files-0123456789abcdef is missing"
-                           ) as got:
-            unrestorable(wrapped, recovery)
-        assert "\n" not in str(got.value) and "aside" in str(got.value)
-        unrestorable(RuntimeError("something else"), recovery)   # not ours: left alone
+    monkeypatch.setattr(steps.os, "_exit", exit_)
+    build = steps.correlate_builder(SETTINGS, replica_layout(8, 1), True, JobStats(),
+                                    chunks=steps.ChunkSettings(chunks_dir, 2, 3))
+    with pytest.raises(SystemExit) as stopped:
+        build(blob)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"rapidloop run: recovery dir {tmp_path}: ")
+    assert f"chunk {gone} is missing" in err[0] and "aside" in err[0]
