@@ -47,7 +47,7 @@ from rapidloop.operators.sharding import (
     split_raw,
     split_unit,
 )
-from rapidloop.operators.snapshot import SnapshotError, decode, encode, envelope, loads_plain
+from rapidloop.operators.snapshot import SnapshotError, decode, encode, envelope
 from rapidloop.schemas.intake import Intake, Unit
 from rapidloop.schemas.model import DeadLetter, Decision, RawMessage
 from rapidloop.schemas.wire import GivenNewestParser, Limits, encode_dead_letter, encode_decision
@@ -171,27 +171,25 @@ def restore_correlate(settings: Settings, blob: bytes,
                       chunks: ChunkedSnapshots | None = None) -> Correlator:
     """A correlate step's snapshot, whole or in chunks (``flows.chunked``: ``chunks``
     reads them back, and takes up their bookkeeping)."""
-    if _in_chunks(blob):
-        state, stored = decode(blob, correlate.KIND, chunked.KIND)
-        if chunks is None:
-            raise SnapshotError("the snapshot's files are in chunks, and no chunk "
-                                "directory was given")
-        return chunks.restore(settings, state, stored)
-    (state,) = decode(blob, correlate.KIND)
-    return Correlator.from_snapshot(settings, state)
+    state, stored = _decode_correlate(blob)
+    if stored is None:
+        return Correlator.from_snapshot(settings, state)
+    if chunks is None:
+        raise SnapshotError("the snapshot's files are in chunks, and no chunk directory "
+                            "was given")
+    return chunks.restore(settings, state, stored)
 
 
-def _in_chunks(blob: bytes) -> bool:
-    data = loads_plain(blob)
-    return isinstance(data, list) and len(data) == 2
+def _decode_correlate(blob: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The ``correlator`` state and, for a snapshot in chunks, its ``shard-chunks`` part."""
+    state, stored = decode(blob, correlate.KIND, chunked.KIND, optional=1)
+    return state, stored
 
 
 def correlate_chunk_names(blob: bytes) -> set[str]:
     """The chunks a correlate step's snapshot names (none if it is whole)."""
-    if not _in_chunks(blob):
-        return set()
-    state, stored = decode(blob, correlate.KIND, chunked.KIND)
-    return chunked.named_chunks(state, stored)
+    state, stored = _decode_correlate(blob)
+    return set() if stored is None else chunked.named_chunks(state, stored)
 
 
 def restore_decide(settings: Settings, allow: AllowList, blob: bytes
@@ -212,8 +210,7 @@ def restorers(settings: Settings, chunks: ChunkSettings | None = None,
     allow-list is not state: the real one plays no part in restoring. ``read_chunks``
     false: a correlate snapshot in chunks is only decoded (its chunks may be elsewhere)."""
     def correlator(blob: bytes) -> Correlator | None:
-        if not read_chunks and _in_chunks(blob):
-            correlate_chunk_names(blob)   # decodes it, and checks what it names
+        if not read_chunks and correlate_chunk_names(blob):   # in chunks: decoded only
             return None
         return restore_correlate(settings, blob, chunks.make() if chunks else None)
     return {CORRELATE: correlator,

@@ -127,19 +127,20 @@ def loads_plain(blob: bytes) -> Any:
         raise SnapshotError(f"unreadable snapshot: {exc}") from None
 
 
-def decode(blob: bytes, *kinds: str) -> list[Any]:
+def decode(blob: bytes, *kinds: str, optional: int = 0) -> list[Any]:
     """The states of ``kinds``, in order, from a step's snapshot, each migrated to its
-    current version. :class:`SnapshotError` if the bytes are anything else."""
+    current version; the last ``optional`` kinds may be absent (None in their place).
+    :class:`SnapshotError` if the bytes are anything else."""
     data = loads_plain(blob)
-    if not isinstance(data, list) or len(data) != len(kinds):
+    if not isinstance(data, list) or not len(kinds) - optional <= len(data) <= len(kinds):
         raise SnapshotError(f"not a snapshot of {', '.join(kinds)}")
-    out = []
-    for env, kind in zip(data, kinds, strict=True):
+    out: list[Any] = []
+    for env, kind in zip(data, kinds[:len(data)], strict=True):
         if (not isinstance(env, dict) or env.get("format") != FORMAT
                 or env.get("kind") != kind):
             raise SnapshotError(f"not a {FORMAT} envelope of {kind!r}")
         out.append(migrate(kind, env.get("version"), env.get("state")))
-    return out
+    return out + [None] * (len(kinds) - len(data))
 
 
 def dump_objects(obj: Any) -> bytes:

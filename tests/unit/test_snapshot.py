@@ -109,3 +109,14 @@ def test_a_recovery_dir_from_the_pickled_format_is_refused_in_one_line(tmp_path:
         prepare(CFG, tmp_path / "rec", ids)
     path.write_text(json.dumps({**manifest, "state_format": snapshot.STATE_FORMAT}))
     prepare(CFG, tmp_path / "rec", ids).close()   # the current format: resumes
+
+
+def test_a_last_kind_may_be_optional() -> None:
+    register("opt-a", 1)
+    register("opt-b", 1)
+    both = encode([envelope("opt-a", 1), envelope("opt-b", 2)])
+    one = encode([envelope("opt-a", 1)])
+    assert decode(both, "opt-a", "opt-b", optional=1) == [1, 2]
+    assert decode(one, "opt-a", "opt-b", optional=1) == [1, None]
+    with pytest.raises(SnapshotError):
+        decode(one, "opt-a", "opt-b")
