@@ -429,24 +429,30 @@ class MergedFileSource(FixedPartitionedSource[tuple[int, list[RawMessage]], int]
                                 self.max_jump, self.max_bytes, self.stop)
 
 
+_GZIP_LEVEL = 6   # zlib's own default: gzip.open's 9 costs far more time for a few per cent
+
+
 class _JsonlPartition(StatelessSinkPartition[list[tuple[bytes | None, bytes]]]):
-    def __init__(self, path: str) -> None:
-        # Held open for the life of the partition; Bytewax calls close().
-        self._f = gzip.open(path, "ab") if path.endswith(".gz") else open(path, "ab")  # noqa: SIM115
+    """One worker's writes, through the sink's one file (:class:`JsonlSink`)."""
+
+    def __init__(self, sink: JsonlSink) -> None:
+        self._sink = sink
 
     def write_batch(self, items: list[list[tuple[bytes | None, bytes]]]) -> None:
-        self._f.write(b"".join(v + b"\n" for batch in items for _, v in batch))
-
-    def close(self) -> None:
-        self._f.close()
+        self._sink.write(b"".join(v + b"\n" for batch in items for _, v in batch))
 
 
 class JsonlSink(DynamicSink[list[tuple[bytes | None, bytes]]]):
-    """Message values as JSONL lines, written to ``PATH.partial`` until :meth:`commit`.
+    """Message values as JSONL lines, written to ``PATH.partial`` until :meth:`commit`;
+    gzipped if ``path`` ends in ``.gz``.
 
     Only a run that ended well renames the file into place, so a file at
     ``path`` is always complete; a failed run removes its partial file
     (:meth:`discard`), and one killed outright leaves a name that says so.
+    Every worker's partition writes through one file object, a batch at a
+    time under a lock: with several workers, lines never cut into each other
+    and a ``.gz`` is one gzip stream (a file object per worker appended gzip
+    members into each other).
     """
 
     def __init__(self, path: str) -> None:
@@ -462,16 +468,32 @@ class JsonlSink(DynamicSink[list[tuple[bytes | None, bytes]]]):
         except FileExistsError:   # a file where a directory should be
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
                                      str(parent)) from None
-        with open(self.partial, "wb"):
-            pass
+        self._raw = open(self.partial, "wb")  # noqa: SIM115 (closed by commit or discard)
+        # gzip names the file it holds after `path`, not the partial name
+        self._f: IO[bytes] | gzip.GzipFile = (
+            gzip.GzipFile(path, "wb", _GZIP_LEVEL, self._raw) if path.endswith(".gz")
+            else self._raw)
+        self._lock = threading.Lock()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _JsonlPartition:
-        return _JsonlPartition(self.partial)
+        return _JsonlPartition(self)
+
+    def write(self, data: bytes) -> None:
+        """Append whole lines (a batch), after any other worker's batch."""
+        with self._lock:
+            self._f.write(data)
+
+    def _close(self) -> None:
+        with self._lock:
+            self._f.close()    # a GzipFile leaves the file it writes to open
+            self._raw.close()
 
     def commit(self) -> None:
+        self._close()
         os.replace(self.partial, self.path)
 
     def discard(self) -> None:
+        self._close()
         Path(self.partial).unlink(missing_ok=True)
 
 

@@ -221,4 +221,7 @@ def publish_decisions(cfg: Config, topic: str, output: str, brokers: str | None 
     many. Every one confirmed by the broker, or BrokerUnavailable."""
     from rapidloop.base.kafka import publish_values
 
-    return publish_values(cfg, topic, Path(output).read_bytes().splitlines(), brokers=brokers)
+    from .file_io import open_lines
+
+    with open_lines(output) as f:
+        return publish_values(cfg, topic, f.read().splitlines(), brokers=brokers)
