@@ -202,15 +202,18 @@ def run_cluster_job(brokers: str, topics: Topics, work: Path, tag: str,
 
 
 def parse_spread(stderr: str) -> dict[str, Any]:
-    """A cluster process's own account: partitions read, messages, shards, decisions, CPU."""
+    """A cluster process's own account: partitions read, messages, shards (files, events
+    correlated), decisions, CPU."""
     m = re.search(r"process (\d+) of \d+: read (.*) \(([\d,]+) messages\); shards (.*) "
-                  r"\(([\d,]+) files\); decisions ([\d,]+); cpu ([\d.]+)s", stderr)
+                  r"\(([\d,]+) files, ([\d,]+) events\); decisions ([\d,]+); cpu ([\d.]+)s",
+                  stderr)
     if not m:
         return {}
     return {"process": int(m.group(1)), "partitions": m.group(2).split(", "),
             "messages": int(m.group(3).replace(",", "")), "shards": m.group(4).split(", "),
             "files": int(m.group(5).replace(",", "")),
-            "decisions": int(m.group(6).replace(",", "")), "cpu_s": float(m.group(7))}
+            "events": int(m.group(6).replace(",", "")),
+            "decisions": int(m.group(7).replace(",", "")), "cpu_s": float(m.group(8))}
 
 
 def run_baseline(brokers: str, topics: Topics) -> dict[str, Any]:
@@ -253,7 +256,8 @@ def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
         ratios.append(job["rate"] / base["rate"])
         log(f"throughput run {i + 1}: job {job['rate']:,.0f}/s ({job['method']}; own summary "
             f"{job['summary']['rate']:,.0f}/s), 2-process cluster {cluster['rate']:,.0f}/s "
-            f"(messages per process {[p.get('messages') for p in cluster['per_process']]}, "
+            f"(messages read per process {[p.get('messages') for p in cluster['per_process']]}, "
+            f"events correlated {[p.get('events') for p in cluster['per_process']]}, "
             f"cpu {[p.get('cpu_s') for p in cluster['per_process']]} s), baseline "
             f"{base['rate']:,.0f}/s, ratio {ratios[-1]:.2f}, peak RSS {job['maxrss_mib']:.0f} MiB; "
             f"in arrival order {arrival['rate']:,.0f}/s")
@@ -286,6 +290,8 @@ def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
             "messages_share_p0_median": median([
                 c["per_process"][0].get("messages", 0) / max(c["messages"], 1)
                 for c in clusters]),
+            "events_share_per_process_median": [median([_events_share(c, k) for c in clusters])
+                                                for k in range(CLUSTER_PROCESSES)],
             "cpu_s_per_process_median": [median([c["per_process"][k].get("cpu_s", 0.0)
                                                  for c in clusters]) for k in range(2)],
             "per_process_last_run": clusters[-1]["per_process"],
@@ -295,6 +301,12 @@ def phase_throughput(brokers: str, work: Path) -> dict[str, Any]:
                 median([w["work_cpu_vs_one_process"] for w in why]) if all(why) else None),
         },
     }
+
+
+def _events_share(cluster: dict[str, Any], k: int) -> float:
+    """Process k's share of the events the cluster correlated: its shards' load."""
+    events = [p.get("events", 0) for p in cluster["per_process"]]
+    return events[k] / max(sum(events), 1)
 
 
 def scaling(job: dict[str, Any], cluster: dict[str, Any]) -> dict[str, Any] | None:
@@ -526,6 +538,9 @@ def table(r: dict[str, Any]) -> str:
         ("2-process cluster: share of messages read by process 0",
          f"{c2['messages_share_p0_median']:.0%}",
          "cpu s " + " / ".join(f"{x:.1f}" for x in c2["cpu_s_per_process_median"])),
+        ("2-process cluster: share of events each process's shards correlated",
+         " / ".join(f"{x:.0%}" for x in c2["events_share_per_process_median"]),
+         "a file's reports all go to its shard"),
         ("2-process cluster: each worker busy while it had work",
          " / ".join(f"{x:.0%}" for x in c2["busy_share_median"] or []) or "n/a",
          (f"the workers' CPU × {c2['work_cpu_vs_one_process_median']:.2f} of one process's"

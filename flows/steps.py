@@ -249,9 +249,11 @@ class CorrelateLogic(StatefulBatchLogic[Piece | RawPiece, tuple[str, Any], bytes
         out: list[tuple[str, Any]] = []
         dup0 = self.c.duplicates
         owner, replicas = self.layout.owner, self.layout.keys
+        events = 0
         for given in pieces:
             p = self._parsed(given, out) if type(given) is RawPiece else given
             assert isinstance(p, Piece)
+            events += len(p.items)
             items, copies = self.c.process(p.items, p.arrived)
             p.items = items
             out.extend(route(p, owner[p.shard], replicas, copies))
@@ -259,7 +261,9 @@ class CorrelateLogic(StatefulBatchLogic[Piece | RawPiece, tuple[str, Any], bytes
         stats.duplicates += self.c.duplicates - dup0
         if pieces:
             self.shard = pieces[0].shard
-            stats.tracked_files[f"{self.shard:03d}"] = len(self.c.files)
+            key = f"{self.shard:03d}"
+            stats.tracked_files[key] = len(self.c.files)
+            stats.shard_events[key] += events
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:

@@ -56,6 +56,9 @@ class JobStats:
     duplicates: int = 0
     decisions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (action, scope)
     tracked_files: dict[str, int] = field(default_factory=dict)     # shard -> files
+    # events correlated, by shard: how the work spread (a file's reports all go to its
+    # shard, so a few prevalent files can weigh one shard, and its worker, more)
+    shard_events: Counter[str] = field(default_factory=Counter)
     labels_seen: int = 0
     newest_event_ts: float = 0.0
     newest_produce_ts: float = 0.0    # broker timestamp of the newest message consumed

@@ -54,6 +54,7 @@ def stats_dict(stats: jobstats.JobStats, elapsed: float, lost: int, interrupted:
             "duplicates": stats.duplicates,
             "decisions": [[a, s, n] for (a, s), n in stats.decisions.items()],
             "tracked_files": dict(stats.tracked_files), "labels_seen": stats.labels_seen,
+            "shard_events": dict(stats.shard_events),
             "elapsed": elapsed, "lost": lost, "interrupted": interrupted,
             "parts": sorted(parts), "cpu_s": _cpu_s()}
 
@@ -65,15 +66,18 @@ def _cpu_s() -> float:
 
 
 def spread_line(index: int, count: int, d: dict[str, Any]) -> str:
-    """How much of the work one process got: its partitions, messages, shards, decisions."""
+    """How much of the work one process got: its partitions, messages, shards (with their
+    files and the events they correlated), decisions."""
     n = sum(d["events_in"].values())
     shards = sorted(d["tracked_files"])
     files = sum(d["tracked_files"].values())
+    events = sum(d.get("shard_events", {}).values())
     decisions = sum(x[2] for x in d["decisions"])
     parts = ["every input partition (event-time merge)" if p == "merged" else p
              for p in d["parts"]]
     return (f"process {index} of {count}: read {', '.join(parts) or 'no partition'} "
-            f"({n:,} messages); shards {', '.join(shards) or 'none'} ({files:,} files); "
+            f"({n:,} messages); shards {', '.join(shards) or 'none'} ({files:,} files, "
+            f"{events:,} events); "
             f"decisions {decisions:,}; cpu {d.get('cpu_s', 0.0):.1f}s")
 
 

@@ -141,11 +141,14 @@ def test_two_process_cluster_decides_what_one_process_decides(world: World) -> N
     # Every message read exactly once, across the processes.
     assert int(m.group(1).replace(",", "")) == REPORTS and m.group(2) == "2"
     spread = re.findall(r"^rapidloop run: process (\d) of 2: read (.*) \(([\d,]+) messages\); "
-                        r"shards (.*) \(", err, re.M)
+                        r"shards (.*) \([\d,]+ files, ([\d,]+) events\)", err, re.M)
     assert sorted(s[0] for s in spread) == ["0", "1"], err[-2000:]
     assert sum(int(s[2].replace(",", "")) for s in spread) == REPORTS
     shards = [s for x in spread for s in x[3].split(", ")]
     assert sorted(shards) == [f"{i:03d}" for i in range(8)]      # each shard on one process
+    # every event parsed was correlated on one shard; only dead letters were not
+    events = [int(s[4].replace(",", "")) for s in spread]
+    assert all(events) and REPORTS - len(world.dead) <= sum(events) <= REPORTS
     assert "[p0] " in err and "[p1] " in err                    # children's lines, prefixed
     _same(world, dec, dlq)
 
