@@ -49,7 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="allow --output-topic to be the live decisions topic")
     p.add_argument("--dead-letters", metavar="FILE", help="DeadLetter JSONL to write")
     p.add_argument("--config", metavar="FILE", help="TOML configuration")
-    p.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker threads (default 1; they share one Python GIL, so more "
+                        "are slower here, not faster: the same decisions either way)")
     p.add_argument("--progress", type=float, default=0.0, metavar="SECONDS",
                    help="print a progress line (events/s, ETA) every SECONDS; default none")
     p.add_argument("--pace", metavar="Nx",
