@@ -248,9 +248,10 @@ class Decider:
     def sweep(self) -> int:
         """Forget files with nothing enforced and no recent events or trusted label."""
         now, s = self.now, self.settings
+        # the cheap test first: most files were seen lately, and idle() walks a dict
+        labelled, unlabelled = now - s.label_ttl, now - s.idle_ttl
         gone = [sha for sha, enf in self.states.items()
-                if enf.idle(now) and enf.last_event < now - (
-                    s.label_ttl if enf.label else s.idle_ttl)]
+                if enf.last_event < (labelled if enf.label else unlabelled) and enf.idle(now)]
         for sha in gone:
             del self.states[sha]
         self.next_sweep = now + s.sweep_interval
